@@ -1,0 +1,93 @@
+"""Shared CLI plumbing: one-line errors, global options, settings with flag overrides."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import typer
+
+from churnstream.exceptions import ChurnstreamError
+from churnstream.logging import configure_logging
+from churnstream.settings import CONFIG_ENV_VAR, Settings, load_settings
+
+logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_ERROR = 1
+BROKER_HELP = "Kafka bootstrap servers HOST:PORT; overrides kafka.bootstrap_servers."
+
+
+@dataclass
+class CliState:
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    quiet: bool = False
+
+
+def one_line_errors(func: F) -> F:
+    """Turn a ChurnstreamError into one readable line on stderr and a non-zero exit."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ChurnstreamError as exc:
+            logger.debug("command failed", exc_info=True)
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(EXIT_ERROR) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class App(typer.Typer):
+    """A Typer app whose commands all report ChurnstreamError as one line."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:
+        register = super().command(*args, **kwargs)
+
+        def decorator(func: F) -> F:
+            register(one_line_errors(func))
+            return func
+
+        return decorator
+
+
+def new_app(help_text: str) -> App:
+    return App(help=help_text, no_args_is_help=True, add_completion=False)
+
+
+def cli_state(ctx: typer.Context | None) -> CliState:
+    root = ctx.find_root() if ctx is not None else None
+    obj = root.obj if root is not None else None
+    return obj if isinstance(obj, CliState) else CliState()
+
+
+def set_config_path(path: Path | None) -> None:
+    if path is not None:
+        os.environ[CONFIG_ENV_VAR] = str(path)
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """Effective settings: YAML < env < these dotted overrides (None means 'not given')."""
+    return load_settings(**overrides)
+
+
+def init_logging(ctx: typer.Context | None, log_name: str | None = None,
+                 settings: Settings | None = None) -> None:
+    """(Re)configure logging for a command; long-running commands also log to logs/<name>.log."""
+    state = cli_state(ctx)
+    log_file = None
+    if log_name is not None:
+        logs_dir = settings.paths.logs_dir if settings is not None else Path("logs")
+        log_file = logs_dir / f"{log_name}.log"
+    configure_logging(state.log_level, log_file=log_file, fmt=state.log_format, quiet=state.quiet)

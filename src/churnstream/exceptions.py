@@ -1,0 +1,63 @@
+"""One root exception; every error churnstream raises on purpose derives from it."""
+
+from __future__ import annotations
+
+
+class ChurnstreamError(Exception):
+    """Root of every deliberate churnstream error. The CLI prints it as one line."""
+
+
+class ConfigError(ChurnstreamError):
+    """Settings could not be loaded or an override is invalid."""
+
+
+class DataError(ChurnstreamError):
+    """A dataset is missing, unreadable, or does not have the expected schema."""
+
+
+class DataFetchError(DataError):
+    """The dataset could not be downloaded or extracted."""
+
+
+class IntegrityError(DataError):
+    """A file's sha256 does not match the expected one."""
+
+
+class ModelError(ChurnstreamError):
+    """Training or scoring failed."""
+
+
+class ModelLoadError(ModelError):
+    """A model directory is missing, corrupt, untrusted or incompatible."""
+
+
+class InvalidEventError(ChurnstreamError):
+    """A message cannot be scored. Carries everything the dead-letter writer needs."""
+
+    def __init__(
+        self,
+        reason: str,
+        raw: bytes | None = None,
+        *,
+        error_type: str = "validation_error",
+        code: str = "schema",
+        details: list[str] | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.raw = raw
+        self.error_type = error_type
+        self.code = code
+        self.details = details or []
+
+
+class BrokerError(ChurnstreamError):
+    """The embedded broker could not be started, stopped or reached."""
+
+
+class BrokerUnavailableError(BrokerError):
+    """No broker answered at the configured bootstrap servers."""
+
+
+class DeliveryError(ChurnstreamError):
+    """Messages could not be delivered to Kafka."""

@@ -1,0 +1,288 @@
+"""Typed, frozen settings.
+
+Precedence, lowest to highest: built-in defaults < YAML file < environment
+(``CHURNSTREAM_*``, nested with ``__``) < CLI flags (applied with :func:`with_overrides`).
+
+The YAML file is ``$CHURNSTREAM_CONFIG`` if set, else ``config/churnstream.yaml`` in the
+working directory if it exists; without one the built-in defaults apply, and they are the
+same values as the shipped YAML (a unit test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from churnstream.exceptions import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_PATH = Path("config/churnstream.yaml")
+CONFIG_ENV_VAR = "CHURNSTREAM_CONFIG"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TopicSettings(_Frozen):
+    name: str
+    partitions: int = Field(ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+
+class TopicsSettings(_Frozen):
+    raw: TopicSettings = TopicSettings(name="telco.raw.customers", partitions=3)
+    predictions: TopicSettings = TopicSettings(name="telco.churn.predictions", partitions=3)
+    deadletter: TopicSettings = TopicSettings(name="telco.deadletter", partitions=1)
+
+
+class KafkaSettings(_Frozen):
+    """Connection to the cluster. librdkafka's dotted keys live only in :meth:`client_config`."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    client_id: str = "churnstream"
+    # Quick group joins: a rebalance waits about half of this on small clusters.
+    session_timeout_ms: int = Field(default=6000, ge=1000)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    ssl_key_password: SecretStr | None = None
+
+    def client_config(self) -> dict[str, Any]:
+        """Common librdkafka configuration for producers, consumers and admin clients."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username is not None:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_ca_location is not None:
+            conf["ssl.ca.location"] = str(self.ssl_ca_location)
+        if self.ssl_certificate_location is not None:
+            conf["ssl.certificate.location"] = str(self.ssl_certificate_location)
+        if self.ssl_key_location is not None:
+            conf["ssl.key.location"] = str(self.ssl_key_location)
+        if self.ssl_key_password is not None:
+            conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+        return conf
+
+    def producer_config(self, producer: ProducerSettings) -> dict[str, Any]:
+        conf = self.client_config()
+        conf.update(
+            {
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": producer.linger_ms,
+                "batch.num.messages": producer.batch_num_messages,
+                "compression.type": producer.compression,
+                "message.timeout.ms": producer.delivery_timeout_ms,
+                "queue.buffering.max.messages": producer.queue_max_messages,
+            }
+        )
+        return conf
+
+    def consumer_config(self, consumer: ConsumerSettings, group_id: str) -> dict[str, Any]:
+        conf = self.client_config()
+        conf.update(
+            {
+                "group.id": group_id,
+                "session.timeout.ms": self.session_timeout_ms,
+                "heartbeat.interval.ms": max(500, self.session_timeout_ms // 3),
+                "auto.offset.reset": consumer.auto_offset_reset,
+                # Offsets are committed by hand, only after the batch's outputs are acknowledged.
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "enable.partition.eof": False,
+                "isolation.level": consumer.isolation_level,
+                "fetch.min.bytes": consumer.fetch_min_bytes,
+                "fetch.wait.max.ms": consumer.fetch_wait_max_ms,
+            }
+        )
+        return conf
+
+    def admin_config(self) -> dict[str, Any]:
+        return self.client_config()
+
+
+class ProducerSettings(_Frozen):
+    events_per_sec: float = Field(default=10.0, gt=0)
+    batch_size: int = Field(default=500, ge=1)
+    linger_ms: int = Field(default=5, ge=0)
+    batch_num_messages: int = Field(default=10_000, ge=1)
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    delivery_timeout_ms: int = Field(default=30_000, ge=1000)
+    queue_max_messages: int = Field(default=100_000, ge=1)
+    checkpoint_file: Path = Path(".churnstream/producer_checkpoint.json")
+
+
+class ConsumerSettings(_Frozen):
+    group_id: str = "churnstream-scorer"
+    max_batch_records: int = Field(default=1000, ge=1)
+    max_batch_wait_ms: int = Field(default=100, ge=1)
+    idle_timeout_ms: int = Field(default=10_000, ge=1)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
+    fetch_min_bytes: int = Field(default=1, ge=1)
+    fetch_wait_max_ms: int = Field(default=100, ge=0)
+    summary_interval_s: float = Field(default=60.0, gt=0)
+    top_k: int = Field(default=10, ge=1)
+
+
+class BrokerSettings(_Frozen):
+    """The embedded broker, used only when ``kafka.bootstrap_servers`` points at it."""
+
+    engine: Literal["auto", "kafka", "tansu"] = "auto"
+    host: str = "127.0.0.1"
+    port: int = Field(default=19092, ge=1, le=65535)
+    controller_port: int | None = Field(default=None, ge=1, le=65535)
+    state_dir: Path = Path(".churnstream/broker")
+    kafka_version: str = "4.1.1"
+    jars_dir: Path = Path(".churnstream/kafka-jars")
+    heap: str = "512m"
+    start_timeout_s: float = Field(default=90.0, gt=0)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class ModelSettings(_Frozen):
+    models_dir: Path = Path("models")
+    algorithm: Literal["logreg", "gbm", "hgb"] = "logreg"
+    random_state: int = 42
+    test_size: float = Field(default=0.2, gt=0, lt=1)
+    cv_folds: int = Field(default=5, ge=2)
+
+
+class PathsSettings(_Frozen):
+    data_dir: Path = Path("data")
+    raw_csv: Path = Path("data/raw/telco_customer_churn.csv")
+    reports_dir: Path = Path("reports")
+    logs_dir: Path = Path("logs")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CHURNSTREAM_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicsSettings = TopicsSettings()
+    producer: ProducerSettings = ProducerSettings()
+    consumer: ConsumerSettings = ConsumerSettings()
+    broker: BrokerSettings = BrokerSettings()
+    model: ModelSettings = ModelSettings()
+    paths: PathsSettings = PathsSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        yaml_path = _config_path()
+        if yaml_path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path))
+        sources.append(file_secret_settings)
+        return tuple(sources)
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        """True when the configured cluster is the embedded broker's address."""
+        servers = [s.strip() for s in self.kafka.bootstrap_servers.split(",") if s.strip()]
+        local = {f"127.0.0.1:{self.broker.port}", f"localhost:{self.broker.port}"}
+        return len(servers) == 1 and servers[0] in local
+
+
+def _config_path() -> Path | None:
+    explicit = os.environ.get(CONFIG_ENV_VAR)
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} (from ${CONFIG_ENV_VAR}) does not exist")
+        return path
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load settings from YAML and environment, then apply dotted CLI overrides.
+
+    ``load_settings(**{"kafka.bootstrap_servers": "host:9092"})``; ``None`` values are ignored
+    so that unset CLI flags keep the lower layers' values.
+    """
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc)) from exc
+    return with_overrides(settings, overrides)
+
+
+def with_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
+    """Return a copy of ``settings`` with dotted-path overrides applied and validated."""
+    data = settings.model_dump()
+    changed = False
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            if part not in node or not isinstance(node[part], dict):
+                raise ConfigError(f"unknown setting {dotted!r}")
+            node = node[part]
+        if leaf not in node:
+            raise ConfigError(f"unknown setting {dotted!r}")
+        node[leaf] = value
+        changed = True
+    if not changed:
+        return settings
+    try:
+        return Settings.model_validate(_unwrap_secrets(data))
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc)) from exc
+
+
+def _unwrap_secrets(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {k: _unwrap_secrets(v) for k, v in value.items()}
+    return value
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "settings"
+    return f"invalid setting {where}: {err['msg']}"
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """Settings as plain JSON-able data with every secret masked."""
+    return settings.model_dump(mode="json")  # SecretStr dumps as '**********'
