@@ -1,0 +1,48 @@
+# The README's two commands are `make demo` and `make test`; both do all the set-up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help setup demo test test-unit test-integration lint format bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv, install churnstream with dev extras, fetch the Kafka jars
+	$(BIN)/churnstream broker fetch
+
+demo: setup ## Run the demo on the embedded broker
+	$(BIN)/churnstream demo
+
+test: setup ## Run every test (unit, integration on a real Kafka)
+	$(BIN)/churnstream data fetch
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: setup ## Unit tests only (no broker)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+lint: setup ## ruff, ruff format --check, mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: setup ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: setup ## Throughput and latency benchmarks (bench/)
+	$(BIN)/python -m bench
+
+clean: ## Remove the venv, caches and generated files (keeps data/)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

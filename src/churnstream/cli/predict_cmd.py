@@ -1,0 +1,60 @@
+"""`churnstream predict`: score a CSV/Parquet file, or one JSON record."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from churnstream.cli._common import get_settings
+from churnstream.exceptions import DataError, InvalidEventError
+
+logger = logging.getLogger(__name__)
+
+
+def predict(
+    input_path: Annotated[
+        Path | None, typer.Option("--input", "-i", help="CSV or Parquet file of customer records.")
+    ] = None,
+    output_path: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Where to write the scored rows (.csv/.parquet).")
+    ] = None,
+    rejects_path: Annotated[
+        Path | None,
+        typer.Option("--rejects", help="Rejected rows with reasons (default <output>.rejects.<ext>)."),
+    ] = None,
+    record: Annotated[
+        str | None, typer.Option("--json", help="Score one JSON record and print the prediction.")
+    ] = None,
+    model_path: Annotated[
+        Path | None, typer.Option("--model-path", help="Model version dir or models root (default: latest).")
+    ] = None,
+) -> None:
+    """Score customers with the trained model."""
+    # Imported late: loading scikit-learn costs about a second that --help should not pay.
+    from churnstream.model.scorer import Scorer
+    from churnstream.predict import parse_record, predict_file, predict_record, prediction_json
+
+    if (record is None) == (input_path is None):
+        raise DataError("give either --input FILE --output FILE, or --json RECORD")
+    settings = get_settings()
+    scorer = Scorer.load(model_path or settings.model.models_dir)
+    if record is not None:
+        try:
+            event = parse_record(record)
+        except InvalidEventError as exc:
+            raise DataError(f"invalid record: {exc.reason}") from exc
+        typer.echo(prediction_json(predict_record(event, scorer)))
+        return
+    assert input_path is not None  # noqa: S101 - guaranteed by the check above
+    if output_path is None:
+        raise DataError("--output is required with --input")
+    result = predict_file(input_path, output_path, scorer, rejects_path=rejects_path)
+    rejects = f", rejects in {result.rejects}" if result.rejects else ""
+    typer.echo(
+        f"scored {result.scored} rows, rejected {result.rejected} "
+        f"(predicted churn rate {result.churn_rate:.3f}, model {scorer.version}, "
+        f"{result.seconds:.2f}s) -> {result.output}{rejects}"
+    )

@@ -1,0 +1,28 @@
+"""Shared fixtures: the repository root and the real dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATASET = REPO_ROOT / "data" / "raw" / "telco_customer_churn.csv"
+CONTRACTS_DIR = REPO_ROOT.parent / "shared" / "contracts"
+
+
+@pytest.fixture(scope="session")
+def dataset_path() -> Path:
+    if not DATASET.is_file():
+        pytest.skip(f"{DATASET} absent: run `churnstream data fetch` (make test does)")
+    return DATASET
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never pick up a developer's CHURNSTREAM_* variables."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("CHURNSTREAM_"):
+            monkeypatch.delenv(name, raising=False)
