@@ -160,7 +160,9 @@ def read_table(path: Path) -> pd.DataFrame:
 def check_columns(frame: pd.DataFrame, required: tuple[str, ...], where: str) -> None:
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise DataError(f"{where} is missing column {missing[0]!r} (expected {', '.join(required)})")
+        raise DataError(
+            f"{where} is missing column {missing[0]!r} (expected {', '.join(required)})"
+        )
 
 
 def validate_frame(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -178,8 +180,10 @@ def validate_frame(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         reasons[mask] = message
 
     text = {c: frame[c].astype("string").fillna("").str.strip() for c in frame.columns}
-    flag(~text[ID_COLUMN].str.fullmatch(CUSTOMER_ID_PATTERN[1:-1]).fillna(False),
-         f"{ID_COLUMN}: does not match {CUSTOMER_ID_PATTERN}")
+    flag(
+        ~text[ID_COLUMN].str.fullmatch(CUSTOMER_ID_PATTERN[1:-1]).fillna(False),
+        f"{ID_COLUMN}: does not match {CUSTOMER_ID_PATTERN}",
+    )
     for column, levels in CATEGORICAL_LEVELS.items():
         flag(~text[column].isin(levels), f"{column}: not one of {', '.join(levels)}")
 

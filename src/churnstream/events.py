@@ -8,7 +8,14 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from churnstream.schemas import DATASET_COLUMNS, ID_COLUMN, TARGET_COLUMN, TIMESTAMP_COLUMN
+from churnstream.schemas import (
+    DATASET_COLUMNS,
+    FEATURE_COLUMNS,
+    ID_COLUMN,
+    TARGET_COLUMN,
+    TIMESTAMP_COLUMN,
+    CustomerEvent,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,3 +54,13 @@ def stamp(record: dict[str, Any], event_ts: str) -> dict[str, Any]:
 def encode_event(event: dict[str, Any]) -> tuple[bytes, bytes]:
     """(key, value) for Kafka: keyed by customerID so one customer stays on one partition."""
     return str(event[ID_COLUMN]).encode(), orjson.dumps(event)
+
+
+def events_to_frame(events: list[CustomerEvent]) -> pd.DataFrame:
+    """Model-ready frame from validated events (TotalCharges coerced per the policy)."""
+    rows: list[dict[str, Any]] = []
+    for event in events:
+        row = {c: getattr(event, c) for c in FEATURE_COLUMNS}
+        row["TotalCharges"] = event.total_charges_value()
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(FEATURE_COLUMNS))

@@ -10,13 +10,13 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pandas as pd
 from pydantic import ValidationError
 
 from churnstream.data import REJECT_REASON_COLUMN, read_table, validate_frame
+from churnstream.events import events_to_frame
 from churnstream.exceptions import DataError, InvalidEventError
 from churnstream.model.scorer import Scorer
 from churnstream.schemas import (
@@ -25,6 +25,7 @@ from churnstream.schemas import (
     Prediction,
     dump_body,
     utc_now_iso,
+    validation_messages,
 )
 
 logger = logging.getLogger(__name__)
@@ -115,25 +116,6 @@ def parse_record(text: str | bytes) -> CustomerEvent:
     except ValidationError as exc:
         details = validation_messages(exc)
         raise InvalidEventError("; ".join(details), details=details) from exc
-
-
-def validation_messages(exc: ValidationError) -> list[str]:
-    """Readable ``field: message`` lines from a pydantic error."""
-    out = []
-    for err in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        out.append(f"{where}: {err['msg']}")
-    return out
-
-
-def events_to_frame(events: list[CustomerEvent]) -> pd.DataFrame:
-    """Model-ready frame from validated events (TotalCharges coerced per the policy)."""
-    rows: list[dict[str, Any]] = []
-    for event in events:
-        row = {c: getattr(event, c) for c in FEATURE_COLUMNS}
-        row["TotalCharges"] = event.total_charges_value()
-        rows.append(row)
-    return pd.DataFrame(rows, columns=list(FEATURE_COLUMNS))
 
 
 def predict_record(event: CustomerEvent, scorer: Scorer) -> Prediction:

@@ -19,6 +19,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    ValidationError,
 )
 
 CUSTOMER_ID_PATTERN = r"^[0-9]{4}-[A-Z]{5}$"
@@ -130,9 +131,7 @@ CustomerId = Annotated[StrictStr, Field(pattern=CUSTOMER_ID_PATTERN)]
 YesNo = Literal["Yes", "No"]
 InternetAddon = Literal["Yes", "No", "No internet service"]
 Money = Annotated[StrictFloat | StrictInt, Field(ge=0, le=200, allow_inf_nan=False)]
-TotalCharges = Annotated[
-    StrictFloat | StrictInt | StrictStr, AfterValidator(_check_total_charges)
-]
+TotalCharges = Annotated[StrictFloat | StrictInt | StrictStr, AfterValidator(_check_total_charges)]
 
 
 class _Contract(BaseModel):
@@ -233,3 +232,12 @@ CONTRACT_MODELS: dict[str, type[BaseModel]] = {
     "prediction": Prediction,
     "dead_letter": DeadLetter,
 }
+
+
+def validation_messages(exc: ValidationError) -> list[str]:
+    """Readable ``field: message`` lines from a pydantic error."""
+    out = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        out.append(f"{where}: {err['msg']}")
+    return out

@@ -23,12 +23,13 @@ def _version(value: bool) -> None:
 def _root(
     ctx: typer.Context,
     config: Annotated[
-        Path | None, typer.Option("--config", help="YAML settings file (default config/churnstream.yaml).")
+        Path | None,
+        typer.Option("--config", help="YAML settings file (default config/churnstream.yaml)."),
     ] = None,
-    log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")] = "INFO",
-    log_format: Annotated[
-        str, typer.Option("--log-format", help="text or json.")
-    ] = "text",
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")
+    ] = "INFO",
+    log_format: Annotated[str, typer.Option("--log-format", help="text or json.")] = "text",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")

@@ -82,8 +82,9 @@ def get_settings(**overrides: Any) -> Settings:
     return load_settings(**overrides)
 
 
-def init_logging(ctx: typer.Context | None, log_name: str | None = None,
-                 settings: Settings | None = None) -> None:
+def init_logging(
+    ctx: typer.Context | None, log_name: str | None = None, settings: Settings | None = None
+) -> None:
     """(Re)configure logging for a command; long-running commands also log to logs/<name>.log."""
     state = cli_state(ctx)
     log_file = None

@@ -23,7 +23,8 @@ def fetch(
         typer.Option("--from", help="Use a local copy of the CSV instead of downloading it."),
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Where to write the CSV (default paths.raw_csv).")
+        Path | None,
+        typer.Option("--output", "-o", help="Where to write the CSV (default paths.raw_csv)."),
     ] = None,
     verify_hash: Annotated[
         bool,
@@ -40,7 +41,9 @@ def fetch(
 
 @app.command("check")
 def check(
-    path: Annotated[Path | None, typer.Argument(help="CSV or Parquet file (default paths.raw_csv).")] = None,
+    path: Annotated[
+        Path | None, typer.Argument(help="CSV or Parquet file (default paths.raw_csv).")
+    ] = None,
 ) -> None:
     """Validate a labelled dataset file: columns, types, categories, ranges."""
     target = path or get_settings().paths.raw_csv

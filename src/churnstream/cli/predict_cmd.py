@@ -19,17 +19,21 @@ def predict(
         Path | None, typer.Option("--input", "-i", help="CSV or Parquet file of customer records.")
     ] = None,
     output_path: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Where to write the scored rows (.csv/.parquet).")
+        Path | None,
+        typer.Option("--output", "-o", help="Where to write the scored rows (.csv/.parquet)."),
     ] = None,
     rejects_path: Annotated[
         Path | None,
-        typer.Option("--rejects", help="Rejected rows with reasons (default <output>.rejects.<ext>)."),
+        typer.Option(
+            "--rejects", help="Rejected rows with reasons (default <output>.rejects.<ext>)."
+        ),
     ] = None,
     record: Annotated[
         str | None, typer.Option("--json", help="Score one JSON record and print the prediction.")
     ] = None,
     model_path: Annotated[
-        Path | None, typer.Option("--model-path", help="Model version dir or models root (default: latest).")
+        Path | None,
+        typer.Option("--model-path", help="Model version dir or models root (default: latest)."),
     ] = None,
 ) -> None:
     """Score customers with the trained model."""

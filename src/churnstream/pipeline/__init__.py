@@ -1,0 +1,1 @@
+"""The streaming pipeline: transform, producer and scorer loops, demo."""

@@ -1,0 +1,57 @@
+"""The batch producer's checkpoint: written atomically after each acknowledged chunk."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from churnstream.exceptions import DataError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a batch run stands. ``next_row`` rows of the file have been acknowledged."""
+
+    data_path: str
+    data_sha256: str
+    topic: str
+    total_rows: int
+    next_row: int
+    sent: int
+    failed: int
+    run_id: str
+    updated_at: str
+
+    @property
+    def finished(self) -> bool:
+        return self.next_row >= self.total_rows
+
+    def matches(self, data_sha256: str, topic: str) -> bool:
+        return self.data_sha256 == data_sha256 and self.topic == topic
+
+
+def load_checkpoint(path: Path) -> Checkpoint | None:
+    if not path.is_file():
+        return None
+    try:
+        return Checkpoint(**json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as exc:
+        raise DataError(
+            f"checkpoint {path} is unreadable ({exc}); delete it or pass --restart"
+        ) from exc
+
+
+def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
+    """Write then rename, so that a crash leaves the old checkpoint or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        json.dump(asdict(checkpoint), fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,284 @@
+"""The event producer: streaming at a steady rate, or the file in checkpointed chunks."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from churnstream.data import read_table, sha256_of, validate_frame
+from churnstream.events import ROW_INDEX_HEADER, RUN_ID_HEADER, encode_event, frame_to_records
+from churnstream.exceptions import DataError, DeliveryError
+from churnstream.kafka.producer import SafeProducer
+from churnstream.pipeline.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from churnstream.schemas import CustomerEvent, utc_now_iso
+from churnstream.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: Longest single sleep in the streaming loop, so that a stop request is seen quickly.
+MAX_SLEEP_S = 0.05
+
+ProgressFn = Callable[[int, int | None], None]
+
+
+@dataclass(frozen=True)
+class ProduceOptions:
+    mode: Literal["streaming", "batch"]
+    topic: str
+    data_path: Path
+    events_per_sec: float
+    batch_size: int
+    checkpoint_file: Path
+    dry_run: bool = False
+    validate: bool = False
+    max_events: int | None = None
+    duration_s: float | None = None
+    sample: bool = False
+    seed: int | None = None
+    restart: bool = False
+
+
+@dataclass
+class ProduceSummary:
+    mode: str
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0
+    duration_s: float = 0.0
+    resumed_from: int | None = None
+    already_finished: bool = False
+    finished: bool = False
+    dry_run: bool = False
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.duration_s if self.duration_s > 0 else 0.0
+
+    def line(self) -> str:
+        verb = "would send" if self.dry_run else "sent"
+        extra = f", resumed from row {self.resumed_from}" if self.resumed_from else ""
+        skipped = f", skipped {self.skipped} invalid" if self.skipped else ""
+        return (
+            f"{self.mode}: {verb} {self.sent}, failed {self.failed}{skipped} in "
+            f"{self.duration_s:.2f}s ({self.rate:,.1f} events/s){extra}"
+        )
+
+
+def load_records(data_path: Path) -> tuple[list[dict[str, Any]], int]:
+    """Valid records of the file (in order) and how many rows were rejected."""
+    raw = read_table(data_path)
+    valid, rejects = validate_frame(raw)
+    if len(rejects):
+        logger.warning(
+            "%d row(s) of %s are invalid and will not be sent; first: %s",
+            len(rejects),
+            data_path,
+            rejects["reject_reason"].iloc[0],
+        )
+    if not len(valid):
+        raise DataError(f"{data_path} has no valid rows to send")
+    return frame_to_records(valid), len(rejects)
+
+
+def _valid_event(event: dict[str, Any]) -> bool:
+    try:
+        CustomerEvent.model_validate(event)
+    except ValidationError as exc:
+        logger.warning("not sending %s: %s", event.get("customerID"), exc.errors()[0]["msg"])
+        return False
+    return True
+
+
+def run_producer(
+    settings: Settings,
+    options: ProduceOptions,
+    stop: threading.Event,
+    *,
+    on_progress: ProgressFn | None = None,
+) -> ProduceSummary:
+    """Run one producer until done, stopped, or bounded by max_events/duration."""
+    records, rejected = load_records(options.data_path)
+    producer = (
+        None
+        if options.dry_run
+        else SafeProducer(settings.kafka.producer_config(settings.producer))
+    )
+    if options.mode == "streaming":
+        summary = _stream(records, options, producer, stop, on_progress)
+    else:
+        summary = _batch(records, options, producer, stop, on_progress)
+    summary.skipped += rejected
+    summary.dry_run = options.dry_run
+    logger.info("producer finished: %s", summary.line())
+    return summary
+
+
+def _settle(producer: SafeProducer | None, summary: ProduceSummary) -> None:
+    """Flush and take the final counts from the delivery callbacks."""
+    if producer is None:
+        return
+    remaining = producer.flush()
+    summary.sent = producer.stats.delivered
+    summary.failed = producer.stats.failed + remaining
+    if remaining:
+        logger.error("%d message(s) were not acknowledged before the flush timeout", remaining)
+
+
+def _stream(
+    records: list[dict[str, Any]],
+    options: ProduceOptions,
+    producer: SafeProducer | None,
+    stop: threading.Event,
+    on_progress: ProgressFn | None,
+) -> ProduceSummary:
+    summary = ProduceSummary(mode="streaming")
+    rng = random.Random(options.seed)  # noqa: S311 - sampling, not security
+    rate = options.events_per_sec
+    run_id = uuid.uuid4().hex.encode()
+    queued = 0
+    position = 0
+    started = time.monotonic()
+    last_send = started
+    while not stop.is_set():
+        now = time.monotonic()
+        elapsed = now - started
+        if options.duration_s is not None and elapsed >= options.duration_s:
+            break
+        if options.max_events is not None and queued >= options.max_events:
+            break
+        # A fixed schedule (event i is due at i / rate) keeps the long-run rate exact:
+        # a late wake-up sends the backlog instead of drifting.
+        due = int(elapsed * rate) + 1
+        if options.max_events is not None:
+            due = min(due, options.max_events)
+        while queued < due:
+            if options.sample:
+                index = rng.randrange(len(records))
+            else:
+                index = position % len(records)
+                position += 1
+            event = {**records[index], "event_ts": utc_now_iso()}
+            if options.validate and not _valid_event(event):
+                summary.skipped += 1
+                queued += 1
+                continue
+            if producer is not None:
+                key, value = encode_event(event)
+                producer.produce(
+                    options.topic,
+                    value,
+                    key,
+                    [(ROW_INDEX_HEADER, str(index).encode()), (RUN_ID_HEADER, run_id)],
+                )
+            queued += 1
+            last_send = time.monotonic()
+        if on_progress is not None:
+            on_progress(queued, options.max_events)
+        next_due = started + queued / rate
+        stop.wait(min(MAX_SLEEP_S, max(0.0, next_due - time.monotonic())))
+        if producer is not None:
+            producer.poll(0)
+    # The measured rate covers first send to last send: the time the stream was open.
+    summary.duration_s = max(last_send - started, 1e-9) if queued else 0.0
+    if producer is None:
+        summary.sent = queued - summary.skipped
+    _settle(producer, summary)
+    return summary
+
+
+def _batch(
+    records: list[dict[str, Any]],
+    options: ProduceOptions,
+    producer: SafeProducer | None,
+    stop: threading.Event,
+    on_progress: ProgressFn | None,
+) -> ProduceSummary:
+    summary = ProduceSummary(mode="batch")
+    total = len(records)
+    data_sha = sha256_of(options.data_path)
+    start_row = 0
+    run_id = uuid.uuid4().hex
+    checkpoint = None if options.dry_run else load_checkpoint(options.checkpoint_file)
+    if checkpoint is not None and not options.restart:
+        if not checkpoint.matches(data_sha, options.topic) or checkpoint.total_rows != total:
+            raise DataError(
+                f"checkpoint {options.checkpoint_file} belongs to another file or topic "
+                f"({checkpoint.data_path} -> {checkpoint.topic}); pass --restart to start over"
+            )
+        if checkpoint.finished:
+            summary.already_finished = summary.finished = True
+            summary.sent = checkpoint.sent
+            logger.info("batch already finished: %d rows sent to %s", total, options.topic)
+            return summary
+        start_row = checkpoint.next_row
+        run_id = checkpoint.run_id
+        summary.resumed_from = start_row
+        logger.info("resuming at row %d of %d from %s", start_row, total, options.checkpoint_file)
+
+    end_row = total
+    if options.max_events is not None:
+        end_row = min(total, start_row + options.max_events)
+    prior_sent = checkpoint.sent if checkpoint is not None and not options.restart else 0
+    started = time.monotonic()
+    row = start_row
+    if on_progress is not None:
+        on_progress(row, total)
+    while row < end_row and not stop.is_set():
+        chunk_end = min(end_row, row + options.batch_size)
+        for index in range(row, chunk_end):
+            event = {**records[index], "event_ts": utc_now_iso()}
+            if options.validate and not _valid_event(event):
+                summary.skipped += 1
+                continue
+            if producer is not None:
+                key, value = encode_event(event)
+                producer.produce(
+                    options.topic,
+                    value,
+                    key,
+                    [(ROW_INDEX_HEADER, str(index).encode()), (RUN_ID_HEADER, run_id.encode())],
+                )
+        if producer is not None:
+            failed_before = producer.stats.failed
+            remaining = producer.flush()
+            if remaining or producer.stats.failed > failed_before:
+                summary.sent = producer.stats.delivered
+                summary.failed = producer.stats.failed + remaining
+                summary.duration_s = time.monotonic() - started
+                raise DeliveryError(
+                    f"chunk at rows {row}-{chunk_end - 1} was not fully acknowledged "
+                    f"({producer.stats.last_error or f'{remaining} still queued'}); "
+                    f"the checkpoint stays at row {row}, so a re-run resumes there"
+                )
+            save_checkpoint(
+                options.checkpoint_file,
+                Checkpoint(
+                    data_path=str(options.data_path),
+                    data_sha256=data_sha,
+                    topic=options.topic,
+                    total_rows=total,
+                    next_row=chunk_end,
+                    sent=prior_sent + producer.stats.delivered,
+                    failed=producer.stats.failed,
+                    run_id=run_id,
+                    updated_at=utc_now_iso(),
+                ),
+            )
+        row = chunk_end
+        if on_progress is not None:
+            on_progress(row, total)
+    summary.duration_s = time.monotonic() - started
+    if producer is None:
+        summary.sent = row - start_row - summary.skipped
+    _settle(producer, summary)
+    summary.finished = row >= total
+    return summary

@@ -1,0 +1,271 @@
+"""The scorer's poll loop: micro-batches in, predictions and dead letters out, then commit.
+
+At-least-once by construction: a batch's offsets are committed only after every prediction
+and dead letter of that batch has been acknowledged by the broker. If any is not, the
+consumer is rewound to the batch's first offsets and the batch is processed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from churnstream.analytics import WindowStats
+from churnstream.exceptions import BrokerUnavailableError, DeliveryError
+from churnstream.kafka.producer import SafeProducer
+from churnstream.model.scorer import Scorer
+from churnstream.pipeline.transform import RawMessage, score_batch
+from churnstream.reports import write_summary
+from churnstream.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: Consecutive unacknowledged batches before the scorer gives up (and exits non-zero).
+MAX_DELIVERY_RETRIES = 5
+RETRY_BACKOFF_S = 1.0
+CLOSE_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    mode: Literal["streaming", "batch"]
+    input_topic: str
+    output_topic: str
+    deadletter_topic: str
+    group_id: str
+    model_path: Path
+    idle_timeout_ms: int
+    max_messages: int | None = None
+    max_batch_records: int = 1000
+    max_batch_wait_ms: int = 100
+    summary_interval_s: float = 60.0
+    reports_dir: Path | None = Path("reports")
+    top_k: int = 10
+
+
+@dataclass
+class ScoreSummary:
+    mode: str
+    consumed: int = 0
+    scored: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    redelivered_batches: int = 0
+    duration_s: float = 0.0
+    model_version: str = ""
+    reports: list[Path] = field(default_factory=list)
+    last_summary: dict[str, Any] | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.consumed / self.duration_s if self.duration_s > 0 else 0.0
+
+    def line(self) -> str:
+        return (
+            f"{self.mode}: consumed {self.consumed}, scored {self.scored}, dead-lettered "
+            f"{self.dead_lettered} in {self.duration_s:.2f}s ({self.rate:,.1f} msgs/s), "
+            f"model {self.model_version}"
+        )
+
+
+BatchFn = Callable[[ScoreSummary], None]
+
+
+def _raw(msg: Message) -> RawMessage:
+    return RawMessage(
+        topic=msg.topic(),
+        partition=msg.partition(),
+        offset=msg.offset(),
+        key=msg.key(),
+        value=msg.value(),
+        headers=list(msg.headers() or []),
+    )
+
+
+def _next_offsets(batch: Sequence[RawMessage]) -> list[TopicPartition]:
+    highest: dict[tuple[str, int], int] = {}
+    for m in batch:
+        key = (m.topic, m.partition)
+        highest[key] = max(highest.get(key, -1), m.offset)
+    return [TopicPartition(t, p, o + 1) for (t, p), o in highest.items()]
+
+
+def _first_offsets(batch: Sequence[RawMessage]) -> list[TopicPartition]:
+    lowest: dict[tuple[str, int], int] = {}
+    for m in batch:
+        key = (m.topic, m.partition)
+        lowest[key] = min(lowest.get(key, m.offset), m.offset)
+    return [TopicPartition(t, p, o) for (t, p), o in lowest.items()]
+
+
+class ScorerLoop:
+    """One scorer: a consumer, a producer and a model, driven by :meth:`run`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        options: ScoreOptions,
+        *,
+        scorer: Scorer | None = None,
+        on_batch: BatchFn | None = None,
+    ) -> None:
+        self.settings = settings
+        self.options = options
+        self.scorer = scorer or Scorer.load(options.model_path)
+        self.on_batch = on_batch
+        self.summary = ScoreSummary(mode=options.mode, model_version=self.scorer.version)
+        self._window = WindowStats()
+        self._window_started = datetime.now(UTC)
+
+    # -- reports -----------------------------------------------------------------------
+    def _close_window(self) -> None:
+        ended = datetime.now(UTC)
+        summary = self._window.summary(
+            self._window_started,
+            ended,
+            top_k=self.options.top_k,
+            model_version=self.scorer.version,
+            mode=self.options.mode,
+        )
+        self.summary.last_summary = summary
+        if self.options.reports_dir is not None:
+            json_path, md_path = write_summary(summary, self.options.reports_dir)
+            self.summary.reports.extend([json_path, md_path])
+            logger.info("window summary written to %s", md_path)
+        self._window = WindowStats()
+        self._window_started = ended
+
+    # -- the loop ----------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> ScoreSummary:
+        opts = self.options
+        consumer = Consumer(self.settings.kafka.consumer_config(self.settings.consumer, opts.group_id))
+        producer = SafeProducer(self.settings.kafka.producer_config(self.settings.producer))
+        started = time.monotonic()
+        last_message = started
+        last_report = started
+        retries = 0
+        logger.info(
+            "scoring %s -> %s (dead letters: %s) as group %s with model %s, mode %s",
+            opts.input_topic, opts.output_topic, opts.deadletter_topic, opts.group_id,
+            self.scorer.version, opts.mode,
+        )  # fmt: skip
+        try:
+            consumer.subscribe([opts.input_topic])
+            while not stop.is_set():
+                want = opts.max_batch_records
+                if opts.max_messages is not None:
+                    want = min(want, opts.max_messages - self.summary.consumed)
+                    if want <= 0:
+                        break
+                messages = consumer.consume(num_messages=want, timeout=opts.max_batch_wait_ms / 1000)
+                batch = self._usable(messages)
+                now = time.monotonic()
+                if (
+                    opts.mode == "streaming"
+                    and now - last_report >= opts.summary_interval_s
+                ):
+                    self._close_window()
+                    last_report = now
+                if not batch:
+                    if opts.mode == "batch" and now - last_message >= opts.idle_timeout_ms / 1000:
+                        logger.info("no new message for %d ms; closing the window", opts.idle_timeout_ms)
+                        break
+                    continue
+                last_message = now
+                if self._process(batch, consumer, producer):
+                    retries = 0
+                else:
+                    retries += 1
+                    self.summary.redelivered_batches += 1
+                    if retries > MAX_DELIVERY_RETRIES:
+                        raise DeliveryError(
+                            f"{retries} batches in a row were not acknowledged "
+                            f"({producer.stats.last_error}); offsets were not committed, "
+                            "so a restart scores them again"
+                        )
+                    stop.wait(RETRY_BACKOFF_S * retries)
+        finally:
+            self.summary.duration_s = time.monotonic() - started
+            remaining = producer.flush(CLOSE_TIMEOUT_S)
+            if remaining:
+                logger.error("%d output message(s) unacknowledged at shutdown (not committed)", remaining)
+            try:
+                consumer.close()
+            except KafkaException as exc:  # closing must not hide the real outcome
+                logger.warning("consumer close: %s", exc)
+        self._close_window()
+        logger.info("scorer finished: %s", self.summary.line())
+        return self.summary
+
+    def _usable(self, messages: list[Message]) -> list[RawMessage]:
+        batch: list[RawMessage] = []
+        for msg in messages:
+            err = msg.error()
+            if err is None:
+                batch.append(_raw(msg))
+            elif err.code() == KafkaError._PARTITION_EOF:
+                continue
+            elif err.fatal():
+                raise BrokerUnavailableError(f"fatal consumer error: {err}")
+            else:
+                logger.warning("consumer error: %s", err)
+        return batch
+
+    def _process(self, batch: list[RawMessage], consumer: Consumer, producer: SafeProducer) -> bool:
+        opts = self.options
+        result = score_batch(
+            batch,
+            self.scorer.predict_proba,
+            threshold=self.scorer.threshold,
+            model_version=self.scorer.version,
+            consumer_group=opts.group_id,
+        )
+        failed_before = producer.stats.failed
+        for out in result.predictions:
+            producer.produce(opts.output_topic, out.value, out.key, out.headers)
+        for out in result.dead_letters:
+            producer.produce(opts.deadletter_topic, out.value, out.key, out.headers)
+        remaining = producer.flush()
+        if remaining or producer.stats.failed > failed_before:
+            logger.error(
+                "batch of %d not fully acknowledged (%s); rewinding without commit",
+                len(batch), producer.stats.last_error or f"{remaining} still queued",
+            )  # fmt: skip
+            for tp in _first_offsets(batch):
+                try:
+                    consumer.seek(tp)
+                except KafkaException as exc:  # partition revoked meanwhile: its new owner rereads
+                    logger.warning("seek %s[%d]: %s", tp.topic, tp.partition, exc)
+            return False
+        try:
+            consumer.commit(offsets=_next_offsets(batch), asynchronous=False)
+        except KafkaException as exc:
+            # Typically a rebalance: the partition's new owner re-scores from the last commit.
+            logger.warning("commit failed (%s); those messages will be scored again", exc)
+        self._account(batch, result)
+        return True
+
+    def _account(self, batch: list[RawMessage], result: Any) -> None:
+        s = self.summary
+        s.consumed += len(batch)
+        s.scored += len(result.predictions)
+        s.dead_lettered += len(result.dead_letters)
+        s.batches += 1
+        self._window.add_consumed(len(batch))
+        self._window.add_batch_size(len(batch))
+        self._window.add_scored(result.scored)
+        self._window.add_dead_letters(result.dead_letter_types)
+        self._window.add_dead_letter_codes(result.dead_letter_codes)
+        if result.dead_letters:
+            logger.info("batch %d: %d dead-lettered %s", s.batches, len(result.dead_letters),
+                        result.dead_letter_codes)  # fmt: skip
+        if self.on_batch is not None:
+            self.on_batch(s)
