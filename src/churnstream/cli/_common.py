@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,3 +94,18 @@ def init_logging(
         logs_dir = settings.paths.logs_dir if settings is not None else Path("logs")
         log_file = logs_dir / f"{log_name}.log"
     configure_logging(state.log_level, log_file=log_file, fmt=state.log_format, quiet=state.quiet)
+
+
+def install_stop_signals() -> threading.Event:
+    """SIGINT/SIGTERM ask the running loop to drain, flush and commit; a second one aborts."""
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        logger.warning("%s received: draining, flushing and committing", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop

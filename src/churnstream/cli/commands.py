@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import typer
 
+from churnstream.cli._common import App
 
-def register(app: typer.Typer) -> None:
-    from churnstream.cli import config_cmd, data_cmd, predict_cmd, schema_cmd
+
+def register(app: App) -> None:
+    from churnstream.cli import (
+        config_cmd,
+        consume_cmd,
+        data_cmd,
+        demo_cmd,
+        predict_cmd,
+        produce_cmd,
+        schema_cmd,
+    )
 
     app.add_typer(config_cmd.app, name="config")
     app.add_typer(data_cmd.app, name="data")
     app.add_typer(schema_cmd.app, name="schema")
     app.command("predict")(predict_cmd.predict)
+    app.command("produce")(produce_cmd.produce)
+    app.command("consume")(consume_cmd.consume)
+    app.command("demo")(demo_cmd.demo)
+    _ = typer  # keep the import for type checkers of sub-apps

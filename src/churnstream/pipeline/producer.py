@@ -58,9 +58,13 @@ class ProduceSummary:
     already_finished: bool = False
     finished: bool = False
     dry_run: bool = False
+    #: Streaming: events per second between the first and the last send (n-1 intervals).
+    send_rate: float | None = None
 
     @property
     def rate(self) -> float:
+        if self.send_rate is not None:
+            return self.send_rate
         return self.sent / self.duration_s if self.duration_s > 0 else 0.0
 
     def line(self) -> str:
@@ -147,7 +151,7 @@ def _stream(
     queued = 0
     position = 0
     started = time.monotonic()
-    last_send = started
+    first_send = last_send = started
     while not stop.is_set():
         now = time.monotonic()
         elapsed = now - started
@@ -179,16 +183,19 @@ def _stream(
                     key,
                     [(ROW_INDEX_HEADER, str(index).encode()), (RUN_ID_HEADER, run_id)],
                 )
-            queued += 1
             last_send = time.monotonic()
+            if queued == 0:
+                first_send = last_send
+            queued += 1
         if on_progress is not None:
             on_progress(queued, options.max_events)
         next_due = started + queued / rate
         stop.wait(min(MAX_SLEEP_S, max(0.0, next_due - time.monotonic())))
         if producer is not None:
             producer.poll(0)
-    # The measured rate covers first send to last send: the time the stream was open.
-    summary.duration_s = max(last_send - started, 1e-9) if queued else 0.0
+    summary.duration_s = time.monotonic() - started
+    if queued > 1 and last_send > first_send:
+        summary.send_rate = (queued - 1) / (last_send - first_send)
     if producer is None:
         summary.sent = queued - summary.skipped
     _settle(producer, summary)

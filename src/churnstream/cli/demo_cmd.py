@@ -1,0 +1,70 @@
+"""`churnstream demo`: what `make demo` runs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from churnstream.cli._common import BROKER_HELP, get_settings, init_logging, install_stop_signals
+
+logger = logging.getLogger(__name__)
+
+
+def demo(
+    ctx: typer.Context,
+    duration: Annotated[float, typer.Option("--duration", help="Seconds of streaming.", min=1)] = 60.0,
+    events_per_sec: Annotated[
+        float, typer.Option("--events-per-sec", help="Producer rate.", min=0.1)
+    ] = 10.0,
+    broker: Annotated[str | None, typer.Option("--broker", help=BROKER_HELP)] = None,
+    keep_broker: Annotated[
+        bool, typer.Option("--keep-broker", help="Leave an embedded broker the demo started running.")
+    ] = False,
+) -> None:
+    """Start what is needed, stream events through the scorer, print the summary."""
+    from churnstream.pipeline.demo import DemoState, run_demo
+    from churnstream.reports import render_console
+
+    settings = get_settings(**{"kafka.bootstrap_servers": broker})
+    init_logging(ctx, "demo", settings)
+    console = Console()
+    stop = install_stop_signals()
+
+    def say(text: str) -> None:
+        console.print(f"[bold cyan]demo[/] {text}")
+
+    def table(state: DemoState) -> Table:
+        elapsed = time.monotonic() - state.started
+        grid = Table(title="churnstream demo: live", show_header=True, header_style="bold")
+        for column in ("elapsed", "produced", "consumed", "scored", "dead-lettered", "scored/s"):
+            grid.add_column(column, justify="right")
+        rate = state.scored / elapsed if elapsed > 0 else 0.0
+        grid.add_row(f"{elapsed:.0f}s / {duration:.0f}s", str(state.produced), str(state.consumed),
+                     str(state.scored), str(state.dead_lettered), f"{rate:.1f}")  # fmt: skip
+        return grid
+
+    with Live(table(DemoState()), console=console, refresh_per_second=4, transient=False) as live:
+        result = run_demo(
+            settings,
+            duration_s=duration,
+            events_per_sec=events_per_sec,
+            stop=stop,
+            say=say,
+            on_tick=lambda state: live.update(table(state)),
+            keep_broker=keep_broker,
+        )
+    if result.scorer.last_summary is not None:
+        render_console(result.scorer.last_summary, console)
+    say(result.producer.line())
+    say(result.scorer.line())
+    for path in result.scorer.reports[-2:]:
+        say(f"report: {path}")
+    say(f"logs: {settings.paths.logs_dir}/")
+    if result.producer.failed:
+        raise typer.Exit(1)

@@ -1,0 +1,104 @@
+"""`churnstream produce --mode streaming|batch`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from churnstream.cli._common import BROKER_HELP, get_settings, init_logging, install_stop_signals
+from churnstream.exceptions import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def produce(
+    ctx: typer.Context,
+    mode: Annotated[str, typer.Option("--mode", help="streaming or batch.")] = "streaming",
+    broker: Annotated[str | None, typer.Option("--broker", help=BROKER_HELP)] = None,
+    topic: Annotated[str | None, typer.Option("--topic", help="Target topic (default topics.raw).")] = None,
+    data_path: Annotated[Path | None, typer.Option("--data-path", help="CSV/Parquet of customers.")] = None,
+    events_per_sec: Annotated[
+        float | None, typer.Option("--events-per-sec", help="Streaming rate.", min=0.001)
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Batch chunk size.", min=1)] = None,
+    checkpoint_file: Annotated[Path | None, typer.Option("--checkpoint-file", help="Batch checkpoint.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Build events, send nothing.")] = False,
+    validate: Annotated[
+        bool, typer.Option("--validate", help="Validate each event against the contract first.")
+    ] = False,
+    max_events: Annotated[int | None, typer.Option("--max-events", help="Stop after N events.", min=1)] = None,
+    duration: Annotated[
+        float | None, typer.Option("--duration", help="Stop after this many seconds.", min=0.001)
+    ] = None,
+    sample: Annotated[bool, typer.Option("--sample", help="Streaming: pick rows at random.")] = False,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed for --sample.")] = None,
+    restart: Annotated[bool, typer.Option("--restart", help="Batch: ignore the checkpoint.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar.")] = True,
+) -> None:
+    """Send customer events to Kafka, streaming at a steady rate or the file in chunks."""
+    from churnstream.pipeline.producer import ProduceOptions, run_producer
+
+    if mode not in ("streaming", "batch"):
+        raise ConfigError(f"--mode must be 'streaming' or 'batch', not {mode!r}")
+    settings = get_settings(
+        **{
+            "kafka.bootstrap_servers": broker,
+            "producer.events_per_sec": events_per_sec,
+            "producer.batch_size": batch_size,
+            "producer.checkpoint_file": checkpoint_file,
+        }
+    )
+    init_logging(ctx, "producer", settings)
+    options = ProduceOptions(
+        mode="batch" if mode == "batch" else "streaming",
+        topic=topic or settings.topics.raw.name,
+        data_path=data_path or settings.paths.raw_csv,
+        events_per_sec=settings.producer.events_per_sec,
+        batch_size=settings.producer.batch_size,
+        checkpoint_file=settings.producer.checkpoint_file,
+        dry_run=dry_run,
+        validate=validate,
+        max_events=max_events,
+        duration_s=duration,
+        sample=sample,
+        seed=seed,
+        restart=restart,
+    )
+    stop = install_stop_signals()
+    console = Console(stderr=True)
+    show = progress and console.is_terminal and mode == "batch"
+    with Progress(
+        TextColumn("[bold]batch"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, disable=not show, transient=False,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("produce", total=None, rate="")
+
+        def on_progress(done: int, total: int | None) -> None:
+            elapsed = bar.tasks[task].elapsed or 0.0
+            rate = f"{bar.tasks[task].completed / elapsed:,.0f}/s" if elapsed > 0 else ""
+            bar.update(task, completed=done, total=total, rate=rate)
+
+        summary = run_producer(settings, options, stop, on_progress=on_progress)
+    if summary.already_finished:
+        typer.echo(
+            f"batch already finished: all rows were sent to {options.topic} "
+            f"(checkpoint {options.checkpoint_file}); pass --restart to send again"
+        )
+        return
+    typer.echo(summary.line())
+    if summary.failed:
+        typer.echo(f"error: {summary.failed} event(s) were not delivered", err=True)
+        raise typer.Exit(1)

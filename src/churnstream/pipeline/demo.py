@@ -1,0 +1,229 @@
+"""`churnstream demo`: broker, topics, data, model, then producer and scorer side by side."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from churnstream.exceptions import ChurnstreamError
+from churnstream.kafka import admin, broker
+from churnstream.pipeline.producer import ProduceOptions, ProduceSummary, run_producer
+from churnstream.pipeline.scorer import ScoreOptions, ScorerLoop, ScoreSummary
+from churnstream.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+ASSIGN_TIMEOUT_S = 30.0
+#: After the producer stops, how long the scorer may take to catch up before it is stopped.
+DRAIN_TIMEOUT_S = 15.0
+WATERMARK_TIMEOUT_S = 10.0
+
+
+@dataclass
+class DemoState:
+    """Live counts for the console, updated from the worker threads."""
+
+    produced: int = 0
+    scored: int = 0
+    dead_lettered: int = 0
+    consumed: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class DemoResult:
+    producer: ProduceSummary
+    scorer: ScoreSummary
+    broker_started: bool
+    trained: bool
+    fetched: bool
+
+
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """The current end offset of each partition, read with a throwaway client."""
+    conf = settings.kafka.consumer_config(settings.consumer, f"churnstream-probe-{uuid.uuid4().hex}")
+    probe = Consumer(conf)
+    try:
+        metadata = probe.list_topics(topic, timeout=WATERMARK_TIMEOUT_S)
+        partitions = metadata.topics[topic].partitions
+        return {
+            p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=WATERMARK_TIMEOUT_S)[1]
+            for p in partitions
+        }
+    finally:
+        probe.close()
+
+
+def prepare(settings: Settings, *, say: Callable[[str], None]) -> tuple[bool, bool, bool]:
+    """Broker, topics, data and model; returns (broker started, data fetched, model trained)."""
+    from churnstream.data import fetch_dataset
+    from churnstream.model.artifacts import has_model
+    from churnstream.model.train import train_and_save
+
+    broker_started = False
+    if settings.uses_embedded_broker:
+        status = broker.ensure_running(settings.broker)
+        broker_started = status.start_s is not None
+        if broker_started:
+            say(f"started the embedded {status.engine} broker at {status.bootstrap} "
+                f"in {status.start_s:.1f}s")  # fmt: skip
+        else:
+            say(f"using the broker already at {status.bootstrap}")
+    else:
+        admin.check_reachable(settings.kafka)
+        say(f"using the cluster at {settings.kafka.bootstrap_servers}")
+    created = admin.ensure_topics(settings)
+    say("topics: " + ", ".join(c.name for c in created))
+
+    fetched = False
+    if not settings.paths.raw_csv.is_file():
+        result = fetch_dataset(settings.paths.raw_csv)
+        say(f"fetched the dataset: {result.rows} rows, sha256 verified")
+        fetched = True
+    trained = False
+    if not has_model(settings.model.models_dir):
+        say("no model yet: training one (about half a minute)")
+        outcome = train_and_save(settings, data_path=settings.paths.raw_csv)
+        say(f"trained model {outcome.version}: ROC AUC {outcome.metrics['roc_auc']:.3f}")
+        trained = True
+    return broker_started, fetched, trained
+
+
+def run_demo(
+    settings: Settings,
+    *,
+    duration_s: float,
+    events_per_sec: float,
+    stop: threading.Event,
+    say: Callable[[str], None],
+    on_tick: Callable[[DemoState], None] | None = None,
+    keep_broker: bool = False,
+) -> DemoResult:
+    broker_started, fetched, trained = prepare(settings, say=say)
+    try:
+        return _run_pipeline(
+            settings,
+            duration_s=duration_s,
+            events_per_sec=events_per_sec,
+            stop=stop,
+            on_tick=on_tick,
+            flags=(broker_started, trained, fetched),
+        )
+    finally:
+        if broker_started and not keep_broker:
+            broker.stop(settings.broker)
+            say("stopped the embedded broker the demo started")
+
+
+def _run_pipeline(
+    settings: Settings,
+    *,
+    duration_s: float,
+    events_per_sec: float,
+    stop: threading.Event,
+    on_tick: Callable[[DemoState], None] | None,
+    flags: tuple[bool, bool, bool],
+) -> DemoResult:
+    state = DemoState()
+    topic = settings.topics.raw.name
+    # Score only this run's events, even if the topic holds earlier ones.
+    offsets = end_offsets(settings, topic)
+    loop = ScorerLoop(
+        settings,
+        ScoreOptions(
+            mode="streaming",
+            input_topic=topic,
+            output_topic=settings.topics.predictions.name,
+            deadletter_topic=settings.topics.deadletter.name,
+            group_id=f"churnstream-demo-{uuid.uuid4().hex[:8]}",
+            model_path=settings.model.models_dir,
+            idle_timeout_ms=settings.consumer.idle_timeout_ms,
+            max_batch_records=settings.consumer.max_batch_records,
+            max_batch_wait_ms=settings.consumer.max_batch_wait_ms,
+            summary_interval_s=max(duration_s * 10, 3600.0),  # one report, at the end
+            reports_dir=settings.paths.reports_dir,
+            top_k=settings.consumer.top_k,
+            start_offsets=offsets,
+        ),
+        on_batch=lambda s: _copy_scorer(state, s),
+    )
+    scorer_stop = threading.Event()
+    results: dict[str, Any] = {}
+    errors: list[BaseException] = []
+
+    def run_scorer() -> None:
+        try:
+            results["scorer"] = loop.run(scorer_stop)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+            loop.assigned.set()
+
+    scorer_thread = threading.Thread(target=run_scorer, name="scorer", daemon=True)
+    scorer_thread.start()
+    if not loop.assigned.wait(ASSIGN_TIMEOUT_S):
+        scorer_stop.set()
+        raise ChurnstreamError(f"the scorer got no partitions within {ASSIGN_TIMEOUT_S:g}s")
+    if errors:
+        raise errors[0]
+
+    producer_options = ProduceOptions(
+        mode="streaming",
+        topic=topic,
+        data_path=settings.paths.raw_csv,
+        events_per_sec=events_per_sec,
+        batch_size=settings.producer.batch_size,
+        checkpoint_file=settings.producer.checkpoint_file,
+        duration_s=duration_s,
+        sample=True,
+    )
+
+    def on_progress(done: int, _total: int | None) -> None:
+        state.produced = done
+
+    def run_prod() -> None:
+        try:
+            results["producer"] = run_producer(settings, producer_options, stop, on_progress=on_progress)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    producer_thread = threading.Thread(target=run_prod, name="producer", daemon=True)
+    producer_thread.start()
+    while producer_thread.is_alive() and not errors:
+        producer_thread.join(0.5)
+        if on_tick is not None:
+            on_tick(state)
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    produced = results["producer"].sent if "producer" in results else state.produced
+    while state.consumed < produced and time.monotonic() < deadline and not stop.is_set() and not errors:
+        time.sleep(0.2)
+        if on_tick is not None:
+            on_tick(state)
+    scorer_stop.set()
+    scorer_thread.join()
+    if errors:
+        raise errors[0]
+    return DemoResult(
+        producer=results["producer"],
+        scorer=results["scorer"],
+        broker_started=flags[0],
+        trained=flags[1],
+        fetched=flags[2],
+    )
+
+
+def _copy_scorer(state: DemoState, summary: ScoreSummary) -> None:
+    state.consumed = summary.consumed
+    state.scored = summary.scored
+    state.dead_lettered = summary.dead_lettered
+
+
+def report_paths(result: DemoResult) -> list[Path]:
+    return result.scorer.reports[-2:]
