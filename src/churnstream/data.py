@@ -228,9 +228,8 @@ def load_dataset(path: Path) -> pd.DataFrame:
     if len(rejects):
         first = rejects.iloc[0]
         line = int(rejects.index[0]) + 2  # header is line 1
-        raise DataError(
-            f"{path}: {len(rejects)} invalid row(s); first at line {line}: {first[REJECT_REASON_COLUMN]}"
-        )
+        reason = first[REJECT_REASON_COLUMN]
+        raise DataError(f"{path}: {len(rejects)} invalid row(s); first at line {line}: {reason}")
     labels = valid[TARGET_COLUMN].astype("string").str.strip()
     bad_label = ~labels.isin(("Yes", "No"))
     if bad_label.any():

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -96,16 +97,29 @@ def init_logging(
     configure_logging(state.log_level, log_file=log_file, fmt=state.log_format, quiet=state.quiet)
 
 
-def install_stop_signals() -> threading.Event:
-    """SIGINT/SIGTERM ask the running loop to drain, flush and commit; a second one aborts."""
+@contextlib.contextmanager
+def stop_signals() -> Iterator[threading.Event]:
+    """SIGINT/SIGTERM ask the running loop to drain, flush and commit; a second one aborts.
+
+    The previous handlers come back afterwards, so a command run in-process (tests) leaves
+    no trace.
+    """
     stop = threading.Event()
 
     def handler(signum: int, _frame: object) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
-        logger.warning("%s received: draining, flushing and committing", signal.Signals(signum).name)
+        logger.warning(
+            "%s received: draining, flushing and committing", signal.Signals(signum).name
+        )
         stop.set()
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    return stop
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signals can only be handled on the main thread
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from churnstream.cli._common import BROKER_HELP, get_settings, init_logging, install_stop_signals
+from churnstream.cli._common import BROKER_HELP, get_settings, init_logging, stop_signals
 from churnstream.exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -19,7 +19,9 @@ def consume(
     ctx: typer.Context,
     mode: Annotated[str, typer.Option("--mode", help="streaming or batch.")] = "streaming",
     broker: Annotated[str | None, typer.Option("--broker", help=BROKER_HELP)] = None,
-    input_topic: Annotated[str | None, typer.Option("--input-topic", help="Default topics.raw.")] = None,
+    input_topic: Annotated[
+        str | None, typer.Option("--input-topic", help="Default topics.raw.")
+    ] = None,
     output_topic: Annotated[
         str | None, typer.Option("--output-topic", help="Default topics.predictions.")
     ] = None,
@@ -45,10 +47,15 @@ def consume(
         int | None, typer.Option("--batch-wait-ms", help="Micro-batch wait cap.", min=1)
     ] = None,
     summary_interval: Annotated[
-        float | None, typer.Option("--summary-interval", help="Streaming: report every N s.", min=0.1)
+        float | None,
+        typer.Option("--summary-interval", help="Streaming: report every N s.", min=0.1),
     ] = None,
-    reports_dir: Annotated[Path | None, typer.Option("--reports-dir", help="Default paths.reports_dir.")] = None,
-    reports: Annotated[bool, typer.Option("--reports/--no-reports", help="Write summary files.")] = True,
+    reports_dir: Annotated[
+        Path | None, typer.Option("--reports-dir", help="Default paths.reports_dir.")
+    ] = None,
+    reports: Annotated[
+        bool, typer.Option("--reports/--no-reports", help="Write summary files.")
+    ] = True,
 ) -> None:
     """Score customer events with the model; predictions out, bad messages to dead letters."""
     from churnstream.pipeline.scorer import ScoreOptions, ScorerLoop
@@ -84,8 +91,8 @@ def consume(
         top_k=settings.consumer.top_k,
     )
     loop = ScorerLoop(settings, options)
-    stop = install_stop_signals()
-    summary = loop.run(stop)
+    with stop_signals() as stop:
+        summary = loop.run(stop)
     if summary.last_summary is not None:
         render_console(summary.last_summary, Console())
     typer.echo(summary.line())

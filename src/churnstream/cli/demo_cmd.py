@@ -11,20 +11,23 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from churnstream.cli._common import BROKER_HELP, get_settings, init_logging, install_stop_signals
+from churnstream.cli._common import BROKER_HELP, get_settings, init_logging, stop_signals
 
 logger = logging.getLogger(__name__)
 
 
 def demo(
     ctx: typer.Context,
-    duration: Annotated[float, typer.Option("--duration", help="Seconds of streaming.", min=1)] = 60.0,
+    duration: Annotated[
+        float, typer.Option("--duration", help="Seconds of streaming.", min=1)
+    ] = 60.0,
     events_per_sec: Annotated[
         float, typer.Option("--events-per-sec", help="Producer rate.", min=0.1)
     ] = 10.0,
     broker: Annotated[str | None, typer.Option("--broker", help=BROKER_HELP)] = None,
     keep_broker: Annotated[
-        bool, typer.Option("--keep-broker", help="Leave an embedded broker the demo started running.")
+        bool,
+        typer.Option("--keep-broker", help="Leave an embedded broker the demo started running."),
     ] = False,
 ) -> None:
     """Start what is needed, stream events through the scorer, print the summary."""
@@ -34,7 +37,6 @@ def demo(
     settings = get_settings(**{"kafka.bootstrap_servers": broker})
     init_logging(ctx, "demo", settings)
     console = Console()
-    stop = install_stop_signals()
 
     def say(text: str) -> None:
         console.print(f"[bold cyan]demo[/] {text}")
@@ -49,7 +51,10 @@ def demo(
                      str(state.scored), str(state.dead_lettered), f"{rate:.1f}")  # fmt: skip
         return grid
 
-    with Live(table(DemoState()), console=console, refresh_per_second=4, transient=False) as live:
+    with (
+        stop_signals() as stop,
+        Live(table(DemoState()), console=console, refresh_per_second=4, transient=False) as live,
+    ):
         result = run_demo(
             settings,
             duration_s=duration,

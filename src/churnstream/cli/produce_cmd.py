@@ -17,7 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from churnstream.cli._common import BROKER_HELP, get_settings, init_logging, install_stop_signals
+from churnstream.cli._common import BROKER_HELP, get_settings, init_logging, stop_signals
 from churnstream.exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -27,25 +27,41 @@ def produce(
     ctx: typer.Context,
     mode: Annotated[str, typer.Option("--mode", help="streaming or batch.")] = "streaming",
     broker: Annotated[str | None, typer.Option("--broker", help=BROKER_HELP)] = None,
-    topic: Annotated[str | None, typer.Option("--topic", help="Target topic (default topics.raw).")] = None,
-    data_path: Annotated[Path | None, typer.Option("--data-path", help="CSV/Parquet of customers.")] = None,
+    topic: Annotated[
+        str | None, typer.Option("--topic", help="Target topic (default topics.raw).")
+    ] = None,
+    data_path: Annotated[
+        Path | None, typer.Option("--data-path", help="CSV/Parquet of customers.")
+    ] = None,
     events_per_sec: Annotated[
         float | None, typer.Option("--events-per-sec", help="Streaming rate.", min=0.001)
     ] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Batch chunk size.", min=1)] = None,
-    checkpoint_file: Annotated[Path | None, typer.Option("--checkpoint-file", help="Batch checkpoint.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Batch chunk size.", min=1)
+    ] = None,
+    checkpoint_file: Annotated[
+        Path | None, typer.Option("--checkpoint-file", help="Batch checkpoint.")
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Build events, send nothing.")] = False,
     validate: Annotated[
         bool, typer.Option("--validate", help="Validate each event against the contract first.")
     ] = False,
-    max_events: Annotated[int | None, typer.Option("--max-events", help="Stop after N events.", min=1)] = None,
+    max_events: Annotated[
+        int | None, typer.Option("--max-events", help="Stop after N events.", min=1)
+    ] = None,
     duration: Annotated[
         float | None, typer.Option("--duration", help="Stop after this many seconds.", min=0.001)
     ] = None,
-    sample: Annotated[bool, typer.Option("--sample", help="Streaming: pick rows at random.")] = False,
+    sample: Annotated[
+        bool, typer.Option("--sample", help="Streaming: pick rows at random.")
+    ] = False,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for --sample.")] = None,
-    restart: Annotated[bool, typer.Option("--restart", help="Batch: ignore the checkpoint.")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar.")] = True,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Batch: ignore the checkpoint.")
+    ] = False,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Progress bar.")
+    ] = True,
 ) -> None:
     """Send customer events to Kafka, streaming at a steady rate or the file in chunks."""
     from churnstream.pipeline.producer import ProduceOptions, run_producer
@@ -76,10 +92,9 @@ def produce(
         seed=seed,
         restart=restart,
     )
-    stop = install_stop_signals()
     console = Console(stderr=True)
     show = progress and console.is_terminal and mode == "batch"
-    with Progress(
+    with stop_signals() as stop, Progress(
         TextColumn("[bold]batch"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
         console=console, disable=not show, transient=False,

@@ -49,7 +49,9 @@ class DemoResult:
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     """The current end offset of each partition, read with a throwaway client."""
-    conf = settings.kafka.consumer_config(settings.consumer, f"churnstream-probe-{uuid.uuid4().hex}")
+    conf = settings.kafka.consumer_config(
+        settings.consumer, f"churnstream-probe-{uuid.uuid4().hex}"
+    )
     probe = Consumer(conf)
     try:
         metadata = probe.list_topics(topic, timeout=WATERMARK_TIMEOUT_S)
@@ -190,7 +192,9 @@ def _run_pipeline(
 
     def run_prod() -> None:
         try:
-            results["producer"] = run_producer(settings, producer_options, stop, on_progress=on_progress)
+            results["producer"] = run_producer(
+                settings, producer_options, stop, on_progress=on_progress
+            )
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
 
@@ -202,7 +206,12 @@ def _run_pipeline(
             on_tick(state)
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     produced = results["producer"].sent if "producer" in results else state.produced
-    while state.consumed < produced and time.monotonic() < deadline and not stop.is_set() and not errors:
+    while (
+        state.consumed < produced
+        and time.monotonic() < deadline
+        and not stop.is_set()
+        and not errors
+    ):
         time.sleep(0.2)
         if on_tick is not None:
             on_tick(state)

@@ -112,9 +112,7 @@ def run_producer(
     """Run one producer until done, stopped, or bounded by max_events/duration."""
     records, rejected = load_records(options.data_path)
     producer = (
-        None
-        if options.dry_run
-        else SafeProducer(settings.kafka.producer_config(settings.producer))
+        None if options.dry_run else SafeProducer(settings.kafka.producer_config(settings.producer))
     )
     if options.mode == "streaming":
         summary = _stream(records, options, producer, stop, on_progress)

@@ -150,7 +150,9 @@ class ScorerLoop:
     # -- the loop ----------------------------------------------------------------------
     def run(self, stop: threading.Event) -> ScoreSummary:
         opts = self.options
-        consumer = Consumer(self.settings.kafka.consumer_config(self.settings.consumer, opts.group_id))
+        consumer = Consumer(
+            self.settings.kafka.consumer_config(self.settings.consumer, opts.group_id)
+        )
         producer = SafeProducer(self.settings.kafka.producer_config(self.settings.producer))
         started = time.monotonic()
         last_message = started
@@ -169,18 +171,19 @@ class ScorerLoop:
                     want = min(want, opts.max_messages - self.summary.consumed)
                     if want <= 0:
                         break
-                messages = consumer.consume(num_messages=want, timeout=opts.max_batch_wait_ms / 1000)
+                messages = consumer.consume(
+                    num_messages=want, timeout=opts.max_batch_wait_ms / 1000
+                )
                 batch = self._usable(messages)
                 now = time.monotonic()
-                if (
-                    opts.mode == "streaming"
-                    and now - last_report >= opts.summary_interval_s
-                ):
+                if opts.mode == "streaming" and now - last_report >= opts.summary_interval_s:
                     self._close_window()
                     last_report = now
                 if not batch:
                     if opts.mode == "batch" and now - last_message >= opts.idle_timeout_ms / 1000:
-                        logger.info("no new message for %d ms; closing the window", opts.idle_timeout_ms)
+                        logger.info(
+                            "no new message for %d ms; closing the window", opts.idle_timeout_ms
+                        )
                         break
                     continue
                 last_message = now
@@ -200,7 +203,9 @@ class ScorerLoop:
             self.summary.duration_s = time.monotonic() - started
             remaining = producer.flush(CLOSE_TIMEOUT_S)
             if remaining:
-                logger.error("%d output message(s) unacknowledged at shutdown (not committed)", remaining)
+                logger.error(
+                    "%d output message(s) unacknowledged at shutdown (not committed)", remaining
+                )
             try:
                 consumer.close()
             except KafkaException as exc:  # closing must not hide the real outcome
