@@ -1,0 +1,261 @@
+"""The pipeline end to end on a real broker: produce, score, dead letters, resume, shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from churnstream.cli import app
+from churnstream.data import load_dataset
+from churnstream.events import ROW_INDEX_HEADER
+from churnstream.pipeline.checkpoint import load_checkpoint
+from churnstream.pipeline.producer import ProduceOptions, run_producer
+from churnstream.pipeline.transform import SOURCE_HEADER
+from churnstream.schemas import CustomerEvent, DeadLetter, Prediction
+from churnstream.settings import load_settings
+from tests.integration.kafka_io import read_topic, send_raw
+from tests.unit.test_schemas import EVENT, contract
+
+pytestmark = pytest.mark.integration
+
+TopicFactory = Callable[..., str]
+
+
+def topics(topic_factory: TopicFactory) -> tuple[str, str, str]:
+    return topic_factory(partitions=3), topic_factory(partitions=3), topic_factory(partitions=1)
+
+
+def invoke(args: list[str]) -> str:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, f"{args}: {result.output}\n{result.exception!r}"
+    return result.output
+
+
+def consume_args(broker: str, raw: str, preds: str, dlq: str, model_dir: Path,
+                 tmp_path: Path, group: str | None = None) -> list[str]:  # fmt: skip
+    return [
+        "consume", "--mode", "batch", "--broker", broker, "--input-topic", raw,
+        "--output-topic", preds, "--deadletter-topic", dlq,
+        "--consumer-group", group or f"g-{uuid.uuid4().hex[:8]}", "--model-path", str(model_dir),
+        "--timeout-ms", "4000", "--reports-dir", str(tmp_path / "reports"),
+    ]  # fmt: skip
+
+
+def batch_roundtrip(bootstrap: str, topic_factory: TopicFactory, dataset_path: Path,
+                    model_dir: Path, tmp_path: Path) -> None:  # fmt: skip
+    raw, preds, dlq = topics(topic_factory)
+    out = invoke([
+        "produce", "--mode", "batch", "--broker", bootstrap, "--topic", raw,
+        "--data-path", str(dataset_path), "--batch-size", "1000",
+        "--checkpoint-file", str(tmp_path / "ckpt.json"), "--no-progress",
+    ])  # fmt: skip
+    assert "sent 7043, failed 0" in out
+    out = invoke(consume_args(bootstrap, raw, preds, dlq, model_dir, tmp_path))
+    assert "consumed 7043, scored 7043, dead-lettered 0" in out
+
+    records = read_topic(bootstrap, preds, expect=7043)
+    assert len(records) == 7043
+    validator = contract("churn_prediction_schema.json")
+    bodies = [r.json() for r in records]
+    for body in bodies:
+        validator.validate(body)
+        Prediction.model_validate(body)
+    expected_ids = set(load_dataset(dataset_path)["customerID"])
+    assert Counter(b["customerID"] for b in bodies) == Counter(expected_ids)  # exactly one each
+    sources = {r.headers[SOURCE_HEADER] for r in records}
+    assert len(sources) == 7043  # one prediction per input offset
+    assert all(r.key == r.json()["customerID"].encode() for r in records)
+    assert read_topic(bootstrap, dlq, idle_s=1.0) == []
+    summaries = list((tmp_path / "reports").glob("summary_*.json"))
+    assert len(summaries) == 1
+    summary = json.loads(summaries[0].read_text())
+    assert summary["counts"]["scored"] == 7043
+    assert 0.15 < summary["churn"]["predicted_churn_rate"] < 0.5
+
+
+def test_whole_dataset_batch_roundtrip(
+    kafka_bootstrap: str, topic_factory: TopicFactory, dataset_path: Path, model_dir: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    batch_roundtrip(kafka_bootstrap, topic_factory, dataset_path, model_dir, tmp_path)
+
+
+def test_whole_dataset_batch_roundtrip_on_tansu(
+    tansu_bootstrap: str, tansu_topic_factory: TopicFactory, dataset_path: Path,
+    model_dir: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    batch_roundtrip(tansu_bootstrap, tansu_topic_factory, dataset_path, model_dir, tmp_path)
+
+
+def test_streaming_rate_is_held(kafka_bootstrap: str, topic_factory: TopicFactory,
+                                dataset_path: Path) -> None:  # fmt: skip
+    raw = topic_factory(partitions=3)
+    settings = load_settings(**{"kafka.bootstrap_servers": kafka_bootstrap})
+    options = ProduceOptions(
+        mode="streaming", topic=raw, data_path=dataset_path, events_per_sec=200.0,
+        batch_size=500, checkpoint_file=Path("unused"), duration_s=4.0,
+    )  # fmt: skip
+    summary = run_producer(settings, options, threading.Event())
+    assert summary.failed == 0
+    assert abs(summary.rate - 200.0) / 200.0 < 0.01, summary.rate
+    assert 790 <= summary.sent <= 801  # 4 s at 200/s
+    records = read_topic(kafka_bootstrap, raw, expect=summary.sent)
+    assert len(records) == summary.sent
+    # the broker's own timestamps agree: measured independently of the producer's clock
+    stamps = sorted(r.timestamp_ms for r in records)
+    broker_rate = (len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1000)
+    assert abs(broker_rate - 200.0) / 200.0 < 0.05, broker_rate
+    # in file order, each with an event_ts and keyed by customerID
+    first = sorted(records, key=lambda r: int(r.headers[ROW_INDEX_HEADER]))[0].json()
+    assert first["customerID"] == "7590-VHVEG" and first["event_ts"].endswith("Z")
+    for record in records[:50]:
+        contract("telco_customer_schema.json").validate(record.json())
+        assert record.key == record.json()["customerID"].encode()
+
+
+def test_batch_checkpoint_resume(kafka_bootstrap: str, topic_factory: TopicFactory,
+                                 dataset_path: Path, tmp_path: Path) -> None:  # fmt: skip
+    raw = topic_factory(partitions=3)
+    settings = load_settings(**{"kafka.bootstrap_servers": kafka_bootstrap})
+    ckpt = tmp_path / "ckpt.json"
+    options = ProduceOptions(mode="batch", topic=raw, data_path=dataset_path,
+                             events_per_sec=1.0, batch_size=500, checkpoint_file=ckpt)  # fmt: skip
+    stop = threading.Event()
+
+    def interrupt_after_three_chunks(done: int, _total: int | None) -> None:
+        if done >= 1500:
+            stop.set()  # what SIGINT does in the CLI
+
+    first = run_producer(settings, options, stop, on_progress=interrupt_after_three_chunks)
+    assert first.sent == 1500 and not first.finished
+    saved = load_checkpoint(ckpt)
+    assert saved is not None and saved.next_row == 1500 and not saved.finished
+
+    second = run_producer(settings, options, threading.Event())
+    assert second.resumed_from == 1500 and second.sent == 7043 - 1500 and second.finished
+
+    records = read_topic(kafka_bootstrap, raw, expect=7043)
+    rows = Counter(int(r.headers[ROW_INDEX_HEADER]) for r in records)
+    assert len(records) == 7043 and set(rows) == set(range(7043)) and max(rows.values()) == 1
+
+    out = invoke(["produce", "--mode", "batch", "--broker", kafka_bootstrap, "--topic", raw,
+                  "--data-path", str(dataset_path), "--checkpoint-file", str(ckpt),
+                  "--no-progress"])  # fmt: skip
+    assert "already finished" in out
+    assert len(read_topic(kafka_bootstrap, raw, idle_s=1.0)) == 7043
+
+
+def test_mixed_batch_scores_good_and_dead_letters_bad(
+    kafka_bootstrap: str, topic_factory: TopicFactory, model_dir: Path, tmp_path: Path
+) -> None:
+    raw, preds, dlq = topics(topic_factory)
+    good = [(b"7590-VHVEG", orjson.dumps({**EVENT, "tenure": t})) for t in range(20)]
+    bad: list[tuple[bytes | None, bytes | None]] = [
+        (b"x", b"not json at all"),
+        (None, b"\xff\xfe\xfa"),
+        (None, b"[1,2,3]"),
+        (b"7590-VHVEG", orjson.dumps({**EVENT, "Contract": "Weekly"})),
+        (b"7590-VHVEG", orjson.dumps({**EVENT, "tenure": "ten"})),
+        (b"0000-XXXXX", orjson.dumps(EVENT)),
+        (None, b""),
+    ]
+    send_raw(kafka_bootstrap, raw, good[:10] + bad + good[10:])
+    out = invoke(consume_args(kafka_bootstrap, raw, preds, dlq, model_dir, tmp_path))
+    assert "consumed 27, scored 20, dead-lettered 7" in out
+
+    predictions = read_topic(kafka_bootstrap, preds, expect=20)
+    assert sorted(r.json()["customerID"] for r in predictions) == ["7590-VHVEG"] * 20
+    letters = read_topic(kafka_bootstrap, dlq, expect=7)
+    assert len(letters) == 7
+    validator = contract("deadletter_schema.json")
+    for letter in letters:
+        validator.validate(letter.json())
+        DeadLetter.model_validate(letter.json())
+        assert letter.json()["source_topic"] == raw
+    codes = Counter(r.headers["churnstream.error_code"].decode() for r in letters)
+    assert codes == {"not_json": 1, "not_utf8": 1, "not_object": 1, "schema": 2,
+                     "key_mismatch": 1, "empty_body": 1}  # fmt: skip
+    weekly = next(r.json() for r in letters if r.json()["original_message"].get("Contract") == "Weekly")
+    assert any(e.startswith("Contract:") for e in weekly["validation_errors"])
+
+
+def test_sigterm_during_streaming_loses_nothing(
+    kafka_bootstrap: str, topic_factory: TopicFactory, dataset_path: Path, model_dir: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    raw, preds, dlq = topics(topic_factory)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    settings = load_settings(**{"kafka.bootstrap_servers": kafka_bootstrap})
+    produced = run_producer(
+        settings,
+        ProduceOptions(mode="batch", topic=raw, data_path=dataset_path, events_per_sec=1.0,
+                       batch_size=7043, checkpoint_file=tmp_path / "c.json"),  # fmt: skip
+        threading.Event(),
+    ).sent
+    assert produced == 7043
+    args = consume_args(kafka_bootstrap, raw, preds, dlq, model_dir, tmp_path, group)
+    args[args.index("batch")] = "streaming"
+    args += ["--batch-records", "200"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "churnstream", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        # wait until it is mid-stream: some predictions out, not all
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if len(read_topic(kafka_bootstrap, preds, idle_s=0.3, timeout_s=2)) >= 200:
+                break
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert "SIGTERM received" in output
+    first_run = read_topic(kafka_bootstrap, preds, idle_s=1.0)
+    # restart in batch mode with the same group: it scores only what was not committed
+    invoke(consume_args(kafka_bootstrap, raw, preds, dlq, model_dir, tmp_path, group))
+    everything = read_topic(kafka_bootstrap, preds, expect=7043)
+    sources = Counter(r.headers[SOURCE_HEADER] for r in everything)
+    assert len(sources) == 7043, "an input message was lost"
+    assert max(sources.values()) == 1, "a graceful stop must not cause re-scoring"
+    assert 0 < len(first_run) <= 7043
+
+
+def test_demo_runs_end_to_end(kafka_bootstrap: str, model_dir: Path, dataset_path: Path,
+                              tmp_path: Path) -> None:  # fmt: skip
+    env = {
+        **os.environ,
+        "CHURNSTREAM_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "CHURNSTREAM_MODEL__MODELS_DIR": str(model_dir),
+        "CHURNSTREAM_PATHS__RAW_CSV": str(dataset_path),
+        "CHURNSTREAM_PATHS__REPORTS_DIR": str(tmp_path / "reports"),
+        "CHURNSTREAM_PATHS__LOGS_DIR": str(tmp_path / "logs"),
+        "COLUMNS": "120",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "churnstream", "demo", "--duration", "5", "--events-per-sec", "20"],
+        env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "streaming: sent" in out and "failed 0" in out
+    sent = int(out.split("streaming: sent ")[1].split(",")[0])
+    assert 90 <= sent <= 101
+    assert f"consumed {sent}, scored {sent}" in out
+    assert list((tmp_path / "reports").glob("summary_*.md"))
+    assert (tmp_path / "logs" / "demo.log").is_file()
+    CustomerEvent.model_validate(EVENT)  # the demo sent contract events; the scorer took them
