@@ -1,0 +1,447 @@
+"""Pure aggregations for window summaries: no I/O, no clocks, no Kafka.
+
+The consumer loop feeds one :class:`WindowStats` per window with each scored micro-batch,
+the dead-letter counts and the batch sizes, then calls :meth:`WindowStats.summary` once
+and hands the dict to :mod:`churnstream.reports`. Work is done per batch with
+pandas/numpy; the only per-row Python work is the idempotency-key lookup.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from churnstream.exceptions import DataError
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_SCHEMA_VERSION = 1
+MAX_LATENCY_SAMPLES = 1_000_000
+RISK_BINS = 10
+# Compacting the latest-score table costs O(rows kept); doing it only once the pending
+# rows outnumber the kept ones (and at least this many) makes it amortised O(1) per row.
+COMPACT_MIN_ROWS = 10_000
+_RESERVOIR_SEED = 0
+
+ERROR_TYPES = ("validation_error", "inference_error", "processing_error", "unknown_error")
+KEY_COLUMNS = ("source_topic", "source_partition", "source_offset")
+GROUP_COLUMNS: Mapping[str, str] = {
+    "by_contract": "Contract",
+    "by_internet_service": "InternetService",
+    "by_payment_method": "PaymentMethod",
+}
+TOP_RISK_COLUMNS = (
+    "customerID",
+    "churn_probability",
+    "Contract",
+    "InternetService",
+    "PaymentMethod",
+)
+REQUIRED_COLUMNS = frozenset(
+    {
+        *TOP_RISK_COLUMNS,
+        "prediction",
+        "inference_latency_ms",
+        "e2e_latency_ms",
+        *KEY_COLUMNS,
+    }
+)
+# Top-level keys of every summary; reports use them to recognise one.
+SUMMARY_KEYS = (
+    "schema_version",
+    "window",
+    "model_version",
+    "counts",
+    "churn",
+    *GROUP_COLUMNS,
+    "top_risk",
+    "latency_ms",
+    "throughput",
+    "batch_sizes",
+    "risk_histogram",
+)
+UNKNOWN_LEVEL = "unknown"
+
+
+@dataclass
+class _Tally:
+    count: int = 0
+    churn_count: int = 0
+    probability_sum: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "churn_count": self.churn_count,
+            "churn_rate": _ratio(self.churn_count, self.count),
+            "mean_probability": _ratio(self.probability_sum, self.count),
+        }
+
+
+class _Reservoir:
+    """Exact count, sum and max, plus a uniform sample of at most ``capacity`` values.
+
+    Percentiles come from the sample, so they are exact until the capacity is reached and
+    unbiased estimates after (Vitter's algorithm R, vectorised per batch).
+    """
+
+    def __init__(self, name: str, capacity: int, rng: np.random.Generator) -> None:
+        self._name = name
+        self._capacity = capacity
+        self._rng = rng
+        # Filled as a list of chunks: concatenating per batch would copy the sample each time.
+        self._chunks: list[NDArray[np.float64]] = []
+        self._kept = 0
+        self._sample: NDArray[np.float64] | None = None
+        self.count = 0
+        self.total = 0.0
+        self.maximum = -math.inf
+
+    @property
+    def sampled(self) -> bool:
+        return self.count > self._capacity
+
+    def add(self, values: NDArray[np.float64]) -> None:
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            return
+        self.total += float(values.sum())
+        self.maximum = max(self.maximum, float(values.max()))
+        room = self._capacity - self._kept
+        if room > 0:
+            head = values[:room]
+            self._chunks.append(head.copy())
+            self._kept += head.size
+            self.count += head.size
+            values = values[room:]
+            if values.size == 0:
+                return
+        if self._sample is None:
+            logger.warning(
+                "more than %d %s samples in one window; percentiles are now sampled",
+                self._capacity,
+                self._name,
+            )
+            self._sample = np.concatenate(self._chunks)
+            self._chunks = []
+        # Element i of this batch is stream item count+i; it replaces slot j if j < capacity.
+        stream_index = np.arange(self.count, self.count + values.size)
+        slots = self._rng.integers(0, stream_index + 1)
+        keep = slots < self._capacity
+        self._sample[slots[keep]] = values[keep]
+        self.count += values.size
+
+    def values(self) -> NDArray[np.float64]:
+        if self._sample is not None:
+            return self._sample
+        if not self._chunks:
+            return np.empty(0, dtype=np.float64)
+        return np.concatenate(self._chunks)
+
+    def as_dict(self) -> dict[str, Any]:
+        sample = self.values()
+        if self.count == 0 or sample.size == 0:
+            return {
+                "count": 0,
+                "p50": None,
+                "p95": None,
+                "p99": None,
+                "max": None,
+                "mean": None,
+                "sampled": False,
+            }
+        p50, p95, p99 = (float(v) for v in np.percentile(sample, [50, 95, 99]))
+        return {
+            "count": self.count,
+            "p50": p50,
+            "p95": p95,
+            "p99": p99,
+            "max": self.maximum,
+            "mean": self.total / self.count,
+            "sampled": self.sampled,
+        }
+
+
+class WindowStats:
+    """Accumulates one window of scoring. Create a new instance per window (there is no reset).
+
+    Counts, rates and the risk histogram are per scored message after de-duplication (a
+    missing probability counts as a message but adds nothing to the probability sums);
+    ``top_risk`` is per customer, with the customer's latest score in arrival order.
+    Memory is bounded by the window: the idempotency keys (one per scored message), the
+    latest score per customer, and at most ``max_latency_samples`` floats per latency.
+    Not thread-safe: feed it from the consumer loop only.
+    """
+
+    def __init__(self, *, max_latency_samples: int = MAX_LATENCY_SAMPLES) -> None:
+        if max_latency_samples < 1:
+            raise ValueError(f"max_latency_samples must be >= 1, got {max_latency_samples}")
+        rng = np.random.default_rng(_RESERVOIR_SEED)
+        self._consumed = 0
+        self._scored = 0
+        self._duplicates = 0
+        self._dead_by_type: Counter[str] = Counter({error_type: 0 for error_type in ERROR_TYPES})
+        self._dead_by_code: Counter[str] = Counter()
+        self._overall = _Tally()
+        self._groups: dict[str, dict[str, _Tally]] = {section: {} for section in GROUP_COLUMNS}
+        self._histogram = np.zeros(RISK_BINS, dtype=np.int64)
+        # Offsets seen per (topic, partition): half the memory of a set of 3-tuples.
+        self._seen: dict[tuple[str, int], set[int]] = {}
+        self._latest = pd.DataFrame(columns=list(TOP_RISK_COLUMNS))
+        self._pending: list[pd.DataFrame] = []
+        self._pending_rows = 0
+        self._inference = _Reservoir("inference latency", max_latency_samples, rng)
+        self._end_to_end = _Reservoir("end-to-end latency", max_latency_samples, rng)
+        self._batch_sizes = _Reservoir("batch size", max_latency_samples, rng)
+
+    def add_consumed(self, n: int) -> None:
+        """Count ``n`` messages polled from Kafka (scored, dead-lettered or duplicate)."""
+        self._consumed += _non_negative("n", n)
+
+    def add_batch_size(self, n: int) -> None:
+        """Record the size of one micro-batch, for the batch-size distribution."""
+        self._batch_sizes.add(np.array([_non_negative("n", n)], dtype=np.float64))
+
+    def add_dead_letters(self, counts: Mapping[str, int]) -> None:
+        """Add dead-letter counts by error type (``validation_error``, ``inference_error``...)."""
+        for error_type, n in counts.items():
+            self._dead_by_type[error_type] += _non_negative(error_type, n)
+
+    def add_dead_letter_codes(self, counts: Mapping[str, int]) -> None:
+        """Add dead-letter counts by reason code (``not_json``, ``schema``...).
+
+        These refine the error types; they do not add to ``dead_lettered``.
+        """
+        for code, n in counts.items():
+            self._dead_by_code[code] += _non_negative(code, n)
+
+    def add_scored(self, batch: pd.DataFrame) -> int:
+        """Fold one scored micro-batch in; return how many rows were new (not duplicates).
+
+        A row whose (source_topic, source_partition, source_offset) was already seen in this
+        window, or earlier in the same batch, is a replay after a crash: it is counted in
+        ``duplicates_skipped`` and nothing else.
+
+        Raises:
+            DataError: the batch lacks one of the expected columns.
+        """
+        missing = REQUIRED_COLUMNS.difference(batch.columns)
+        if missing:
+            raise DataError(f"scored batch lacks columns: {', '.join(sorted(missing))}")
+        if batch.empty:
+            return 0
+        if batch[list(KEY_COLUMNS)].isna().to_numpy().any():
+            raise DataError("scored batch has rows without source_topic/partition/offset")
+        fresh = batch.loc[self._fresh_mask(batch)]
+        self._duplicates += len(batch) - len(fresh)
+        if fresh.empty:
+            return 0
+        self._scored += len(fresh)
+
+        probability = fresh["churn_probability"].to_numpy(dtype=np.float64)
+        finite = np.isfinite(probability)
+        # Sums skip a missing probability (as pandas would) instead of turning NaN.
+        weights = np.where(finite, probability, 0.0)
+        churned = fresh["prediction"].eq("Yes").to_numpy(dtype=np.float64)
+        self._overall.count += len(fresh)
+        self._overall.churn_count += int(churned.sum())
+        self._overall.probability_sum += float(weights.sum())
+
+        # factorize + bincount: a pandas groupby costs ~1 ms of overhead per call here.
+        for section, column in GROUP_COLUMNS.items():
+            codes, levels = pd.factorize(fresh[column].to_numpy(), use_na_sentinel=False)
+            counts = np.bincount(codes, minlength=len(levels))
+            churn_counts = np.bincount(codes, weights=churned, minlength=len(levels))
+            probability_sums = np.bincount(codes, weights=weights, minlength=len(levels))
+            acc = self._groups[section]
+            # One Python step per level (a handful), not per row.
+            for level, count, churn_count, probability_sum in zip(
+                levels.tolist(),
+                counts.tolist(),
+                churn_counts.tolist(),
+                probability_sums.tolist(),
+                strict=True,
+            ):
+                tally = acc.setdefault(_level_name(level), _Tally())
+                tally.count += int(count)
+                tally.churn_count += round(churn_count)
+                tally.probability_sum += float(probability_sum)
+
+        clipped = np.clip(probability[finite], 0.0, 1.0)
+        # floor(p * bins) rather than np.histogram: its float edges put 0.3 in [0.2, 0.3).
+        bins = np.minimum((clipped * RISK_BINS).astype(np.int64), RISK_BINS - 1)
+        self._histogram += np.bincount(bins, minlength=RISK_BINS)
+
+        # Latest score per customer: de-duplicated lazily in _compact, keeping the last row.
+        self._pending.append(fresh.loc[:, list(TOP_RISK_COLUMNS)])
+        self._pending_rows += len(fresh)
+        if self._pending_rows >= max(len(self._latest), COMPACT_MIN_ROWS):
+            self._compact()
+
+        self._inference.add(fresh["inference_latency_ms"].to_numpy(dtype=np.float64))
+        self._end_to_end.add(fresh["e2e_latency_ms"].to_numpy(dtype=np.float64))
+        return len(fresh)
+
+    def summary(
+        self,
+        started_at: datetime,
+        ended_at: datetime,
+        *,
+        top_k: int,
+        model_version: str | None,
+        mode: str,
+    ) -> dict[str, Any]:
+        """The window as a JSON-able dict (plain str/int/float/None/list/dict, no NaN).
+
+        ``started_at``/``ended_at`` must be timezone-aware; they are written as UTC with
+        ``Z``. Rates and means of an empty window are ``None``, never a division by zero.
+        """
+        if started_at.tzinfo is None or ended_at.tzinfo is None:
+            raise ValueError("started_at and ended_at must be timezone-aware datetimes")
+        if ended_at < started_at:
+            raise ValueError(f"window ends ({ended_at}) before it starts ({started_at})")
+        if top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {top_k}")
+        duration_s = (ended_at - started_at).total_seconds()
+        self._compact()
+        dead_lettered = sum(self._dead_by_type.values())
+        edges = np.linspace(0.0, 1.0, RISK_BINS + 1)
+        batch_sizes = self._batch_sizes.as_dict()
+        return {
+            "schema_version": SUMMARY_SCHEMA_VERSION,
+            "window": {
+                "started_at": _iso_utc(started_at),
+                "ended_at": _iso_utc(ended_at),
+                "duration_s": duration_s,
+                "mode": mode,
+            },
+            "model_version": model_version,
+            "counts": {
+                "consumed": self._consumed,
+                "scored": self._scored,
+                "duplicates_skipped": self._duplicates,
+                "dead_lettered": dead_lettered,
+                "dead_letters_by_type": dict(sorted(self._dead_by_type.items())),
+                "dead_letters_by_code": dict(sorted(self._dead_by_code.items())),
+            },
+            "churn": {
+                "predicted_churn_count": self._overall.churn_count,
+                "predicted_churn_rate": _ratio(self._overall.churn_count, self._overall.count),
+                "mean_probability": _ratio(self._overall.probability_sum, self._overall.count),
+            },
+            **{
+                section: {level: tally.as_dict() for level, tally in sorted(acc.items())}
+                for section, acc in self._groups.items()
+            },
+            "top_risk": self._top_risk(top_k),
+            "latency_ms": {
+                "inference": self._inference.as_dict(),
+                "end_to_end": self._end_to_end.as_dict(),
+            },
+            "throughput": {
+                "messages_per_s": _ratio(self._consumed, duration_s),
+                "scored_per_s": _ratio(self._scored, duration_s),
+            },
+            "batch_sizes": {
+                "count": batch_sizes["count"],
+                "mean": batch_sizes["mean"],
+                "p50": batch_sizes["p50"],
+                "max": None if batch_sizes["max"] is None else int(batch_sizes["max"]),
+            },
+            "risk_histogram": {
+                "bin_edges": [round(float(edge), 10) for edge in edges],
+                "counts": [int(n) for n in self._histogram],
+            },
+        }
+
+    def _fresh_mask(self, batch: pd.DataFrame) -> NDArray[np.bool_]:
+        """True for the first row of each idempotency key that is new to this window."""
+        topic_codes, topics = pd.factorize(batch["source_topic"].to_numpy())
+        partitions = batch["source_partition"].to_numpy(dtype=np.int64)
+        offsets = batch["source_offset"].to_numpy(dtype=np.int64)
+        fresh = np.zeros(len(batch), dtype=bool)
+        # A batch spans a few (topic, partition) pairs; the loop is per pair, the set
+        # lookup per distinct offset.
+        for topic_code, topic in enumerate(topics.tolist()):
+            in_topic = topic_codes == topic_code
+            for partition in np.unique(partitions[in_topic]).tolist():
+                rows = np.flatnonzero(in_topic & (partitions == partition))
+                distinct, first = np.unique(offsets[rows], return_index=True)
+                candidates = distinct.tolist()
+                seen = self._seen.setdefault((str(topic), int(partition)), set())
+                new = np.fromiter(
+                    (offset not in seen for offset in candidates), dtype=bool, count=len(first)
+                )
+                fresh[rows[first[new]]] = True
+                seen.update(candidates)
+        return fresh
+
+    def _compact(self) -> None:
+        if not self._pending:
+            return
+        frames = [self._latest, *self._pending] if len(self._latest) else self._pending
+        self._latest = pd.concat(frames, ignore_index=True).drop_duplicates(
+            "customerID", keep="last"
+        )
+        self._pending = []
+        self._pending_rows = 0
+
+    def _top_risk(self, top_k: int) -> list[dict[str, Any]]:
+        if top_k == 0 or self._latest.empty:
+            return []
+        # Ties broken by customerID so the same window always gives the same report.
+        top = self._latest.sort_values(
+            ["churn_probability", "customerID"], ascending=[False, True], kind="stable"
+        ).head(top_k)
+        return [
+            {
+                "customerID": str(row["customerID"]),
+                "churn_probability": _finite_or_none(row["churn_probability"]),
+                "Contract": _str_or_none(row["Contract"]),
+                "InternetService": _str_or_none(row["InternetService"]),
+                "PaymentMethod": _str_or_none(row["PaymentMethod"]),
+            }
+            for row in top.to_dict("records")
+        ]
+
+
+def _non_negative(name: str, n: int) -> int:
+    if n < 0:
+        raise ValueError(f"{name} must be >= 0, got {n}")
+    return int(n)
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    if denominator <= 0:
+        return None
+    return _finite_or_none(numerator / denominator)
+
+
+def _finite_or_none(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _level_name(value: Any) -> str:
+    # A missing level still shows up, under a name that is a valid JSON key.
+    return UNKNOWN_LEVEL if pd.isna(value) else str(value)
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if pd.isna(value) else str(value)
+
+
+def _iso_utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
