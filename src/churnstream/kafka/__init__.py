@@ -1,0 +1,1 @@
+"""Kafka plumbing: the embedded broker, topic admin, producer, consumer and dead letters."""

