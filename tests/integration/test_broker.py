@@ -132,6 +132,8 @@ def test_cli_start_status_stop_on_tansu(tmp_path: Path, embedded_settings: Setti
 def test_ensure_running_uses_a_broker_that_already_answers(
     tmp_path: Path, kafka_bootstrap: str, embedded_settings: SettingsFactory
 ) -> None:
+    if "," in kafka_bootstrap:
+        pytest.skip("needs a single bootstrap server")
     host, port = kafka_bootstrap.rsplit(":", 1)
     settings = embedded_settings("kafka", tmp_path / "other", host=host, port=int(port))
     status = broker.ensure_running(settings)

@@ -121,6 +121,32 @@ def test_log_tail_is_one_line_of_the_last_lines(tmp_path: Path) -> None:
     assert broker.log_tail([tmp_path / "missing.log"]) == "(the log is empty)"
 
 
+def test_log_tail_prefers_errors_written_since_the_start(tmp_path: Path) -> None:
+    log = tmp_path / "broker.log"
+    out = tmp_path / "broker.out"
+    log.write_text("[2026-01-01 00:00:00,000] ERROR an old run's error (x)\n")
+    out.write_text("old JVM complaint\n")
+    offsets = {log: log.stat().st_size, out: out.stat().st_size}
+    with log.open("a") as fh:
+        fh.write(
+            "[2026-01-01 00:00:01,000] INFO starting (kafka.Kafka$)\n"
+            "[2026-01-01 00:00:02,000] ERROR Exiting Kafka due to fatal exception (kafka.Kafka$)\n"
+            "java.lang.RuntimeException: Stored node id 7 doesn't match previous node id 1\n"
+            "\tat org.apache.kafka.metadata.properties.MetaPropertiesEnsemble.verify(X.java:1)\n"
+            "[2026-01-01 00:00:03,000] INFO shutting down (kafka.Kafka$)\n"
+        )
+    with out.open("a") as fh:
+        fh.write(
+            "---- churnstream broker start 2026-01-01T00:00:00\n"
+            "2026-01-01T00:00:03Z main WARN Unable to register Log4j shutdown hook because ...\n"
+        )
+    tail = broker.log_tail([log, out], offsets=offsets)
+    assert tail == (
+        "[2026-01-01 00:00:02,000] ERROR Exiting Kafka due to fatal exception (kafka.Kafka$) | "
+        "java.lang.RuntimeException: Stored node id 7 doesn't match previous node id 1"
+    )
+
+
 def _settings(tmp_path: Path) -> BrokerSettings:
     return BrokerSettings(state_dir=tmp_path / "state", jars_dir=tmp_path / "jars", port=1)
 
@@ -173,10 +199,11 @@ def test_fetch_without_maven_is_a_one_line_error(
 
 def test_maven_error_picks_the_first_real_error() -> None:
     output = (
-        "[INFO] Scanning\n"
-        "[ERROR] Failed to execute goal on project x: Could not resolve dependencies\n"
+        "\x1b[0m\x1b[0m[INFO] Scanning\n"
+        "\x1b[0m[ERROR] Failed to execute goal on project x: Could not resolve dependencies\n"
         "[ERROR] -> [Help 1]\n"
         "[ERROR] Re-run Maven using the -X switch\n"
+        "[ERROR] [Help 1] http://cwiki.apache.org/confluence/display/MAVEN/X\n"
     )
     assert broker._maven_error(output).startswith("Failed to execute goal")
     assert broker._maven_error("") == "no output"

@@ -36,7 +36,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -89,6 +89,11 @@ _TANSU_ENV_VARS = (
     "SCHEMA_REGISTRY",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 )
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_LOG4J_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d ")
+_LOG4J_ERROR = re.compile(r"^\[\d{4}-\d\d-\d\d [^]]*\] (ERROR|FATAL) ")
+_START_MARKER = "---- churnstream broker start"
 
 # Popen handles of brokers started by this process, so that a stopped child is reaped
 # (a zombie would still look alive to os.kill(pid, 0)).
@@ -262,6 +267,7 @@ def fetch_jars(settings: BrokerSettings, *, force: bool = False) -> Path:
             mvn,
             "-q",
             "-B",
+            "-U",  # retry artifacts whose earlier download failed (Maven caches failures)
             "-Dstyle.color=never",
             "-f",
             str(pom),
@@ -362,6 +368,7 @@ def start(settings: BrokerSettings) -> BrokerStatus:
         else:
             launch = _prepare_tansu(settings, state_dir)
             log_files = [launch.output]
+        offsets = _log_sizes(log_files)  # report only what this run writes
         proc = _spawn(launch.argv, state_dir, launch.output, tansu=engine == "tansu")
         record = _PidRecord(
             pid=proc.pid,
@@ -375,7 +382,9 @@ def start(settings: BrokerSettings) -> BrokerStatus:
         )
         _write_pid_record(state_dir, record)
         try:
-            _wait_started(proc, engine, record.bootstrap, settings.start_timeout_s, log_files)
+            _wait_started(
+                proc, engine, record.bootstrap, settings.start_timeout_s, log_files, offsets
+            )
         except BaseException:
             _terminate(proc.pid, KILL_WAIT_S)
             (state_dir / PID_FILE).unlink(missing_ok=True)
@@ -520,23 +529,67 @@ def new_cluster_id() -> str:
             return cid
 
 
-def log_tail(paths: Sequence[Path], lines: int = LOG_TAIL_LINES) -> str:
-    """The last non-blank lines of the given log files, joined into one line."""
-    tail: list[str] = []
+def log_tail(
+    paths: Sequence[Path],
+    lines: int = LOG_TAIL_LINES,
+    *,
+    offsets: Mapping[Path, int] | None = None,
+) -> str:
+    """What the logs say went wrong, as one line.
+
+    Per file: the text after ``offsets[path]`` (what this run wrote; else the last 64 KiB),
+    without blank lines, stack frames and our own start markers. If log4j ERROR/FATAL
+    lines are present, those (each with the exception message after it) are kept, else
+    the last ``lines`` lines.
+    """
+    picked: list[str] = []
     for path in paths:
-        try:
-            with path.open("rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, fh.tell() - 64 * 1024))
-                text = fh.read().decode("utf-8", errors="replace")
-        except OSError:
-            continue
-        kept = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        tail += [ln[:LOG_TAIL_LINE_CHARS] for ln in kept[-lines:]]
-    return " | ".join(tail[-lines:]) if tail else "(the log is empty)"
+        start = None if offsets is None else offsets.get(path)
+        text = _read_log(path, start)
+        kept = [ln.strip() for ln in text.splitlines() if not _log_noise(ln)]
+        errors: list[str] = []
+        for idx, line in enumerate(kept):
+            if _LOG4J_ERROR.match(line):
+                errors.append(line)
+                follower = kept[idx + 1] if idx + 1 < len(kept) else ""
+                if follower and not _LOG4J_LINE.match(follower):
+                    errors.append(follower)  # the exception and its message
+        picked += (errors or kept)[-lines:]
+    tail = [ln[:LOG_TAIL_LINE_CHARS] for ln in picked]
+    return " | ".join(tail) if tail else "(the log is empty)"
 
 
 # --------------------------------------------------------------------------- internals
+
+
+def _read_log(path: Path, start: int | None) -> str:
+    try:
+        with path.open("rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            begin = max(0, size - 64 * 1024) if start is None else max(start, size - 64 * 1024)
+            fh.seek(begin)
+            return fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _log_noise(line: str) -> bool:
+    text = line.strip()
+    return (
+        not text
+        or text.startswith(("at ", "... ", _START_MARKER))
+        or "Unable to register Log4j shutdown hook" in text
+    )
+
+
+def _log_sizes(paths: Sequence[Path]) -> dict[Path, int]:
+    sizes = {}
+    for path in paths:
+        try:
+            sizes[path] = path.stat().st_size
+        except OSError:
+            sizes[path] = 0
+    return sizes
 
 
 def _probe_client(bootstrap: str) -> AdminClient:
@@ -800,7 +853,7 @@ def _spawn(
             env.pop(name, None)
     logger.debug("starting broker: %s", " ".join(argv))
     with output.open("ab") as out:
-        out.write(f"---- churnstream broker start {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
+        out.write(f"{_START_MARKER} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
         out.flush()
         try:
             proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
@@ -825,6 +878,7 @@ def _wait_started(
     bootstrap: str,
     timeout_s: float,
     log_files: Sequence[Path],
+    offsets: Mapping[Path, int],
 ) -> None:
     client = _probe_client(bootstrap)
     deadline = time.monotonic() + timeout_s
@@ -833,13 +887,13 @@ def _wait_started(
         if code is not None:
             raise BrokerError(
                 f"the {engine} broker exited with code {code} while starting; "
-                f"last log lines: {log_tail(log_files)}"
+                f"the log says: {log_tail(log_files, offsets=offsets)}"
             )
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise BrokerError(
                 f"the {engine} broker did not answer at {bootstrap} within {timeout_s:g}s; "
-                f"last log lines: {log_tail(log_files)}"
+                f"the log says: {log_tail(log_files, offsets=offsets)}"
             )
         if _answers(client, min(PROBE_TIMEOUT_S, remaining)):
             return
@@ -961,9 +1015,11 @@ def _state_lock(state_dir: Path) -> Iterator[None]:
 
 def _maven_error(output: str) -> str:
     """The most useful line of Maven's output, for a one-line error."""
+    output = _ANSI_ESCAPE.sub("", output)  # mvn -q still emits colour resets
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
     errors = [ln.removeprefix("[ERROR]").strip() for ln in lines if ln.startswith("[ERROR]")]
-    errors = [e for e in errors if e and not e.startswith(("->", "Re-run", "To see", "For more"))]
+    skip = ("->", "Re-run", "To see", "For more", "[Help")
+    errors = [e for e in errors if e and not e.startswith(skip)]
     if errors:
         return errors[0][:LOG_TAIL_LINE_CHARS]
     return lines[-1][:LOG_TAIL_LINE_CHARS] if lines else "no output"
