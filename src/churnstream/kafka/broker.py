@@ -463,6 +463,8 @@ def ensure_running(settings: BrokerSettings) -> BrokerStatus:
 
 def is_answering(bootstrap: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
     """True when a metadata request to ``bootstrap`` succeeds within ``timeout_s``."""
+    if _refused(bootstrap):
+        return False  # nothing listens: no need to let librdkafka retry for timeout_s
     return _answers(_probe_client(bootstrap), timeout_s)
 
 
@@ -601,6 +603,20 @@ def _probe_client(bootstrap: str) -> AdminClient:
         "logger": RdkafkaDebugLog(),
     }
     return AdminClient(conf)
+
+
+def _refused(bootstrap: str) -> bool:
+    """True when ``bootstrap`` is a single HOST:PORT that refuses TCP connections."""
+    host, sep, port = bootstrap.strip().rpartition(":")
+    if "," in bootstrap or not sep or not port.isdigit():
+        return False
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False  # unresolvable or slow: let the metadata probe decide
 
 
 def _answers(client: AdminClient, timeout_s: float) -> bool:
