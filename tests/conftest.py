@@ -26,3 +26,13 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("CHURNSTREAM_"):
             monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def model_dir(dataset_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real model trained once per session on the real dataset (CV trimmed for speed)."""
+    from churnstream.model.train import run_training
+
+    models = tmp_path_factory.mktemp("models")
+    run_training(dataset_path, models, cv_folds=2)
+    return models

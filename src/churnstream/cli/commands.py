@@ -9,6 +9,7 @@ from churnstream.cli._common import App
 
 def register(app: App) -> None:
     from churnstream.cli import (
+        broker,
         config_cmd,
         consume_cmd,
         data_cmd,
@@ -16,8 +17,11 @@ def register(app: App) -> None:
         predict_cmd,
         produce_cmd,
         schema_cmd,
+        topics,
     )
 
+    app.add_typer(broker.app, name="broker")
+    app.add_typer(topics.app, name="topics")
     app.add_typer(config_cmd.app, name="config")
     app.add_typer(data_cmd.app, name="data")
     app.add_typer(schema_cmd.app, name="schema")
