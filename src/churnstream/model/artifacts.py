@@ -1,0 +1,241 @@
+"""The on-disk layout of trained models, written atomically and read defensively.
+
+::
+
+    models/
+      latest                 text: the name of the current version directory
+      metrics.json           flat copy of the latest version's metrics
+      <version>/
+        model.skops          the fitted pipeline (skops format, never pickle)
+        metadata.json        version, library versions, data hash, schema, threshold, metrics,
+                             training profile, sha256 of model.skops
+        report.md, roc.png, calibration.png
+
+A version directory is assembled under a hidden staging name and renamed into place, and
+``latest``/``metrics.json`` are replaced with ``os.replace``, so a reader never sees half a
+model. Loading trusts only :data:`TRUSTED_TYPES` on top of skops' own defaults: a file that
+needs any other type (a tampered or foreign file) is refused before anything is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import skops.io as sio
+from sklearn.pipeline import Pipeline
+from skops.io.exceptions import UntrustedTypesFoundException
+
+from churnstream.exceptions import ModelError, ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.skops"
+METADATA_FILE = "metadata.json"
+LATEST_FILE = "latest"
+METRICS_FILE = "metrics.json"
+STAGING_PREFIX = ".staging-"
+
+#: Types our pipelines need beyond skops' built-in trusted set (sklearn estimators, numpy,
+#: builtins). Derived from the pipelines :func:`churnstream.model.train.build_pipeline` makes;
+#: a unit test dumps every algorithm and checks that nothing else is required.
+TRUSTED_TYPES: tuple[str, ...] = (
+    "churnstream.model.features.feature_matrix",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.tree._tree.Tree",
+    "sklearn.utils._bunch.Bunch",
+)
+
+#: Keys a metadata.json must have for a scorer to use the model.
+REQUIRED_METADATA_KEYS: tuple[str, ...] = (
+    "format_version",
+    "version",
+    "algorithm",
+    "feature_schema",
+    "threshold",
+    "metrics",
+    "model_sha256",
+    "smoke",
+)
+
+ExtraWriter = Callable[[Path, dict[str, Any]], list[Path]]
+
+
+def new_version_name(models_dir: Path, algorithm: str, created_at: datetime) -> str:
+    """``20250101T120000Z-ensemble``, with ``-2``, ``-3``... if that name is taken."""
+    base = f"{created_at:%Y%m%dT%H%M%SZ}-{algorithm}"
+    name, n = base, 1
+    while (models_dir / name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def write_version(
+    models_dir: Path,
+    version: str,
+    pipeline: Pipeline,
+    metadata: dict[str, Any],
+    extra_writer: ExtraWriter | None = None,
+) -> tuple[Path, list[Path]]:
+    """Write ``models_dir/version/`` atomically; returns the directory and the files in it.
+
+    Adds ``model_file`` and ``model_sha256`` to ``metadata`` (in place) before writing it.
+    ``extra_writer(staging_dir, metadata)`` may add files (the report) before the rename.
+    """
+    final = models_dir / version
+    if final.exists():
+        raise ModelError(f"{final} already exists; refusing to overwrite a model version")
+    staging = models_dir / f"{STAGING_PREFIX}{version}"
+    models_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        blob = sio.dumps(pipeline)
+        (staging / MODEL_FILE).write_bytes(blob)
+        metadata["model_file"] = MODEL_FILE
+        metadata["model_sha256"] = hashlib.sha256(blob).hexdigest()
+        write_json(staging / METADATA_FILE, metadata)
+        extras = extra_writer(staging, metadata) if extra_writer is not None else []
+        names = [MODEL_FILE, METADATA_FILE, *(p.name for p in extras)]
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final, [final / name for name in names]
+
+
+def write_latest(models_dir: Path, version: str) -> Path:
+    """Point ``models_dir/latest`` at ``version`` (atomic replace)."""
+    if not (models_dir / version / METADATA_FILE).is_file():
+        raise ModelError(f"{models_dir / version} is not a complete model version")
+    return _atomic_write_text(models_dir / LATEST_FILE, version + "\n")
+
+
+def write_metrics(models_dir: Path, metadata: dict[str, Any]) -> Path:
+    """``models_dir/metrics.json``: the version's flat metrics plus version and algorithm."""
+    payload = {
+        "version": metadata["version"],
+        "algorithm": metadata["algorithm"],
+        "created_at": metadata.get("created_at"),
+        **metadata["summary_metrics"],
+    }
+    return write_json(models_dir / METRICS_FILE, payload)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> Path:
+    """Pretty JSON written atomically (temp file in the same directory, then os.replace)."""
+    return _atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
+
+
+def _atomic_write_text(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def resolve_version_dir(path: Path) -> Path:
+    """A version directory from either the models root (follows ``latest``) or itself."""
+    if not path.is_dir():
+        raise ModelLoadError(f"model directory {path} does not exist; run `churnstream train`")
+    latest = path / LATEST_FILE
+    if latest.is_file():
+        name = latest.read_text(encoding="utf-8").strip()
+        if not name or "/" in name or "\\" in name or name in (".", ".."):
+            raise ModelLoadError(f"{latest} does not name a model version ({name!r})")
+        target = path / name
+        if not target.is_dir():
+            raise ModelLoadError(f"{latest} points at {name!r}, but {target} does not exist")
+        return target
+    if (path / METADATA_FILE).is_file() or (path / MODEL_FILE).is_file():
+        return path
+    raise ModelLoadError(
+        f"{path} is neither a models directory with a '{LATEST_FILE}' file nor a model "
+        "version directory; run `churnstream train`"
+    )
+
+
+def has_model(models_dir: Path) -> bool:
+    """Whether ``models_dir`` (root or version dir) leads to a model and its metadata.
+
+    A cheap existence check for "train first?" decisions; :func:`load_pipeline` and
+    :meth:`churnstream.model.scorer.Scorer.load` do the real validation.
+    """
+    try:
+        version_dir = resolve_version_dir(models_dir)
+    except ModelLoadError:
+        return False
+    return (version_dir / MODEL_FILE).is_file() and (version_dir / METADATA_FILE).is_file()
+
+
+def read_metadata(version_dir: Path) -> dict[str, Any]:
+    """metadata.json, checked for the keys a scorer needs."""
+    path = version_dir / METADATA_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing")
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(metadata, dict):
+        raise ModelLoadError(f"{path} must hold a JSON object")
+    missing = [k for k in REQUIRED_METADATA_KEYS if k not in metadata]
+    if missing:
+        raise ModelLoadError(f"{path} lacks {', '.join(missing)}")
+    if metadata["format_version"] != FORMAT_VERSION:
+        raise ModelLoadError(
+            f"{path} has format_version {metadata['format_version']!r}; "
+            f"this churnstream reads {FORMAT_VERSION}"
+        )
+    threshold = metadata["threshold"]
+    value = threshold.get("value") if isinstance(threshold, dict) else None
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+        raise ModelLoadError(f"{path}: threshold.value must be a number in [0, 1]")
+    return metadata
+
+
+def load_pipeline(version_dir: Path, expected_sha256: str | None = None) -> Pipeline:
+    """Load model.skops trusting only :data:`TRUSTED_TYPES` (plus skops' defaults).
+
+    Raises ModelLoadError if the file is missing or corrupt, needs any other type, does not
+    match ``expected_sha256``, or is not a fitted Pipeline.
+    """
+    path = version_dir / MODEL_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing")
+    blob = path.read_bytes()
+    try:
+        needed = sio.get_untrusted_types(data=blob)
+    except Exception as exc:  # BadZipFile, KeyError, JSONDecodeError...: all mean unreadable
+        reason = str(exc) or type(exc).__name__
+        raise ModelLoadError(f"{path} is corrupt or not a skops file: {reason}") from exc
+    refused = sorted(set(needed) - set(TRUSTED_TYPES))
+    if refused:
+        raise ModelLoadError(
+            f"{path} contains untrusted types, refusing to load: {', '.join(refused)}"
+        )
+    if expected_sha256 is not None:
+        actual = hashlib.sha256(blob).hexdigest()
+        if actual != expected_sha256:
+            raise ModelLoadError(
+                f"{path} has sha256 {actual[:12]}..., metadata.json expects "
+                f"{expected_sha256[:12]}...; the file was modified or belongs to another version"
+            )
+    try:
+        model = sio.loads(blob, trusted=list(TRUSTED_TYPES))
+    except UntrustedTypesFoundException as exc:
+        raise ModelLoadError(f"{path} contains untrusted types, refusing to load: {exc}") from exc
+    except Exception as exc:  # any failure to rebuild the object means a bad file
+        raise ModelLoadError(f"{path} could not be loaded: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, Pipeline) or not hasattr(model, "predict_proba"):
+        raise ModelLoadError(f"{path} holds a {type(model).__name__}, not a scikit-learn Pipeline")
+    return model

@@ -1,0 +1,128 @@
+"""Load a trained model once and score whole batches with one vectorised call.
+
+Used by the Kafka consumer for micro-batches and by batch scoring; :meth:`Scorer.load`
+does every check up front (files, trusted types, hash, metadata, a smoke prediction), so
+scoring itself only validates that the frame has the feature columns.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from churnstream.exceptions import ModelError, ModelLoadError
+from churnstream.model import artifacts
+from churnstream.schemas import FEATURE_COLUMNS
+
+logger = logging.getLogger(__name__)
+
+PROBABILITY_COLUMN = "churn_probability"
+PREDICTION_COLUMN = "prediction"
+VERSION_COLUMN = "model_version"
+POSITIVE_LABEL = "Yes"
+NEGATIVE_LABEL = "No"
+# The smoke prediction must reproduce training's probability to this absolute tolerance;
+# looser than float noise from BLAS differences, far tighter than any real model change.
+SMOKE_TOLERANCE = 1e-6
+
+
+class Scorer:
+    """A loaded model version: ``predict_proba``, ``label`` and ``score_frame`` on batches."""
+
+    def __init__(self, pipeline: Pipeline, metadata: dict[str, Any], path: Path) -> None:
+        self.pipeline = pipeline
+        self.metadata = metadata
+        self.path = path
+        self.version: str = str(metadata["version"])
+        self.threshold: float = float(metadata["threshold"]["value"])
+        self._columns = list(FEATURE_COLUMNS)
+
+    @classmethod
+    def load(cls, path: Path | str) -> Scorer:
+        """Load from the models root (follows ``latest``) or from a version directory.
+
+        Raises ModelLoadError, with one line saying what is wrong, when the directory or a
+        file is missing, the model file is corrupt, needs untrusted types or does not match
+        its recorded hash, metadata.json is missing or invalid, or the smoke prediction fails.
+        """
+        version_dir = artifacts.resolve_version_dir(Path(path))
+        metadata = artifacts.read_metadata(version_dir)
+        names = (
+            metadata["feature_schema"].get("names")
+            if isinstance(metadata["feature_schema"], dict)
+            else None
+        )
+        if names != list(FEATURE_COLUMNS):
+            raise ModelLoadError(
+                f"{version_dir}: the model's feature schema does not match this churnstream's "
+                f"{len(FEATURE_COLUMNS)} features; retrain with `churnstream train`"
+            )
+        pipeline = artifacts.load_pipeline(version_dir, str(metadata["model_sha256"]))
+        scorer = cls(pipeline, metadata, version_dir)
+        scorer._smoke_test()
+        logger.info(
+            "loaded model %s from %s (threshold %.4f)",
+            scorer.version,
+            version_dir,
+            scorer.threshold,
+        )
+        return scorer
+
+    def _smoke_test(self) -> None:
+        smoke = self.metadata["smoke"]
+        try:
+            row = smoke["row"]
+            expected = float(smoke["probability"])
+            dtypes = self.metadata["feature_schema"]["dtypes"]
+            frame = pd.DataFrame({c: pd.Series([row[c]], dtype=dtypes[c]) for c in self._columns})
+            got = float(self.pipeline.predict_proba(frame)[0, 1])
+        except Exception as exc:  # whatever breaks here means the model is unusable
+            raise ModelLoadError(
+                f"{self.path}: smoke prediction failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if not math.isclose(got, expected, rel_tol=0.0, abs_tol=SMOKE_TOLERANCE):
+            trained = self.metadata.get("library_versions", {}).get("scikit-learn", "?")
+            raise ModelLoadError(
+                f"{self.path}: smoke prediction gave {got:.6f}, training recorded "
+                f"{expected:.6f} (trained with scikit-learn {trained}); retrain the model"
+            )
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Churn probability per row, as float64, in one call for the whole batch.
+
+        ``frame`` holds the 19 feature columns typed as :func:`churnstream.data.validate_frame`
+        makes them; other columns (customerID, Churn, ...) are ignored.
+        """
+        if len(frame) == 0:
+            return np.empty(0, dtype=float)
+        missing = [c for c in self._columns if c not in frame.columns]
+        if missing:
+            raise ModelError(f"cannot score: missing feature column(s) {', '.join(missing)}")
+        try:
+            proba = self.pipeline.predict_proba(frame)[:, 1]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ModelError(f"cannot score batch of {len(frame)}: {exc}") from exc
+        return np.asarray(proba, dtype=float)
+
+    def label(self, proba: np.ndarray) -> np.ndarray:
+        """'Yes' where ``proba >= threshold``, else 'No' (object array)."""
+        values = np.asarray(proba, dtype=float)
+        return np.where(values >= self.threshold, POSITIVE_LABEL, NEGATIVE_LABEL).astype(object)
+
+    def score_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``churn_probability``, ``prediction`` and ``model_version`` with ``frame``'s index."""
+        proba = self.predict_proba(frame)
+        return pd.DataFrame(
+            {
+                PROBABILITY_COLUMN: proba,
+                PREDICTION_COLUMN: self.label(proba),
+                VERSION_COLUMN: self.version,
+            },
+            index=frame.index,
+        )
