@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +44,7 @@ METADATA_FILE = "metadata.json"
 LATEST_FILE = "latest"
 METRICS_FILE = "metrics.json"
 STAGING_PREFIX = ".staging-"
+DIR_MODE = 0o755
 
 #: Types our pipelines need beyond skops' built-in trusted set (sklearn estimators, numpy,
 #: builtins). Derived from the pipelines :func:`churnstream.model.train.build_pipeline` makes;
@@ -94,10 +96,10 @@ def write_version(
     final = models_dir / version
     if final.exists():
         raise ModelError(f"{final} already exists; refusing to overwrite a model version")
-    staging = models_dir / f"{STAGING_PREFIX}{version}"
     models_dir.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    # A unique staging name, so two concurrent trainings never share or delete each other's.
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{version}-", dir=models_dir))
+    staging.chmod(DIR_MODE)  # mkdtemp makes it 0700; a scorer may run as another user
     try:
         blob = sio.dumps(pipeline)
         (staging / MODEL_FILE).write_bytes(blob)
