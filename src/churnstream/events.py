@@ -33,7 +33,7 @@ def frame_to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     contract of the system we replace requires it, and the scorer ignores it.
     """
     columns = [c for c in DATASET_COLUMNS if c in frame.columns]
-    records: list[dict[str, Any]] = frame[columns].to_dict("records")
+    records: list[dict[str, Any]] = frame[columns].to_dict("records")  # type: ignore[assignment]
     for record in records:
         # numpy scalars would not survive JSON; to_dict already gives Python ints/floats,
         # but a Parquet source can carry pandas NA for a missing label.

@@ -125,7 +125,7 @@ def predict_record(event: CustomerEvent, scorer: Scorer) -> Prediction:
     return Prediction(
         customerID=event.customerID,
         churn_probability=float(proba[0]),
-        prediction=str(scorer.label(proba)[0]),  # type: ignore[arg-type]
+        prediction=str(scorer.label(proba)[0]),
         event_ts=event.event_ts,
         processed_ts=utc_now_iso(),
         model_version=scorer.version,

@@ -61,8 +61,15 @@ def read_topic(
                 if msg.error():
                     continue
                 out.append(
-                    Record(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
-                           dict(msg.headers() or []), msg.timestamp()[1])  # fmt: skip
+                    Record(
+                        msg.topic(),
+                        msg.partition(),
+                        msg.offset(),
+                        msg.key(),
+                        msg.value(),
+                        dict(msg.headers() or []),
+                        msg.timestamp()[1],
+                    )
                 )
             if batch:
                 last_new = time.monotonic()

@@ -44,24 +44,60 @@ def invoke(args: list[str]) -> str:
     return result.output
 
 
-def consume_args(broker: str, raw: str, preds: str, dlq: str, model_dir: Path,
-                 tmp_path: Path, group: str | None = None) -> list[str]:  # fmt: skip
+def consume_args(
+    broker: str,
+    raw: str,
+    preds: str,
+    dlq: str,
+    model_dir: Path,
+    tmp_path: Path,
+    group: str | None = None,
+) -> list[str]:
     return [
-        "consume", "--mode", "batch", "--broker", broker, "--input-topic", raw,
-        "--output-topic", preds, "--deadletter-topic", dlq,
-        "--consumer-group", group or f"g-{uuid.uuid4().hex[:8]}", "--model-path", str(model_dir),
-        "--timeout-ms", "4000", "--reports-dir", str(tmp_path / "reports"),
-    ]  # fmt: skip
+        "consume",
+        "--mode",
+        "batch",
+        "--broker",
+        broker,
+        "--input-topic",
+        raw,
+        "--output-topic",
+        preds,
+        "--deadletter-topic",
+        dlq,
+        "--consumer-group",
+        group or f"g-{uuid.uuid4().hex[:8]}",
+        "--model-path",
+        str(model_dir),
+        "--timeout-ms",
+        "4000",
+        "--reports-dir",
+        str(tmp_path / "reports"),
+    ]
 
 
-def batch_roundtrip(bootstrap: str, topic_factory: TopicFactory, dataset_path: Path,
-                    model_dir: Path, tmp_path: Path) -> None:  # fmt: skip
+def batch_roundtrip(
+    bootstrap: str, topic_factory: TopicFactory, dataset_path: Path, model_dir: Path, tmp_path: Path
+) -> None:
     raw, preds, dlq = topics(topic_factory)
-    out = invoke([
-        "produce", "--mode", "batch", "--broker", bootstrap, "--topic", raw,
-        "--data-path", str(dataset_path), "--batch-size", "1000",
-        "--checkpoint-file", str(tmp_path / "ckpt.json"), "--no-progress",
-    ])  # fmt: skip
+    out = invoke(
+        [
+            "produce",
+            "--mode",
+            "batch",
+            "--broker",
+            bootstrap,
+            "--topic",
+            raw,
+            "--data-path",
+            str(dataset_path),
+            "--batch-size",
+            "1000",
+            "--checkpoint-file",
+            str(tmp_path / "ckpt.json"),
+            "--no-progress",
+        ]
+    )
     assert "sent 7043, failed 0" in out
     out = invoke(consume_args(bootstrap, raw, preds, dlq, model_dir, tmp_path))
     assert "consumed 7043, scored 7043, dead-lettered 0" in out
@@ -87,27 +123,39 @@ def batch_roundtrip(bootstrap: str, topic_factory: TopicFactory, dataset_path: P
 
 
 def test_whole_dataset_batch_roundtrip(
-    kafka_bootstrap: str, topic_factory: TopicFactory, dataset_path: Path, model_dir: Path,
+    kafka_bootstrap: str,
+    topic_factory: TopicFactory,
+    dataset_path: Path,
+    model_dir: Path,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     batch_roundtrip(kafka_bootstrap, topic_factory, dataset_path, model_dir, tmp_path)
 
 
 def test_whole_dataset_batch_roundtrip_on_tansu(
-    tansu_bootstrap: str, tansu_topic_factory: TopicFactory, dataset_path: Path,
-    model_dir: Path, tmp_path: Path,
-) -> None:  # fmt: skip
+    tansu_bootstrap: str,
+    tansu_topic_factory: TopicFactory,
+    dataset_path: Path,
+    model_dir: Path,
+    tmp_path: Path,
+) -> None:
     batch_roundtrip(tansu_bootstrap, tansu_topic_factory, dataset_path, model_dir, tmp_path)
 
 
-def test_streaming_rate_is_held(kafka_bootstrap: str, topic_factory: TopicFactory,
-                                dataset_path: Path) -> None:  # fmt: skip
+def test_streaming_rate_is_held(
+    kafka_bootstrap: str, topic_factory: TopicFactory, dataset_path: Path
+) -> None:
     raw = topic_factory(partitions=3)
     settings = load_settings(**{"kafka.bootstrap_servers": kafka_bootstrap})
     options = ProduceOptions(
-        mode="streaming", topic=raw, data_path=dataset_path, events_per_sec=200.0,
-        batch_size=500, checkpoint_file=Path("unused"), duration_s=4.0,
-    )  # fmt: skip
+        mode="streaming",
+        topic=raw,
+        data_path=dataset_path,
+        events_per_sec=200.0,
+        batch_size=500,
+        checkpoint_file=Path("unused"),
+        duration_s=4.0,
+    )
     summary = run_producer(settings, options, threading.Event())
     assert summary.failed == 0
     assert abs(summary.rate - 200.0) / 200.0 < 0.01, summary.rate
@@ -126,13 +174,20 @@ def test_streaming_rate_is_held(kafka_bootstrap: str, topic_factory: TopicFactor
         assert record.key == record.json()["customerID"].encode()
 
 
-def test_batch_checkpoint_resume(kafka_bootstrap: str, topic_factory: TopicFactory,
-                                 dataset_path: Path, tmp_path: Path) -> None:  # fmt: skip
+def test_batch_checkpoint_resume(
+    kafka_bootstrap: str, topic_factory: TopicFactory, dataset_path: Path, tmp_path: Path
+) -> None:
     raw = topic_factory(partitions=3)
     settings = load_settings(**{"kafka.bootstrap_servers": kafka_bootstrap})
     ckpt = tmp_path / "ckpt.json"
-    options = ProduceOptions(mode="batch", topic=raw, data_path=dataset_path,
-                             events_per_sec=1.0, batch_size=500, checkpoint_file=ckpt)  # fmt: skip
+    options = ProduceOptions(
+        mode="batch",
+        topic=raw,
+        data_path=dataset_path,
+        events_per_sec=1.0,
+        batch_size=500,
+        checkpoint_file=ckpt,
+    )
     stop = threading.Event()
 
     def interrupt_after_three_chunks(done: int, _total: int | None) -> None:
@@ -151,9 +206,22 @@ def test_batch_checkpoint_resume(kafka_bootstrap: str, topic_factory: TopicFacto
     rows = Counter(int(r.headers[ROW_INDEX_HEADER]) for r in records)
     assert len(records) == 7043 and set(rows) == set(range(7043)) and max(rows.values()) == 1
 
-    out = invoke(["produce", "--mode", "batch", "--broker", kafka_bootstrap, "--topic", raw,
-                  "--data-path", str(dataset_path), "--checkpoint-file", str(ckpt),
-                  "--no-progress"])  # fmt: skip
+    out = invoke(
+        [
+            "produce",
+            "--mode",
+            "batch",
+            "--broker",
+            kafka_bootstrap,
+            "--topic",
+            raw,
+            "--data-path",
+            str(dataset_path),
+            "--checkpoint-file",
+            str(ckpt),
+            "--no-progress",
+        ]
+    )
     assert "already finished" in out
     assert len(read_topic(kafka_bootstrap, raw, idle_s=1.0)) == 7043
 
@@ -186,23 +254,40 @@ def test_mixed_batch_scores_good_and_dead_letters_bad(
         DeadLetter.model_validate(letter.json())
         assert letter.json()["source_topic"] == raw
     codes = Counter(r.headers["churnstream.error_code"].decode() for r in letters)
-    assert codes == {"not_json": 1, "not_utf8": 1, "not_object": 1, "schema": 2,
-                     "key_mismatch": 1, "empty_body": 1}  # fmt: skip
-    weekly = next(r.json() for r in letters if r.json()["original_message"].get("Contract") == "Weekly")
+    assert codes == {
+        "not_json": 1,
+        "not_utf8": 1,
+        "not_object": 1,
+        "schema": 2,
+        "key_mismatch": 1,
+        "empty_body": 1,
+    }
+    weekly = next(
+        r.json() for r in letters if r.json()["original_message"].get("Contract") == "Weekly"
+    )
     assert any(e.startswith("Contract:") for e in weekly["validation_errors"])
 
 
 def test_sigterm_during_streaming_loses_nothing(
-    kafka_bootstrap: str, topic_factory: TopicFactory, dataset_path: Path, model_dir: Path,
+    kafka_bootstrap: str,
+    topic_factory: TopicFactory,
+    dataset_path: Path,
+    model_dir: Path,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     raw, preds, dlq = topics(topic_factory)
     group = f"g-{uuid.uuid4().hex[:8]}"
     settings = load_settings(**{"kafka.bootstrap_servers": kafka_bootstrap})
     produced = run_producer(
         settings,
-        ProduceOptions(mode="batch", topic=raw, data_path=dataset_path, events_per_sec=1.0,
-                       batch_size=7043, checkpoint_file=tmp_path / "c.json"),  # fmt: skip
+        ProduceOptions(
+            mode="batch",
+            topic=raw,
+            data_path=dataset_path,
+            events_per_sec=1.0,
+            batch_size=7043,
+            checkpoint_file=tmp_path / "c.json",
+        ),
         threading.Event(),
     ).sent
     assert produced == 7043
@@ -210,8 +295,13 @@ def test_sigterm_during_streaming_loses_nothing(
     args[args.index("batch")] = "streaming"
     args += ["--batch-records", "200"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "churnstream", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "churnstream", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         # wait until it is mid-stream: some predictions out, not all
         deadline = time.monotonic() + 60
@@ -235,8 +325,9 @@ def test_sigterm_during_streaming_loses_nothing(
     assert 0 < len(first_run) <= 7043
 
 
-def test_demo_runs_end_to_end(kafka_bootstrap: str, model_dir: Path, dataset_path: Path,
-                              tmp_path: Path) -> None:  # fmt: skip
+def test_demo_runs_end_to_end(
+    kafka_bootstrap: str, model_dir: Path, dataset_path: Path, tmp_path: Path
+) -> None:
     env = {
         **os.environ,
         "CHURNSTREAM_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
@@ -248,8 +339,12 @@ def test_demo_runs_end_to_end(kafka_bootstrap: str, model_dir: Path, dataset_pat
     }
     proc = subprocess.run(
         [sys.executable, "-m", "churnstream", "demo", "--duration", "5", "--events-per-sec", "20"],
-        env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "streaming: sent" in out and "failed 0" in out

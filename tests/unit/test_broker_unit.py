@@ -155,8 +155,13 @@ def _write_pid(tmp_path: Path, pid: int, engine: str = "kafka") -> Path:
     state = tmp_path / "state"
     state.mkdir(exist_ok=True)
     path = state / broker.PID_FILE
-    record = {"pid": pid, "engine": engine, "host": "127.0.0.1", "port": 1,
-              "log_file": str(state / "broker.log")}  # fmt: skip
+    record = {
+        "pid": pid,
+        "engine": engine,
+        "host": "127.0.0.1",
+        "port": 1,
+        "log_file": str(state / "broker.log"),
+    }
     path.write_text(json.dumps(record))
     return path
 

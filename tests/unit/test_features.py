@@ -75,8 +75,17 @@ def test_tiny_average_charge_does_not_blow_up_the_ratio() -> None:
 
 
 def test_manual_payment_and_no_addons() -> None:
-    none = {c: "No internet service" for c in ("OnlineSecurity", "OnlineBackup",
-            "DeviceProtection", "TechSupport", "StreamingTV", "StreamingMovies")}  # fmt: skip
+    none = {
+        c: "No internet service"
+        for c in (
+            "OnlineSecurity",
+            "OnlineBackup",
+            "DeviceProtection",
+            "TechSupport",
+            "StreamingTV",
+            "StreamingMovies",
+        )
+    }
     row = add_features(rows({"PaymentMethod": "Electronic check", **none})).iloc[0]
     assert row["auto_pay"] == 0.0
     assert row["n_addons"] == 0
@@ -153,8 +162,12 @@ def test_level_proportions_include_absent_levels() -> None:
 def test_distribution_profile_shape() -> None:
     rng = np.random.default_rng(0)
     n = 500
-    frame = rows(*({"tenure": int(t), "MonthlyCharges": float(m)} for t, m in
-                   zip(rng.integers(0, 73, n), rng.uniform(18, 120, n), strict=True)))  # fmt: skip
+    frame = rows(
+        *(
+            {"tenure": int(t), "MonthlyCharges": float(m)}
+            for t, m in zip(rng.integers(0, 73, n), rng.uniform(18, 120, n), strict=True)
+        )
+    )
     profile = distribution_profile(frame)
     assert profile["rows"] == n
     for column in ("tenure", "MonthlyCharges"):

@@ -22,14 +22,29 @@ from churnstream.schemas import (
 from tests.conftest import CONTRACTS_DIR
 
 EVENT: dict[str, Any] = {
-    "customerID": "7590-VHVEG", "gender": "Female", "SeniorCitizen": 0, "Partner": "Yes",
-    "Dependents": "No", "tenure": 1, "PhoneService": "No", "MultipleLines": "No phone service",
-    "InternetService": "DSL", "OnlineSecurity": "No", "OnlineBackup": "Yes",
-    "DeviceProtection": "No", "TechSupport": "No", "StreamingTV": "No", "StreamingMovies": "No",
-    "Contract": "Month-to-month", "PaperlessBilling": "Yes", "PaymentMethod": "Electronic check",
-    "MonthlyCharges": 29.85, "TotalCharges": 29.85, "Churn": "No",
+    "customerID": "7590-VHVEG",
+    "gender": "Female",
+    "SeniorCitizen": 0,
+    "Partner": "Yes",
+    "Dependents": "No",
+    "tenure": 1,
+    "PhoneService": "No",
+    "MultipleLines": "No phone service",
+    "InternetService": "DSL",
+    "OnlineSecurity": "No",
+    "OnlineBackup": "Yes",
+    "DeviceProtection": "No",
+    "TechSupport": "No",
+    "StreamingTV": "No",
+    "StreamingMovies": "No",
+    "Contract": "Month-to-month",
+    "PaperlessBilling": "Yes",
+    "PaymentMethod": "Electronic check",
+    "MonthlyCharges": 29.85,
+    "TotalCharges": 29.85,
+    "Churn": "No",
     "event_ts": "2025-10-03T04:00:00Z",
-}  # fmt: skip
+}
 
 
 def contract(name: str) -> jsonschema.protocols.Validator:
@@ -60,15 +75,22 @@ def test_every_dataset_row_is_a_valid_event(dataset_path: Path) -> None:
 
 def test_prediction_body_valid_under_contract() -> None:
     pred = Prediction(
-        customerID="7590-VHVEG", churn_probability=0.71, prediction="Yes",
-        event_ts="2025-10-03T04:00:00Z", processed_ts="2025-10-03T04:00:00.123456Z",
-        model_version="v1", inference_latency_ms=0.4,
-    )  # fmt: skip
+        customerID="7590-VHVEG",
+        churn_probability=0.71,
+        prediction="Yes",
+        event_ts="2025-10-03T04:00:00Z",
+        processed_ts="2025-10-03T04:00:00.123456Z",
+        model_version="v1",
+        inference_latency_ms=0.4,
+    )
     contract("churn_prediction_schema.json").validate(dump_body(pred))
     minimal = Prediction(
-        customerID="7590-VHVEG", churn_probability=0.0, prediction="No",
-        event_ts="2025-10-03T04:00:00Z", processed_ts="2025-10-03T04:00:00Z",
-    )  # fmt: skip
+        customerID="7590-VHVEG",
+        churn_probability=0.0,
+        prediction="No",
+        event_ts="2025-10-03T04:00:00Z",
+        processed_ts="2025-10-03T04:00:00Z",
+    )
     body = dump_body(minimal)
     assert "model_version" not in body  # optional fields are omitted, never null
     contract("churn_prediction_schema.json").validate(body)
@@ -76,11 +98,15 @@ def test_prediction_body_valid_under_contract() -> None:
 
 def test_dead_letter_body_valid_under_contract() -> None:
     letter = DeadLetter(
-        original_message={"raw_text": "not json"}, error_type="validation_error",
-        error_message="not valid JSON", validation_errors=["body: not JSON"],
-        source_topic="telco.raw.customers", failed_ts="2025-10-03T04:00:00.5Z",
-        consumer_group="churnstream-scorer", retry_count=0,
-    )  # fmt: skip
+        original_message={"raw_text": "not json"},
+        error_type="validation_error",
+        error_message="not valid JSON",
+        validation_errors=["body: not JSON"],
+        source_topic="telco.raw.customers",
+        failed_ts="2025-10-03T04:00:00.5Z",
+        consumer_group="churnstream-scorer",
+        retry_count=0,
+    )
     contract("deadletter_schema.json").validate(dump_body(letter))
 
 

@@ -37,8 +37,9 @@ def by_tenure(frame: pd.DataFrame) -> np.ndarray:
 
 
 def run(messages: list[RawMessage], model: Any = by_tenure) -> Any:
-    return score_batch(messages, model, threshold=0.5, model_version="vtest",
-                       consumer_group="g", clock=lambda: NOW)  # fmt: skip
+    return score_batch(
+        messages, model, threshold=0.5, model_version="vtest", consumer_group="g", clock=lambda: NOW
+    )
 
 
 def test_good_messages_become_contract_valid_predictions() -> None:
@@ -107,8 +108,9 @@ def test_model_failure_on_one_row_dead_letters_only_that_row() -> None:
             raise ValueError("cannot score tenure 13")
         return by_tenure(frame)
 
-    result = run([msg(event(tenure=1), 1), msg(event(tenure=13), 2), msg(event(tenure=5), 3)],
-                 fragile)  # fmt: skip
+    result = run(
+        [msg(event(tenure=1), 1), msg(event(tenure=13), 2), msg(event(tenure=5), 3)], fragile
+    )
     assert len(result.predictions) == 2
     assert [json.loads(d.value)["error_type"] for d in result.dead_letters] == ["inference_error"]
     assert result.dead_letter_types == {"inference_error": 1}

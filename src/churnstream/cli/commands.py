@@ -19,12 +19,14 @@ def register(app: App) -> None:
         schema_cmd,
         topics,
     )
+    from churnstream.cli import train as train_cmd
 
     app.add_typer(broker.app, name="broker")
     app.add_typer(topics.app, name="topics")
     app.add_typer(config_cmd.app, name="config")
     app.add_typer(data_cmd.app, name="data")
     app.add_typer(schema_cmd.app, name="schema")
+    app.command("train")(train_cmd.train)
     app.command("predict")(predict_cmd.predict)
     app.command("produce")(produce_cmd.produce)
     app.command("consume")(consume_cmd.consume)

@@ -47,8 +47,14 @@ def demo(
         for column in ("elapsed", "produced", "consumed", "scored", "dead-lettered", "scored/s"):
             grid.add_column(column, justify="right")
         rate = state.scored / elapsed if elapsed > 0 else 0.0
-        grid.add_row(f"{elapsed:.0f}s / {duration:.0f}s", str(state.produced), str(state.consumed),
-                     str(state.scored), str(state.dead_lettered), f"{rate:.1f}")  # fmt: skip
+        grid.add_row(
+            f"{elapsed:.0f}s / {duration:.0f}s",
+            str(state.produced),
+            str(state.consumed),
+            str(state.scored),
+            str(state.dead_lettered),
+            f"{rate:.1f}",
+        )
         return grid
 
     with (

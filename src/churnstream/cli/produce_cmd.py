@@ -94,11 +94,20 @@ def produce(
     )
     console = Console(stderr=True)
     show = progress and console.is_terminal and mode == "batch"
-    with stop_signals() as stop, Progress(
-        TextColumn("[bold]batch"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, disable=not show, transient=False,
-    ) as bar:  # fmt: skip
+    with (
+        stop_signals() as stop,
+        Progress(
+            TextColumn("[bold]batch"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not show,
+            transient=False,
+        ) as bar,
+    ):
         task = bar.add_task("produce", total=None, rate="")
 
         def on_progress(done: int, total: int | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 BUFFER_FULL_POLL_S = 0.1
 FLUSH_TIMEOUT_S = 30.0
 
-Headers = list[tuple[str, bytes]]
+Headers = Sequence[tuple[str, bytes]]
 
 
 @dataclass
@@ -65,7 +65,11 @@ class SafeProducer:
         while True:
             try:
                 self._producer.produce(
-                    topic, value=value, key=key, headers=headers, on_delivery=self._callback
+                    topic,
+                    value=value,
+                    key=key,
+                    headers=list(headers) if headers else None,
+                    on_delivery=self._callback,
                 )
                 break
             except BufferError:

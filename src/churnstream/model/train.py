@@ -274,8 +274,11 @@ def train_model(
     oof_metrics = classification_metrics(y_train, cv.oof_proba, threshold.threshold)
     logger.info(
         "CV ROC AUC %.4f +- %.4f; threshold %.4f (OOF F1 %.4f)",
-        cv.summary["roc_auc_mean"], cv.summary["roc_auc_std"], threshold.threshold, threshold.f1,
-    )  # fmt: skip
+        cv.summary["roc_auc_mean"],
+        cv.summary["roc_auc_std"],
+        threshold.threshold,
+        threshold.f1,
+    )
 
     started = time.perf_counter()
     fitted = pipeline.fit(x_train, y_train)
@@ -284,8 +287,10 @@ def train_model(
     test_metrics = classification_metrics(y_test, proba_test, threshold.threshold)
     logger.info(
         "held-out ROC AUC %.4f, F1 %.4f, Brier %.4f",
-        test_metrics["roc_auc"], test_metrics["f1"], test_metrics["brier"],
-    )  # fmt: skip
+        test_metrics["roc_auc"],
+        test_metrics["f1"],
+        test_metrics["brier"],
+    )
 
     smoke = x_test.iloc[[0]]
     return TrainResult(

@@ -75,8 +75,10 @@ def prepare(settings: Settings, *, say: Callable[[str], None]) -> tuple[bool, bo
         status = broker.ensure_running(settings.broker)
         broker_started = status.start_s is not None
         if broker_started:
-            say(f"started the embedded {status.engine} broker at {status.bootstrap} "
-                f"in {status.start_s:.1f}s")  # fmt: skip
+            say(
+                f"started the embedded {status.engine} broker at {status.bootstrap} "
+                f"in {status.start_s:.1f}s"
+            )
         else:
             say(f"using the broker already at {status.bootstrap}")
     else:
@@ -92,7 +94,7 @@ def prepare(settings: Settings, *, say: Callable[[str], None]) -> tuple[bool, bo
         fetched = True
     trained = False
     if not has_model(settings.model.models_dir):
-        say("no model yet: training one (about half a minute)")
+        say("no model yet: training one (a few seconds)")
         outcome = train_and_save(settings, data_path=settings.paths.raw_csv)
         say(f"trained model {outcome.version}: ROC AUC {outcome.metrics['roc_auc']:.3f}")
         trained = True

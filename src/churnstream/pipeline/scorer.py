@@ -83,13 +83,15 @@ BatchFn = Callable[[ScoreSummary], None]
 
 
 def _raw(msg: Message) -> RawMessage:
+    headers = msg.headers() or []
+    pairs = list(headers.items()) if isinstance(headers, dict) else headers
     return RawMessage(
-        topic=msg.topic(),
-        partition=msg.partition(),
-        offset=msg.offset(),
+        topic=msg.topic() or "",
+        partition=msg.partition() or 0,
+        offset=msg.offset() or 0,
         key=msg.key(),
         value=msg.value(),
-        headers=list(msg.headers() or []),
+        headers=[(k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in pairs],
     )
 
 
@@ -160,9 +162,13 @@ class ScorerLoop:
         retries = 0
         logger.info(
             "scoring %s -> %s (dead letters: %s) as group %s with model %s, mode %s",
-            opts.input_topic, opts.output_topic, opts.deadletter_topic, opts.group_id,
-            self.scorer.version, opts.mode,
-        )  # fmt: skip
+            opts.input_topic,
+            opts.output_topic,
+            opts.deadletter_topic,
+            opts.group_id,
+            self.scorer.version,
+            opts.mode,
+        )
         try:
             consumer.subscribe([opts.input_topic], on_assign=self._on_assign)
             while not stop.is_set():
@@ -255,8 +261,9 @@ class ScorerLoop:
         if remaining or producer.stats.failed > failed_before:
             logger.error(
                 "batch of %d not fully acknowledged (%s); rewinding without commit",
-                len(batch), producer.stats.last_error or f"{remaining} still queued",
-            )  # fmt: skip
+                len(batch),
+                producer.stats.last_error or f"{remaining} still queued",
+            )
             for tp in _first_offsets(batch):
                 try:
                     consumer.seek(tp)
@@ -283,7 +290,11 @@ class ScorerLoop:
         self._window.add_dead_letters(result.dead_letter_types)
         self._window.add_dead_letter_codes(result.dead_letter_codes)
         if result.dead_letters:
-            logger.info("batch %d: %d dead-lettered %s", s.batches, len(result.dead_letters),
-                        result.dead_letter_codes)  # fmt: skip
+            logger.info(
+                "batch %d: %d dead-lettered %s",
+                s.batches,
+                len(result.dead_letters),
+                result.dead_letter_codes,
+            )
         if self.on_batch is not None:
             self.on_batch(s)

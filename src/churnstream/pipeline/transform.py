@@ -209,8 +209,9 @@ def score_batch(
     codes: dict[str, int] = {}
     now_iso = format_ts(clock())
 
-    def reject(msg: RawMessage, error_type: ErrorType, reason: str, code: str,
-               details: Sequence[str] = ()) -> None:  # fmt: skip
+    def reject(
+        msg: RawMessage, error_type: ErrorType, reason: str, code: str, details: Sequence[str] = ()
+    ) -> None:
         letters.append(
             dead_letter(
                 msg,
@@ -220,7 +221,7 @@ def score_batch(
                 details=details,
                 consumer_group=consumer_group,
                 failed_ts=now_iso,
-            )  # fmt: skip
+            )
         )
         types[error_type] = types.get(error_type, 0) + 1
         codes[code] = codes.get(code, 0) + 1
@@ -231,8 +232,9 @@ def score_batch(
         except InvalidEventError as exc:
             reject(msg, "validation_error", exc.reason, exc.code, exc.details)
         except Exception as exc:  # noqa: BLE001 - one odd message must not stop the stream
-            logger.exception("unexpected error decoding %s[%d]@%d", msg.topic, msg.partition,
-                             msg.offset)  # fmt: skip
+            logger.exception(
+                "unexpected error decoding %s[%d]@%d", msg.topic, msg.partition, msg.offset
+            )
             reject(msg, "processing_error", f"{type(exc).__name__}: {exc}", "processing")
 
     probabilities = np.empty(0)
@@ -259,11 +261,11 @@ def score_batch(
     processed_iso = format_ts(processed)
     predictions: list[OutMessage] = []
     rows: list[dict[str, Any]] = []
-    for (msg, event), probability in zip(good, probabilities, strict=True):
-        if not math.isfinite(probability):
+    for (msg, event), raw_probability in zip(good, probabilities.tolist(), strict=True):
+        if not math.isfinite(raw_probability):
             reject(msg, "inference_error", "the model could not score this record", "inference")
             continue
-        probability = min(1.0, max(0.0, float(probability)))
+        probability = min(1.0, max(0.0, float(raw_probability)))
         label = "Yes" if probability >= threshold else "No"
         body = Prediction(
             customerID=event.customerID,
@@ -314,7 +316,17 @@ def score_batch(
 
 
 SCORED_COLUMNS = [
-    "customerID", "Contract", "InternetService", "PaymentMethod", "tenure", "MonthlyCharges",
-    "churn_probability", "prediction", "inference_latency_ms", "e2e_latency_ms",
-    "source_topic", "source_partition", "source_offset",
-]  # fmt: skip
+    "customerID",
+    "Contract",
+    "InternetService",
+    "PaymentMethod",
+    "tenure",
+    "MonthlyCharges",
+    "churn_probability",
+    "prediction",
+    "inference_latency_ms",
+    "e2e_latency_ms",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+]
