@@ -36,6 +36,7 @@ def configure_logging(
     log_file: Path | None = None,
     fmt: Literal["text", "json"] = "text",
     quiet: bool = False,
+    console_level: str | None = None,
 ) -> None:
     """Send logs to stderr (rich or JSON) and, optionally, to a rotating file."""
     root = logging.getLogger()
@@ -51,7 +52,7 @@ def configure_logging(
     else:
         console = RichHandler(show_path=False, rich_tracebacks=False, markup=False)
         console.setFormatter(logging.Formatter("%(message)s"))
-    console.setLevel("WARNING" if quiet else level.upper())
+    console.setLevel("WARNING" if quiet else (console_level or level).upper())
     root.addHandler(console)
 
     if log_file is not None:
@@ -65,3 +66,26 @@ def configure_logging(
     # librdkafka and matplotlib are chatty at INFO/DEBUG.
     for noisy in ("matplotlib", "PIL", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class LibrdkafkaLog:
+    """Pass as a client's ``logger``: librdkafka's lines join our logs instead of raw stderr.
+
+    librdkafka logs at syslog levels and reports transient trouble (a coordinator still
+    loading, a refused connection while a broker restarts) as warnings, which it retries by
+    itself; what really fails reaches us through delivery callbacks and errors. So its
+    warnings are demoted to INFO and only its errors stay WARNING.
+    """
+
+    _logger = logging.getLogger("churnstream.librdkafka")
+
+    def log(self, level: int, msg: str, *args: object) -> None:
+        if level <= 3:  # syslog emerg..err
+            self._logger.warning(msg, *args)
+        elif level <= 6:  # warning..info
+            self._logger.info(msg, *args)
+        else:
+            self._logger.debug(msg, *args)
+
+
+LIBRDKAFKA_LOG = LibrdkafkaLog()

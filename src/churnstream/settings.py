@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from churnstream.exceptions import ConfigError
+from churnstream.logging import LIBRDKAFKA_LOG
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class KafkaSettings(_Frozen):
     def client_config(self) -> dict[str, Any]:
         """Common librdkafka configuration for producers, consumers and admin clients."""
         conf: dict[str, Any] = {
+            "logger": LIBRDKAFKA_LOG,
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": self.client_id,
             "security.protocol": self.security_protocol,

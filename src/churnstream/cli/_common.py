@@ -86,7 +86,11 @@ def get_settings(**overrides: Any) -> Settings:
 
 
 def init_logging(
-    ctx: typer.Context | None, log_name: str | None = None, settings: Settings | None = None
+    ctx: typer.Context | None,
+    log_name: str | None = None,
+    settings: Settings | None = None,
+    *,
+    console_level: str | None = None,
 ) -> None:
     """(Re)configure logging for a command; long-running commands also log to logs/<name>.log."""
     state = cli_state(ctx)
@@ -94,7 +98,15 @@ def init_logging(
     if log_name is not None:
         logs_dir = settings.paths.logs_dir if settings is not None else Path("logs")
         log_file = logs_dir / f"{log_name}.log"
-    configure_logging(state.log_level, log_file=log_file, fmt=state.log_format, quiet=state.quiet)
+    if console_level is not None and state.log_level == "DEBUG":
+        console_level = None  # asking for DEBUG means wanting to see everything
+    configure_logging(
+        state.log_level,
+        log_file=log_file,
+        fmt=state.log_format,
+        quiet=state.quiet,
+        console_level=console_level,
+    )
 
 
 @contextlib.contextmanager

@@ -35,7 +35,8 @@ def demo(
     from churnstream.reports import render_console
 
     settings = get_settings(**{"kafka.bootstrap_servers": broker})
-    init_logging(ctx, "demo", settings)
+    # The demo narrates on the console; the full INFO log goes to logs/demo.log.
+    init_logging(ctx, "demo", settings, console_level="WARNING")
     console = Console()
 
     def say(text: str) -> None:
@@ -70,6 +71,7 @@ def demo(
             on_tick=lambda state: live.update(table(state)),
             keep_broker=keep_broker,
         )
+    console.print()
     if result.scorer.last_summary is not None:
         render_console(result.scorer.last_summary, console)
     say(result.producer.line())

@@ -44,17 +44,21 @@ def predict(
     if (record is None) == (input_path is None):
         raise DataError("give either --input FILE --output FILE, or --json RECORD")
     settings = get_settings()
-    scorer = Scorer.load(model_path or settings.model.models_dir)
+    # Check the cheap things first, so a typo is reported before the model loads.
     if record is not None:
         try:
             event = parse_record(record)
         except InvalidEventError as exc:
             raise DataError(f"invalid record: {exc.reason}") from exc
+        scorer = Scorer.load(model_path or settings.model.models_dir)
         typer.echo(prediction_json(predict_record(event, scorer)))
         return
     assert input_path is not None  # noqa: S101 - guaranteed by the check above
     if output_path is None:
         raise DataError("--output is required with --input")
+    if not input_path.is_file():
+        raise DataError(f"{input_path} does not exist")
+    scorer = Scorer.load(model_path or settings.model.models_dir)
     result = predict_file(input_path, output_path, scorer, rejects_path=rejects_path)
     rejects = f", rejects in {result.rejects}" if result.rejects else ""
     typer.echo(
