@@ -130,3 +130,11 @@ def test_events_without_churn_and_without_key_are_scored() -> None:
 def test_empty_batch() -> None:
     result = run([])
     assert result.predictions == [] and result.dead_letters == [] and result.scored.empty
+
+
+def test_replayed_message_that_fails_again_counts_its_retries() -> None:
+    replayed = RawMessage(
+        "telco.raw.customers", 0, 9, None, b"{oops", [("churnstream.retry_count", b"2")]
+    )
+    result = run([replayed])
+    assert json.loads(result.dead_letters[0].value)["retry_count"] == 2

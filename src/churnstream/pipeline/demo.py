@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,8 +15,10 @@ from confluent_kafka import Consumer, TopicPartition
 
 from churnstream.exceptions import ChurnstreamError
 from churnstream.kafka import admin, broker
+from churnstream.pipeline.observers import ScorerObserver
 from churnstream.pipeline.producer import ProduceOptions, ProduceSummary, run_producer
 from churnstream.pipeline.scorer import ScoreOptions, ScorerLoop, ScoreSummary
+from churnstream.pipeline.transform import BatchResult, RawMessage
 from churnstream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -157,7 +159,7 @@ def _run_pipeline(
             top_k=settings.consumer.top_k,
             start_offsets=offsets,
         ),
-        on_batch=lambda s: _copy_scorer(state, s),
+        observers=[_LiveCounts(state)],
     )
     scorer_stop = threading.Event()
     results: dict[str, Any] = {}
@@ -230,10 +232,16 @@ def _run_pipeline(
     )
 
 
-def _copy_scorer(state: DemoState, summary: ScoreSummary) -> None:
-    state.consumed = summary.consumed
-    state.scored = summary.scored
-    state.dead_lettered = summary.dead_lettered
+class _LiveCounts(ScorerObserver):
+    def __init__(self, state: DemoState) -> None:
+        self.state = state
+
+    def on_batch(
+        self, batch: Sequence[RawMessage], result: BatchResult, summary: ScoreSummary
+    ) -> None:
+        self.state.consumed = summary.consumed
+        self.state.scored = summary.scored
+        self.state.dead_lettered = summary.dead_lettered
 
 
 def report_paths(result: DemoResult) -> list[Path]:

@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 MAX_SLEEP_S = 0.05
 
 ProgressFn = Callable[[int, int | None], None]
+DeliveryFn = Callable[[Any, Any], None]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +22,8 @@ from churnstream.analytics import WindowStats
 from churnstream.exceptions import BrokerUnavailableError, DeliveryError
 from churnstream.kafka.producer import SafeProducer
 from churnstream.model.scorer import Scorer
-from churnstream.pipeline.transform import RawMessage, score_batch
+from churnstream.pipeline.observers import ScorerObserver
+from churnstream.pipeline.transform import BatchResult, RawMessage, score_batch
 from churnstream.reports import write_summary
 from churnstream.settings import Settings
 
@@ -79,9 +80,6 @@ class ScoreSummary:
         )
 
 
-BatchFn = Callable[[ScoreSummary], None]
-
-
 def _raw(msg: Message) -> RawMessage:
     headers = msg.headers() or []
     pairs = list(headers.items()) if isinstance(headers, dict) else headers
@@ -120,12 +118,12 @@ class ScorerLoop:
         options: ScoreOptions,
         *,
         scorer: Scorer | None = None,
-        on_batch: BatchFn | None = None,
+        observers: Sequence[ScorerObserver] = (),
     ) -> None:
         self.settings = settings
         self.options = options
         self.scorer = scorer or Scorer.load(options.model_path)
-        self.on_batch = on_batch
+        self.observers = list(observers)
         self.summary = ScoreSummary(mode=options.mode, model_version=self.scorer.version)
         self._window = WindowStats()
         self._window_started = datetime.now(UTC)
@@ -142,6 +140,8 @@ class ScorerLoop:
             mode=self.options.mode,
         )
         self.summary.last_summary = summary
+        for observer in self.observers:
+            observer.on_window(summary)
         if self.options.reports_dir is not None:
             json_path, md_path = write_summary(summary, self.options.reports_dir)
             self.summary.reports.extend([json_path, md_path])
@@ -169,6 +169,12 @@ class ScorerLoop:
             self.scorer.version,
             opts.mode,
         )
+        for observer in self.observers:
+            observer.on_start(
+                model_version=self.scorer.version,
+                group_id=opts.group_id,
+                input_topic=opts.input_topic,
+            )
         try:
             consumer.subscribe([opts.input_topic], on_assign=self._on_assign)
             while not stop.is_set():
@@ -181,6 +187,8 @@ class ScorerLoop:
                     num_messages=want, timeout=opts.max_batch_wait_ms / 1000
                 )
                 batch = self._usable(messages)
+                for observer in self.observers:
+                    observer.on_poll(consumer)
                 now = time.monotonic()
                 if opts.mode == "streaming" and now - last_report >= opts.summary_interval_s:
                     self._close_window()
@@ -217,6 +225,8 @@ class ScorerLoop:
             except KafkaException as exc:  # closing must not hide the real outcome
                 logger.warning("consumer close: %s", exc)
         self._close_window()
+        for observer in self.observers:
+            observer.on_stop(self.summary)
         logger.info("scorer finished: %s", self.summary.line())
         return self.summary
 
@@ -264,6 +274,8 @@ class ScorerLoop:
                 len(batch),
                 producer.stats.last_error or f"{remaining} still queued",
             )
+            for observer in self.observers:
+                observer.on_redelivery(len(batch), producer.stats.last_error)
             for tp in _first_offsets(batch):
                 try:
                     consumer.seek(tp)
@@ -278,7 +290,7 @@ class ScorerLoop:
         self._account(batch, result)
         return True
 
-    def _account(self, batch: list[RawMessage], result: Any) -> None:
+    def _account(self, batch: list[RawMessage], result: BatchResult) -> None:
         s = self.summary
         s.consumed += len(batch)
         s.scored += len(result.predictions)
@@ -296,5 +308,5 @@ class ScorerLoop:
                 len(result.dead_letters),
                 result.dead_letter_codes,
             )
-        if self.on_batch is not None:
-            self.on_batch(s)
+        for observer in self.observers:
+            observer.on_batch(batch, result, s)

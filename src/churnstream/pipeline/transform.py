@@ -45,6 +45,8 @@ RISK_BAND_HEADER = "churnstream.risk_band"
 MODEL_VERSION_HEADER = "churnstream.model_version"
 ERROR_CODE_HEADER = "churnstream.error_code"
 ORIGINAL_KEY_HEADER = "churnstream.original_key"
+#: Set by `churnstream dlq replay` on a re-sent message: how often it was replayed already.
+RETRY_COUNT_HEADER = "churnstream.retry_count"
 
 RISK_BANDS = ((0.7, "high"), (0.4, "medium"), (0.0, "low"))
 
@@ -153,6 +155,16 @@ def decode_event(message: RawMessage) -> CustomerEvent:
     return event
 
 
+def _retry_count(headers: Headers) -> int:
+    for name, value in headers:
+        if name == RETRY_COUNT_HEADER:
+            try:
+                return max(0, int(value))
+            except ValueError:
+                return 0
+    return 0
+
+
 def dead_letter(
     message: RawMessage,
     *,
@@ -171,7 +183,7 @@ def dead_letter(
         source_topic=message.topic,
         failed_ts=failed_ts,
         consumer_group=consumer_group,
-        retry_count=0,
+        retry_count=_retry_count(message.headers),
     )
     headers: Headers = [
         (SOURCE_HEADER, source_key(message.topic, message.partition, message.offset).encode()),
