@@ -29,6 +29,7 @@ from churnstream.logging import LIBRDKAFKA_LOG
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_PATH = Path("config/churnstream.yaml")
+TRANSACTION_TIMEOUT_MS = 10_000
 CONFIG_ENV_VAR = "CHURNSTREAM_CONFIG"
 
 
@@ -124,6 +125,17 @@ class KafkaSettings(_Frozen):
 
     def admin_config(self) -> dict[str, Any]:
         return self.client_config()
+
+    def transactional_producer_config(
+        self, producer: ProducerSettings, transactional_id: str
+    ) -> dict[str, Any]:
+        """Producer config for exactly-once scoring (read-process-write transactions)."""
+        conf = self.producer_config(producer)
+        conf["transactional.id"] = transactional_id
+        # Bounds how long an abandoned transaction (a crashed scorer that never comes back
+        # with the same id) holds back read_committed readers.
+        conf["transaction.timeout.ms"] = TRANSACTION_TIMEOUT_MS
+        return conf
 
 
 class ProducerSettings(_Frozen):

@@ -56,6 +56,23 @@ def consume(
     reports: Annotated[
         bool, typer.Option("--reports/--no-reports", help="Write summary files.")
     ] = True,
+    exactly_once: Annotated[
+        bool,
+        typer.Option(
+            "--exactly-once",
+            help="One Kafka transaction per batch (outputs + offsets); readers use read_committed.",
+        ),
+    ] = False,
+    transactional_id: Annotated[
+        str | None,
+        typer.Option(
+            "--transactional-id", help="With --exactly-once: stable id of this scorer instance."
+        ),
+    ] = None,
+    connect_timeout: Annotated[
+        float,
+        typer.Option("--connect-timeout", help="Seconds to retry an unreachable broker.", min=0),
+    ] = 60.0,
 ) -> None:
     """Score customer events with the model; predictions out, bad messages to dead letters."""
     from churnstream.pipeline.scorer import ScoreOptions, ScorerLoop
@@ -89,6 +106,9 @@ def consume(
         summary_interval_s=settings.consumer.summary_interval_s,
         reports_dir=settings.paths.reports_dir if reports else None,
         top_k=settings.consumer.top_k,
+        exactly_once=exactly_once,
+        transactional_id=transactional_id,
+        connect_timeout_s=connect_timeout,
     )
     loop = ScorerLoop(settings, options)
     with stop_signals() as stop:

@@ -1,13 +1,20 @@
 """The scorer's poll loop: micro-batches in, predictions and dead letters out, then commit.
 
-At-least-once by construction: a batch's offsets are committed only after every prediction
-and dead letter of that batch has been acknowledged by the broker. If any is not, the
-consumer is rewound to the batch's first offsets and the batch is processed again.
+At-least-once by default: a batch's offsets are committed only after every prediction and
+dead letter of that batch has been acknowledged by the broker. If any is not, the consumer
+is rewound to the batch's first offsets and the batch is processed again.
+
+Exactly-once (``exactly_once=True``): each batch is one Kafka transaction holding its
+predictions, its dead letters and its input offsets (``send_offsets_to_transaction``).
+Readers with ``isolation.level=read_committed`` see every batch once or not at all. The
+transactional id is stable per scorer instance, so a restarted scorer fences its crashed
+predecessor and aborts its open transaction at once.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -20,6 +27,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from churnstream.analytics import WindowStats
 from churnstream.exceptions import BrokerUnavailableError, DeliveryError
+from churnstream.kafka.connect import wait_for_broker
 from churnstream.kafka.producer import SafeProducer
 from churnstream.model.scorer import Scorer
 from churnstream.pipeline.observers import ScorerObserver
@@ -33,6 +41,7 @@ logger = logging.getLogger(__name__)
 MAX_DELIVERY_RETRIES = 5
 RETRY_BACKOFF_S = 1.0
 CLOSE_TIMEOUT_S = 10.0
+TXN_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,20 @@ class ScoreOptions:
     #: Where to start reading each partition (partition -> offset) instead of the group's
     #: committed offsets; the demo uses it to score only what it produces itself.
     start_offsets: dict[int, int] | None = None
+    exactly_once: bool = False
+    #: Stable per scorer instance (see :func:`default_transactional_id`).
+    transactional_id: str | None = None
+    #: How long to keep retrying when no broker answers at start-up.
+    connect_timeout_s: float = 60.0
+
+
+def default_transactional_id(group_id: str, input_topic: str, worker: int = 0) -> str:
+    """Stable across restarts of the same scorer, distinct between concurrent ones.
+
+    Restarting with the same id is what lets Kafka abort a crashed scorer's open transaction
+    immediately instead of after the transaction timeout.
+    """
+    return f"churnstream-{group_id}-{input_topic}-{socket.gethostname()}-{worker}"
 
 
 @dataclass
@@ -128,6 +151,30 @@ class ScorerLoop:
         self._window = WindowStats()
         self._window_started = datetime.now(UTC)
         self.assigned = threading.Event()
+        self._in_txn = False
+
+    def _producer(self) -> SafeProducer:
+        kafka, opts = self.settings.kafka, self.options
+        if not opts.exactly_once:
+            return SafeProducer(kafka.producer_config(self.settings.producer))
+        txn_id = opts.transactional_id or default_transactional_id(opts.group_id, opts.input_topic)
+        producer = SafeProducer(kafka.transactional_producer_config(self.settings.producer, txn_id))
+        try:
+            # Fences any earlier instance with this id and aborts its open transaction.
+            producer.raw.init_transactions(TXN_TIMEOUT_S)
+        except KafkaException as exc:
+            raise BrokerUnavailableError(
+                f"could not initialise transactions as {txn_id!r}: {exc.args[0].str()}"
+            ) from exc
+        logger.info("exactly-once: transactional id %s", txn_id)
+        return producer
+
+    def _abort(self, producer: SafeProducer) -> None:
+        try:
+            producer.raw.abort_transaction(TXN_TIMEOUT_S)
+        except KafkaException as exc:
+            logger.warning("abort_transaction: %s", exc)
+        self._in_txn = False
 
     # -- reports -----------------------------------------------------------------------
     def _close_window(self) -> None:
@@ -152,22 +199,26 @@ class ScorerLoop:
     # -- the loop ----------------------------------------------------------------------
     def run(self, stop: threading.Event) -> ScoreSummary:
         opts = self.options
+        wait_for_broker(
+            self.settings.kafka, timeout_s=opts.connect_timeout_s, stop=stop, what="scorer"
+        )
         consumer = Consumer(
             self.settings.kafka.consumer_config(self.settings.consumer, opts.group_id)
         )
-        producer = SafeProducer(self.settings.kafka.producer_config(self.settings.producer))
+        producer = self._producer()
         started = time.monotonic()
         last_message = started
         last_report = started
         retries = 0
         logger.info(
-            "scoring %s -> %s (dead letters: %s) as group %s with model %s, mode %s",
+            "scoring %s -> %s (dead letters: %s) as group %s with model %s, mode %s, %s",
             opts.input_topic,
             opts.output_topic,
             opts.deadletter_topic,
             opts.group_id,
             self.scorer.version,
             opts.mode,
+            "exactly-once" if opts.exactly_once else "at-least-once",
         )
         for observer in self.observers:
             observer.on_start(
@@ -215,6 +266,8 @@ class ScorerLoop:
                     stop.wait(RETRY_BACKOFF_S * retries)
         finally:
             self.summary.duration_s = time.monotonic() - started
+            if self._in_txn:
+                self._abort(producer)
             remaining = producer.flush(CLOSE_TIMEOUT_S)
             if remaining:
                 logger.error(
@@ -262,33 +315,79 @@ class ScorerLoop:
             model_version=self.scorer.version,
             consumer_group=opts.group_id,
         )
-        failed_before = producer.stats.failed
-        for out in result.predictions:
-            producer.produce(opts.output_topic, out.value, out.key, out.headers)
-        for out in result.dead_letters:
-            producer.produce(opts.deadletter_topic, out.value, out.key, out.headers)
-        remaining = producer.flush()
-        if remaining or producer.stats.failed > failed_before:
+        publish = self._publish_transactional if opts.exactly_once else self._publish
+        error = publish(batch, result, consumer, producer)
+        if error is not None:
             logger.error(
-                "batch of %d not fully acknowledged (%s); rewinding without commit",
+                "batch of %d not %s (%s); rewinding to score it again",
                 len(batch),
-                producer.stats.last_error or f"{remaining} still queued",
+                "committed" if opts.exactly_once else "fully acknowledged",
+                error,
             )
             for observer in self.observers:
-                observer.on_redelivery(len(batch), producer.stats.last_error)
+                observer.on_redelivery(len(batch), error)
             for tp in _first_offsets(batch):
                 try:
                     consumer.seek(tp)
                 except KafkaException as exc:  # partition revoked meanwhile: its new owner rereads
                     logger.warning("seek %s[%d]: %s", tp.topic, tp.partition, exc)
             return False
+        self._account(batch, result)
+        return True
+
+    def _produce_outputs(self, result: BatchResult, producer: SafeProducer) -> None:
+        opts = self.options
+        for out in result.predictions:
+            producer.produce(opts.output_topic, out.value, out.key, out.headers)
+        for out in result.dead_letters:
+            producer.produce(opts.deadletter_topic, out.value, out.key, out.headers)
+
+    def _publish(
+        self,
+        batch: list[RawMessage],
+        result: BatchResult,
+        consumer: Consumer,
+        producer: SafeProducer,
+    ) -> str | None:
+        """At-least-once: outputs acknowledged, then offsets committed. None on success."""
+        failed_before = producer.stats.failed
+        self._produce_outputs(result, producer)
+        remaining = producer.flush()
+        if remaining or producer.stats.failed > failed_before:
+            return producer.stats.last_error or f"{remaining} still queued"
         try:
             consumer.commit(offsets=_next_offsets(batch), asynchronous=False)
         except KafkaException as exc:
             # Typically a rebalance: the partition's new owner re-scores from the last commit.
             logger.warning("commit failed (%s); those messages will be scored again", exc)
-        self._account(batch, result)
-        return True
+        return None
+
+    def _publish_transactional(
+        self,
+        batch: list[RawMessage],
+        result: BatchResult,
+        consumer: Consumer,
+        producer: SafeProducer,
+    ) -> str | None:
+        """Exactly-once: outputs and input offsets in one transaction. None on success."""
+        raw = producer.raw
+        try:
+            raw.begin_transaction()
+            self._in_txn = True
+            self._produce_outputs(result, producer)
+            raw.send_offsets_to_transaction(
+                _next_offsets(batch), consumer.consumer_group_metadata(), TXN_TIMEOUT_S
+            )
+            raw.commit_transaction(TXN_TIMEOUT_S)
+            self._in_txn = False
+            return None
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.fatal():
+                # Fenced by a newer instance with our id, or a broken producer: stop now.
+                raise DeliveryError(f"exactly-once producer failed fatally: {err.str()}") from exc
+            self._abort(producer)
+            return str(err.str())
 
     def _account(self, batch: list[RawMessage], result: BatchResult) -> None:
         s = self.summary
