@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -50,7 +51,18 @@ class TopicsSettings(_Frozen):
 
 
 class KafkaSettings(_Frozen):
-    """Connection to the cluster. librdkafka's dotted keys live only in :meth:`client_config`."""
+    """Connection to the cluster. librdkafka's dotted keys live only in :meth:`client_config`.
+
+    Security: ``security_protocol`` SASL_PLAINTEXT or SASL_SSL needs ``sasl_mechanism``,
+    ``sasl_username`` and a password, given either as ``sasl_password`` (best from
+    ``CHURNSTREAM_KAFKA__SASL_PASSWORD``) or as ``sasl_password_file``. SSL and SASL_SSL verify
+    the brokers against ``ssl_ca_location`` (default: the system's CAs); a client certificate
+    is ``ssl_certificate_location`` plus ``ssl_key_location``, and an encrypted key's password
+    is ``ssl_key_password`` or ``ssl_key_password_file``. Secrets are ``SecretStr``; the
+    ``*_file`` ones are read each time a client is configured (so a rotated secret reaches the
+    next client) and only their path is ever shown. An incoherent combination is refused when
+    the settings load; an unreadable file when a client is configured.
+    """
 
     bootstrap_servers: str = "127.0.0.1:19092"
     client_id: str = "churnstream"
@@ -60,13 +72,76 @@ class KafkaSettings(_Frozen):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None
     ssl_ca_location: Path | None = None
     ssl_certificate_location: Path | None = None
     ssl_key_location: Path | None = None
     ssl_key_password: SecretStr | None = None
+    ssl_key_password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _coherent_security(self) -> KafkaSettings:
+        problem = self.security_problem()
+        if problem is not None:
+            # A custom error keeps pydantic's "Value error, " prefix out of the one-line message.
+            raise PydanticCustomError("kafka_security", problem)
+        return self
+
+    def security_problem(self) -> str | None:
+        """Why the security settings cannot work together, or None when they are coherent.
+
+        Only what can be known without the cluster is checked: e.g. whether the brokers'
+        certificates need ``ssl_ca_location`` is learnt at the TLS handshake.
+        """
+        protocol = f"kafka.security_protocol is {self.security_protocol}"
+        sasl_fields = ("sasl_mechanism", "sasl_username", "sasl_password", "sasl_password_file")
+        tls_fields = (
+            "ssl_ca_location",
+            "ssl_certificate_location",
+            "ssl_key_location",
+            "ssl_key_password",
+            "ssl_key_password_file",
+        )
+        listing = self._listing
+        if self.sasl_password is not None and self.sasl_password_file is not None:
+            return "set kafka.sasl_password or kafka.sasl_password_file, not both"
+        if self.ssl_key_password is not None and self.ssl_key_password_file is not None:
+            return "set kafka.ssl_key_password or kafka.ssl_key_password_file, not both"
+        sasl_given = [f"kafka.{name}" for name in sasl_fields if getattr(self, name) is not None]
+        if self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+            missing = []
+            if self.sasl_mechanism is None:
+                missing.append("kafka.sasl_mechanism")
+            if not self.sasl_username:
+                missing.append("kafka.sasl_username")
+            if self.sasl_password_file is None and (
+                self.sasl_password is None or not self.sasl_password.get_secret_value()
+            ):
+                missing.append("kafka.sasl_password (or kafka.sasl_password_file)")
+            if missing:
+                return f"{protocol}, which needs {listing(missing)}"
+        elif sasl_given:
+            return f"{listing(sasl_given)} set, but {protocol}: use SASL_PLAINTEXT or SASL_SSL"
+        tls_given = [f"kafka.{name}" for name in tls_fields if getattr(self, name) is not None]
+        if self.security_protocol not in ("SSL", "SASL_SSL") and tls_given:
+            return f"{listing(tls_given)} set, but {protocol}: use SSL or SASL_SSL"
+        if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
+            return (
+                "kafka.ssl_certificate_location and kafka.ssl_key_location go together "
+                "(a client certificate needs its private key)"
+            )
+        if self.ssl_key_location is None and (
+            self.ssl_key_password is not None or self.ssl_key_password_file is not None
+        ):
+            return "a key password is set, but kafka.ssl_key_location is not"
+        return None
 
     def client_config(self) -> dict[str, Any]:
-        """Common librdkafka configuration for producers, consumers and admin clients."""
+        """Common librdkafka configuration for producers, consumers and admin clients.
+
+        Reads the ``*_file`` secrets and checks that the TLS files are readable; raises
+        ConfigError (naming the setting and the path, never a secret) when one is not.
+        """
         conf: dict[str, Any] = {
             "logger": LIBRDKAFKA_LOG,
             "bootstrap.servers": self.bootstrap_servers,
@@ -79,15 +154,69 @@ class KafkaSettings(_Frozen):
             conf["sasl.username"] = self.sasl_username
         if self.sasl_password is not None:
             conf["sasl.password"] = self.sasl_password.get_secret_value()
-        if self.ssl_ca_location is not None:
-            conf["ssl.ca.location"] = str(self.ssl_ca_location)
+        elif self.sasl_password_file is not None:
+            conf["sasl.password"] = self._read_secret_file(
+                self.sasl_password_file, "kafka.sasl_password_file"
+            )
+        ca = self.ssl_ca_location
+        if ca is not None:
+            if str(ca) != "probe":  # librdkafka's "look in the system's usual places"
+                self._check_readable(ca, "kafka.ssl_ca_location", directory_ok=True)
+            conf["ssl.ca.location"] = str(ca)
         if self.ssl_certificate_location is not None:
+            self._check_readable(self.ssl_certificate_location, "kafka.ssl_certificate_location")
             conf["ssl.certificate.location"] = str(self.ssl_certificate_location)
         if self.ssl_key_location is not None:
+            self._check_readable(self.ssl_key_location, "kafka.ssl_key_location")
             conf["ssl.key.location"] = str(self.ssl_key_location)
         if self.ssl_key_password is not None:
             conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+        elif self.ssl_key_password_file is not None:
+            conf["ssl.key.password"] = self._read_secret_file(
+                self.ssl_key_password_file, "kafka.ssl_key_password_file"
+            )
         return conf
+
+    def secret_values(self) -> list[str]:
+        """The secrets' values (inline or from their files), to scrub them from messages."""
+        values = [s.get_secret_value() for s in (self.sasl_password, self.ssl_key_password) if s]
+        for path in (self.sasl_password_file, self.ssl_key_password_file):
+            if path is not None:
+                try:
+                    values.append(path.read_text(encoding="utf-8").rstrip("\r\n"))
+                except (OSError, UnicodeDecodeError):
+                    pass  # unreadable: client_config() reports it; nothing to scrub
+        return [v for v in values if v]
+
+    @staticmethod
+    def _listing(names: list[str]) -> str:
+        return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+    @staticmethod
+    def _read_secret_file(path: Path, setting: str) -> str:
+        """The secret in ``path``: its only line, without the line break. Never echoed."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{setting}: {path} is not UTF-8 text") from None
+        except OSError as exc:
+            reason = exc.strerror or "unreadable"
+            raise ConfigError(f"{setting}: cannot read {path} ({reason})") from None
+        secret = text.rstrip("\r\n")
+        if not secret:
+            raise ConfigError(f"{setting}: {path} is empty")
+        if "\n" in secret or "\r" in secret:
+            raise ConfigError(f"{setting}: {path} has more than one line, not just the secret")
+        return secret
+
+    @staticmethod
+    def _check_readable(path: Path, setting: str, *, directory_ok: bool = False) -> None:
+        if directory_ok and path.is_dir():
+            return
+        if not path.is_file():
+            raise ConfigError(f"{setting}: {path} does not exist or is not a file")
+        if not os.access(path, os.R_OK):
+            raise ConfigError(f"{setting}: {path} is not readable")
 
     def producer_config(self, producer: ProducerSettings) -> dict[str, Any]:
         conf = self.client_config()
@@ -135,6 +264,8 @@ class KafkaSettings(_Frozen):
         # Bounds how long an abandoned transaction (a crashed scorer that never comes back
         # with the same id) holds back read_committed readers.
         conf["transaction.timeout.ms"] = TRANSACTION_TIMEOUT_MS
+        # librdkafka requires message.timeout.ms <= transaction.timeout.ms.
+        conf["message.timeout.ms"] = min(producer.delivery_timeout_ms, TRANSACTION_TIMEOUT_MS)
         return conf
 
 
@@ -197,6 +328,34 @@ class PathsSettings(_Frozen):
     logs_dir: Path = Path("logs")
 
 
+class ObservabilitySettings(_Frozen):
+    """Metrics and health endpoints, readiness thresholds, drift checks and the dashboard."""
+
+    #: Where ``--metrics-port`` serves /metrics and /health/*; 0.0.0.0 exposes it to others.
+    metrics_host: str = "127.0.0.1"
+    #: None: no metrics server unless ``--metrics-port`` is given; 0: any free port.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    #: Consumer lag is recomputed (from cached watermarks) at most this often.
+    lag_refresh_s: float = Field(default=2.0, gt=0)
+    #: /health/ready fails while the scorer's total lag is above this.
+    ready_max_lag: int = Field(default=10_000, ge=0)
+    #: The broker counts as reachable for this long after a batch or a metadata probe.
+    broker_check_interval_s: float = Field(default=10.0, gt=0)
+    broker_check_timeout_s: float = Field(default=2.0, gt=0)
+    #: /health/live fails if the running loop has not polled for this long.
+    stall_timeout_s: float = Field(default=60.0, gt=0)
+    #: A feature drifts when its PSI against the training profile is above this.
+    drift_psi_threshold: float = Field(default=0.2, gt=0)
+    #: Windows with fewer scored messages are reported but never flagged (PSI noise).
+    drift_min_samples: int = Field(default=200, ge=1)
+    #: Largest tolerated |predicted churn rate - expected rate| before it counts as drift.
+    drift_churn_rate_tolerance: float = Field(default=0.1, gt=0, le=1)
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = Field(default=8050, ge=0, le=65535)
+    #: How often the dashboard page asks for new numbers.
+    dashboard_refresh_ms: int = Field(default=1000, ge=100)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CHURNSTREAM_",
@@ -212,6 +371,7 @@ class Settings(BaseSettings):
     broker: BrokerSettings = BrokerSettings()
     model: ModelSettings = ModelSettings()
     paths: PathsSettings = PathsSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
 
     @classmethod
     def settings_customise_sources(

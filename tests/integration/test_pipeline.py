@@ -268,7 +268,9 @@ def test_mixed_batch_scores_good_and_dead_letters_bad(
     assert any(e.startswith("Contract:") for e in weekly["validation_errors"])
 
 
+@pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
 def test_sigterm_during_streaming_loses_nothing(
+    exactly_once: bool,
     kafka_bootstrap: str,
     topic_factory: TopicFactory,
     dataset_path: Path,
@@ -294,6 +296,8 @@ def test_sigterm_during_streaming_loses_nothing(
     args = consume_args(kafka_bootstrap, raw, preds, dlq, model_dir, tmp_path, group)
     args[args.index("batch")] = "streaming"
     args += ["--batch-records", "200"]
+    if exactly_once:
+        args.append("--exactly-once")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "churnstream", *args],
@@ -317,7 +321,8 @@ def test_sigterm_during_streaming_loses_nothing(
     assert "SIGTERM received" in output
     first_run = read_topic(kafka_bootstrap, preds, idle_s=1.0)
     # restart in batch mode with the same group: it scores only what was not committed
-    invoke(consume_args(kafka_bootstrap, raw, preds, dlq, model_dir, tmp_path, group))
+    restart = consume_args(kafka_bootstrap, raw, preds, dlq, model_dir, tmp_path, group)
+    invoke(restart + (["--exactly-once"] if exactly_once else []))
     everything = read_topic(kafka_bootstrap, preds, expect=7043)
     sources = Counter(r.headers[SOURCE_HEADER] for r in everything)
     assert len(sources) == 7043, "an input message was lost"

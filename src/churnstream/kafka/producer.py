@@ -9,7 +9,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from churnstream.exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +47,10 @@ class SafeProducer:
     """confluent-kafka Producer plus back-pressure handling and delivery accounting."""
 
     def __init__(self, config: dict[str, Any], *, on_delivery: Callable[..., None] | None = None):
-        self._producer = Producer(config)
+        try:
+            self._producer = Producer(config)
+        except KafkaException as exc:
+            raise ConfigError(f"invalid producer configuration: {exc.args[0].str()}") from None
         self.stats = DeliveryStats()
         self._extra_callback = on_delivery
 
