@@ -61,3 +61,10 @@ class BrokerUnavailableError(BrokerError):
 
 class DeliveryError(ChurnstreamError):
     """Messages could not be delivered to Kafka."""
+
+
+class AuthenticationError(BrokerError):
+    """The cluster refused our credentials, or TLS could not verify the broker or us.
+
+    The message names the address, the failure and the settings to check; never a secret.
+    """

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -61,8 +60,12 @@ class KafkaSettings(_Frozen):
     is ``ssl_key_password`` or ``ssl_key_password_file``. Secrets are ``SecretStr``; the
     ``*_file`` ones are read each time a client is configured (so a rotated secret reaches the
     next client) and only their path is ever shown. An incoherent combination is refused when
-    the settings load; an unreadable file when a client is configured.
+    the settings load, an unreadable file when a client is configured; settings that the
+    protocol does not use are left out of the client configuration, with a warning.
     """
+
+    # Pydantic puts the raw input, secrets included, into validation errors unless told not to.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     bootstrap_servers: str = "127.0.0.1:19092"
     client_id: str = "churnstream"
@@ -83,8 +86,10 @@ class KafkaSettings(_Frozen):
     def _coherent_security(self) -> KafkaSettings:
         problem = self.security_problem()
         if problem is not None:
-            # A custom error keeps pydantic's "Value error, " prefix out of the one-line message.
-            raise PydanticCustomError("kafka_security", problem)
+            # Not a ValueError on purpose: pydantic would wrap it in a ValidationError whose
+            # text (and the traceback of anything chained to it) shows the whole kafka input,
+            # secrets included. A ConfigError passes through validation as it is.
+            raise ConfigError(f"invalid kafka settings: {problem}")
         return self
 
     def security_problem(self) -> str | None:
@@ -93,21 +98,10 @@ class KafkaSettings(_Frozen):
         Only what can be known without the cluster is checked: e.g. whether the brokers'
         certificates need ``ssl_ca_location`` is learnt at the TLS handshake.
         """
-        protocol = f"kafka.security_protocol is {self.security_protocol}"
-        sasl_fields = ("sasl_mechanism", "sasl_username", "sasl_password", "sasl_password_file")
-        tls_fields = (
-            "ssl_ca_location",
-            "ssl_certificate_location",
-            "ssl_key_location",
-            "ssl_key_password",
-            "ssl_key_password_file",
-        )
-        listing = self._listing
         if self.sasl_password is not None and self.sasl_password_file is not None:
             return "set kafka.sasl_password or kafka.sasl_password_file, not both"
         if self.ssl_key_password is not None and self.ssl_key_password_file is not None:
             return "set kafka.ssl_key_password or kafka.ssl_key_password_file, not both"
-        sasl_given = [f"kafka.{name}" for name in sasl_fields if getattr(self, name) is not None]
         if self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
             missing = []
             if self.sasl_mechanism is None:
@@ -119,12 +113,10 @@ class KafkaSettings(_Frozen):
             ):
                 missing.append("kafka.sasl_password (or kafka.sasl_password_file)")
             if missing:
-                return f"{protocol}, which needs {listing(missing)}"
-        elif sasl_given:
-            return f"{listing(sasl_given)} set, but {protocol}: use SASL_PLAINTEXT or SASL_SSL"
-        tls_given = [f"kafka.{name}" for name in tls_fields if getattr(self, name) is not None]
-        if self.security_protocol not in ("SSL", "SASL_SSL") and tls_given:
-            return f"{listing(tls_given)} set, but {protocol}: use SSL or SASL_SSL"
+                return (
+                    f"kafka.security_protocol is {self.security_protocol}, which needs "
+                    f"{self._listing(missing)}"
+                )
         if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
             return (
                 "kafka.ssl_certificate_location and kafka.ssl_key_location go together "
@@ -135,6 +127,25 @@ class KafkaSettings(_Frozen):
         ):
             return "a key password is set, but kafka.ssl_key_location is not"
         return None
+
+    def unused_settings(self) -> list[str]:
+        """Security settings that are set but that ``security_protocol`` does not use.
+
+        Not an error (a secret may be in the environment for another run), but a likely
+        mistake: :meth:`client_config` logs a warning naming them.
+        """
+        unused = []
+        if self.security_protocol not in ("SASL_PLAINTEXT", "SASL_SSL"):
+            unused += ["sasl_mechanism", "sasl_username", "sasl_password", "sasl_password_file"]
+        if self.security_protocol not in ("SSL", "SASL_SSL"):
+            unused += [
+                "ssl_ca_location",
+                "ssl_certificate_location",
+                "ssl_key_location",
+                "ssl_key_password",
+                "ssl_key_password_file",
+            ]
+        return [f"kafka.{name}" for name in unused if getattr(self, name) is not None]
 
     def client_config(self) -> dict[str, Any]:
         """Common librdkafka configuration for producers, consumers and admin clients.
@@ -148,33 +159,41 @@ class KafkaSettings(_Frozen):
             "client.id": self.client_id,
             "security.protocol": self.security_protocol,
         }
-        if self.sasl_mechanism:
+        unused = self.unused_settings()
+        if unused:
+            logger.warning(
+                "%s set, but kafka.security_protocol is %s, which does not use %s",
+                self._listing(unused),
+                self.security_protocol,
+                "it" if len(unused) == 1 else "them",
+            )
+        if self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
             conf["sasl.mechanism"] = self.sasl_mechanism
-        if self.sasl_username is not None:
             conf["sasl.username"] = self.sasl_username
-        if self.sasl_password is not None:
-            conf["sasl.password"] = self.sasl_password.get_secret_value()
-        elif self.sasl_password_file is not None:
-            conf["sasl.password"] = self._read_secret_file(
-                self.sasl_password_file, "kafka.sasl_password_file"
-            )
-        ca = self.ssl_ca_location
-        if ca is not None:
-            if str(ca) != "probe":  # librdkafka's "look in the system's usual places"
-                self._check_readable(ca, "kafka.ssl_ca_location", directory_ok=True)
-            conf["ssl.ca.location"] = str(ca)
-        if self.ssl_certificate_location is not None:
-            self._check_readable(self.ssl_certificate_location, "kafka.ssl_certificate_location")
-            conf["ssl.certificate.location"] = str(self.ssl_certificate_location)
-        if self.ssl_key_location is not None:
-            self._check_readable(self.ssl_key_location, "kafka.ssl_key_location")
-            conf["ssl.key.location"] = str(self.ssl_key_location)
-        if self.ssl_key_password is not None:
-            conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
-        elif self.ssl_key_password_file is not None:
-            conf["ssl.key.password"] = self._read_secret_file(
-                self.ssl_key_password_file, "kafka.ssl_key_password_file"
-            )
+            if self.sasl_password is not None:
+                conf["sasl.password"] = self.sasl_password.get_secret_value()
+            elif self.sasl_password_file is not None:
+                conf["sasl.password"] = self._read_secret_file(
+                    self.sasl_password_file, "kafka.sasl_password_file"
+                )
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            ca = self.ssl_ca_location
+            if ca is not None:
+                if str(ca) != "probe":  # librdkafka's "look in the system's usual places"
+                    self._check_readable(ca, "kafka.ssl_ca_location", directory_ok=True)
+                conf["ssl.ca.location"] = str(ca)
+            if self.ssl_certificate_location is not None and self.ssl_key_location is not None:
+                cert, key = self.ssl_certificate_location, self.ssl_key_location
+                self._check_readable(cert, "kafka.ssl_certificate_location")
+                self._check_readable(key, "kafka.ssl_key_location")
+                conf["ssl.certificate.location"] = str(cert)
+                conf["ssl.key.location"] = str(key)
+            if self.ssl_key_password is not None:
+                conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+            elif self.ssl_key_password_file is not None:
+                conf["ssl.key.password"] = self._read_secret_file(
+                    self.ssl_key_password_file, "kafka.ssl_key_password_file"
+                )
         return conf
 
     def secret_values(self) -> list[str]:

@@ -6,12 +6,19 @@ Every call is bounded: a broker that does not answer gives BrokerUnavailableErro
 
 Watermarks are reported as the broker gives them; tansu's high watermark is wrong (the last
 batch's base offset + 1), which is why :func:`dump_topic` reads until idle instead.
+
+A refused login or a failed TLS handshake is not a timeout: librdkafka retries it for ever
+and reports it only to the client's ``error_cb``. Admin clients carry a
+:class:`ClientErrorWatch` there, and every call that waits for the cluster checks it, so such a
+failure raises AuthenticationError within about a second, with no secret in its message.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
+import re
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -34,7 +41,12 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
     OffsetSpec,
 )
 
-from churnstream.exceptions import BrokerError, BrokerUnavailableError, ChurnstreamError
+from churnstream.exceptions import (
+    AuthenticationError,
+    BrokerError,
+    BrokerUnavailableError,
+    ChurnstreamError,
+)
 from churnstream.settings import KafkaSettings, Settings, TopicSettings
 
 logger = logging.getLogger(__name__)
@@ -44,6 +56,23 @@ DUMP_IDLE_S = 2.0
 DUMP_POLL_TIMEOUT_S = 0.2
 DUMP_BATCH_RECORDS = 500
 LEADER_WAIT_INTERVAL_S = 0.1
+# Metadata waits are cut into slices that grow from the first to the last value, so that an
+# authentication failure reported meanwhile is noticed quickly, while a slow cluster still
+# gets long enough a wait to answer.
+METADATA_FIRST_WAIT_S = 0.25
+METADATA_MAX_WAIT_S = 2.0
+FAST_FAILURE_POLL_S = 0.1
+
+# librdkafka's error strings: "<proto>://<host:port>/<broker>: <what> (after Nms in state S)".
+_RDKAFKA_ORIGIN = re.compile(r"^[a-z_]+://(?P<addr>[^/\s]+)/\S*: ")
+_RDKAFKA_AFTER = re.compile(r"\s*\(after \d+ms in state \w+\)\s*$")
+_OPENSSL_CODE = re.compile(r"error:[0-9A-Fa-f]+:[^:]*::")
+# TLS alerts a broker sends when it does not accept our client certificate.
+_TLS_CLIENT_REJECTED = re.compile(
+    r"alert (bad certificate|certificate required|unknown ca|certificate unknown|"
+    r"certificate expired|certificate revoked|access denied)",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -102,18 +131,93 @@ class RdkafkaDebugLog:
         self._logger.debug(msg, *args)
 
 
+class ClientErrorWatch:
+    """A client's ``error_cb`` that remembers the first authentication or TLS failure.
+
+    librdkafka retries a refused login or a failed TLS handshake for ever, so a blocking call
+    only times out; the reason arrives through the error callback, which ``poll`` (or
+    ``consume``, ``flush``) serves. Use it as ``conf["error_cb"] = ClientErrorWatch(kafka)``
+    and call :meth:`raise_if_failed` after polling. Messages are scrubbed of the secrets in
+    ``kafka``.
+    """
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self._kafka = kafka
+        self._secrets = kafka.secret_values()
+        self._lock = threading.Lock()
+        self._failure: str | None = None
+        self._last_error: str | None = None
+
+    def __call__(self, err: KafkaError) -> None:
+        failure = _auth_failure(err, self._kafka)
+        text = self.scrub(_strip_origin(str(err.str()))[1])
+        with self._lock:
+            if failure is not None and self._failure is None:
+                self._failure = self.scrub(failure)
+            if err.code() != KafkaError._ALL_BROKERS_DOWN:  # "1/1 brokers are down": no news
+                self._last_error = text
+        logger.debug("librdkafka error %s: %s", err.name(), text)
+
+    @property
+    def failure(self) -> str | None:
+        """The first authentication or TLS failure's one-line message, if any."""
+        with self._lock:
+            return self._failure
+
+    @property
+    def last_error(self) -> str | None:
+        """The last error librdkafka reported (scrubbed), for a timeout's message."""
+        with self._lock:
+            return self._last_error
+
+    def raise_if_failed(self) -> None:
+        """Raise AuthenticationError if an authentication or TLS failure was reported."""
+        failure = self.failure
+        if failure is not None:
+            raise AuthenticationError(failure)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every configured secret replaced by ``***``."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+class _WatchedAdminClient(AdminClient):
+    """An AdminClient that keeps its :class:`ClientErrorWatch` at hand."""
+
+    def __init__(self, conf: dict[str, Any], watch: ClientErrorWatch) -> None:
+        super().__init__(conf)
+        self.watch = watch
+
+
 def admin_client(kafka: KafkaSettings) -> AdminClient:
-    """An AdminClient configured from ``kafka.admin_config()``."""
+    """An AdminClient configured from ``kafka.admin_config()``, with a ClientErrorWatch.
+
+    Raises ConfigError when a secret or TLS file cannot be read, BrokerError when librdkafka
+    refuses the configuration (e.g. a key it cannot decrypt).
+    """
     conf = kafka.admin_config()
     conf["logger"] = RdkafkaDebugLog()
+    watch = ClientErrorWatch(kafka)
+    conf["error_cb"] = watch
     try:
-        return AdminClient(conf)
+        return _WatchedAdminClient(conf, watch)
     except (KafkaException, ValueError, TypeError) as exc:
-        raise BrokerError(f"invalid Kafka admin configuration: {_reason(exc)}") from None
+        reason = watch.scrub(_reason(exc))
+        raise BrokerError(
+            f"invalid Kafka admin configuration: {reason}{_config_hint(reason)}"
+        ) from None
 
 
 def check_reachable(kafka: KafkaSettings, *, timeout_s: float = ADMIN_TIMEOUT_S) -> None:
-    """Raise BrokerUnavailableError unless a broker answers a metadata request in time."""
+    """Check that the cluster answers and accepts our credentials; call it before starting.
+
+    Raises AuthenticationError (within about a second) when the cluster refuses our SASL
+    credentials or a TLS handshake fails (an untrusted broker certificate, a rejected client
+    certificate), BrokerUnavailableError unless a broker answers a metadata request within
+    ``timeout_s``, ConfigError when a secret or TLS file cannot be read.
+    """
     _metadata(admin_client(kafka), kafka, timeout_s)
 
 
@@ -292,6 +396,8 @@ def dump_topic(
             "logger": RdkafkaDebugLog(),
         }
     )
+    watch = ClientErrorWatch(kafka)
+    conf["error_cb"] = watch
     try:
         consumer = Consumer(conf)
     except (KafkaException, ValueError, TypeError) as exc:
@@ -307,6 +413,7 @@ def dump_topic(
                 num_messages=min(DUMP_BATCH_RECORDS, limit - len(records)),
                 timeout=DUMP_POLL_TIMEOUT_S,
             )
+            watch.raise_if_failed()
             now = time.monotonic()
             got_data = False
             for msg in batch:
@@ -394,13 +501,30 @@ def _exists(topic: TopicSettings, partitions: int) -> TopicCreation:
 
 
 def _metadata(admin: AdminClient, kafka: KafkaSettings, timeout_s: float) -> Any:
-    try:
-        return admin.list_topics(timeout=timeout_s)
-    except KafkaException as exc:
-        raise BrokerUnavailableError(
-            f"no Kafka broker answered at {kafka.bootstrap_servers} within {timeout_s:g}s "
-            f"({_reason(exc)})"
-        ) from None
+    """Cluster metadata; AuthenticationError or BrokerUnavailableError as check_reachable."""
+    watch = admin.watch if isinstance(admin, _WatchedAdminClient) else None
+    deadline = time.monotonic() + timeout_s
+    wait_s = METADATA_FIRST_WAIT_S if watch is not None else timeout_s
+    while True:
+        slice_s = max(0.01, min(wait_s, deadline - time.monotonic()))
+        started = time.monotonic()
+        try:
+            return admin.list_topics(timeout=slice_s)
+        except KafkaException as exc:
+            error = exc
+        # Failing before the slice ran out is librdkafka giving up, not a timeout: as before
+        # slicing, report it now, once the error callback has had its chance to say why.
+        gave_up = time.monotonic() - started < slice_s - 0.05
+        if watch is not None:
+            admin.poll(FAST_FAILURE_POLL_S if gave_up else 0)
+            watch.raise_if_failed()
+        if gave_up or time.monotonic() >= deadline:
+            last = watch.last_error if watch is not None else None
+            raise BrokerUnavailableError(
+                f"no Kafka broker answered at {kafka.bootstrap_servers} within {timeout_s:g}s "
+                f"({_reason(error)})" + (f"; last error: {last}" if last else "")
+            ) from None
+        wait_s = min(wait_s * 2, METADATA_MAX_WAIT_S)
 
 
 def _topic_metadata(admin: AdminClient, kafka: KafkaSettings, name: str, timeout_s: float) -> Any:
@@ -458,6 +582,61 @@ def _list_offsets(
                 f"could not list offsets of {tp.topic}[{tp.partition}]: {_reason(exc)}"
             ) from None
     return out
+
+
+def _strip_origin(text: str) -> tuple[str | None, str]:
+    """Split librdkafka's "<proto>://<addr>/<broker>: " prefix and "(after ...)" suffix off."""
+    text = _RDKAFKA_AFTER.sub("", text.strip())
+    match = _RDKAFKA_ORIGIN.match(text)
+    if match is None:
+        return None, text
+    return match.group("addr"), text[match.end() :]
+
+
+def _auth_failure(err: KafkaError, kafka: KafkaSettings) -> str | None:
+    """A one-line message when ``err`` is an authentication or TLS failure, else None."""
+    code = err.code()
+    addr, detail = _strip_origin(str(err.str()))
+    where = addr or kafka.bootstrap_servers
+    detail = " ".join(_OPENSSL_CODE.sub("", detail).split())
+    if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+        user = kafka.sasl_username or "(none)"
+        return (
+            f"authentication failed at {where}: {detail}; check kafka.sasl_mechanism "
+            f"({kafka.sasl_mechanism or 'none'}), kafka.sasl_username ({user}) and the password "
+            "(kafka.sasl_password or kafka.sasl_password_file)"
+        )
+    if code == KafkaError._SSL:
+        if "verify failed" in detail:
+            reason = detail.removeprefix("SSL handshake failed: ").split(", verify that")[0]
+            ca = kafka.ssl_ca_location or "unset, so the system's CAs"
+            return (
+                f"TLS handshake with {where} failed: the broker's certificate is not trusted "
+                f"({reason}); kafka.ssl_ca_location ({ca}) must hold the CA that signed it"
+            )
+        return f"TLS handshake with {where} failed: {detail}; check the kafka.ssl_* settings"
+    if code == KafkaError._TRANSPORT and _TLS_CLIENT_REJECTED.search(detail):
+        return (
+            f"the broker at {where} rejected our TLS client certificate ({detail}); check "
+            "kafka.ssl_certificate_location and kafka.ssl_key_location"
+        )
+    return None
+
+
+def _config_hint(reason: str) -> str:
+    """What to check when librdkafka refuses a TLS file at client creation."""
+    for key, setting, what in (
+        (
+            "ssl.key.location",
+            "kafka.ssl_key_location",
+            "a PEM private key, and is kafka.ssl_key_password (or _file) its password",
+        ),
+        ("ssl.certificate.location", "kafka.ssl_certificate_location", "a PEM certificate"),
+        ("ssl.ca.location", "kafka.ssl_ca_location", "a PEM CA certificate or bundle"),
+    ):
+        if key in reason:
+            return f"; is {setting} {what}?"
+    return ""
 
 
 def _code(exc: KafkaException) -> int | None:

@@ -37,7 +37,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -128,6 +128,35 @@ class EngineAvailability:
     jars_dir: Path
     jars_present: bool
     tansu: Path | None
+
+
+@dataclass(frozen=True)
+class ExtraListener:
+    """One more listener for the Kafka engine, beside PLAINTEXT and CONTROLLER.
+
+    ``name`` is the listener name (``SASL``, ``MTLS``...; listener-scoped properties are
+    ``listener.name.<name lower-case>.*``), ``protocol`` its security protocol.
+    """
+
+    name: str
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+    port: int
+
+
+@dataclass(frozen=True)
+class KafkaExtras:
+    """Additions to the Kafka engine's set-up, for secured test brokers (engine kafka only).
+
+    ``listeners`` are added to ``listeners``/``advertised.listeners`` and the protocol map;
+    ``properties`` are appended to ``server.properties`` (written 0600 when given);
+    ``format_args`` are passed to ``StorageTool format`` (e.g. ``--add-scram ...``) on the
+    first start of a state dir and never logged. The PLAINTEXT listener on ``settings.port``
+    stays the inter-broker listener and the one probed for readiness.
+    """
+
+    listeners: tuple[ExtraListener, ...] = ()
+    properties: Mapping[str, str] = field(default_factory=dict)
+    format_args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -342,12 +371,14 @@ def status(settings: BrokerSettings) -> BrokerStatus:
     )
 
 
-def start(settings: BrokerSettings) -> BrokerStatus:
+def start(settings: BrokerSettings, *, extras: KafkaExtras | None = None) -> BrokerStatus:
     """Start the broker detached and wait until it answers a metadata request.
 
     Succeeds without doing anything when this state dir's broker is already running.
     Raises BrokerError (one line) when the port is taken by something else, no engine can run,
     or the process dies or stays silent for ``settings.start_timeout_s`` (with its log's tail).
+    ``extras`` (engine kafka only) adds listeners, properties and format flags, as
+    :mod:`churnstream.kafka.secure_broker` does.
     """
     state_dir = settings.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -360,10 +391,12 @@ def start(settings: BrokerSettings) -> BrokerStatus:
             return dataclasses.replace(current, answering=True)
 
         engine = choose_engine(settings.engine, probe_availability(settings))
+        if extras is not None and engine != "kafka":
+            raise BrokerError(f"extra listeners and properties need engine kafka, not {engine}")
         _check_port_free(settings.host, settings.port, state_dir)
         started = time.monotonic()
         if engine == "kafka":
-            launch = _prepare_kafka(settings, state_dir)
+            launch = _prepare_kafka(settings, state_dir, extras)
             log_files = [state_dir / LOG_FILE, launch.output]
         else:
             launch = _prepare_tansu(settings, state_dir)
@@ -492,17 +525,32 @@ def find_free_port(host: str = "127.0.0.1") -> int:
 
 
 def render_server_properties(
-    host: str, port: int, controller_port: int, data_dir: Path, node_id: int = 1
+    host: str,
+    port: int,
+    controller_port: int,
+    data_dir: Path,
+    node_id: int = 1,
+    *,
+    extra_listeners: Sequence[ExtraListener] = (),
+    extra_properties: Mapping[str, str] | None = None,
 ) -> str:
-    """``server.properties`` for a single-node KRaft broker+controller (Kafka 4.x)."""
+    """``server.properties`` for a single-node KRaft broker+controller (Kafka 4.x).
+
+    ``extra_listeners`` and ``extra_properties`` (which win over the defaults) come from
+    :class:`KafkaExtras`; without them the file is the plain single-listener one.
+    """
+    extra_urls = "".join(f",{x.name}://{host}:{x.port}" for x in extra_listeners)
+    extra_map = "".join(f",{x.name}:{x.protocol}" for x in extra_listeners)
     props = {
         "process.roles": "broker,controller",
         "node.id": str(node_id),
-        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "listeners": (
+            f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}{extra_urls}"
+        ),
+        "advertised.listeners": f"PLAINTEXT://{host}:{port}{extra_urls}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": f"PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT{extra_map}",
         # 4.x dynamic quorum, formatted with --standalone (controller.quorum.voters is 3.x).
         "controller.quorum.bootstrap.servers": f"{host}:{controller_port}",
         "log.dirs": str(data_dir),
@@ -518,6 +566,7 @@ def render_server_properties(
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
     }
+    props.update(extra_properties or {})
     lines = ["# Written by churnstream at every start; edits are overwritten."]
     lines += [f"{key}={value}" for key, value in props.items()]
     return "\n".join(lines) + "\n"
@@ -682,7 +731,9 @@ class _Launch:
     cds_archive: Path | None = None
 
 
-def _prepare_kafka(settings: BrokerSettings, state_dir: Path) -> _Launch:
+def _prepare_kafka(
+    settings: BrokerSettings, state_dir: Path, extras: KafkaExtras | None = None
+) -> _Launch:
     java = java_executable()
     if java is None:  # choose_engine checked, but PATH may have changed since
         raise BrokerError("engine kafka needs Java 17+ on PATH ('java' not found)")
@@ -690,12 +741,23 @@ def _prepare_kafka(settings: BrokerSettings, state_dir: Path) -> _Launch:
     data_dir = state_dir / KAFKA_DATA_DIR
     cluster_id, controller_port = _kafka_identity(settings, state_dir, data_dir)
     _check_port_free(settings.host, controller_port, state_dir, what="controller listener")
+    extras = extras or KafkaExtras()
+    for listener in extras.listeners:
+        _check_port_free(settings.host, listener.port, state_dir, what=f"{listener.name} listener")
 
     props_path = state_dir / SERVER_PROPERTIES
-    props_path.write_text(
-        render_server_properties(settings.host, settings.port, controller_port, data_dir),
-        encoding="utf-8",
+    text = render_server_properties(
+        settings.host,
+        settings.port,
+        controller_port,
+        data_dir,
+        extra_listeners=extras.listeners,
+        extra_properties=extras.properties,
     )
+    if extras.properties:  # they may hold keystore passwords
+        props_path.touch(mode=0o600, exist_ok=True)
+        props_path.chmod(0o600)
+    props_path.write_text(text, encoding="utf-8")
     # A copy in the state dir: the broker outlives this process and any package upgrade.
     log4j_path = state_dir / LOG4J_CONFIG
     log4j_ref = resources.files("churnstream") / "kafka" / "embedded" / LOG4J_CONFIG
@@ -709,7 +771,15 @@ def _prepare_kafka(settings: BrokerSettings, state_dir: Path) -> _Launch:
     cds_flag, cds_pending, cds_archive = _cds_options(java, jars_dir, state_dir)
     if not (data_dir / "meta.properties").is_file():
         format_flags = [*jvm_logging, cds_flag] if cds_pending is None else jvm_logging
-        _format_storage(java, classpath, format_flags, props_path, cluster_id, state_dir)
+        _format_storage(
+            java,
+            classpath,
+            format_flags,
+            props_path,
+            cluster_id,
+            state_dir,
+            extra_args=extras.format_args,
+        )
     argv = [
         java,
         f"-Xmx{settings.heap}",
@@ -809,6 +879,8 @@ def _format_storage(
     props_path: Path,
     cluster_id: str,
     state_dir: Path,
+    *,
+    extra_args: Sequence[str] = (),
 ) -> None:
     cmd = [
         java,
@@ -823,6 +895,7 @@ def _format_storage(
         "--config",
         str(props_path),
         "--standalone",
+        *extra_args,  # may hold SCRAM passwords: never logged
     ]
     logger.info("formatting Kafka storage in %s (cluster id %s)", state_dir, cluster_id)
     try:
