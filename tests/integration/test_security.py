@@ -1,0 +1,323 @@
+"""Security settings against a real secured Apache Kafka (SASL/SCRAM, PLAIN, TLS, mutual TLS).
+
+The module's broker is the embedded Kafka with extra listeners (churnstream.kafka.secure_broker)
+and a throwaway CA made with openssl. Every client here is built by churnstream's own code
+(settings from the environment, ``client_config()``, ``admin``, ``SafeProducer``, the CLI), so
+the tests prove that the settings render to a configuration the cluster accepts, and that a
+refused login or an untrusted certificate ends in one clear line without a secret.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from churnstream.exceptions import AuthenticationError, BrokerError
+from churnstream.kafka import admin, broker
+from churnstream.kafka.connect import wait_for_broker
+from churnstream.kafka.producer import SafeProducer
+from churnstream.kafka.secure_broker import (
+    SecureBroker,
+    ThrowawayPki,
+    make_throwaway_pki,
+    start_secure,
+)
+from churnstream.settings import Settings, TopicSettings, load_settings
+from tests.integration.conftest import embedded_broker_settings
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "alice-S3cret-for-tests"
+WRONG_PASSWORD = "not-alices-Pa55word"
+FAIL_FAST_S = 5.0  # a failing CLI run, Python start-up included
+CLI_TIMEOUT_S = 60.0
+ROUND_TRIP_MESSAGES = 20
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
+    base = tmp_path_factory.mktemp("secure-kafka")
+    pki = make_throwaway_pki(base / "pki")
+    settings = embedded_broker_settings("kafka", base / "state")
+    running = start_secure(settings, pki, username="alice", password=SecretStr(PASSWORD))
+    try:
+        yield running
+    finally:
+        broker.stop(running.settings)
+
+
+@pytest.fixture(scope="module")
+def rogue_pki(tmp_path_factory: pytest.TempPathFactory) -> ThrowawayPki:
+    """Another throwaway CA: the broker's certificate is not signed by it."""
+    return make_throwaway_pki(tmp_path_factory.mktemp("rogue-pki"))
+
+
+def write_secret(directory: Path, value: str) -> Path:
+    path = directory / f"secret-{uuid.uuid4().hex[:8]}"
+    path.write_text(value + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+def security_env(
+    secured: SecureBroker, listener: str, tmp_path: Path, **extra: str
+) -> dict[str, str]:
+    """``CHURNSTREAM_KAFKA__*`` variables for one listener of the secured broker."""
+    pki = secured.pki
+    env: dict[str, str]
+    if listener == "SASL_PLAINTEXT":
+        env = {"SECURITY_PROTOCOL": "SASL_PLAINTEXT", "SASL_USERNAME": secured.username}
+    elif listener == "SASL_SSL":
+        env = {
+            "SECURITY_PROTOCOL": "SASL_SSL",
+            "SASL_USERNAME": secured.username,
+            "SSL_CA_LOCATION": str(pki.ca_cert),
+        }
+    elif listener == "SSL":
+        env = {"SECURITY_PROTOCOL": "SSL", "SSL_CA_LOCATION": str(pki.ca_cert)}
+    else:  # MTLS: the broker wants a client certificate; its key is encrypted
+        key_pw = pki.client_key_password.get_secret_value()
+        env = {
+            "SECURITY_PROTOCOL": "SSL",
+            "SSL_CA_LOCATION": str(pki.ca_cert),
+            "SSL_CERTIFICATE_LOCATION": str(pki.client_cert),
+            "SSL_KEY_LOCATION": str(pki.client_key),
+            "SSL_KEY_PASSWORD_FILE": str(write_secret(tmp_path, key_pw)),
+        }
+    env.update(extra)
+    return {f"CHURNSTREAM_KAFKA__{name}": value for name, value in env.items()}
+
+
+def address(secured: SecureBroker, listener: str) -> str:
+    return {
+        "SASL_PLAINTEXT": secured.sasl_plaintext,
+        "SASL_SSL": secured.sasl_ssl,
+        "SSL": secured.ssl,
+        "MTLS": secured.mtls,
+    }[listener]
+
+
+def settings_from_env(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], bootstrap: str
+) -> Settings:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return load_settings(**{"kafka.bootstrap_servers": bootstrap})  # as --broker does
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str, float]:
+    """``python -m churnstream ARGS`` in a clean environment plus ``env``; (rc, out, err, s)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CHURNSTREAM_")}
+    full_env.update(env)
+    full_env["COLUMNS"] = "200"  # rich tables: no wrapped topic names
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "churnstream", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,  # no config/churnstream.yaml here: defaults < env < flags
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+    )
+    return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started
+
+
+def assert_no_secret(text: str, secured: SecureBroker) -> None:
+    for secret in (
+        PASSWORD,
+        WRONG_PASSWORD,
+        secured.pki.client_key_password.get_secret_value(),
+        secured.pki.store_password.get_secret_value(),
+    ):
+        assert secret not in text
+
+
+# --------------------------------------------------------------------------- accepted
+
+
+def test_cli_creates_and_lists_topics_over_scram_sha_512(
+    secured: SecureBroker, tmp_path: Path
+) -> None:
+    env = security_env(
+        secured,
+        "SASL_PLAINTEXT",
+        tmp_path,
+        SASL_MECHANISM="SCRAM-SHA-512",
+        SASL_PASSWORD_FILE=str(write_secret(tmp_path, PASSWORD)),
+    )
+    # DEBUG: librdkafka's and our own logs must not show the password either.
+    args = ["--log-level", "DEBUG", "topics", "create", "--broker", secured.sasl_plaintext]
+    code, out, err, _ = run_cli(args, env, tmp_path)
+    assert code == 0, err
+    for name in ("telco.raw.customers", "telco.churn.predictions", "telco.deadletter"):
+        assert name in out
+    assert_no_secret(out + err, secured)
+
+    code, out, err, _ = run_cli(
+        ["topics", "list", "--broker", secured.sasl_plaintext], env, tmp_path
+    )
+    assert code == 0, err
+    assert "telco.raw.customers" in out and "3 topics" in out
+
+
+@pytest.mark.parametrize(
+    ("listener", "extra"),
+    [
+        ("SASL_PLAINTEXT", {"SASL_MECHANISM": "PLAIN", "SASL_PASSWORD": PASSWORD}),
+        ("SASL_SSL", {"SASL_MECHANISM": "SCRAM-SHA-256", "SASL_PASSWORD": PASSWORD}),
+        ("SSL", {}),
+        ("MTLS", {}),
+    ],
+)
+def test_produce_and_consume_round_trip(
+    secured: SecureBroker,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    listener: str,
+    extra: dict[str, str],
+) -> None:
+    env = security_env(secured, listener, tmp_path, **extra)
+    settings = settings_from_env(monkeypatch, env, address(secured, listener))
+    admin.check_reachable(settings.kafka, timeout_s=10)
+    topic = f"secure-{listener.lower()}-{uuid.uuid4().hex[:8]}"
+    admin.create_topics(settings.kafka, [TopicSettings(name=topic, partitions=2)])
+
+    producer = SafeProducer(settings.kafka.producer_config(settings.producer))
+    for i in range(ROUND_TRIP_MESSAGES):
+        producer.produce(topic, value=f'{{"n": {i}}}'.encode(), key=f"k{i}".encode())
+    assert producer.flush(30) == 0
+    assert (producer.stats.delivered, producer.stats.failed) == (ROUND_TRIP_MESSAGES, 0)
+
+    records = admin.dump_topic(settings.kafka, topic, limit=ROUND_TRIP_MESSAGES, idle_s=0.5)
+    assert sorted(r["value"]["n"] for r in records) == list(range(ROUND_TRIP_MESSAGES))
+    admin.delete_topics(settings.kafka, [topic])
+
+
+# --------------------------------------------------------------------------- refused
+
+
+def test_cli_wrong_scram_password_fails_fast_in_one_line(
+    secured: SecureBroker, tmp_path: Path
+) -> None:
+    env = security_env(
+        secured,
+        "SASL_PLAINTEXT",
+        tmp_path,
+        SASL_MECHANISM="SCRAM-SHA-512",
+        SASL_PASSWORD=WRONG_PASSWORD,
+    )
+    code, out, err, took = run_cli(
+        ["topics", "list", "--broker", secured.sasl_plaintext], env, tmp_path
+    )
+    print(f"wrong SCRAM password: exit {code} after {took:.2f}s: {err.strip()}")
+    assert code == 1
+    assert out == ""
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"error: authentication failed at {secured.sasl_plaintext}: ")
+    assert "invalid credentials with SASL mechanism SCRAM-SHA-512" in err
+    assert "kafka.sasl_username (alice)" in err
+    assert "Traceback" not in err
+    assert_no_secret(out + err, secured)
+    assert took < FAIL_FAST_S
+
+
+def test_cli_untrusted_broker_certificate_fails_fast_in_one_line(
+    secured: SecureBroker, rogue_pki: ThrowawayPki, tmp_path: Path
+) -> None:
+    env = security_env(secured, "SSL", tmp_path, SSL_CA_LOCATION=str(rogue_pki.ca_cert))
+    code, out, err, took = run_cli(["topics", "list", "--broker", secured.ssl], env, tmp_path)
+    print(f"untrusted CA: exit {code} after {took:.2f}s: {err.strip()}")
+    assert code == 1
+    assert out == ""
+    assert err.count("\n") == 1, err
+    assert err.startswith(
+        f"error: TLS handshake with {secured.ssl} failed: the broker's certificate is not trusted"
+    )
+    assert f"kafka.ssl_ca_location ({rogue_pki.ca_cert})" in err
+    assert "Traceback" not in err
+    assert_no_secret(out + err, secured)
+    assert took < FAIL_FAST_S
+
+
+@pytest.mark.parametrize(
+    ("listener", "extra", "expected"),
+    [
+        (
+            "SASL_SSL",
+            {"SASL_MECHANISM": "SCRAM-SHA-256", "SASL_PASSWORD": WRONG_PASSWORD},
+            "authentication failed at",
+        ),
+        (
+            "SASL_PLAINTEXT",
+            {"SASL_MECHANISM": "PLAIN", "SASL_USERNAME": "mallory", "SASL_PASSWORD": PASSWORD},
+            "authentication failed at",
+        ),
+        (
+            "MTLS",
+            {
+                "SSL_CERTIFICATE_LOCATION": "",
+                "SSL_KEY_LOCATION": "",
+                "SSL_KEY_PASSWORD_FILE": "",
+            },
+            "rejected our TLS client certificate",
+        ),
+    ],
+)
+def test_start_up_check_raises_authentication_error_quickly(
+    secured: SecureBroker,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    listener: str,
+    extra: dict[str, str],
+    expected: str,
+) -> None:
+    env = security_env(secured, listener, tmp_path, **extra)
+    env = {k: v for k, v in env.items() if v}  # "" removes a variable (MTLS: no certificate)
+    settings = settings_from_env(monkeypatch, env, address(secured, listener))
+    started = time.monotonic()
+    with pytest.raises(AuthenticationError) as info:
+        admin.check_reachable(settings.kafka, timeout_s=10)
+    took = time.monotonic() - started
+    assert expected in str(info.value)
+    assert_no_secret(str(info.value), secured)
+    assert took < 3.0, took
+
+
+def test_scorer_start_up_wait_does_not_retry_a_refused_login(
+    secured: SecureBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scorer waits for its broker with backoff; a wrong password must not be retried."""
+    extra = {"SASL_MECHANISM": "SCRAM-SHA-512", "SASL_PASSWORD": WRONG_PASSWORD}
+    env = security_env(secured, "SASL_PLAINTEXT", tmp_path, **extra)
+    settings = settings_from_env(monkeypatch, env, secured.sasl_plaintext)
+    started = time.monotonic()
+    with pytest.raises(AuthenticationError):
+        wait_for_broker(settings.kafka, timeout_s=30)
+    assert time.monotonic() - started < 3.0
+
+
+def test_wrong_key_password_is_one_clear_error(
+    secured: SecureBroker,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    env = security_env(secured, "MTLS", tmp_path)
+    env["CHURNSTREAM_KAFKA__SSL_KEY_PASSWORD_FILE"] = str(write_secret(tmp_path, WRONG_PASSWORD))
+    settings = settings_from_env(monkeypatch, env, secured.mtls)
+    with pytest.raises(BrokerError) as info:
+        admin.check_reachable(settings.kafka, timeout_s=10)
+    message = str(info.value)
+    assert message.startswith("invalid Kafka admin configuration: ")
+    assert "is kafka.ssl_key_password (or _file) its password?" in message
+    captured = capfd.readouterr()  # librdkafka also prints OpenSSL's reason to stderr
+    assert_no_secret(message + captured.out + captured.err, secured)
