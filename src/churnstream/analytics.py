@@ -4,6 +4,11 @@ The consumer loop feeds one :class:`WindowStats` per window with each scored mic
 the dead-letter counts and the batch sizes, then calls :meth:`WindowStats.summary` once
 and hands the dict to :mod:`churnstream.reports`. Work is done per batch with
 pandas/numpy; the only per-row Python work is the idempotency-key lookup.
+
+Given the model's training profile (``summary(..., drift=DriftReference)``), the summary
+also holds a ``drift`` block (:mod:`churnstream.observability.drift`): PSI of tenure,
+MonthlyCharges and the three segment columns, and the predicted-churn-rate shift, over the
+same de-duplicated rows as everything else.
 """
 
 from __future__ import annotations
@@ -21,12 +26,16 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from churnstream.exceptions import DataError
+from churnstream.model.features import PROFILE_NUMERIC
+from churnstream.observability.drift import DriftReference, ValueCounts, drift_block
 
 logger = logging.getLogger(__name__)
 
 SUMMARY_SCHEMA_VERSION = 1
 MAX_LATENCY_SAMPLES = 1_000_000
 RISK_BINS = 10
+#: Lower edges (ms) of the latency histogram's bins; the last bin is open-ended.
+LATENCY_BIN_EDGES_MS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000)
 # Compacting the latest-score table costs O(rows kept); doing it only once the pending
 # rows outnumber the kept ones (and at least this many) makes it amortised O(1) per row.
 COMPACT_MIN_ROWS = 10_000
@@ -69,6 +78,8 @@ SUMMARY_KEYS = (
     "batch_sizes",
     "risk_histogram",
 )
+#: Keys newer summaries add; older summaries without them stay readable.
+OPTIONAL_SUMMARY_KEYS = ("latency_histogram", "drift")
 UNKNOWN_LEVEL = "unknown"
 
 
@@ -202,6 +213,9 @@ class WindowStats:
         self._inference = _Reservoir("inference latency", max_latency_samples, rng)
         self._end_to_end = _Reservoir("end-to-end latency", max_latency_samples, rng)
         self._batch_sizes = _Reservoir("batch size", max_latency_samples, rng)
+        # Exact value counts of the profiled numeric features, for drift (bounded by the
+        # number of distinct values); the segment columns' counts are already in _groups.
+        self._numeric = {column: ValueCounts() for column in PROFILE_NUMERIC}
 
     def add_consumed(self, n: int) -> None:
         """Count ``n`` messages polled from Kafka (scored, dead-lettered or duplicate)."""
@@ -287,6 +301,10 @@ class WindowStats:
         if self._pending_rows >= max(len(self._latest), COMPACT_MIN_ROWS):
             self._compact()
 
+        for column, values in self._numeric.items():
+            if column in fresh.columns:
+                values.add(pd.to_numeric(fresh[column], errors="coerce").to_numpy(np.float64))
+
         self._inference.add(fresh["inference_latency_ms"].to_numpy(dtype=np.float64))
         self._end_to_end.add(fresh["e2e_latency_ms"].to_numpy(dtype=np.float64))
         return len(fresh)
@@ -299,11 +317,14 @@ class WindowStats:
         top_k: int,
         model_version: str | None,
         mode: str,
+        drift: DriftReference | None = None,
     ) -> dict[str, Any]:
         """The window as a JSON-able dict (plain str/int/float/None/list/dict, no NaN).
 
         ``started_at``/``ended_at`` must be timezone-aware; they are written as UTC with
         ``Z``. Rates and means of an empty window are ``None``, never a division by zero.
+        With ``drift`` (the model's training profile and thresholds, see
+        :meth:`DriftReference.from_metadata`) the dict also has a ``drift`` block.
         """
         if started_at.tzinfo is None or ended_at.tzinfo is None:
             raise ValueError("started_at and ended_at must be timezone-aware datetimes")
@@ -316,7 +337,7 @@ class WindowStats:
         dead_lettered = sum(self._dead_by_type.values())
         edges = np.linspace(0.0, 1.0, RISK_BINS + 1)
         batch_sizes = self._batch_sizes.as_dict()
-        return {
+        summary: dict[str, Any] = {
             "schema_version": SUMMARY_SCHEMA_VERSION,
             "window": {
                 "started_at": _iso_utc(started_at),
@@ -361,7 +382,16 @@ class WindowStats:
                 "bin_edges": [round(float(edge), 10) for edge in edges],
                 "counts": [int(n) for n in self._histogram],
             },
+            "latency_histogram": {
+                "bin_edges_ms": list(LATENCY_BIN_EDGES_MS),
+                "inference": _latency_counts(self._inference.values()),
+                "end_to_end": _latency_counts(self._end_to_end.values()),
+                "sampled": self._inference.sampled or self._end_to_end.sampled,
+            },
         }
+        if drift is not None:
+            summary["drift"] = drift_block(_WindowDriftInputs(self), drift)
+        return summary
 
     def _fresh_mask(self, batch: pd.DataFrame) -> NDArray[np.bool_]:
         """True for the first row of each idempotency key that is new to this window."""
@@ -412,6 +442,42 @@ class WindowStats:
             }
             for row in top.to_dict("records")
         ]
+
+
+class _WindowDriftInputs:
+    """:class:`~churnstream.observability.drift.DriftInputs` over a window's own tallies."""
+
+    def __init__(self, stats: WindowStats) -> None:
+        self._stats = stats
+
+    @property
+    def rows(self) -> int:
+        return self._stats._scored
+
+    def numeric(self, column: str) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        return self._stats._numeric[column].pairs()
+
+    def levels(self, column: str) -> Mapping[str, int]:
+        for section, name in GROUP_COLUMNS.items():
+            if name == column:
+                return {level: t.count for level, t in self._stats._groups[section].items()}
+        return {}
+
+    @property
+    def predicted_churn_rate(self) -> float | None:
+        overall = self._stats._overall
+        return _ratio(overall.churn_count, overall.count)
+
+
+def _latency_counts(values: NDArray[np.float64]) -> list[int]:
+    """Counts per bin of LATENCY_BIN_EDGES_MS: [edge[i], edge[i+1]), the last one open."""
+    edges = np.asarray(LATENCY_BIN_EDGES_MS, dtype=np.float64)
+    counts = np.zeros(len(edges), dtype=np.int64)
+    finite = values[np.isfinite(values)]
+    if finite.size:
+        index = np.searchsorted(edges[1:], np.maximum(finite, 0.0), side="right")
+        counts += np.bincount(index, minlength=len(edges))
+    return [int(n) for n in counts]
 
 
 def _non_negative(name: str, n: int) -> int:

@@ -42,6 +42,7 @@ _GROUP_CHARTS = (
     ("internet_service", "by_internet_service", "Churn rate by internet service"),
 )
 _RISK_CHART = ("risk", "risk_histogram", "Churn-probability distribution")
+_LATENCY_CHART = ("latency", "latency_histogram", "Latency distribution")
 _GROUP_TITLES = {
     "by_contract": ("Churn by contract", "Contract"),
     "by_internet_service": ("Churn by internet service", "InternetService"),
@@ -60,8 +61,9 @@ def write_summary(
 
     The stem defaults to ``summary_<window end, UTC, like 20261123T031500Z>``. If a report
     with that stem exists (two windows ending in the same second), ``_1``, ``_2``... is
-    appended. Charts are ``<stem>_contract.png``, ``<stem>_internet_service.png`` and
-    ``<stem>_risk.png``; ``charts=False`` skips them (rendering takes ~0.1 s each).
+    appended. Charts are ``<stem>_contract.png``, ``<stem>_internet_service.png``,
+    ``<stem>_risk.png`` and (if the summary has a latency histogram) ``<stem>_latency.png``;
+    ``charts=False`` skips them (rendering takes ~0.1 s each).
 
     Returns:
         The paths of the JSON and the Markdown files.
@@ -93,6 +95,35 @@ def write_summary(
     _atomic_write(md_path, _markdown(summary, images).encode("utf-8"))
     logger.info("wrote window summary %s (+ .md, %d charts)", json_path, len(images))
     return json_path, md_path
+
+
+def render_summary(json_path: Path, output_dir: Path | None = None) -> tuple[Path, list[Path]]:
+    """Re-render the Markdown and PNG charts of a summary JSON written earlier.
+
+    They go next to the JSON (or into ``output_dir``) under the JSON's stem, replacing the
+    previous rendering atomically; the JSON itself is never touched.
+
+    Returns:
+        The Markdown path and the chart paths.
+
+    Raises:
+        DataError: the file is missing or not a window summary.
+    """
+    summary = load_summary(json_path)
+    target = output_dir if output_dir is not None else json_path.parent
+    target.mkdir(parents=True, exist_ok=True)
+    stem = json_path.name.removesuffix(".json")
+    images: dict[str, str] = {}
+    written: list[Path] = []
+    for suffix, png in _render_charts(summary).items():
+        name = f"{stem}_{suffix}.png"
+        _atomic_write(target / name, png)
+        images[suffix] = name
+        written.append(target / name)
+    md_path = target / f"{stem}.md"
+    _atomic_write(md_path, _markdown(summary, images).encode("utf-8"))
+    logger.info("re-rendered %s (+ %d charts) from %s", md_path, len(images), json_path)
+    return md_path, written
 
 
 def load_summary(path: Path) -> dict[str, Any]:
@@ -159,6 +190,9 @@ def render_console(summary: Mapping[str, Any], console: Console | None = None) -
         ),
         (f"top {CONSOLE_TOP_N} at risk", top or "-"),
     ]
+    drift = summary.get("drift")
+    if isinstance(drift, Mapping) and drift.get("available"):
+        rows.append(("drift", _drift_console(drift)))
     table = Table(
         title=(
             f"Window {window['started_at']} → {window['ended_at']} "
@@ -175,6 +209,18 @@ def render_console(summary: Mapping[str, Any], console: Console | None = None) -
         # Text, not markup: a customerID or level with "[" must not be parsed as a tag.
         table.add_row(Text(label), Text(value))
     console.print(table)
+
+
+def _drift_console(drift: Mapping[str, Any]) -> str:
+    if not drift["evaluated"]:
+        return f"not evaluated ({drift['samples']:,} < {drift['min_samples']:,} scored)"
+    worst = f"max PSI {_num(drift['max_psi'], 3)}"
+    if not drift["drifted"]:
+        return f"none ({worst})"
+    found = list(drift["drifted_features"])
+    if drift["churn_rate"]["drifted"]:
+        found.append("predicted churn rate")
+    return f"DRIFT in {', '.join(found)} ({worst})"
 
 
 def _check_summary(summary: Any, *, source: str) -> None:
@@ -271,6 +317,9 @@ def _render_charts(summary: Mapping[str, Any]) -> dict[str, bytes]:
     }
     suffix, section, title = _RISK_CHART
     charts[suffix] = _risk_chart(summary[section], title)
+    suffix, section, title = _LATENCY_CHART
+    if isinstance(summary.get(section), Mapping):
+        charts[suffix] = _latency_chart(summary[section], title)
     return charts
 
 
@@ -325,6 +374,90 @@ def _risk_chart(histogram: Mapping[str, Sequence[float]], title: str) -> bytes:
     axes.set_ylabel("scored messages")
     axes.set_xlim(edges[0], edges[-1])
     return _png(figure)
+
+
+def _latency_labels(edges: Sequence[float]) -> list[str]:
+    def short(ms: float) -> str:
+        return f"{ms / 1000:g}s" if ms >= 1000 else f"{ms:g}"
+
+    labels = [f"{short(a)}–{short(b)}" for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    return [*labels, f"≥{short(edges[-1])}"]
+
+
+def _latency_chart(histogram: Mapping[str, Any], title: str) -> bytes:
+    figure, axes = _new_figure(title + (" (sampled)" if histogram.get("sampled") else ""))
+    edges = list(histogram["bin_edges_ms"])
+    series = [
+        ("inference", list(histogram["inference"]), "#4f81bd"),
+        ("end to end", list(histogram["end_to_end"]), "#c0504d"),
+    ]
+    if not any(any(counts) for _, counts, _ in series):
+        _no_data(axes)
+        return _png(figure)
+    # Only the span of bins that hold something, so a fast run is not a sliver at the left.
+    used = [i for _, counts, _ in series for i, n in enumerate(counts) if n]
+    first, last = min(used), max(used) + 1
+    labels = _latency_labels(edges)[first:last]
+    positions = list(range(len(labels)))
+    width = 0.4
+    for offset, (label, counts, color) in zip((-width / 2, width / 2), series, strict=True):
+        axes.bar(
+            [p + offset for p in positions], counts[first:last], width, label=label, color=color
+        )
+    axes.set_xticks(positions)
+    axes.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    axes.set_xlabel("latency (ms)")
+    axes.set_ylabel("scored messages")
+    axes.legend(fontsize=8)
+    return _png(figure)
+
+
+def _drift_lines(drift: Mapping[str, Any]) -> list[str]:
+    if not drift.get("available"):
+        return [f"_not checked: {_cell(drift.get('reason', 'no training profile'))}_"]
+    state = "**drift detected**" if drift["drifted"] else "no drift"
+    if not drift["evaluated"]:
+        state = (
+            f"not evaluated: {drift['samples']:,} scored messages, "
+            f"fewer than the {drift['min_samples']:,} needed"
+        )
+    lines = [
+        f"Against the training profile of model "
+        f"{_cell(drift.get('reference_model_version') or 'unknown')}; PSI threshold "
+        f"{drift['psi_threshold']:g}: {state}.",
+        "",
+        *_table(
+            ["Feature", "Kind", "PSI", "Drifted"],
+            [
+                [
+                    _cell(name),
+                    _cell(feature["kind"]),
+                    _num(feature["psi"], 3),
+                    "yes" if feature["drifted"] else "no",
+                ]
+                for name, feature in drift["features"].items()
+            ],
+        ),
+    ]
+    churn = drift["churn_rate"]
+    lines += [
+        "",
+        *_table(
+            ["Predicted churn rate", "Expected", "Shift", "Tolerance", "Drifted"],
+            [
+                [
+                    _pct(churn["observed"]),
+                    _pct(churn["expected"]),
+                    "-" if churn["shift"] is None else f"{100.0 * churn['shift']:+.1f} pts",
+                    f"±{100.0 * churn['tolerance']:.0f} pts",
+                    "yes" if churn["drifted"] else "no",
+                ]
+            ],
+        ),
+    ]
+    if churn.get("basis"):
+        lines += ["", f"Expected rate: {_cell(churn['basis'])}."]
+    return lines
 
 
 def _markdown(summary: Mapping[str, Any], images: Mapping[str, str]) -> str:
@@ -409,6 +542,8 @@ def _markdown(summary: Mapping[str, Any], images: Mapping[str, str]) -> str:
             )
         ],
     )
+    if _LATENCY_CHART[0] in images:
+        lines += ["", f"![{_LATENCY_CHART[2]}]({images[_LATENCY_CHART[0]]})"]
 
     throughput, batches = summary["throughput"], summary["batch_sizes"]
     lines += ["", "## Throughput", ""]
@@ -441,6 +576,9 @@ def _markdown(summary: Mapping[str, Any], images: Mapping[str, str]) -> str:
     )
     if _RISK_CHART[0] in images:
         lines += ["", f"![{_RISK_CHART[2]}]({images[_RISK_CHART[0]]})"]
+    drift = summary.get("drift")
+    if isinstance(drift, Mapping):
+        lines += ["", "## Drift against the training data", "", *_drift_lines(drift)]
     return "\n".join(lines) + "\n"
 
 

@@ -123,6 +123,7 @@ def test_markdown_image_links_point_at_valid_pngs(tmp_path: Path) -> None:
     assert sorted(links) == [
         f"{STEM}_contract.png",
         f"{STEM}_internet_service.png",
+        f"{STEM}_latency.png",
         f"{STEM}_risk.png",
     ]
     for link in links:

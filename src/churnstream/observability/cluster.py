@@ -1,0 +1,232 @@
+"""The Kafka side of ``churnstream status`` (and the dashboard's group lag).
+
+Every call is bounded by a timeout. Client configuration comes from
+:meth:`KafkaSettings.admin_config` / :meth:`KafkaSettings.client_config` only.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaException,
+    TopicPartition,
+)
+
+from churnstream.exceptions import ChurnstreamError
+from churnstream.kafka import admin
+from churnstream.observability.status import (
+    ClusterStatus,
+    DeadLetterTally,
+    GroupStatus,
+    TopicStatus,
+    group_lag,
+    model_status,
+)
+from churnstream.settings import KafkaSettings, Settings
+
+logger = logging.getLogger(__name__)
+
+STATUS_TIMEOUT_S = 5.0
+DLQ_IDLE_S = 1.0
+DLQ_MAX_MESSAGES = 1_000_000
+DLQ_BATCH = 1000
+
+
+def end_offsets(kafka: KafkaSettings, *, timeout_s: float = STATUS_TIMEOUT_S) -> list[TopicStatus]:
+    """Every non-internal topic with its partitions' end offsets (high watermarks)."""
+    return [
+        TopicStatus(
+            name=topic.name,
+            partitions=len(topic.partitions),
+            end_offsets=tuple(p.high for p in topic.partitions),
+            messages=sum(p.messages for p in topic.partitions),
+        )
+        for topic in admin.describe_topics(kafka, timeout_s=timeout_s)
+    ]
+
+
+def consumer_groups(
+    kafka: KafkaSettings,
+    ends: Mapping[tuple[str, int], int],
+    *,
+    only: Sequence[str] | None = None,
+    timeout_s: float = STATUS_TIMEOUT_S,
+) -> list[GroupStatus]:
+    """Consumer groups with their committed offsets turned into lag against ``ends``.
+
+    ``only`` restricts to these group ids (they need not be listed by the broker, e.g. a
+    group with committed offsets but no member). Groups of throwaway readers
+    (``*-reader-*``, ``churnstream-dashboard-*``, ``churnstream-status-*``) are skipped.
+    """
+    client = admin.admin_client(kafka)
+    states: dict[str, str] = {}
+    if only is None:
+        try:
+            listing = client.list_consumer_groups(request_timeout=timeout_s).result(timeout_s)
+        except (KafkaException, concurrent.futures.TimeoutError) as exc:
+            raise ChurnstreamError(f"could not list consumer groups: {exc}") from None
+        for group in listing.valid:
+            states[group.group_id] = _state_name(group.state)
+        names = sorted(g for g in states if not _throwaway(g))
+    else:
+        names = list(only)
+    out = []
+    for group_id in names:
+        state = states.get(group_id, "unknown")
+        request = [ConsumerGroupTopicPartitions(group_id)]
+        try:
+            future = client.list_consumer_group_offsets(request, request_timeout=timeout_s)[
+                group_id
+            ]
+            result = future.result(timeout_s)
+        except (KafkaException, concurrent.futures.TimeoutError) as exc:
+            out.append(GroupStatus(group_id, state, (), error=f"offsets unavailable: {exc}"))
+            continue
+        committed = {
+            (tp.topic, tp.partition): int(tp.offset) for tp in (result.topic_partitions or [])
+        }
+        out.append(GroupStatus(group_id, state, group_lag(ends, committed)))
+    return out
+
+
+def read_dead_letters(
+    kafka: KafkaSettings,
+    topic: str,
+    *,
+    idle_s: float = DLQ_IDLE_S,
+    timeout_s: float = 60.0,
+    max_messages: int = DLQ_MAX_MESSAGES,
+) -> tuple[DeadLetterTally, bool]:
+    """Read ``topic`` from the beginning (no group, no commit) and tally its letters.
+
+    Stops after ``idle_s`` without a new message, ``timeout_s`` in total or
+    ``max_messages``; returns the tally and whether the read was complete (not cut short).
+    """
+    tally = DeadLetterTally()
+    conf = kafka.client_config()
+    conf.update(
+        {
+            "group.id": f"churnstream-status-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    consumer = Consumer(conf)
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s)
+        info = metadata.topics.get(topic)
+        if info is None or info.error is not None:
+            raise ChurnstreamError(f"topic {topic!r} does not exist")
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in info.partitions])
+        deadline = time.monotonic() + timeout_s
+        last_new = time.monotonic()
+        seen = 0
+        while True:
+            now = time.monotonic()
+            if now >= deadline or seen >= max_messages:
+                return tally, False
+            if now - last_new >= idle_s:
+                return tally, True
+            batch = consumer.consume(num_messages=DLQ_BATCH, timeout=min(0.2, idle_s))
+            for msg in batch:
+                if msg.error() is not None:
+                    continue
+                seen += 1
+                tally.add(_headers(msg.headers()), msg.value())
+            if batch:
+                last_new = time.monotonic()
+    finally:
+        consumer.close()
+
+
+def collect_status(
+    settings: Settings,
+    *,
+    models_dir: Path | None = None,
+    dead_letters: bool = True,
+    timeout_s: float = STATUS_TIMEOUT_S,
+    dlq_idle_s: float = DLQ_IDLE_S,
+) -> ClusterStatus:
+    """Everything ``churnstream status`` shows; an unreachable broker is a status, not an error."""
+    kafka = settings.kafka
+    status = ClusterStatus(bootstrap=kafka.bootstrap_servers, reachable=False)
+    status.model = _model(models_dir if models_dir is not None else settings.model.models_dir)
+    try:
+        metadata = admin.admin_client(kafka).list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        status.error = f"no broker answered within {timeout_s:g}s ({exc})"
+        return status
+    status.reachable = True
+    status.brokers = len(metadata.brokers)
+    roles = {
+        settings.topics.raw.name: "raw",
+        settings.topics.predictions.name: "predictions",
+        settings.topics.deadletter.name: "deadletter",
+    }
+    topics = end_offsets(kafka, timeout_s=timeout_s)
+    status.topics = [
+        TopicStatus(t.name, t.partitions, t.end_offsets, t.messages, roles.get(t.name))
+        for t in topics
+    ]
+    ends = {(t.name, p): high for t in topics for p, high in enumerate(t.end_offsets)}
+    try:
+        status.groups = consumer_groups(kafka, ends, timeout_s=timeout_s)
+    except ChurnstreamError as exc:
+        status.notes.append(str(exc))
+    dlq = settings.topics.deadletter.name
+    status.deadletter_topic = dlq
+    if dead_letters and any(t.name == dlq for t in topics):
+        dlq_topic = next(t for t in topics if t.name == dlq)
+        if dlq_topic.end_offset_total == 0:
+            status.dead_letters = DeadLetterTally().as_dict()
+        else:
+            tally, complete = read_dead_letters(kafka, dlq, idle_s=dlq_idle_s)
+            status.dead_letters = tally.as_dict()
+            if not complete:
+                status.notes.append(
+                    f"{dlq} was not read to the end; dead-letter counts are partial"
+                )
+    elif dead_letters:
+        status.notes.append(f"dead-letter topic {dlq} does not exist")
+    return status
+
+
+def _model(models_dir: Path) -> Any:
+    from churnstream.model import artifacts
+
+    try:
+        version_dir = artifacts.resolve_version_dir(models_dir)
+        metadata = artifacts.read_metadata(version_dir)
+    except ChurnstreamError as exc:
+        return model_status(None, str(models_dir), str(exc))
+    return model_status(metadata, str(version_dir), None)
+
+
+def _headers(raw: Any) -> list[tuple[str, bytes | str | None]]:
+    if not raw:
+        return []
+    return list(raw.items()) if isinstance(raw, dict) else list(raw)
+
+
+def _state_name(state: Any) -> str:
+    name = getattr(state, "name", None)
+    return str(name).lower() if name else str(state).lower()
+
+
+def _throwaway(group_id: str) -> bool:
+    return (
+        "-reader-" in group_id
+        or group_id.startswith("churnstream-dashboard-")
+        or group_id.startswith("churnstream-status-")
+    )
