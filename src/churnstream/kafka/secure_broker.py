@@ -44,6 +44,8 @@ SASL_MECHANISMS = (*SCRAM_MECHANISMS, "PLAIN")
 LISTENER_NAMES = ("SASL_PLAINTEXT", "SSL", "MTLS", "SASL_SSL")
 # Names and passwords go into JAAS strings and StorageTool's --add-scram syntax unquoted.
 _SAFE_CREDENTIAL = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Host and certificate names go into openssl command lines split on spaces.
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9._:-]{1,253}$")
 # openssl reads passwords from this variable, not from its argv.
 _PASS_ENV = "CHURNSTREAM_PKI_PASS"  # noqa: S105 - a variable name
 
@@ -91,6 +93,9 @@ def make_throwaway_pki(
     subjectAltName, so librdkafka's default hostname verification passes. Raises BrokerError
     when ``openssl`` is missing or fails.
     """
+    for value in (*hosts, client_name):
+        if not _SAFE_NAME.match(value):
+            raise BrokerError(f"not a plain host or certificate name: {value!r}")
     openssl = shutil.which("openssl")
     if openssl is None:
         raise BrokerError("openssl is not on PATH; it is needed to make throwaway certificates")
@@ -251,6 +256,11 @@ def start_secure(
     extras = secure_extras(pki, ports, username=username, password=password)
     broker.start(settings, extras=extras)
     host = settings.host
+    logger.info(
+        "secured listeners on %s: %s",
+        host,
+        ", ".join(f"{name} {port}" for name, port in ports.items()),
+    )
     return SecureBroker(
         settings=settings,
         plaintext=settings.bootstrap,
