@@ -68,9 +68,14 @@ def test_scorer_metrics_health_drift_and_status(
     group = f"g-obs-{uuid.uuid4().hex[:8]}"
     settings = load_settings(**{"kafka.bootstrap_servers": kafka_bootstrap})
     run = start_scorer(
-        settings, model_dir, raw=raw, preds=preds, dlq=dlq, group=group,
+        settings,
+        model_dir,
+        raw=raw,
+        preds=preds,
+        dlq=dlq,
+        group=group,
         reports_dir=tmp_path / "reports",
-    )  # fmt: skip
+    )
     try:
         # Ready once the loop runs with the model loaded and the broker answers.
         wait_for(lambda: http_get(f"{run.url}/health/ready")[0] == 200, 30, "/health/ready")
@@ -78,8 +83,14 @@ def test_scorer_metrics_health_drift_and_status(
         assert run.loop.assigned.wait(30)
 
         producer_metrics = ProducerMetrics()
-        pump = Pump(settings, raw, records(dataset_path), rate=RATE, total=EVENTS,
-                    on_delivery=producer_metrics.on_delivery)  # fmt: skip
+        pump = Pump(
+            settings,
+            raw,
+            records(dataset_path),
+            rate=RATE,
+            total=EVENTS,
+            on_delivery=producer_metrics.on_delivery,
+        )
         pump.start()
         send_raw(kafka_bootstrap, raw, bad_messages())
 
@@ -208,9 +219,16 @@ def test_a_shifted_stream_is_flagged_in_the_window(
     pump.start()
     pump.join(60)
     run = start_scorer(
-        settings, model_dir, raw=raw, preds=preds, dlq=dlq, group=f"g-{uuid.uuid4().hex[:8]}",
-        reports_dir=tmp_path / "reports", mode="batch", idle_timeout_ms=2000,
-    )  # fmt: skip
+        settings,
+        model_dir,
+        raw=raw,
+        preds=preds,
+        dlq=dlq,
+        group=f"g-{uuid.uuid4().hex[:8]}",
+        reports_dir=tmp_path / "reports",
+        mode="batch",
+        idle_timeout_ms=2000,
+    )
     with caplog.at_level(logging.WARNING, logger="churnstream.observability.metrics"):
         run.thread.join(90)
         values = scrape(run.url)

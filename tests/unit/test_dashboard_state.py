@@ -66,7 +66,8 @@ def test_predictions_are_deduplicated_and_joined_with_their_inputs() -> None:
     }
     assert snap["by_internet_service"]["DSL"] == {"count": 2, "churn": 1, "churn_rate": 0.5}
     top = snap["top_risk"]
-    assert [r["customerID"] for r in top] == ["0001-AAAAA", "0003-CCCCC", "0004-DDDDD", "0002-BBBBB"]
+    order = [r["customerID"] for r in top]
+    assert order == ["0001-AAAAA", "0003-CCCCC", "0004-DDDDD", "0002-BBBBB"]
     assert top[1]["Contract"] == "Month-to-month"  # filled in when the input arrived
     assert top[2]["Contract"] is None
     assert snap["latency_ms"]["end_to_end"]["p50"] == pytest.approx(250.0)
@@ -119,12 +120,15 @@ def test_series_throughput_and_rolling_churn_rate() -> None:
         now[0] += 1.0
     snap = state.snapshot()
     series = snap["series"]
-    assert len(series["t"]) == len(series["throughput"]) == len(series["churn_rate"]) == 300
+    # From the first message, but at least a minute (and at most SERIES_SECONDS).
+    assert len(series["t"]) == len(series["throughput"]) == len(series["churn_rate"]) == 60
     assert series["t"][-1] == 10_010
     assert snap["throughput_now"] == pytest.approx(4.0)  # last 5 complete seconds
     assert series["churn_rate"][-1] == pytest.approx(0.5)
     assert series["churn_rate"][0] is None  # nothing that long ago
     assert snap["last_message_age_s"] == pytest.approx(1.0)
+    now[0] += 1000.0
+    assert len(state.snapshot()["series"]["t"]) == 300
 
 
 def test_parse_scorer_metrics_from_a_real_registry() -> None:

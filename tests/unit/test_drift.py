@@ -45,8 +45,10 @@ def dataset(dataset_path: Path) -> pd.DataFrame:
 
 def scored(frame: pd.DataFrame, *, start: int = 0) -> pd.DataFrame:
     """The dataset as the scorer's ``BatchResult.scored`` frames look (fake probabilities)."""
-    out = frame.loc[:, ["customerID", "Contract", "InternetService", "PaymentMethod", "tenure",
-                        "MonthlyCharges"]].copy()  # fmt: skip
+    out = frame.loc[
+        :,
+        ["customerID", "Contract", "InternetService", "PaymentMethod", "tenure", "MonthlyCharges"],
+    ].copy()
     probability = np.clip(1.0 - out["tenure"].to_numpy() / 72.0, 0, 1) * 0.6
     out["churn_probability"] = probability
     out["prediction"] = frame["Churn"].to_numpy()  # a perfect model, for the churn rate
@@ -98,10 +100,14 @@ def test_value_counts_merge_chunks_exactly() -> None:
 
 def test_reference_from_metadata() -> None:
     frame = pd.DataFrame(
-        {"tenure": [1, 2, 3, 40], "MonthlyCharges": [20.0, 30.0, 80.0, 99.0],
-         "Contract": ["One year"] * 4, "InternetService": ["DSL"] * 4,
-         "PaymentMethod": ["Mailed check"] * 4}
-    )  # fmt: skip
+        {
+            "tenure": [1, 2, 3, 40],
+            "MonthlyCharges": [20.0, 30.0, 80.0, 99.0],
+            "Contract": ["One year"] * 4,
+            "InternetService": ["DSL"] * 4,
+            "PaymentMethod": ["Mailed check"] * 4,
+        }
+    )
     reference = DriftReference.from_metadata(metadata_for(frame), psi_threshold=0.3)
     assert reference is not None
     assert reference.expected_churn_rate == pytest.approx((193 + 264) / 1409)
@@ -128,8 +134,12 @@ def test_the_dataset_itself_does_not_drift(dataset: pd.DataFrame) -> None:
     assert not block["drifted"] and block["drifted_features"] == []
     assert drift_warnings(block) == []
     assert set(block["features"]) == {
-        "tenure", "MonthlyCharges", "Contract", "InternetService", "PaymentMethod"
-    }  # fmt: skip
+        "tenure",
+        "MonthlyCharges",
+        "Contract",
+        "InternetService",
+        "PaymentMethod",
+    }
 
 
 def test_a_shifted_stream_drifts(dataset: pd.DataFrame) -> None:
@@ -168,10 +178,20 @@ def test_a_small_window_is_reported_but_not_flagged(dataset: pd.DataFrame) -> No
 
 
 def test_an_empty_window() -> None:
-    block = drift_block(FeatureAccumulator(), metadata_for(pd.DataFrame({
-        "tenure": [1, 5], "MonthlyCharges": [20.0, 30.0], "Contract": ["One year"] * 2,
-        "InternetService": ["DSL"] * 2, "PaymentMethod": ["Mailed check"] * 2,
-    })))  # fmt: skip
+    block = drift_block(
+        FeatureAccumulator(),
+        metadata_for(
+            pd.DataFrame(
+                {
+                    "tenure": [1, 5],
+                    "MonthlyCharges": [20.0, 30.0],
+                    "Contract": ["One year"] * 2,
+                    "InternetService": ["DSL"] * 2,
+                    "PaymentMethod": ["Mailed check"] * 2,
+                }
+            )
+        ),
+    )
     assert block["samples"] == 0 and block["max_psi"] is None and not block["drifted"]
     assert block["churn_rate"]["observed"] is None
     assert drift_block(FeatureAccumulator(), {"version": "x"})["available"] is False

@@ -46,9 +46,7 @@ def fake_batch() -> tuple[list[RawMessage], Any]:
         RawMessage(TOPIC, 0, offset, key, value)
         for offset, (key, value) in enumerate(zip(keys, values, strict=True))
     ]
-    result = score_batch(
-        batch, by_tenure, threshold=0.5, model_version="m-test", clock=lambda: NOW
-    )
+    result = score_batch(batch, by_tenure, threshold=0.5, model_version="m-test", clock=lambda: NOW)
     return batch, result
 
 
@@ -114,8 +112,17 @@ def test_metric_names_follow_prometheus_conventions() -> None:
         assert name == name.lower() and " " not in name
         if kind == "counter":
             # the text parser strips _total from counter family names
-            assert name.endswith(("_messages", "_total", "_batches", "_failures", "_letters",
-                                  "_codes", "_churn_messages")), name
+            assert name.endswith(
+                (
+                    "_messages",
+                    "_total",
+                    "_batches",
+                    "_failures",
+                    "_letters",
+                    "_codes",
+                    "_churn_messages",
+                )
+            ), name
         if kind == "histogram":
             assert name.endswith(("_seconds", "_messages")), name
         if kind == "gauge":

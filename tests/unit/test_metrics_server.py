@@ -13,7 +13,8 @@ from churnstream.observability.server import Health, start_metrics_server
 
 
 def get(url: str, accept: str | None = None) -> tuple[int, str, str]:
-    request = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+    assert url.startswith("http://127.0.0.1:")
+    request = urllib.request.Request(url, headers={"Accept": accept} if accept else {})  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback
             return response.status, response.headers["Content-Type"], response.read().decode()

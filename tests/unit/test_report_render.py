@@ -70,8 +70,11 @@ def test_render_summary_replaces_markdown_and_charts_but_not_the_json(tmp_path: 
     assert new_md == md_path
     assert md_path.read_text(encoding="utf-8").startswith("# Churn scoring summary")
     assert sorted(p.name.removeprefix(json_path.stem + "_") for p in charts) == [
-        "contract.png", "internet_service.png", "latency.png", "risk.png"
-    ]  # fmt: skip
+        "contract.png",
+        "internet_service.png",
+        "latency.png",
+        "risk.png",
+    ]
     assert json_path.read_bytes() == original_json
 
 

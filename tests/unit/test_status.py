@@ -24,6 +24,8 @@ from churnstream.observability.status import (
     model_status,
 )
 
+RAW = "telco.raw.customers"
+
 
 def app() -> typer.Typer:
     """The three commands as the root app registers them."""
@@ -50,17 +52,18 @@ def letter(error_type: str | None) -> bytes:
 
 def test_dead_letter_tally_dedupes_on_source() -> None:
     tally = DeadLetterTally()
-    src = "churnstream.source"
-    assert tally.add([(src, b"raw:0:1"), ("churnstream.error_code", b"not_json")], letter("validation_error"))
-    assert not tally.add([(src, b"raw:0:1"), ("churnstream.error_code", b"not_json")], letter("validation_error"))
-    assert tally.add([(src, "raw:0:2"), ("churnstream.error_code", "inference")], letter("inference_error"))
+    src, code = "churnstream.source", "churnstream.error_code"
+    invalid = letter("validation_error")
+    assert tally.add([(src, b"raw:0:1"), (code, b"not_json")], invalid)
+    assert not tally.add([(src, b"raw:0:1"), (code, b"not_json")], invalid)
+    assert tally.add([(src, "raw:0:2"), (code, "inference")], letter("inference_error"))
     assert tally.add(None, b"garbage")  # no source: always counted
     assert tally.as_dict() == {
         "total": 3,
         "duplicates": 1,
         "by_type": {"inference_error": 1, "unreadable": 1, "validation_error": 1},
         "by_code": {"inference": 1, "not_json": 1, "unknown": 1},
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize(
@@ -100,24 +103,28 @@ def sample_status() -> ClusterStatus:
             TopicStatus("[weird]", 1, (0,), 0),
         ],
         groups=[
-            GroupStatus("churnstream-scorer", "stable", (TopicLag("telco.raw.customers", 7, 3, 1),)),
+            GroupStatus("churnstream-scorer", "stable", (TopicLag(RAW, 7, 3, 1),)),
             GroupStatus("idle", "empty", ()),
             GroupStatus("broken", "unknown", (), error="offsets unavailable: timeout"),
         ],
         model=model_status({"version": "v1", "threshold": {"value": 0.36}}, "/m/v1", None),
-        dead_letters={"total": 2, "duplicates": 1, "by_type": {"validation_error": 2},
-                      "by_code": {"schema": 2}},
+        dead_letters={
+            "total": 2,
+            "duplicates": 1,
+            "by_type": {"validation_error": 2},
+            "by_code": {"schema": 2},
+        },
         deadletter_topic="telco.deadletter",
-    )  # fmt: skip
+    )
 
 
 def test_lag_rows() -> None:
     rows = lag_rows(sample_status().groups)
     assert rows == [
         ("broken", "unknown", "-", "-", "offsets unavailable: timeout"),
-        ("churnstream-scorer", "stable", "telco.raw.customers", "7", "1 partition(s) never committed"),
+        ("churnstream-scorer", "stable", RAW, "7", "1 partition(s) never committed"),
         ("idle", "empty", "-", "-", "no committed offsets"),
-    ]  # fmt: skip
+    ]
 
 
 def test_status_as_dict_is_json() -> None:
@@ -155,4 +162,3 @@ def test_status_command_with_no_broker_exits_3() -> None:
     )
     assert json_result.exit_code == 3
     assert json.loads(json_result.output)["reachable"] is False
-

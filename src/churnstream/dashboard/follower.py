@@ -47,6 +47,7 @@ POLL_BATCH = 2000
 #: How long a prediction waits for its input record before it is counted as ``unknown``.
 JOIN_WAIT_S = 5.0
 SERIES_SECONDS = 300
+MIN_SERIES_SECONDS = 60
 THROUGHPUT_WINDOW_S = 5
 CHURN_WINDOW_S = 30
 LATENCY_SAMPLES = 5000
@@ -280,7 +281,12 @@ class DashboardState:
         now = self._clock()
         with self._lock:
             current = int(now)
-            seconds = list(range(current - SERIES_SECONDS + 1, current + 1))
+            # From the first message (at least MIN_SERIES_SECONDS back), at most SERIES_SECONDS.
+            first = min(self._series, default=current)
+            start = max(
+                current - SERIES_SECONDS + 1, min(first - 1, current - MIN_SERIES_SECONDS + 1)
+            )
+            seconds = list(range(start, current + 1))
             counts = [
                 self._series.get(s, [0, 0, 0])
                 for s in range(seconds[0] - CHURN_WINDOW_S, current + 1)

@@ -8,6 +8,7 @@ let failures = 0;
 
 const fmtInt = (n) => (n === null || n === undefined ? "–" : Math.round(n).toLocaleString("en-US"));
 const fmtNum = (n, d = 1) => (n === null || n === undefined ? "–" : Number(n).toFixed(d));
+const fmtMs = (n) => (n === null || n === undefined ? "–" : Number(n).toFixed(n < 10 ? 1 : 0));
 const fmtPct = (r) => (r === null || r === undefined ? "–" : (100 * r).toFixed(1) + "%");
 const $ = (id) => document.getElementById(id);
 
@@ -39,7 +40,7 @@ function barChart(id, colors, yTitle, yMax, legend) {
     data: { labels: [], datasets: colors.map((c, i) => ({ label: legend ? legend[i] : "", data: [], backgroundColor: c })) },
     options: baseOptions({
       plugins: { legend: { display: !!legend } },
-      scales: { y: { beginAtZero: true, max: yMax, title: { display: true, text: yTitle } } },
+      scales: { y: { beginAtZero: true, max: yMax, ticks: { precision: 0 }, title: { display: true, text: yTitle } } },
     }),
   });
 }
@@ -98,14 +99,20 @@ function render(s) {
   $("kpi-churn-now").textContent = fmtPct(rates.length ? rates[rates.length - 1] : null);
   $("kpi-churn-all").textContent = `overall ${fmtPct(t.churn_rate)} of ${fmtInt(t.predictions)}`;
   const e2e = s.latency_ms.end_to_end, inf = s.latency_ms.inference;
-  $("kpi-latency").textContent = `${fmtNum(e2e.p50)} / ${fmtNum(e2e.p95)} / ${fmtNum(e2e.p99)}`;
-  $("kpi-inference").textContent = `inference p50 ${fmtNum(inf.p50)} · p99 ${fmtNum(inf.p99)} ms`;
+  $("kpi-latency").textContent = `${fmtMs(e2e.p50)} / ${fmtMs(e2e.p95)} / ${fmtMs(e2e.p99)}`;
+  $("kpi-inference").textContent = `inference p50 ${fmtMs(inf.p50)} · p99 ${fmtMs(inf.p99)} ms`;
 
   const scorer = s.scorer || {};
   $("kpi-lag").textContent = scorer.ok && scorer.lag !== null && scorer.lag !== undefined ? fmtInt(scorer.lag) : "–";
-  $("kpi-lag-source").textContent = scorer.ok
-    ? (scorer.source === "metrics" ? `scorer /metrics${scorer.rate !== undefined ? " · " + fmtNum(scorer.rate) + " msg/s" : ""}` : `committed offsets of ${scorer.group}`)
-    : (scorer.error ? "scorer unreachable" : "no scorer metrics");
+  let lagSource = scorer.error ? "scorer unreachable" : "no scorer metrics";
+  if (scorer.ok && scorer.source === "metrics") {
+    lagSource = "scorer /metrics" + (scorer.rate !== undefined ? ` · ${fmtNum(scorer.rate)} msg/s` : "");
+    const psi = Object.values(scorer.drift_psi || {});
+    if (psi.length) lagSource += ` · max PSI ${Math.max(...psi).toFixed(2)}${scorer.drift_detected ? " (drift!)" : ""}`;
+  } else if (scorer.ok) {
+    lagSource = `committed offsets of ${scorer.group}`;
+  }
+  $("kpi-lag-source").textContent = lagSource;
   $("kpi-dead").textContent = fmtInt(s.dead_letters.total);
   $("kpi-dups").textContent = `${fmtInt(t.duplicates_skipped)} duplicate prediction(s) skipped`;
 
