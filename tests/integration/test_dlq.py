@@ -9,6 +9,7 @@ retry count flows through), a dry run and a full non-transactional replay.
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any
 import orjson
 import pytest
 from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 from typer.testing import CliRunner
 
 from churnstream.cli import app
@@ -273,6 +275,50 @@ def test_a_crashed_transactional_replay_is_aborted_and_replayed_once(
         admin.delete_topics(
             KafkaSettings(bootstrap_servers=kafka_bootstrap), [marker_topic_for(dlq)]
         )
+
+
+def test_a_failed_send_exits_non_zero_and_leaves_the_letter_unmarked(
+    kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    """A broker that refuses a message: the transactional chunk is aborted (nothing of it
+    replayed or marked), the exit code is 1, and a later replay sends the letters."""
+    dlq, good = topic_factory(partitions=1), topic_factory(partitions=1)
+    tiny = f"test-tiny-{uuid.uuid4().hex[:8]}"
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    client = admin.admin_client(kafka)
+    new = NewTopic(
+        tiny,
+        num_partitions=1,
+        replication_factor=1,
+        config={"max.message.bytes": "2000"},  # the big one, even lz4-compressed
+    )
+    client.create_topics([new])[tiny].result(timeout=30)
+    synthetic_letters(
+        kafka_bootstrap, dlq, [b"nope-small", b"nope-" + os.urandom(10_000).hex().encode()]
+    )
+    try:
+        result = invoke([*replay_args(kafka_bootstrap, dlq, tiny), "--json"], exit_code=1)
+        outcome = orjson.loads(result.stdout)
+        assert outcome["replayed"] == 0 and outcome["failed"] == 2
+        assert "error: replay incomplete: 2 failed" in result.output
+        assert read_topic(kafka_bootstrap, tiny, idle_s=0.5) == []
+
+        result = invoke(
+            [*replay_args(kafka_bootstrap, dlq, tiny), "--json", "--no-transactions"], exit_code=1
+        )
+        outcome = orjson.loads(result.stdout)
+        # Both went in one batch, which the broker refused as a whole.
+        assert outcome["replayed"] == 0 and outcome["failed"] == 2
+        assert read_topic(kafka_bootstrap, tiny, idle_s=0.5) == []
+
+        retry = as_json(replay_args(kafka_bootstrap, dlq, good))  # nothing was marked
+        assert retry["replayed"] == 2 and retry["skipped"]["already_replayed"] == 0
+        sizes = sorted(
+            len(r.value or b"") for r in read_topic(kafka_bootstrap, good, expect=2, idle_s=0.5)
+        )
+        assert sizes == [10, 20_005]
+    finally:
+        admin.delete_topics(kafka, [tiny, marker_topic_for(dlq)])
 
 
 def test_replay_markers_work_on_tansu(

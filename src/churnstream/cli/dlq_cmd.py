@@ -25,6 +25,9 @@ app = new_app("Inspect the dead-letter topic and replay letters after a fix.")
 #: Idle seconds that end a read (after every partition was fetched from); the high
 #: watermark is never trusted on its own.
 DEFAULT_IDLE_S = 2.0
+#: The console log handler writes to stdout: under --json only the JSON goes there (replay
+#: still logs everything to logs/dlq.log, and failures end with one line on stderr).
+JSON_CONSOLE_LEVEL = "CRITICAL"
 SHOWN_REFUSALS = 10
 SHOWN_PLANNED = 20
 MESSAGE_CHARS = 70
@@ -70,8 +73,7 @@ def inspect(
     from churnstream.kafka import dlq_io
 
     settings = get_settings(**{"kafka.bootstrap_servers": broker})
-    # Rich logs share stdout with the report: keep them to warnings under --json.
-    init_logging(ctx, console_level="WARNING" if as_json else None)
+    init_logging(ctx, console_level=JSON_CONSOLE_LEVEL if as_json else None)
     name = topic or settings.topics.deadletter.name
     summary = dlq_io.inspect(
         settings, name, limit=limit, examples=examples, idle_s=idle, timeout_s=timeout
@@ -191,7 +193,7 @@ def replay(
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     settings = get_settings(**{"kafka.bootstrap_servers": broker})
-    init_logging(ctx, "dlq", settings, console_level="WARNING" if as_json else None)
+    init_logging(ctx, "dlq", settings, console_level=JSON_CONSOLE_LEVEL if as_json else None)
     request = dlq_io.ReplayRequest(
         from_topic=from_topic or settings.topics.deadletter.name,
         to_topic=to_topic or settings.topics.raw.name,
@@ -228,18 +230,24 @@ def _print_outcome(request: ReplayRequest, outcome: ReplayOutcome, plan: ReplayP
         f"({request.letter_filter.describe()}; {mode or 'not transactional'}; "
         f"markers in {outcome.marker_topic})"
     )
-    table = Table(title="would replay" if outcome.dry_run else "replay")
-    columns = ["considered", "would replay" if outcome.dry_run else "replayed", "failed"]
-    columns += [f"skipped: {reason.replace('_', ' ')}" for reason in outcome.skipped]
-    for column in columns:
-        table.add_column(column, justify="right")
-    done = outcome.planned if outcome.dry_run else outcome.replayed
-    table.add_row(
-        str(outcome.considered),
-        str(done),
-        str(outcome.failed),
-        *(str(count) for count in outcome.skipped.values()),
-    )
+    table = Table(title="dry run" if outcome.dry_run else "replay")
+    table.add_column("letters")
+    table.add_column("count", justify="right")
+    rows = [
+        ("considered", outcome.considered),
+        (
+            "would replay" if outcome.dry_run else "replayed",
+            outcome.planned if outcome.dry_run else outcome.replayed,
+        ),
+        ("failed", outcome.failed),
+    ]
+    if outcome.unmarked:
+        rows.append(("replayed but not marked", outcome.unmarked))
+    if outcome.not_attempted:
+        rows.append(("not attempted", outcome.not_attempted))
+    rows += [(f"skipped: {reason.replace('_', ' ')}", n) for reason, n in outcome.skipped.items()]
+    for name, count in rows:
+        table.add_row(name, str(count))
     console.print(table)
     if outcome.dry_run and plan.items:
         planned = Table(title=f"first {min(SHOWN_PLANNED, len(plan.items))} to replay")

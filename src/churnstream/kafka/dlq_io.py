@@ -621,12 +621,14 @@ def replay(
         if producer is not None:
             producer.close()
     logger.info(
-        "replay from %s to %s: considered %d, replayed %d, failed %d, skipped %s",
+        "replay from %s to %s%s: considered %d, %s %d, failed %d, skipped %s",
         request.from_topic,
         request.to_topic,
+        " (dry run)" if request.dry_run else "",
         outcome.considered,
-        outcome.replayed,
+        "would replay" if request.dry_run else "replayed",
+        outcome.planned if request.dry_run else outcome.replayed,
         outcome.failed,
-        outcome.skipped,
+        ", ".join(f"{n} {reason}" for reason, n in outcome.skipped.items() if n) or "none",
     )
     return outcome, plan
