@@ -27,7 +27,12 @@ from numpy.typing import NDArray
 
 from churnstream.exceptions import DataError
 from churnstream.model.features import PROFILE_NUMERIC
-from churnstream.observability.drift import DriftReference, ValueCounts, drift_block
+from churnstream.observability.drift import (
+    DriftReference,
+    ValueCounts,
+    as_floats,
+    drift_block,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -303,7 +308,7 @@ class WindowStats:
 
         for column, values in self._numeric.items():
             if column in fresh.columns:
-                values.add(pd.to_numeric(fresh[column], errors="coerce").to_numpy(np.float64))
+                values.add(as_floats(fresh[column]))
 
         self._inference.add(fresh["inference_latency_ms"].to_numpy(dtype=np.float64))
         self._end_to_end.add(fresh["e2e_latency_ms"].to_numpy(dtype=np.float64))

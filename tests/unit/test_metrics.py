@@ -390,3 +390,15 @@ def test_drift_observer_adds_the_block_exports_gauges_and_warns(
     given = {"drift": {**block, "drifted": False, "evaluated": True, "features": {}}}
     observer.on_window(given)
     assert value(reg, m.DRIFT_DETECTED) == 0
+
+
+def test_drift_observer_without_accumulation_only_exports() -> None:
+    from churnstream.observability.drift import DriftReference
+
+    reference = DriftReference("m1", {}, {}, expected_churn_rate=0.3, churn_rate_basis="t")
+    observer = m.DriftObserver(reference, accumulate=False)
+    batch, result = fake_batch()
+    observer.on_batch(batch, result, ScoreSummary(mode="batch"))
+    window: dict[str, Any] = {}
+    observer.on_window(window)
+    assert "drift" not in window and observer.last_block is None

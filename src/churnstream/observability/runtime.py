@@ -72,16 +72,18 @@ def instrument_scorer(
     *,
     metadata: Mapping[str, Any] | None,
     port: int | None = None,
+    drift_in_summary: bool = False,
 ) -> ScorerInstrumentation:
     """Observers for a ScorerLoop, on one private registry, and the server if a port is given.
 
     ``port`` None falls back to ``observability.metrics_port`` (None there: no server);
-    0 picks a free port (``.server.port``).
+    0 picks a free port (``.server.port``). ``drift_in_summary``: the scorer passes the
+    drift reference to ``WindowStats.summary`` itself, so the drift observer only exports.
     """
     obs = settings.observability
     registry = CollectorRegistry()
     metrics = PrometheusScorerObserver(registry, lag_refresh_s=obs.lag_refresh_s)
-    drift = DriftObserver(drift_reference(metadata, obs), registry)
+    drift = DriftObserver(drift_reference(metadata, obs), registry, accumulate=not drift_in_summary)
     health = ScorerHealth(
         metrics,
         probe=KafkaBrokerProbe(settings.kafka, obs.broker_check_timeout_s),
