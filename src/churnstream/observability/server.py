@@ -25,6 +25,8 @@ from prometheus_client.exposition import choose_encoder
 logger = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 5.0
+#: How often serve_forever checks for shutdown: close() takes up to this long.
+SHUTDOWN_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,12 @@ def start_metrics_server(
     """
     httpd = ThreadingHTTPServer((host, port), _handler(registry, health_fn))
     httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, name=f"metrics-http-{port}", daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever,
+        kwargs={"poll_interval": SHUTDOWN_POLL_S},
+        name=f"metrics-http-{port}",
+        daemon=True,
+    )
     thread.start()
     server = MetricsServer(httpd, thread)
     logger.info("metrics and health on %s/metrics", server.url)
