@@ -18,7 +18,9 @@ from sklearn.pipeline import Pipeline
 
 from churnstream.exceptions import ModelError, ModelLoadError
 from churnstream.model import artifacts
-from churnstream.schemas import FEATURE_COLUMNS
+from churnstream.model.compiled import CompiledPipeline, UnsupportedModelError
+from churnstream.model.features import RAW_CATEGORICAL, FeatureBatch
+from churnstream.schemas import CATEGORICAL_LEVELS, FEATURE_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +32,9 @@ NEGATIVE_LABEL = "No"
 # The smoke prediction must reproduce training's probability to this absolute tolerance;
 # looser than float noise from BLAS differences, far tighter than any real model change.
 SMOKE_TOLERANCE = 1e-6
+#: Rows of the synthetic batch on which the compiled model must equal the pipeline at load.
+COMPILED_CHECK_ROWS = 512
+COMPILED_CHECK_SEED = 20251003
 
 
 class Scorer:
@@ -42,6 +47,8 @@ class Scorer:
         self.version: str = str(metadata["version"])
         self.threshold: float = float(metadata["threshold"]["value"])
         self._columns = list(FEATURE_COLUMNS)
+        #: The pipeline evaluated directly (bit-identical), or None: see enable_compiled().
+        self.compiled: CompiledPipeline | None = None
 
     @classmethod
     def load(cls, path: Path | str) -> Scorer:
@@ -66,6 +73,7 @@ class Scorer:
         pipeline = artifacts.load_pipeline(version_dir, str(metadata["model_sha256"]))
         scorer = cls(pipeline, metadata, version_dir)
         scorer._smoke_test()
+        scorer.enable_compiled()
         logger.info(
             "loaded model %s from %s (threshold %.4f)",
             scorer.version,
@@ -92,6 +100,45 @@ class Scorer:
                 f"{self.path}: smoke prediction gave {got:.6f}, training recorded "
                 f"{expected:.6f} (trained with scikit-learn {trained}); retrain the model"
             )
+
+    def enable_compiled(self) -> bool:
+        """Use :class:`CompiledPipeline` for :meth:`predict_features` if it is exact here.
+
+        It must give probabilities identical to the pipeline's, bit for bit, on a synthetic
+        batch covering every level and the numeric ranges; otherwise (or for a pipeline of
+        another shape) the pipeline itself keeps scoring, with a log line saying why.
+        """
+        try:
+            compiled = CompiledPipeline.compile(self.pipeline)
+            check = synthetic_features(COMPILED_CHECK_ROWS, COMPILED_CHECK_SEED)
+            expected = np.asarray(self.pipeline.predict_proba(check.to_frame())[:, 1], float)
+            got = compiled.predict_proba(check)
+        except (UnsupportedModelError, ValueError, TypeError, KeyError) as exc:
+            logger.info("model %s scored by the pipeline (%s)", self.version, exc)
+            self.compiled = None
+            return False
+        if not np.array_equal(expected, got):
+            worst = float(np.max(np.abs(expected - got)))
+            logger.warning(
+                "compiled model differs from the pipeline by up to %.3g; using the pipeline",
+                worst,
+            )
+            self.compiled = None
+            return False
+        self.compiled = compiled
+        return True
+
+    def predict_features(self, batch: FeatureBatch) -> np.ndarray:
+        """Churn probability per row of decoded features; identical to :meth:`predict_proba`
+        on ``batch.to_frame()``, without building that frame when the model is compiled."""
+        if len(batch) == 0:
+            return np.empty(0, dtype=float)
+        if self.compiled is not None:
+            try:
+                return self.compiled.predict_proba(batch)
+            except UnsupportedModelError:
+                pass  # e.g. non-finite inputs: the pipeline decides what they give
+        return self.predict_proba(batch.to_frame())
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Churn probability per row, as float64, in one call for the whole batch.
@@ -126,3 +173,24 @@ class Scorer:
             },
             index=frame.index,
         )
+
+
+def synthetic_features(rows: int, seed: int) -> FeatureBatch:
+    """Random but valid feature rows: every level of every categorical, numbers in range
+    (tenure 0-100 with zeros, charges 0-200, totals 0-12,000 with zeros)."""
+    rng = np.random.default_rng(seed)
+    codes = np.column_stack(
+        [rng.integers(0, len(CATEGORICAL_LEVELS[name]), rows) for name in RAW_CATEGORICAL]
+    ).astype(np.int8)
+    tenure = rng.integers(0, 101, rows)
+    tenure[: rows // 10] = 0
+    monthly = np.round(rng.uniform(0, 200, rows), 2)
+    total = np.round(rng.uniform(0, 12_000, rows), 2)
+    total[rows // 10 : rows // 5] = 0.0
+    return FeatureBatch(
+        codes=codes,
+        senior_citizen=rng.integers(0, 2, rows),
+        tenure=tenure,
+        monthly_charges=monthly,
+        total_charges=total,
+    )

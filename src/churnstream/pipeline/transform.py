@@ -11,9 +11,9 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -22,7 +22,10 @@ from pydantic import ValidationError
 
 from churnstream.events import events_to_frame
 from churnstream.exceptions import InvalidEventError
+from churnstream.model.features import RAW_CATEGORICAL, FeatureBatch
+from churnstream.pipeline import fastpath
 from churnstream.schemas import (
+    CATEGORICAL_LEVELS,
     CustomerEvent,
     DeadLetter,
     ErrorType,
@@ -51,22 +54,25 @@ RETRY_COUNT_HEADER = "churnstream.retry_count"
 RISK_BANDS = ((0.7, "high"), (0.4, "medium"), (0.0, "low"))
 
 Headers = list[tuple[str, bytes]]
+_NO_HEADERS: Headers = []  # shared default; never mutated
 
 
-@dataclass(frozen=True)
-class RawMessage:
-    """What the transform needs of a Kafka message (decoupled from confluent_kafka.Message)."""
+class RawMessage(NamedTuple):
+    """What the transform needs of a Kafka message (decoupled from confluent_kafka.Message).
+
+    A named tuple rather than a dataclass: the poll loop builds one per message, and a tuple
+    costs a third of a frozen dataclass to create.
+    """
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: Headers = field(default_factory=list)
+    headers: Headers = _NO_HEADERS
 
 
-@dataclass(frozen=True)
-class OutMessage:
+class OutMessage(NamedTuple):
     key: bytes | None
     value: bytes
     headers: Headers
@@ -201,7 +207,7 @@ def _e2e_ms(event_ts: str, processed: datetime) -> float:
         return math.nan
 
 
-def score_batch(
+def score_batch_reference(
     messages: Sequence[RawMessage],
     predict_proba: Callable[[pd.DataFrame], np.ndarray],
     *,
@@ -210,10 +216,11 @@ def score_batch(
     consumer_group: str | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> BatchResult:
-    """Decode, validate and score a batch; every message ends as a prediction or a letter.
+    """The reference transform: one pydantic event and one prediction model per message.
 
-    The model is called once for all valid events. If that call fails, each row is scored
-    on its own so that only the rows the model cannot handle become ``inference_error``.
+    :func:`score_batch` must give the same result (bodies, headers, dead letters, scored
+    rows) for every input; the tests compare the two. Kept as the definition of the
+    behaviour, and for those tests.
     """
     good: list[tuple[RawMessage, CustomerEvent]] = []
     letters: list[OutMessage] = []
@@ -342,3 +349,259 @@ SCORED_COLUMNS = [
     "source_partition",
     "source_offset",
 ]
+
+
+def score_batch(
+    messages: Sequence[RawMessage],
+    predict_proba: Callable[[pd.DataFrame], np.ndarray],
+    *,
+    threshold: float,
+    model_version: str,
+    consumer_group: str | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> BatchResult:
+    """Decode, validate and score a batch; every message ends as a prediction or a letter.
+
+    The model is called once for all valid events. If that call fails, each row is scored
+    on its own so that only the rows the model cannot handle become ``inference_error``.
+
+    This is the fast path (:mod:`churnstream.pipeline.fastpath`): the batch is decoded and
+    checked column by column, and only the messages that check does not accept go through
+    the pydantic reference, so the result equals :func:`score_batch_reference`'s. When
+    ``predict_proba`` is a bound method of an object that also has ``predict_features``
+    (a :class:`~churnstream.model.scorer.Scorer`), the model gets the decoded columns
+    directly instead of a DataFrame.
+    """
+    now_iso = format_ts(clock())
+    letters: list[OutMessage] = []
+    types: dict[str, int] = {}
+    codes: dict[str, int] = {}
+
+    def reject(
+        msg: RawMessage, error_type: ErrorType, reason: str, code: str, details: Sequence[str] = ()
+    ) -> None:
+        letters.append(
+            dead_letter(
+                msg,
+                error_type=error_type,
+                reason=reason,
+                code=code,
+                details=details,
+                consumer_group=consumer_group,
+                failed_ts=now_iso,
+            )
+        )
+        types[error_type] = types.get(error_type, 0) + 1
+        codes[code] = codes.get(code, 0) + 1
+
+    try:
+        fast, slow = fastpath.check_batch([m.value for m in messages], [m.key for m in messages])
+    except Exception:  # noqa: BLE001 - the reference decoder can always take over
+        logger.exception("fast check failed; decoding this batch message by message")
+        fast, slow = fastpath.check_batch([], [])[0], list(range(len(messages)))
+
+    # The messages the fast check did not accept: the reference decides, in message order.
+    slow_events: list[tuple[int, CustomerEvent]] = []
+    for position in slow:
+        msg = messages[position]
+        try:
+            slow_events.append((position, decode_event(msg)))
+        except InvalidEventError as exc:
+            reject(msg, "validation_error", exc.reason, exc.code, exc.details)
+        except Exception as exc:  # noqa: BLE001 - one odd message must not stop the stream
+            logger.exception(
+                "unexpected error decoding %s[%d]@%d", msg.topic, msg.partition, msg.offset
+            )
+            reject(msg, "processing_error", f"{type(exc).__name__}: {exc}", "processing")
+
+    # Valid rows in message order: the fast ones, with any the reference accepted merged in.
+    positions = list(fast.positions)
+    customer_ids = list(fast.customer_ids)
+    stamps = list(fast.event_ts)
+    moments: list[datetime | None] = list(fast.event_dt)
+    events: list[CustomerEvent | None] = [None] * len(fast)
+    features = fast.features
+    if slow_events:
+        positions += [p for p, _ in slow_events]
+        customer_ids += [e.customerID for _, e in slow_events]
+        stamps += [e.event_ts for _, e in slow_events]
+        moments += [None] * len(slow_events)
+        events += [e for _, e in slow_events]
+        order = np.argsort(np.asarray(positions), kind="stable")
+        features = fastpath.concat_features(
+            [features, fastpath.features_of_events([e for _, e in slow_events])], order
+        )
+        ordered = order.tolist()
+        positions = [positions[i] for i in ordered]
+        customer_ids = [customer_ids[i] for i in ordered]
+        stamps = [stamps[i] for i in ordered]
+        moments = [moments[i] for i in ordered]
+        events = [events[i] for i in ordered]
+
+    probabilities = np.empty(0)
+    inference_ms = 0.0
+    n_good = len(positions)
+    if n_good:
+        owner = getattr(predict_proba, "__self__", None)
+        predict_features = getattr(owner, "predict_features", None)
+        started = time.perf_counter()
+        if callable(predict_features):
+            probabilities = _predict(
+                lambda rows: predict_features(
+                    features if rows is None else fastpath.take_features(features, rows)
+                ),
+                n_good,
+            )
+        else:
+            frame = features.to_frame()
+            probabilities = _predict(
+                lambda rows: predict_proba(frame if rows is None else frame.iloc[rows]),
+                n_good,
+            )
+        inference_ms = (time.perf_counter() - started) * 1000
+
+    processed = clock()
+    processed_iso = format_ts(processed)
+    finite = np.isfinite(probabilities) if n_good else np.zeros(0, dtype=bool)
+    # min(1.0, max(0.0, p)) as the reference writes it, element for element.
+    clipped = np.where(probabilities > 0.0, probabilities, 0.0)
+    clipped = np.where(clipped < 1.0, clipped, 1.0)
+    labels_yes = clipped >= threshold
+    template = fastpath.prediction_template(processed_iso, model_version, inference_ms)
+    texts = fastpath.number_texts(clipped[finite].tolist())
+    version_bytes = model_version.encode()
+    band_headers = {name: (RISK_BAND_HEADER, name.encode()) for _, name in RISK_BANDS}
+    version_header = (MODEL_VERSION_HEADER, version_bytes)
+
+    predictions: list[OutMessage] = []
+    kept: list[int] = []
+    text_index = 0
+    finite_list = finite.tolist()
+    clipped_list = clipped.tolist()
+    yes_list = labels_yes.tolist()
+    for row in range(n_good):
+        msg = messages[positions[row]]
+        if not finite_list[row]:
+            reject(msg, "inference_error", "the model could not score this record", "inference")
+            continue
+        probability = clipped_list[row]
+        label = "Yes" if yes_list[row] else "No"
+        event = events[row]
+        if event is None:
+            body = (template % (customer_ids[row], texts[text_index], label, stamps[row])).encode()
+        else:  # accepted by the reference: its text may need JSON escapes
+            body = orjson.dumps(
+                dump_body(
+                    Prediction(
+                        customerID=event.customerID,
+                        churn_probability=probability,
+                        prediction=label,
+                        event_ts=event.event_ts,
+                        processed_ts=processed_iso,
+                        model_version=model_version,
+                        inference_latency_ms=inference_ms,
+                    )
+                )
+            )
+        text_index += 1
+        predictions.append(
+            OutMessage(
+                customer_ids[row].encode(),
+                body,
+                [
+                    (SOURCE_HEADER, f"{msg.topic}:{msg.partition}:{msg.offset}".encode()),
+                    band_headers[risk_band(probability)],
+                    version_header,
+                ],
+            )
+        )
+        kept.append(row)
+
+    return BatchResult(
+        predictions=predictions,
+        dead_letters=letters,
+        scored=_scored_frame(
+            kept,
+            messages,
+            positions,
+            customer_ids,
+            stamps,
+            moments,
+            features,
+            clipped,
+            labels_yes,
+            inference_ms,
+            processed,
+        ),
+        dead_letter_types=types,
+        dead_letter_codes=codes,
+        inference_ms=inference_ms,
+    )
+
+
+def _predict(call: Callable[[Any], Any], n: int) -> np.ndarray:
+    """One model call for the batch; if it fails, row by row (NaN where a row fails)."""
+    try:
+        probabilities = np.asarray(call(None), dtype=float)
+        if probabilities.shape != (n,) or not np.isfinite(probabilities).all():
+            raise ValueError(f"model returned {probabilities.shape} / non-finite values")
+    except Exception:  # noqa: BLE001 - isolate the rows the model cannot score
+        logger.warning("batch inference failed; scoring %d rows one by one", n)
+        probabilities = np.full(n, np.nan)
+        for i in range(n):
+            try:
+                one = np.asarray(call(slice(i, i + 1)), dtype=float)
+                probabilities[i] = float(one[0]) if np.isfinite(one).all() else np.nan
+            except Exception as exc:  # noqa: BLE001
+                logger.debug("row %d failed: %s", i, exc)
+    return probabilities
+
+
+def _scored_frame(
+    kept: list[int],
+    messages: Sequence[RawMessage],
+    positions: list[int],
+    customer_ids: list[str],
+    stamps: list[str],
+    moments: list[datetime | None],
+    features: FeatureBatch,
+    clipped: np.ndarray,
+    labels_yes: np.ndarray,
+    inference_ms: float,
+    processed: datetime,
+) -> pd.DataFrame:
+    """The analytics rows, with the reference's columns and dtypes."""
+    if not kept:
+        return pd.DataFrame([], columns=SCORED_COLUMNS)
+    rows = np.asarray(kept, dtype=np.intp)
+    codes = features.codes[rows]
+    sources = [messages[positions[i]] for i in kept]
+    latencies = []
+    for i in kept:
+        moment = moments[i]
+        if moment is None:
+            latencies.append(_e2e_ms(stamps[i], processed))
+        else:
+            latencies.append((processed - moment).total_seconds() * 1000)
+    return pd.DataFrame(
+        {
+            "customerID": [customer_ids[i] for i in kept],
+            "Contract": _LEVELS["Contract"][codes[:, _CODE["Contract"]]],
+            "InternetService": _LEVELS["InternetService"][codes[:, _CODE["InternetService"]]],
+            "PaymentMethod": _LEVELS["PaymentMethod"][codes[:, _CODE["PaymentMethod"]]],
+            "tenure": features.tenure[rows],
+            "MonthlyCharges": features.monthly_charges[rows],
+            "churn_probability": clipped[rows],
+            "prediction": np.where(labels_yes[rows], "Yes", "No").astype(object),
+            "inference_latency_ms": np.full(len(kept), inference_ms),
+            "e2e_latency_ms": np.asarray(latencies, dtype=np.float64),
+            "source_topic": [m.topic for m in sources],
+            "source_partition": np.fromiter((m.partition for m in sources), np.int64, len(kept)),
+            "source_offset": np.fromiter((m.offset for m in sources), np.int64, len(kept)),
+        },
+        columns=SCORED_COLUMNS,
+    )
+
+
+_LEVELS = {name: np.array(levels, dtype=object) for name, levels in CATEGORICAL_LEVELS.items()}
+_CODE = {name: i for i, name in enumerate(RAW_CATEGORICAL)}

@@ -1,0 +1,257 @@
+"""The fast path equals the reference: same accepts, rejects, errors, predictions and rows.
+
+``score_batch`` (fast) and ``score_batch_reference`` (one pydantic event per message) run on
+the same batches; everything they return must match, except ``inference_latency_ms``, which
+is a measured duration. The inputs are the bad-input corpus of ``test_transform.py``, fuzzed
+variants of it, and the whole dataset scored by a real trained model.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+
+from churnstream.data import load_dataset
+from churnstream.events import frame_to_events
+from churnstream.model.features import FeatureBatch
+from churnstream.model.scorer import Scorer, synthetic_features
+from churnstream.pipeline import fastpath
+from churnstream.pipeline.transform import (
+    BatchResult,
+    RawMessage,
+    score_batch,
+    score_batch_reference,
+)
+from churnstream.schemas import CustomerEvent
+from tests.unit import test_transform
+from tests.unit.test_schemas import EVENT
+
+NOW = datetime(2025, 10, 3, 4, 0, 1, tzinfo=UTC)
+TOPIC = "telco.raw.customers"
+LATENCY = re.compile(rb'"inference_latency_ms":[^,}]*')
+
+
+def by_tenure(frame: pd.DataFrame) -> np.ndarray:
+    return np.clip(1.0 - frame["tenure"].to_numpy() / 72.0, 0, 1)
+
+
+def both(
+    messages: list[RawMessage], model: Callable[..., Any] = by_tenure
+) -> tuple[BatchResult, BatchResult]:
+    kwargs: dict[str, Any] = {
+        "threshold": 0.5,
+        "model_version": "vtest",
+        "consumer_group": "g",
+        "clock": lambda: NOW,
+    }
+    return score_batch(messages, model, **kwargs), score_batch_reference(messages, model, **kwargs)
+
+
+def assert_same(fast: BatchResult, reference: BatchResult) -> None:
+    def outs(result: BatchResult) -> list[tuple[Any, ...]]:
+        return [(o.key, LATENCY.sub(b"", o.value), o.headers) for o in result.predictions]
+
+    assert outs(fast) == outs(reference)
+    assert [tuple(o) for o in fast.dead_letters] == [tuple(o) for o in reference.dead_letters]
+    assert fast.dead_letter_types == reference.dead_letter_types
+    assert fast.dead_letter_codes == reference.dead_letter_codes
+    pd.testing.assert_frame_equal(
+        fast.scored.drop(columns="inference_latency_ms"),
+        reference.scored.drop(columns="inference_latency_ms"),
+    )
+
+
+def msg(value: bytes | None, offset: int, key: bytes | None = b"7590-VHVEG") -> RawMessage:
+    return RawMessage(TOPIC, 1, offset, key, value)
+
+
+def corpus() -> list[bytes | None]:
+    """The bad inputs of test_transform.py's parametrised dead-letter test."""
+    mark = next(
+        m
+        for m in test_transform.test_bad_messages_are_dead_lettered_and_the_rest_scored.pytestmark
+        if m.name == "parametrize"
+    )
+    return [case[0] for case in mark.args[1]]
+
+
+def test_bad_input_corpus_gives_the_reference_result() -> None:
+    bad = corpus()
+    assert len(bad) >= 14
+    good = orjson.dumps(EVENT)
+    messages = [msg(good, 0)]
+    for i, value in enumerate(bad):
+        messages += [msg(value, 2 * i + 1), msg(good, 2 * i + 2)]
+    fast, reference = both(messages)
+    assert len(reference.dead_letters) == len(bad)
+    assert_same(fast, reference)
+    for i, value in enumerate(bad):  # and each on its own
+        assert_same(*both([msg(value, i)]))
+
+
+# -- fuzzing ---------------------------------------------------------------------------------
+TRICKY: list[Any] = [
+    None, True, False, 0, 1, -1, 2, 12, 100, 101, 200, 201, 0.0, -0.0, 0.5, 1.0, 199.99,
+    200.0, 200.0001, -0.01, 1e308, 2**63 - 1, 2**63, 2**64, 10**30, "", " ", "  ", "\t", "\n",
+    "\u00a0", "\u2003", "\x1c", "12", "12.5", "12.", ".5", "1e3", "-1", "0", "12\n", " 12",
+    "１２", "12.5.1", "9" * 40, "Yes", "No", "yes", "Yes ", "Yes\n", "No internet service",
+    "Fiber optic", "Month-to-month", "Two year", "Electronic check", "Male", "Female",
+    "No phone service", "DSL", [], ["Yes"], {}, {"a": 1}, "7590-VHVEG", "7590-VHVEG\n",
+    "7590-vhveg", "\u0667\u0665\u0669\u0660-VHVEG", "2025-10-03T04:00:00Z",
+    "2025-10-03T04:00:00", "2025-10-03T04:00:00.123456Z", "2025-10-03T04:00:00.1234567Z",
+    "2025-10-03T04:00:00Z\n", "2025-10-03T04:00:00\n", "2025-13-40T00:00:00Z",
+    "2025-02-29T00:00:00Z", "2024-02-29T00:00:00Z", "2025-10-03T04:00:00+00:00",
+    "2025-10-03 04:00:00", "\uff12\uff10\uff12\uff15-10-03T04:00:00Z", "2025-10-03T24:00:00Z",
+]  # fmt: skip
+
+
+def mutate(rng: random.Random) -> tuple[bytes | None, bytes | None]:
+    """One event, changed in one to three ways; returns (key, body)."""
+    event: dict[str, Any] = dict(EVENT)
+    key: bytes | None = b"7590-VHVEG"
+    for _ in range(rng.randint(1, 3)):
+        action = rng.random()
+        field = rng.choice(list(EVENT))
+        if action < 0.6:
+            event[field] = rng.choice(TRICKY)
+        elif action < 0.7:
+            event.pop(field, None)
+        elif action < 0.75:
+            event[rng.choice(["surprise", "churn", "Churn"])] = rng.choice(TRICKY)
+        elif action < 0.85:
+            key = rng.choice([None, b"1234-ABCDE", b"7590-VHVEG", b"", b"7590-VHVEG\n"])
+        else:
+            event["customerID"] = rng.choice(["1234-ABCDE", "0000-AAAAA"])
+    try:
+        body = orjson.dumps(event)
+    except TypeError:  # an int beyond 64 bits: the json module writes it
+        body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+    roll = rng.random()
+    if roll < 0.05:
+        body = body[: rng.randint(0, len(body))]
+    elif roll < 0.1:
+        at = rng.randint(0, len(body))
+        body = body[:at] + bytes([rng.randint(0, 255)]) + body[at:]
+    elif roll < 0.13:
+        body = b"  " + body + b"\n"
+    elif roll < 0.15:
+        body = body.replace(b'"tenure":', b'"tenure":NaN,"x":', 1)
+    elif roll < 0.17:
+        body = body.replace(b"7590", "\u0667590".encode(), 1)
+    return key, body
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fuzzed_batches_give_the_reference_result(seed: int) -> None:
+    rng = random.Random(seed)
+    good = orjson.dumps(EVENT)
+    for batch in range(40):
+        messages = []
+        for offset in range(50):
+            if rng.random() < 0.3:
+                messages.append(msg(good, offset))
+            else:
+                key, body = mutate(rng)
+                messages.append(msg(body, offset, key))
+        fast, reference = both(messages)
+        assert_same(fast, reference)
+        assert len(fast.predictions) + len(fast.dead_letters) == len(messages), batch
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_what_the_fast_check_accepts_is_valid(seed: int) -> None:
+    """The fast check is a sufficient condition: pydantic accepts every row it accepts."""
+    rng = random.Random(1000 + seed)
+    pairs = [mutate(rng) for _ in range(1500)]
+    accepted, slow = fastpath.check_batch([b for _, b in pairs], [k for k, _ in pairs])
+    assert sorted(accepted.positions + slow) == list(range(len(pairs)))
+    for row, position in enumerate(accepted.positions):
+        key, body = pairs[position]
+        event = CustomerEvent.model_validate(orjson.loads(body or b""))
+        assert key is None or key == event.customerID.encode()
+        assert event.event_ts == accepted.event_ts[row]
+        assert float(event.total_charges_value()) == accepted.features.total_charges[row]
+
+
+def test_non_ascii_text_accepted_by_the_reference_is_scored_the_same() -> None:
+    """Bodies the fast check leaves to the reference still become the same predictions."""
+    odd = [
+        orjson.dumps({**EVENT, "TotalCharges": "\u2003"}),
+        orjson.dumps({**EVENT, "TotalCharges": "12\n"}),
+        orjson.dumps({**EVENT, "TotalCharges": "9" * 40}),
+        b" " + orjson.dumps(EVENT),
+        orjson.dumps({**EVENT, "event_ts": "2025-10-03T04:00:00\n"}),
+    ]
+    messages = [msg(orjson.dumps(EVENT), 0)] + [msg(v, i + 1) for i, v in enumerate(odd)]
+    assert_same(*both(messages))
+
+
+def test_features_model_failing_on_one_row_dead_letters_only_that_row() -> None:
+    class Fragile:
+        def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+            if (frame["tenure"] == 13).any():
+                raise ValueError("cannot score tenure 13")
+            return by_tenure(frame)
+
+        def predict_features(self, batch: FeatureBatch) -> np.ndarray:
+            return self.predict_proba(batch.to_frame())
+
+    model = Fragile()
+    messages = [msg(orjson.dumps({**EVENT, "tenure": t}), i) for i, t in enumerate([1, 13, 5])]
+    fast, reference = both(messages, model.predict_proba)
+    assert len(fast.predictions) == 2 and fast.dead_letter_codes == {"inference": 1}
+    assert_same(fast, reference)
+
+
+# -- the real model --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def scorer(model_dir: Path) -> Scorer:
+    return Scorer.load(model_dir)
+
+
+def test_compiled_model_is_bit_identical_to_the_pipeline(
+    scorer: Scorer, dataset_path: Path
+) -> None:
+    assert scorer.compiled is not None
+    frame = load_dataset(dataset_path)
+    decoded, slow = fastpath.check_batch(
+        [orjson.dumps(e) for e in frame_to_events(frame, "2025-10-03T04:00:00Z")],
+        [None] * len(frame),
+    )
+    assert not slow
+    expected = scorer.predict_proba(frame)
+    assert np.array_equal(scorer.compiled.predict_proba(decoded.features), expected)
+    # Same batch, same numbers (BLAS may round a 2-row batch differently from 7,043 rows,
+    # in the pipeline and the compiled model alike, so each size is compared on its own).
+    for size in (1, 2, 7, 64, 1000):
+        part = fastpath.take_features(decoded.features, slice(0, size))
+        assert np.array_equal(scorer.predict_features(part), scorer.predict_proba(frame[:size]))
+    check = synthetic_features(300, 5)
+    assert np.array_equal(
+        scorer.compiled.predict_proba(check), scorer.predict_proba(check.to_frame())
+    )
+
+
+def test_dataset_scored_by_the_real_model_equals_the_reference(
+    scorer: Scorer, dataset_path: Path
+) -> None:
+    frame = load_dataset(dataset_path)
+    events = frame_to_events(frame, "2025-10-03T04:00:00.000000Z")
+    messages = [
+        RawMessage(TOPIC, i % 3, i, e["customerID"].encode(), orjson.dumps(e))
+        for i, e in enumerate(events)
+    ]
+    for start in range(0, len(messages), 2500):
+        fast, reference = both(messages[start : start + 2500], scorer.predict_proba)
+        assert_same(fast, reference)
+        assert not fast.dead_letters
