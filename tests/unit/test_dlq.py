@@ -359,6 +359,8 @@ def run(*args: str) -> Any:
         (["--code", "nope"], "--code nope is not one of"),
         (["--error-type", "oops"], "--error-type oops is not one of"),
         (["--since", "yesterday"], "ISO 8601"),
+        (["--from-topic", "d", "--to-topic", "d"], "into themselves"),
+        (["--from-topic", "d", "--to-topic", "d.replays"], "into themselves"),
     ],
 )
 def test_replay_rejects_bad_filters_in_one_line(args: list[str], needle: str) -> None:

@@ -176,7 +176,13 @@ def replay(
     timeout: TimeoutOption = ADMIN_TIMEOUT_S,
 ) -> None:
     """Re-send dead-lettered originals to the input topic, once per letter (see markers)."""
-    from churnstream.dlq import KNOWN_CODES, KNOWN_ERROR_TYPES, LetterFilter, parse_when
+    from churnstream.dlq import (
+        KNOWN_CODES,
+        KNOWN_ERROR_TYPES,
+        LetterFilter,
+        marker_topic_for,
+        parse_when,
+    )
     from churnstream.kafka import dlq_io
 
     for flag, given, known in (
@@ -208,6 +214,8 @@ def replay(
         dry_run=dry_run,
         transactional=transactional,
     )
+    if request.to_topic in (request.from_topic, marker_topic_for(request.from_topic)):
+        raise ConfigError(f"--to-topic {request.to_topic} would replay letters into themselves")
     outcome, plan = dlq_io.replay(settings, request, idle_s=idle, timeout_s=timeout)
     if as_json:
         _dump({"filter": request.letter_filter.describe(), **outcome.to_dict()})

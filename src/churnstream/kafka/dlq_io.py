@@ -17,11 +17,15 @@ By default the replayed messages and their markers are written in **one Kafka tr
 per chunk (``transactional.id`` = ``churnstream-dlq-replay.<dead-letter topic>``): on Apache
 Kafka or Redpanda, a crash leaves either both or neither visible to ``read_committed``
 readers, and the next replay's ``init_transactions()`` aborts a transaction a crashed run
-left open. Within the transaction the markers are produced only after the replayed messages
-are acknowledged, and without transactions (``transactional=False``) the same order holds
-across two steps; so where atomicity is missing (tansu never aborts a crashed producer's
-transaction, and no transaction at all) a crash errs on the side of *replayed but not
-marked*: at-least-once, like the scorer, never a letter marked but not re-sent.
+left open (else the broker does after ``transaction.timeout.ms``, 10 s, which also bounds
+how long it holds back ``read_committed`` readers of the input topic). The same id means a
+second replay of one dead-letter topic fences a running one.
+
+Within the transaction the markers are produced only after the replayed messages are
+acknowledged, and without transactions (``--no-transactions``) the same order holds across
+two steps. So where atomicity is missing (tansu never aborts a crashed producer's
+transaction; no transaction at all) a crash errs on the side of *replayed but not marked*:
+at-least-once, like the scorer, never a letter marked but not re-sent.
 """
 
 from __future__ import annotations
@@ -318,9 +322,10 @@ class ReplayProducer:
     """A producer that knows, per message, whether and where it was acknowledged."""
 
     def __init__(self, settings: Settings, *, txn_id: str | None) -> None:
-        conf = settings.kafka.producer_config(settings.producer)
-        if txn_id is not None:
-            conf["transactional.id"] = txn_id
+        if txn_id is None:
+            conf = settings.kafka.producer_config(settings.producer)
+        else:
+            conf = settings.kafka.transactional_producer_config(settings.producer, txn_id)
         try:
             self.producer = Producer(conf)
         except (KafkaException, ValueError, TypeError) as exc:
