@@ -29,12 +29,18 @@ class DeliveryStats:
     failed: int = 0
     last_error: str | None = None
     errors_by_code: dict[str, int] = field(default_factory=dict)
+    #: Highest acknowledged offset per (topic, partition): where this producer's writes end.
+    high_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         with self._lock:
             if err is None:
                 self.delivered += 1
+                key = (msg.topic() or "", msg.partition() or 0)
+                offset = msg.offset() or 0
+                if offset > self.high_offsets.get(key, -1):
+                    self.high_offsets[key] = offset
                 return
             self.failed += 1
             self.last_error = str(err)

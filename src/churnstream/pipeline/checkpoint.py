@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from churnstream.exceptions import DataError
@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """Where a batch run stands. ``next_row`` rows of the file have been acknowledged."""
+    """Where a batch run stands. Rows before ``next_row`` are acknowledged."""
 
     data_path: str
     data_sha256: str
@@ -26,6 +26,10 @@ class Checkpoint:
     failed: int
     run_id: str
     updated_at: str
+    #: End offset of each partition (as text keys, for JSON) once the acknowledged rows were
+    #: written. A resume reads the topic from here to find rows of this run that a crash
+    #: wrote after the checkpoint, and does not send them again.
+    end_offsets: dict[str, int] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:

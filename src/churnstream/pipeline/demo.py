@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
-
 from churnstream.exceptions import ChurnstreamError
 from churnstream.kafka import admin, broker
+from churnstream.kafka.offsets import end_offsets
 from churnstream.pipeline.observers import ScorerObserver
 from churnstream.pipeline.producer import ProduceOptions, ProduceSummary, run_producer
 from churnstream.pipeline.scorer import ScoreOptions, ScorerLoop, ScoreSummary
@@ -47,23 +46,6 @@ class DemoResult:
     broker_started: bool
     trained: bool
     fetched: bool
-
-
-def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    """The current end offset of each partition, read with a throwaway client."""
-    conf = settings.kafka.consumer_config(
-        settings.consumer, f"churnstream-probe-{uuid.uuid4().hex}"
-    )
-    probe = Consumer(conf)
-    try:
-        metadata = probe.list_topics(topic, timeout=WATERMARK_TIMEOUT_S)
-        partitions = metadata.topics[topic].partitions
-        return {
-            p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=WATERMARK_TIMEOUT_S)[1]
-            for p in partitions
-        }
-    finally:
-        probe.close()
 
 
 def prepare(settings: Settings, *, say: Callable[[str], None]) -> tuple[bool, bool, bool]:

@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from confluent_kafka import Message
 from pydantic import ValidationError
 
 from churnstream.data import read_table, sha256_of, validate_frame
 from churnstream.events import ROW_INDEX_HEADER, RUN_ID_HEADER, encode_event, frame_to_records
 from churnstream.exceptions import DataError, DeliveryError
+from churnstream.kafka.offsets import end_offsets as end_offsets_of
+from churnstream.kafka.offsets import scan_from
 from churnstream.kafka.producer import SafeProducer
 from churnstream.pipeline.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from churnstream.schemas import CustomerEvent, utc_now_iso
@@ -59,6 +62,8 @@ class ProduceSummary:
     already_finished: bool = False
     finished: bool = False
     dry_run: bool = False
+    #: Batch resume: rows a crashed run had written after its last checkpoint, not resent.
+    already_present: int = 0
     #: Streaming: events per second between the first and the last send (n-1 intervals).
     send_rate: float | None = None
 
@@ -71,6 +76,8 @@ class ProduceSummary:
     def line(self) -> str:
         verb = "would send" if self.dry_run else "sent"
         extra = f", resumed from row {self.resumed_from}" if self.resumed_from else ""
+        if self.already_present:
+            extra += f" ({self.already_present} already written before the crash)"
         skipped = f", skipped {self.skipped} invalid" if self.skipped else ""
         return (
             f"{self.mode}: {verb} {self.sent}, failed {self.failed}{skipped} in "
@@ -118,7 +125,7 @@ def run_producer(
     if options.mode == "streaming":
         summary = _stream(records, options, producer, stop, on_progress)
     else:
-        summary = _batch(records, options, producer, stop, on_progress)
+        summary = _batch(settings, records, options, producer, stop, on_progress)
     summary.skipped += rejected
     summary.dry_run = options.dry_run
     logger.info("producer finished: %s", summary.line())
@@ -201,18 +208,76 @@ def _stream(
     return summary
 
 
+def _already_written(settings: Settings, checkpoint: Checkpoint) -> set[int]:
+    """Rows of this run that reached the topic after the checkpoint (a crash mid-chunk)."""
+    found: set[int] = set()
+    run_id = checkpoint.run_id.encode()
+
+    def visit(msg: Message) -> None:
+        headers = dict(msg.headers() or [])
+        row = headers.get(ROW_INDEX_HEADER)
+        if headers.get(RUN_ID_HEADER) == run_id and isinstance(row, bytes):
+            found.add(int(row))
+
+    start = {int(p): o for p, o in checkpoint.end_offsets.items()}
+    scanned = scan_from(settings, checkpoint.topic, start, visit)
+    logger.info(
+        "read back %d record(s) written after the checkpoint: %d row(s) of this run are there",
+        scanned,
+        len(found),
+    )
+    return found
+
+
+def _checkpoint(
+    options: ProduceOptions,
+    *,
+    data_sha: str,
+    total: int,
+    next_row: int,
+    sent: int,
+    failed: int,
+    run_id: str,
+    end_offsets: dict[str, int],
+) -> None:
+    save_checkpoint(
+        options.checkpoint_file,
+        Checkpoint(
+            data_path=str(options.data_path),
+            data_sha256=data_sha,
+            topic=options.topic,
+            total_rows=total,
+            next_row=next_row,
+            sent=sent,
+            failed=failed,
+            run_id=run_id,
+            updated_at=utc_now_iso(),
+            end_offsets=end_offsets,
+        ),
+    )
+
+
 def _batch(
+    settings: Settings,
     records: list[dict[str, Any]],
     options: ProduceOptions,
     producer: SafeProducer | None,
     stop: threading.Event,
     on_progress: ProgressFn | None,
 ) -> ProduceSummary:
+    """Send the file in acknowledged chunks, checkpointing after each.
+
+    Resume is exact: every event carries its row index and the run id in headers, and the
+    checkpoint records where the topic ended after the last acknowledged chunk. A restart
+    reads the topic from there, skips the rows of this run that a crash had already written,
+    and sends the rest. A brand-new run writes its first checkpoint before sending anything,
+    so even a crash inside the first chunk resumes rather than starting over.
+    """
     summary = ProduceSummary(mode="batch")
     total = len(records)
     data_sha = sha256_of(options.data_path)
     start_row = 0
-    run_id = uuid.uuid4().hex
+    skip: set[int] = set()
     checkpoint = None if options.dry_run else load_checkpoint(options.checkpoint_file)
     if checkpoint is not None and not options.restart:
         if not checkpoint.matches(data_sha, options.topic) or checkpoint.total_rows != total:
@@ -227,13 +292,31 @@ def _batch(
             return summary
         start_row = checkpoint.next_row
         run_id = checkpoint.run_id
+        end_offsets = dict(checkpoint.end_offsets)
+        prior_sent = checkpoint.sent
         summary.resumed_from = start_row
         logger.info("resuming at row %d of %d from %s", start_row, total, options.checkpoint_file)
+        skip = _already_written(settings, checkpoint)
+    else:
+        run_id = uuid.uuid4().hex
+        prior_sent = 0
+        end_offsets = {}
+        if producer is not None:
+            end_offsets = {str(p): o for p, o in end_offsets_of(settings, options.topic).items()}
+            _checkpoint(
+                options,
+                data_sha=data_sha,
+                total=total,
+                next_row=0,
+                sent=0,
+                failed=0,
+                run_id=run_id,
+                end_offsets=end_offsets,
+            )
 
     end_row = total
     if options.max_events is not None:
         end_row = min(total, start_row + options.max_events)
-    prior_sent = checkpoint.sent if checkpoint is not None and not options.restart else 0
     started = time.monotonic()
     row = start_row
     if on_progress is not None:
@@ -241,6 +324,9 @@ def _batch(
     while row < end_row and not stop.is_set():
         chunk_end = min(end_row, row + options.batch_size)
         for index in range(row, chunk_end):
+            if index in skip:
+                summary.already_present += 1
+                continue
             event = {**records[index], "event_ts": utc_now_iso()}
             if options.validate and not _valid_event(event):
                 summary.skipped += 1
@@ -265,19 +351,20 @@ def _batch(
                     f"({producer.stats.last_error or f'{remaining} still queued'}); "
                     f"the checkpoint stays at row {row}, so a re-run resumes there"
                 )
-            save_checkpoint(
-                options.checkpoint_file,
-                Checkpoint(
-                    data_path=str(options.data_path),
-                    data_sha256=data_sha,
-                    topic=options.topic,
-                    total_rows=total,
-                    next_row=chunk_end,
-                    sent=prior_sent + producer.stats.delivered,
-                    failed=producer.stats.failed,
-                    run_id=run_id,
-                    updated_at=utc_now_iso(),
-                ),
+            for (topic, partition), offset in producer.stats.high_offsets.items():
+                if topic == options.topic:
+                    end_offsets[str(partition)] = max(
+                        end_offsets.get(str(partition), 0), offset + 1
+                    )
+            _checkpoint(
+                options,
+                data_sha=data_sha,
+                total=total,
+                next_row=chunk_end,
+                sent=prior_sent + producer.stats.delivered + summary.already_present,
+                failed=producer.stats.failed,
+                run_id=run_id,
+                end_offsets=end_offsets,
             )
         row = chunk_end
         if on_progress is not None:
