@@ -8,6 +8,7 @@ import logging.handlers
 from pathlib import Path
 from typing import Literal
 
+from rich.console import Console
 from rich.logging import RichHandler
 
 LOG_MAX_BYTES = 10 * 1024 * 1024
@@ -50,7 +51,10 @@ def configure_logging(
         console = logging.StreamHandler()
         console.setFormatter(JsonFormatter())
     else:
-        console = RichHandler(show_path=False, rich_tracebacks=False, markup=False)
+        # stderr, so that logs never mix into what a command prints on stdout (JSON, dumps).
+        console = RichHandler(
+            console=Console(stderr=True), show_path=False, rich_tracebacks=False, markup=False
+        )
         console.setFormatter(logging.Formatter("%(message)s"))
     console.setLevel("WARNING" if quiet else (console_level or level).upper())
     root.addHandler(console)

@@ -12,11 +12,15 @@ def register(app: App) -> None:
         broker,
         config_cmd,
         consume_cmd,
+        dashboard_cmd,
         data_cmd,
         demo_cmd,
+        dlq_cmd,
         predict_cmd,
         produce_cmd,
+        report_cmd,
         schema_cmd,
+        status_cmd,
         topics,
     )
     from churnstream.cli import train as train_cmd
@@ -26,9 +30,13 @@ def register(app: App) -> None:
     app.add_typer(config_cmd.app, name="config")
     app.add_typer(data_cmd.app, name="data")
     app.add_typer(schema_cmd.app, name="schema")
+    app.add_typer(dlq_cmd.app, name="dlq")
     app.command("train")(train_cmd.train)
     app.command("predict")(predict_cmd.predict)
     app.command("produce")(produce_cmd.produce)
     app.command("consume")(consume_cmd.consume)
     app.command("demo")(demo_cmd.demo)
+    app.command("status")(status_cmd.status)
+    app.command("dashboard")(dashboard_cmd.dashboard)
+    app.command("report")(report_cmd.report)
     _ = typer  # keep the import for type checkers of sub-apps

@@ -62,8 +62,22 @@ def produce(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Progress bar.")
     ] = True,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help="Serve Prometheus /metrics and /health on this port (0: any free port).",
+        ),
+    ] = None,
+    connect_timeout: Annotated[
+        float,
+        typer.Option("--connect-timeout", help="Seconds to retry an unreachable broker.", min=0),
+    ] = 60.0,
 ) -> None:
     """Send customer events to Kafka, streaming at a steady rate or the file in chunks."""
+    from churnstream.observability.runtime import instrument_producer
     from churnstream.pipeline.producer import ProduceOptions, run_producer
 
     if mode not in ("streaming", "batch"):
@@ -74,6 +88,7 @@ def produce(
             "producer.events_per_sec": events_per_sec,
             "producer.batch_size": batch_size,
             "producer.checkpoint_file": checkpoint_file,
+            "observability.metrics_port": metrics_port,
         }
     )
     init_logging(ctx, "producer", settings)
@@ -91,6 +106,7 @@ def produce(
         sample=sample,
         seed=seed,
         restart=restart,
+        connect_timeout_s=connect_timeout,
     )
     console = Console(stderr=True)
     show = progress and console.is_terminal and mode == "batch"
@@ -111,11 +127,24 @@ def produce(
         task = bar.add_task("produce", total=None, rate="")
 
         def on_progress(done: int, total: int | None) -> None:
+            inst.metrics.on_progress(done, total)
             elapsed = bar.tasks[task].elapsed or 0.0
             rate = f"{bar.tasks[task].completed / elapsed:,.0f}/s" if elapsed > 0 else ""
             bar.update(task, completed=done, total=total, rate=rate)
 
-        summary = run_producer(settings, options, stop, on_progress=on_progress)
+        inst = instrument_producer(settings)
+        if inst.server is not None:
+            typer.echo(f"metrics: {inst.server.url}/metrics", err=True)
+        try:
+            summary = run_producer(
+                settings,
+                options,
+                stop,
+                on_progress=on_progress,
+                on_delivery=inst.metrics.on_delivery,
+            )
+        finally:
+            inst.close()
     if summary.already_finished:
         typer.echo(
             f"batch already finished: all rows were sent to {options.topic} "

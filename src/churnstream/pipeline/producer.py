@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from churnstream.data import read_table, sha256_of, validate_frame
 from churnstream.events import ROW_INDEX_HEADER, RUN_ID_HEADER, encode_event, frame_to_records
 from churnstream.exceptions import DataError, DeliveryError
+from churnstream.kafka.connect import wait_for_broker
 from churnstream.kafka.offsets import end_offsets as end_offsets_of
 from churnstream.kafka.offsets import scan_from
 from churnstream.kafka.producer import SafeProducer
@@ -49,6 +50,8 @@ class ProduceOptions:
     sample: bool = False
     seed: int | None = None
     restart: bool = False
+    #: How long to keep retrying when no broker answers at start-up.
+    connect_timeout_s: float = 60.0
 
 
 @dataclass
@@ -116,12 +119,22 @@ def run_producer(
     stop: threading.Event,
     *,
     on_progress: ProgressFn | None = None,
+    on_delivery: DeliveryFn | None = None,
 ) -> ProduceSummary:
-    """Run one producer until done, stopped, or bounded by max_events/duration."""
+    """Run one producer until done, stopped, or bounded by max_events/duration.
+
+    ``on_delivery(err, msg)`` sees every acknowledgement and failure (metrics).
+    """
     records, rejected = load_records(options.data_path)
-    producer = (
-        None if options.dry_run else SafeProducer(settings.kafka.producer_config(settings.producer))
-    )
+    if not options.dry_run:
+        # Says clearly that the broker is down and retries; a refused login fails at once.
+        wait_for_broker(
+            settings.kafka, timeout_s=options.connect_timeout_s, stop=stop, what="producer"
+        )
+    producer = None
+    if not options.dry_run:
+        config = settings.kafka.producer_config(settings.producer)
+        producer = SafeProducer(config, on_delivery=on_delivery)
     if options.mode == "streaming":
         summary = _stream(records, options, producer, stop, on_progress)
     else:

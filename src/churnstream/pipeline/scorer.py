@@ -30,6 +30,7 @@ from churnstream.exceptions import BrokerUnavailableError, DeliveryError
 from churnstream.kafka.connect import wait_for_broker
 from churnstream.kafka.producer import SafeProducer
 from churnstream.model.scorer import Scorer
+from churnstream.observability.runtime import drift_reference
 from churnstream.pipeline.observers import ScorerObserver
 from churnstream.pipeline.transform import BatchResult, RawMessage, score_batch
 from churnstream.reports import write_summary
@@ -152,6 +153,8 @@ class ScorerLoop:
         self._window_started = datetime.now(UTC)
         self.assigned = threading.Event()
         self._in_txn = False
+        # The model's training profile, so every window summary carries its drift block.
+        self.drift = drift_reference(self.scorer.metadata, settings.observability)
 
     def _producer(self) -> SafeProducer:
         kafka, opts = self.settings.kafka, self.options
@@ -185,6 +188,7 @@ class ScorerLoop:
             top_k=self.options.top_k,
             model_version=self.scorer.version,
             mode=self.options.mode,
+            drift=self.drift,
         )
         self.summary.last_summary = summary
         for observer in self.observers:
