@@ -42,7 +42,7 @@ format: setup ## Apply ruff's fixes and formatting
 	$(BIN)/ruff format .
 
 bench: setup ## Throughput and latency benchmarks (bench/)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean: ## Remove the venv, caches and generated files (keeps data/)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

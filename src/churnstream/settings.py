@@ -245,6 +245,7 @@ class KafkaSettings(_Frozen):
                 "acks": "all",
                 "linger.ms": producer.linger_ms,
                 "batch.num.messages": producer.batch_num_messages,
+                "batch.size": producer.batch_max_bytes,
                 "compression.type": producer.compression,
                 "message.timeout.ms": producer.delivery_timeout_ms,
                 "queue.buffering.max.messages": producer.queue_max_messages,
@@ -267,6 +268,8 @@ class KafkaSettings(_Frozen):
                 "isolation.level": consumer.isolation_level,
                 "fetch.min.bytes": consumer.fetch_min_bytes,
                 "fetch.wait.max.ms": consumer.fetch_wait_max_ms,
+                "max.partition.fetch.bytes": consumer.max_partition_fetch_bytes,
+                "queued.max.messages.kbytes": consumer.queued_max_kbytes,
             }
         )
         return conf
@@ -289,10 +292,16 @@ class KafkaSettings(_Frozen):
 
 
 class ProducerSettings(_Frozen):
+    """Producer tuning; the reasons for each default are in docs/benchmarks.md."""
+
     events_per_sec: float = Field(default=10.0, gt=0)
     batch_size: int = Field(default=500, ge=1)
-    linger_ms: int = Field(default=5, ge=0)
+    # Short: the event producer's linger is part of every event's end-to-end latency, and
+    # the scorer flushes each micro-batch anyway (a flush sends at once, linger or not).
+    linger_ms: int = Field(default=2, ge=0)
     batch_num_messages: int = Field(default=10_000, ge=1)
+    # Bytes per partition batch: 10,000 records of ~250 bytes fit one request.
+    batch_max_bytes: int = Field(default=1_000_000, ge=1)
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     delivery_timeout_ms: int = Field(default=30_000, ge=1000)
     queue_max_messages: int = Field(default=100_000, ge=1)
@@ -300,14 +309,23 @@ class ProducerSettings(_Frozen):
 
 
 class ConsumerSettings(_Frozen):
+    """Consumer tuning; the reasons for each default are in docs/benchmarks.md."""
+
     group_id: str = "churnstream-scorer"
-    max_batch_records: int = Field(default=1000, ge=1)
-    max_batch_wait_ms: int = Field(default=100, ge=1)
+    # Large micro-batches amortise the per-batch flush and commit round trips under load;
+    # a short wait keeps latency low when traffic is light (a poll returns as soon as
+    # max_batch_records are queued, so the wait only matters below that).
+    max_batch_records: int = Field(default=5000, ge=1)
+    max_batch_wait_ms: int = Field(default=10, ge=1)
     idle_timeout_ms: int = Field(default=10_000, ge=1)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
     fetch_min_bytes: int = Field(default=1, ge=1)
     fetch_wait_max_ms: int = Field(default=100, ge=0)
+    max_partition_fetch_bytes: int = Field(default=1_048_576, ge=1)
+    # librdkafka's prefetch queue (default 64 MB): a few batches ahead is enough, and it
+    # bounds the scorer's memory when it starts behind a large backlog.
+    queued_max_kbytes: int = Field(default=16_384, ge=1)
     summary_interval_s: float = Field(default=60.0, gt=0)
     top_k: int = Field(default=10, ge=1)
 

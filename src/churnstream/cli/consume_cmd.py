@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -73,6 +78,14 @@ def consume(
         float,
         typer.Option("--connect-timeout", help="Seconds to retry an unreachable broker.", min=0),
     ] = 60.0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Run N scorer processes of this command in one consumer group, supervised.",
+        ),
+    ] = 1,
 ) -> None:
     """Score customer events with the model; predictions out, bad messages to dead letters."""
     from churnstream.pipeline.scorer import ScoreOptions, ScorerLoop
@@ -80,6 +93,11 @@ def consume(
 
     if mode not in ("streaming", "batch"):
         raise ConfigError(f"--mode must be 'streaming' or 'batch', not {mode!r}")
+    if workers > 1:
+        code = supervise(worker_commands(ctx, workers))
+        if code:
+            raise typer.Exit(code)
+        return
     settings = get_settings(
         **{
             "kafka.bootstrap_servers": broker,
@@ -118,3 +136,95 @@ def consume(
     typer.echo(summary.line())
     if summary.reports:
         typer.echo(f"reports: {', '.join(str(p) for p in summary.reports[-2:])}")
+
+
+# -- --workers N: a supervisor over N copies of this command --------------------------------
+#: How long the supervisor waits for workers after forwarding a signal before killing them.
+WORKER_STOP_TIMEOUT_S = 60.0
+
+
+def worker_commands(ctx: typer.Context, workers: int) -> list[list[str]]:
+    """The argv of each worker: this same command line with ``--workers 1``.
+
+    Rebuilt from the parsed options (global ones included), so it does not depend on how
+    churnstream was started. With ``--transactional-id ID`` each worker gets ``ID-<i>``:
+    transactional ids must be unique per producer.
+    """
+    root = ctx.find_root()
+    base = [sys.executable, "-m", "churnstream", *_options(root.command, root.params, {"version"})]
+    commands = []
+    for index in range(workers):
+        params = dict(ctx.params)
+        if params.get("transactional_id"):
+            params["transactional_id"] = f"{params['transactional_id']}-{index}"
+        params["workers"] = 1
+        name = ctx.info_name or "consume"
+        commands.append([*base, name, *_options(ctx.command, params, set())])
+    return commands
+
+
+def _options(command: Any, values: dict[str, Any], skip: set[str]) -> list[str]:
+    """Command-line options that reproduce ``values`` for ``command`` (a click command)."""
+    argv: list[str] = []
+    for param in command.params:
+        if param.param_type_name != "option" or param.name in skip or param.name is None:
+            continue
+        value = values.get(param.name)
+        if value is None:
+            continue
+        if param.is_flag:
+            if param.secondary_opts:
+                argv.append(param.opts[0] if value else param.secondary_opts[0])
+            elif value:
+                argv.append(param.opts[0])
+            continue
+        argv.extend([param.opts[0], str(value)])
+    return argv
+
+
+def supervise(commands: list[list[str]]) -> int:
+    """Run the workers until all exit; SIGINT/SIGTERM are forwarded to each of them.
+
+    Workers run in their own sessions, so a terminal's Ctrl-C reaches them once, through
+    here (a second one still aborts them, as it would a single scorer). Returns the worst
+    exit code: the largest, with a worker killed by signal N counted as 128 + N.
+    """
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        logger.warning(
+            "%s received: forwarding to %d worker(s)", signal.Signals(signum).name, len(procs)
+        )
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signum)
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = (
+        {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+        if in_main
+        else {}
+    )
+    try:
+        for command in commands:
+            procs.append(subprocess.Popen(command, start_new_session=True))  # noqa: S603
+        logger.info(
+            "supervising %d scorer workers (pids %s)",
+            len(procs),
+            ", ".join(str(p.pid) for p in procs),
+        )
+        codes = [proc.wait() for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:  # we are leaving abnormally: do not orphan workers
+                proc.terminate()
+                try:
+                    proc.wait(WORKER_STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    worst = max(128 - code if code < 0 else code for code in codes)
+    typer.echo(f"workers: {len(codes)}, exit codes {codes}")
+    return worst

@@ -22,7 +22,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from itertools import repeat
 from operator import itemgetter
 from typing import Any
@@ -60,6 +60,7 @@ _MISSING = object()
 # matches the contract's (Python or Rust) regular expressions.
 _CUSTOMER_ID = re.compile(r"[0-9]{4}-[A-Z]{5}")
 _TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?Z?")
+_TIMESTAMPS = re.compile(f"(?:{_TIMESTAMP.pattern}\n)*{_TIMESTAMP.pattern}")
 _NUMERIC_TEXT = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _BLANK_CHARS = frozenset(" \t\n\r\f\v")
 
@@ -76,6 +77,7 @@ class FastRows:
     positions: list[int]
     customer_ids: list[str]
     event_ts: list[str]
+    #: event_ts parsed, as naive datetimes in UTC.
     event_dt: list[datetime]
     features: FeatureBatch
 
@@ -256,25 +258,27 @@ def _matches(column: Sequence[Any], pattern: re.Pattern[str], n: int) -> Any:
 
 
 def _timestamps(column: Sequence[Any], n: int) -> tuple[list[datetime | None], Any]:
-    """Parse ``event_ts`` as the contract does (a missing Z still means UTC)."""
-    parsed: list[datetime | None] = []
+    """Parse ``event_ts`` as the contract does; naive datetimes, in UTC (a missing Z too)."""
+    if set(map(type, column)) <= {str}:
+        # One regex run over the whole column: the pattern cannot match a newline, so the
+        # joined text matches only if every value does.
+        if _TIMESTAMPS.fullmatch("\n".join(column)):
+            try:
+                parsed: list[datetime | None] = [
+                    datetime.fromisoformat(v[:-1] if v[-1] == "Z" else v) for v in column
+                ]
+                return parsed, np.ones(n, dtype=bool)
+            except ValueError:
+                pass  # an impossible date somewhere: sort it out value by value
+    parsed = []
     ok = np.zeros(n, dtype=bool)
-    seen: dict[str, datetime | None] = {}
-    fromisoformat = datetime.fromisoformat
     for i, v in enumerate(column):
-        if type(v) is not str:
-            parsed.append(None)
-            continue
-        if v in seen:
-            moment = seen[v]
-        else:
-            moment = None
-            if _TIMESTAMP.fullmatch(v):
-                try:
-                    moment = fromisoformat(v.removesuffix("Z")).replace(tzinfo=UTC)
-                except ValueError:
-                    moment = None
-            seen[v] = moment
+        moment = None
+        if type(v) is str and _TIMESTAMP.fullmatch(v):
+            try:
+                moment = datetime.fromisoformat(v.removesuffix("Z"))
+            except ValueError:
+                moment = None
         parsed.append(moment)
         ok[i] = moment is not None
     return parsed, ok

@@ -1,0 +1,4 @@
+"""churnstream's benchmarks: throughput, latency, single-record cost, the old per-message
+baseline and 1-vs-2 worker scaling, against an embedded Apache Kafka. Run ``make bench`` or
+``python -m bench --help``; results go to ``bench/results/*.json`` and ``docs/benchmarks.md``.
+"""

@@ -1,0 +1,85 @@
+"""The ceiling for any Python scorer here: the same loop with no decoding and no model.
+
+A consumer and an idempotent producer with the product's settings; each micro-batch's
+messages are produced unchanged (keys, values, headers) with a delivery callback, flushed,
+then committed, exactly as the scorer's at-least-once loop does. Whatever this reaches is an
+upper bound for `churnstream consume` in one process on this machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from bench import env
+
+logger = logging.getLogger("bench")
+
+IDLE_STOP_S = 5.0
+
+
+@dataclass
+class CeilingResult:
+    events: int
+    copied: int
+    msgs_per_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measure(
+    bootstrap: str, rows: list[dict[str, Any]], *, events: int, partitions: int
+) -> CeilingResult:
+    raw, out, _ = env.create_topics(bootstrap, partitions)
+    env.fill(bootstrap, raw, events, rows)
+    settings = env.effective_settings()
+    consumer_conf = settings.kafka.consumer_config(
+        settings.consumer, f"bench-{uuid.uuid4().hex[:8]}"
+    )
+    producer_conf = settings.kafka.producer_config(settings.producer)
+    for conf in (consumer_conf, producer_conf):
+        conf["bootstrap.servers"] = bootstrap
+        conf.pop("logger", None)
+    consumer = Consumer(consumer_conf)
+    producer = Producer(producer_conf)
+    delivered = [0]
+
+    def on_delivery(err: Any, msg: Any) -> None:
+        if err is None:
+            delivered[0] += 1
+
+    consumer.subscribe([raw])
+    copied = 0
+    first = last = 0.0
+    idle_since = time.monotonic()
+    batch_records = settings.consumer.max_batch_records
+    while copied < events and time.monotonic() - idle_since < IDLE_STOP_S:
+        batch = [m for m in consumer.consume(batch_records, 0.1) if m.error() is None]
+        if not batch:
+            continue
+        idle_since = time.monotonic()
+        if not first:
+            first = time.perf_counter()
+        highest: dict[int, int] = {}
+        for msg in batch:
+            producer.produce(
+                out, msg.value(), msg.key(), headers=msg.headers(), on_delivery=on_delivery
+            )
+            producer.poll(0)
+            highest[msg.partition()] = msg.offset()
+        producer.flush()
+        consumer.commit(
+            offsets=[TopicPartition(raw, p, o + 1) for p, o in highest.items()], asynchronous=False
+        )
+        copied += len(batch)
+        last = time.perf_counter()
+    consumer.close()
+    rate = copied / (last - first) if last > first else 0.0
+    logger.info("ceiling (consume, produce, flush, commit; no scoring): %.0f msgs/s", rate)
+    return CeilingResult(events=events, copied=copied, msgs_per_s=rate)

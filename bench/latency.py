@@ -1,0 +1,220 @@
+"""Latency at a fixed offered load: a streaming scorer, events sent at a steady rate."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from confluent_kafka import Consumer, Producer
+
+from bench import env
+from churnstream.events import ROW_INDEX_HEADER, RUN_ID_HEADER, encode_event, stamp
+from churnstream.schemas import format_ts, parse_ts
+
+logger = logging.getLogger("bench")
+
+READY_TIMEOUT_S = 90.0
+DRAIN_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 30.0
+
+
+@dataclass
+class LatencyResult:
+    rate_per_s: float
+    duration_s: float
+    sent: int
+    measured: int
+    achieved_send_rate: float
+    #: processed_ts (in the prediction body) minus event_ts.
+    processed_ms: dict[str, float] = field(default_factory=dict)
+    #: The broker's append time of the prediction record (LogAppendTime) minus event_ts.
+    acknowledged_ms: dict[str, float] = field(default_factory=dict)
+    batch_sizes: dict[str, float] = field(default_factory=dict)
+    command: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measure(
+    bootstrap: str,
+    rows: list[dict[str, Any]],
+    *,
+    rate: float,
+    duration_s: float,
+    partitions: int,
+    models_dir: Path,
+) -> LatencyResult:
+    topics = env.create_topics(bootstrap, partitions, log_append_time=True)
+    raw, predictions_topic, deadletter = topics
+    settings = env.effective_settings()
+    command = [
+        sys.executable, "-m", "churnstream", "--log-level", "WARNING",
+        "consume", "--mode", "streaming", "--broker", bootstrap,
+        "--input-topic", raw, "--output-topic", predictions_topic, "--deadletter-topic", deadletter,
+        "--consumer-group", f"bench-{uuid.uuid4().hex[:8]}", "--model-path", str(models_dir),
+        "--no-reports", "--summary-interval", "3600",
+    ]  # fmt: skip
+    scorer = subprocess.Popen(command, cwd=env.REPO, stdout=subprocess.DEVNULL)
+    conf = settings.kafka.producer_config(settings.producer)
+    conf["bootstrap.servers"] = bootstrap
+    conf.pop("logger", None)
+    producer = Producer(conf)
+    run_id = uuid.uuid4().hex.encode()
+    try:
+        _wait_until_scoring(bootstrap, producer, raw, predictions_topic, rows)
+        started = datetime.now(UTC)
+        sent, send_rate = _offer(producer, raw, rows, rate, duration_s, run_id)
+        _drain(bootstrap, predictions_topic, started, sent)
+    finally:
+        scorer.send_signal(signal.SIGTERM)
+        try:
+            scorer.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            scorer.kill()
+    processed, acknowledged, batches = _latencies(bootstrap, predictions_topic, started)
+    result = LatencyResult(
+        rate_per_s=rate,
+        duration_s=duration_s,
+        sent=sent,
+        measured=len(processed),
+        achieved_send_rate=send_rate,
+        processed_ms=_percentiles(processed),
+        acknowledged_ms=_percentiles(acknowledged),
+        batch_sizes=_percentiles(batches),
+        command=command,
+    )
+    logger.info(
+        "latency at %.0f/s: processed p50 %.1f p99 %.1f ms, acknowledged p50 %.1f p99 %.1f ms",
+        rate,
+        result.processed_ms.get("p50", float("nan")),
+        result.processed_ms.get("p99", float("nan")),
+        result.acknowledged_ms.get("p50", float("nan")),
+        result.acknowledged_ms.get("p99", float("nan")),
+    )
+    return result
+
+
+def _send(producer: Producer, topic: str, record: dict[str, Any], headers: list[Any]) -> None:
+    key, value = encode_event(stamp(record, format_ts(datetime.now(UTC))))
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, headers=headers)
+            break
+        except BufferError:
+            producer.poll(0.01)
+    producer.poll(0)
+
+
+def _wait_until_scoring(
+    bootstrap: str, producer: Producer, raw: str, predictions: str, rows: list[dict[str, Any]]
+) -> None:
+    """Send a warm-up event every 200 ms until predictions come back (model loaded, joined)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([predictions])
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    seen = 0
+    try:
+        while time.monotonic() < deadline:
+            _send(producer, raw, rows[0], [])
+            producer.flush(5)
+            for msg in consumer.consume(100, 0.2):
+                if msg.error() is None:
+                    seen += 1
+            if seen >= 3:
+                time.sleep(1.0)  # let the warm-up batches finish
+                return
+    finally:
+        consumer.close()
+    raise RuntimeError(f"the scorer produced no prediction within {READY_TIMEOUT_S}s")
+
+
+def _offer(
+    producer: Producer,
+    topic: str,
+    rows: list[dict[str, Any]],
+    rate: float,
+    duration_s: float,
+    run_id: bytes,
+) -> tuple[int, float]:
+    """Event i is due at i / rate (a late wake-up sends the backlog, as `produce` does)."""
+    total = int(rate * duration_s)
+    start = time.perf_counter()
+    first = last = start
+    for i in range(total):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        headers = [(ROW_INDEX_HEADER, str(i % len(rows)).encode()), (RUN_ID_HEADER, run_id)]
+        _send(producer, topic, rows[i % len(rows)], headers)
+        last = time.perf_counter()
+        if i == 0:
+            first = last
+    producer.flush(30)
+    send_rate = (total - 1) / (last - first) if total > 1 and last > first else 0.0
+    return total, send_rate
+
+
+def _drain(bootstrap: str, topic: str, started: datetime, sent: int) -> None:
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        got = sum(
+            1
+            for m in env.read_all(bootstrap, topic)
+            if m.timestamp()[1] / 1000 >= started.timestamp()
+        )
+        if got >= sent:
+            return
+        time.sleep(1.0)
+    logger.warning("not every offered event was scored within %.0fs", DRAIN_TIMEOUT_S)
+
+
+def _latencies(
+    bootstrap: str, topic: str, started: datetime
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    processed: list[float] = []
+    acknowledged: list[float] = []
+    batches: dict[str, int] = {}
+    for msg in env.read_all(bootstrap, topic):
+        body = orjson.loads(msg.value())
+        event = parse_ts(body["event_ts"])
+        if event < started:
+            continue  # warm-up
+        processed.append((parse_ts(body["processed_ts"]) - event).total_seconds() * 1000)
+        acknowledged.append(msg.timestamp()[1] - event.timestamp() * 1000)
+        batches[body["processed_ts"]] = batches.get(body["processed_ts"], 0) + 1
+    return (
+        np.array(processed),
+        np.array(acknowledged),
+        np.array(list(batches.values()), dtype=float),
+    )
+
+
+def _percentiles(values: np.ndarray) -> dict[str, float]:
+    if values.size == 0:
+        return {}
+    return {
+        "p50": float(np.percentile(values, 50)),
+        "p95": float(np.percentile(values, 95)),
+        "p99": float(np.percentile(values, 99)),
+        "max": float(values.max()),
+        "mean": float(values.mean()),
+    }

@@ -1,0 +1,265 @@
+"""``python -m bench``: every benchmark in one run, results to JSON and docs/benchmarks.md.
+
+Reproduce: ``make bench`` (200,000 events) or ``make bench BENCH_ARGS=--scale`` (1,000,000),
+or ``.venv/bin/python -m bench --help`` for each knob. An embedded Apache Kafka is started
+on a free port with a temporary state dir (``--bootstrap`` uses a running cluster instead),
+with fresh topics for every measurement; the model is ``models/latest`` (trained if absent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import baseline, ceiling, env, latency, single, throughput
+
+logger = logging.getLogger("bench")
+
+DEFAULT_EVENTS = 200_000
+SCALE_EVENTS = 1_000_000
+DOC = env.REPO / "docs" / "benchmarks.md"
+RESULTS = env.REPO / "bench" / "results"
+BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
+ALL = ("throughput", "scaling", "latency", "single", "baseline", "ceiling")
+
+TARGETS = {
+    "sustained msgs/s (1 worker)": (">=", 100_000.0),
+    "ratio to the baseline": (">=", 500.0),
+    "p99 processed - event_ts at 1,000/s (ms)": ("<=", 25.0),
+    "p99 acknowledged - event_ts at 1,000/s (ms)": ("<=", 25.0),
+    "single record p50 (ms)": ("<=", 0.5),
+    "scorer peak RSS (MB)": ("<=", 250.0),
+    "2 workers / 1 worker": (">", 1.0),
+}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=DEFAULT_EVENTS, help="throughput events")
+    parser.add_argument("--scale", action="store_true", help=f"{SCALE_EVENTS:,} events")
+    parser.add_argument("--partitions", type=int, default=6, help="input topic partitions")
+    parser.add_argument("--rate", type=float, default=1000.0, help="latency: events per second")
+    parser.add_argument("--duration", type=float, default=30.0, help="latency: seconds")
+    parser.add_argument("--single-iterations", type=int, default=3000)
+    parser.add_argument("--baseline-events", type=int, default=2000)
+    parser.add_argument("--only", default=",".join(ALL), help=f"comma list of {', '.join(ALL)}")
+    parser.add_argument("--bootstrap", help="use this cluster instead of an embedded broker")
+    parser.add_argument("--models-dir", type=Path, default=env.REPO / "models")
+    parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    if args.scale:
+        args.events = SCALE_EVENTS
+    args.only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = set(args.only) - set(ALL)
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s bench: %(message)s", datefmt="%H:%M:%S"
+    )
+    args = parse(argv)
+    command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+    machine = env.Machine.now()
+    logger.info("load average before: %s on %d cpus", machine.load_before, machine.cpus)
+    scorer = env.model(args.models_dir)
+    rows = env.records()
+    results: dict[str, Any] = {
+        "command": command.strip(),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine.__dict__,
+        "model": {"version": scorer.version, "compiled": scorer.compiled is not None},
+        "settings": {
+            "producer": env.effective_settings().producer.model_dump(mode="json"),
+            "consumer": env.effective_settings().consumer.model_dump(mode="json"),
+        },
+    }
+    if "single" in args.only:
+        results["single_record"] = single.measure(scorer, rows, args.single_iterations).as_dict()
+    with env.embedded_broker(args.bootstrap) as bootstrap:
+        if "throughput" in args.only:
+            results["throughput"] = throughput.measure(
+                bootstrap, rows, events=args.events, workers=1,
+                partitions=args.partitions, models_dir=args.models_dir,
+            ).as_dict()  # fmt: skip
+        if "scaling" in args.only:
+            results["scaling"] = throughput.measure(
+                bootstrap, rows, events=args.events, workers=2,
+                partitions=args.partitions, models_dir=args.models_dir,
+            ).as_dict()  # fmt: skip
+        if "latency" in args.only:
+            results["latency"] = latency.measure(
+                bootstrap, rows, rate=args.rate, duration_s=args.duration,
+                partitions=args.partitions, models_dir=args.models_dir,
+            ).as_dict()  # fmt: skip
+        if "ceiling" in args.only:
+            results["ceiling"] = ceiling.measure(
+                bootstrap, rows, events=args.events, partitions=args.partitions
+            ).as_dict()
+        if "baseline" in args.only:
+            results["baseline"] = baseline.measure(
+                bootstrap, rows, scorer, events=args.baseline_events
+            ).as_dict()
+    results["load_after"] = os.getloadavg()
+    results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    results["targets"] = targets(results)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"bench_{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    table = render(results)
+    print(table)
+    print(f"results: {path.relative_to(env.REPO)}")
+    if not args.no_docs:
+        write_docs(table)
+    return 0
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    t = results.get("throughput", {})
+    s = results.get("scaling", {})
+    lat = results.get("latency", {})
+    measured: dict[str, float | None] = {
+        "sustained msgs/s (1 worker)": t.get("sustained_msgs_per_s"),
+        "ratio to the baseline": _ratio(
+            t.get("sustained_msgs_per_s"), results.get("baseline", {}).get("msgs_per_s")
+        ),
+        "p99 processed - event_ts at 1,000/s (ms)": lat.get("processed_ms", {}).get("p99"),
+        "p99 acknowledged - event_ts at 1,000/s (ms)": lat.get("acknowledged_ms", {}).get("p99"),
+        "single record p50 (ms)": results.get("single_record", {}).get("fast_p50_ms"),
+        "scorer peak RSS (MB)": max(
+            (x for x in (t.get("peak_rss_mb"), s.get("peak_rss_mb")) if x), default=None
+        ),
+        "2 workers / 1 worker": _ratio(
+            s.get("sustained_msgs_per_s"), t.get("sustained_msgs_per_s")
+        ),
+    }
+    out = []
+    for name, (op, goal) in TARGETS.items():
+        value = measured[name]
+        met = None
+        if value is not None:
+            met = value >= goal if op == ">=" else value <= goal if op == "<=" else value > goal
+        out.append({"target": name, "goal": f"{op} {goal:g}", "measured": value, "met": met})
+    return out
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def render(results: dict[str, Any]) -> str:
+    t, s = results.get("throughput", {}), results.get("scaling", {})
+    lat, one = results.get("latency", {}), results.get("single_record", {})
+    base = results.get("baseline", {})
+    machine = results["machine"]
+    lines = [
+        f"Run `{results['command']}` at {results['started']} (commit {machine['git_commit']}, "
+        f"{machine['cpus']} cpus, load average before {_load(machine['load_before'])}, "
+        f"after {_load(results['load_after'])}; model {results['model']['version']}, "
+        f"compiled: {results['model']['compiled']}).",
+        "",
+        "| measurement | result |",
+        "|---|---|",
+    ]
+    if t:
+        rate, whole = t["sustained_msgs_per_s"], t["wall_msgs_per_s"]
+        lines += [
+            f"| throughput, 1 worker, {t['events']:,} events, {t['partitions']} partitions | "
+            f"**{rate:,.0f} msgs/s** sustained; {whole:,.0f} msgs/s over the whole run "
+            f"incl. start-up ({t['wall_s']:.1f} s); all committed: {t['committed']} |",
+            f"| batch sizes (1 worker) | {_dist(t['batch_sizes'])} |",
+            f"| scorer peak RSS (1 worker) | {t['peak_rss_mb']:.0f} MB |",
+        ]
+    if s:
+        rate, whole = s["sustained_msgs_per_s"], s["wall_msgs_per_s"]
+        ratio = _ratio(rate, t.get("sustained_msgs_per_s"))
+        versus = f" ({ratio:.2f}x 1 worker)" if ratio else ""
+        lines += [
+            f"| throughput, 2 workers (`--workers 2`) | **{rate:,.0f} msgs/s** sustained{versus}; "
+            f"whole run {whole:,.0f} msgs/s; committed: {s['committed']}; "
+            f"peak RSS {s['peak_rss_mb']:.0f} MB |",
+        ]
+    if lat:
+        load = f"{lat['rate_per_s']:,.0f} events/s for {lat['duration_s']:.0f} s"
+        lines += [
+            f"| latency at {load} ({lat['measured']:,} events), processed - event_ts | "
+            f"{_pcts(lat['processed_ms'])} |",
+            f"| same, prediction acknowledged (broker append time) - event_ts | "
+            f"{_pcts(lat['acknowledged_ms'])} |",
+        ]
+    if one:
+        lines += [
+            f"| single record in-process (`score_batch`, {one['iterations']:,} runs) | "
+            f"**p50 {one['fast_p50_ms']:.3f} ms**, p99 {one['fast_p99_ms']:.3f} ms "
+            f"(reference path: p50 {one['reference_p50_ms']:.2f} ms, "
+            f"p99 {one['reference_p99_ms']:.2f} ms) |",
+        ]
+    if base:
+        ratio = _ratio(t.get("sustained_msgs_per_s"), base["msgs_per_s"])
+        versus = f"; **fast path / baseline = {ratio:,.0f}x**" if ratio else ""
+        lines += [
+            f"| baseline: the old per-message loop, {base['scored']:,} events | "
+            f"{base['msgs_per_s']:,.1f} msgs/s ({base['per_message_ms']:.1f} ms per message)"
+            f"{versus} |",
+        ]
+    if results.get("ceiling"):
+        top = results["ceiling"]
+        lines += [
+            f"| ceiling: the same loop copying messages, no decoding or model "
+            f"({top['copied']:,} events) | {top['msgs_per_s']:,.0f} msgs/s |",
+        ]
+    lines += ["", "| target | goal | measured | met |", "|---|---|---|---|"]
+    for row in results["targets"]:
+        value = row["measured"]
+        shown = "n/a" if value is None else f"{value:,.3f}" if value < 10 else f"{value:,.0f}"
+        met = "n/a" if row["met"] is None else "yes" if row["met"] else "**no**"
+        lines.append(f"| {row['target']} | {row['goal']} | {shown} | {met} |")
+    return "\n".join(lines)
+
+
+def _pcts(d: dict[str, float]) -> str:
+    if not d:
+        return "n/a"
+    return (
+        f"p50 {d['p50']:.1f} ms, p95 {d['p95']:.1f} ms, **p99 {d['p99']:.1f} ms**, "
+        f"max {d['max']:.1f} ms"
+    )
+
+
+def _load(values: Any) -> str:
+    return " / ".join(f"{v:.2f}" for v in values)
+
+
+def _dist(d: dict[str, float]) -> str:
+    if not d:
+        return "n/a"
+    return (
+        f"{d['batches']:.0f} batches; mean {d['mean']:,.0f}, p10 {d['p10']:,.0f}, "
+        f"p50 {d['p50']:,.0f}, p90 {d['p90']:,.0f}, max {d['max']:,.0f}"
+    )
+
+
+def write_docs(table: str) -> None:
+    """Replace the results section of docs/benchmarks.md (the rest is written by hand)."""
+    text = DOC.read_text() if DOC.is_file() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        text += f"\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    DOC.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+    logger.info("updated %s", DOC.relative_to(env.REPO))
+
+
+if __name__ == "__main__":
+    started = time.monotonic()
+    raise SystemExit(main())

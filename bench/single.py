@@ -1,0 +1,64 @@
+"""Scoring one record in-process: the fast path and the reference, through score_batch."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from churnstream.events import encode_event, stamp
+from churnstream.model.scorer import Scorer
+from churnstream.pipeline.transform import RawMessage, score_batch, score_batch_reference
+from churnstream.schemas import utc_now_iso
+
+WARMUP = 200
+
+
+@dataclass
+class SingleResult:
+    iterations: int
+    fast_p50_ms: float
+    fast_p99_ms: float
+    reference_p50_ms: float
+    reference_p99_ms: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measure(scorer: Scorer, rows: list[dict[str, Any]], iterations: int) -> SingleResult:
+    messages = []
+    for i in range(iterations + WARMUP):
+        key, value = encode_event(stamp(rows[i % len(rows)], utc_now_iso()))
+        messages.append(RawMessage("bench", 0, i, key, value))
+    fast = _time(score_batch, scorer, messages)
+    reference = _time(
+        score_batch_reference, scorer, messages[: max(WARMUP + 1, len(messages) // 4)]
+    )
+    return SingleResult(
+        iterations=iterations,
+        fast_p50_ms=float(np.percentile(fast, 50)),
+        fast_p99_ms=float(np.percentile(fast, 99)),
+        reference_p50_ms=float(np.percentile(reference, 50)),
+        reference_p99_ms=float(np.percentile(reference, 99)),
+    )
+
+
+def _time(fn: Any, scorer: Scorer, messages: list[RawMessage]) -> np.ndarray:
+    times = []
+    for i, message in enumerate(messages):
+        started = time.perf_counter()
+        result = fn(
+            [message],
+            scorer.predict_proba,
+            threshold=scorer.threshold,
+            model_version=scorer.version,
+        )
+        took = time.perf_counter() - started
+        if len(result.predictions) != 1:
+            raise RuntimeError("a single-record benchmark event was not scored")
+        if i >= WARMUP:
+            times.append(took * 1000)
+    return np.array(times)

@@ -1,0 +1,147 @@
+"""Throughput: a pre-filled topic, scored by `churnstream consume --mode batch` until drained."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from bench import env
+
+logger = logging.getLogger("bench")
+
+#: Batch mode stops after this long without a message; it is not counted as scoring time.
+IDLE_TIMEOUT_MS = 10_000
+
+
+@dataclass
+class ThroughputResult:
+    workers: int
+    events: int
+    partitions: int
+    predictions: int
+    dead_letters: int
+    committed: bool
+    #: Messages scored after the first batch, over the time from the first batch's
+    #: predictions to the last ones (broker timestamps of the prediction records).
+    sustained_msgs_per_s: float
+    #: All events over the scorer's whole run, start-up and final idle wait excluded.
+    wall_msgs_per_s: float
+    wall_s: float
+    scoring_s: float
+    peak_rss_mb: float
+    exit_code: int
+    batch_sizes: dict[str, float] = field(default_factory=dict)
+    fill_s: float = 0.0
+    command: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def scorer_command(
+    bootstrap: str,
+    topics: tuple[str, str, str],
+    group: str,
+    models_dir: Path,
+    workers: int,
+    extra: list[str],
+) -> list[str]:
+    raw, predictions, deadletter = topics
+    return [
+        sys.executable, "-m", "churnstream", "--log-level", "WARNING",
+        "consume", "--mode", "batch", "--broker", bootstrap,
+        "--input-topic", raw, "--output-topic", predictions, "--deadletter-topic", deadletter,
+        "--consumer-group", group, "--model-path", str(models_dir),
+        "--timeout-ms", str(IDLE_TIMEOUT_MS), "--no-reports", "--workers", str(workers), *extra,
+    ]  # fmt: skip
+
+
+def run_scorer(command: list[str]) -> tuple[int, float, float]:
+    """Run to completion; (exit code, wall seconds, peak RSS in MB over it and its workers)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, cwd=env.REPO, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, wall, usage.ru_maxrss / 1024
+
+
+def measure(
+    bootstrap: str,
+    rows: list[dict[str, Any]],
+    *,
+    events: int,
+    workers: int,
+    partitions: int,
+    models_dir: Path,
+    extra: list[str] | None = None,
+) -> ThroughputResult:
+    topics = env.create_topics(bootstrap, partitions)
+    fill_s = env.fill(bootstrap, topics[0], events, rows)
+    logger.info("filled %s with %d events in %.1fs", topics[0], events, fill_s)
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    command = scorer_command(bootstrap, topics, group, models_dir, workers, extra or [])
+    code, wall, rss = run_scorer(command)
+    predictions = env.read_all(bootstrap, topics[1], expect=events)
+    letters = env.read_all(bootstrap, topics[2])
+    stamps = np.array([m.timestamp()[1] for m in predictions], dtype=np.float64) / 1000
+    # A batch's predictions share one processed_ts: that gives the batch sizes.
+    sizes: dict[bytes, int] = {}
+    for m in predictions:
+        body = orjson.loads(m.value())
+        key = body["processed_ts"].encode()
+        sizes[key] = sizes.get(key, 0) + 1
+    batch = np.array(sorted(sizes.values()), dtype=np.float64)
+    sustained = 0.0
+    scoring_s = 0.0
+    if len(stamps) > 1:
+        first, last = float(stamps.min()), float(stamps.max())
+        first_batch = int((stamps <= first + 0.001).sum())
+        scoring_s = last - first
+        sustained = (len(stamps) - first_batch) / scoring_s if scoring_s > 0 else 0.0
+    busy = wall - IDLE_TIMEOUT_MS / 1000
+    result = ThroughputResult(
+        workers=workers,
+        events=events,
+        partitions=partitions,
+        predictions=len(predictions),
+        dead_letters=len(letters),
+        committed=env.committed_complete(bootstrap, topics[0], group),
+        sustained_msgs_per_s=sustained,
+        wall_msgs_per_s=events / busy if busy > 0 else 0.0,
+        wall_s=wall,
+        scoring_s=scoring_s,
+        peak_rss_mb=rss,
+        exit_code=code,
+        batch_sizes=_distribution(batch),
+        fill_s=fill_s,
+        command=command,
+    )
+    logger.info(
+        "throughput, %d worker(s): %.0f msgs/s sustained (%d scored, committed %s, RSS %.0f MB)",
+        workers, sustained, len(predictions), result.committed, rss,
+    )  # fmt: skip
+    return result
+
+
+def _distribution(values: np.ndarray) -> dict[str, float]:
+    if values.size == 0:
+        return {}
+    return {
+        "batches": float(values.size),
+        "mean": float(values.mean()),
+        "p10": float(np.percentile(values, 10)),
+        "p50": float(np.percentile(values, 50)),
+        "p90": float(np.percentile(values, 90)),
+        "max": float(values.max()),
+    }
