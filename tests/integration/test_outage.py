@@ -1,0 +1,211 @@
+"""Broker trouble, for real: each test runs its own embedded Apache Kafka and stops it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from churnstream.events import ROW_INDEX_HEADER
+from churnstream.kafka import admin, broker
+from churnstream.pipeline.producer import ProduceOptions, run_producer
+from churnstream.pipeline.transform import SOURCE_HEADER
+from churnstream.settings import BrokerSettings, TopicSettings, load_settings
+from tests.integration.kafka_io import read_topic, send_raw
+from tests.unit.test_schemas import EVENT
+
+pytestmark = pytest.mark.integration
+
+RAW, PREDS, DLQ = "outage.raw", "outage.preds", "outage.dlq"
+
+
+@pytest.fixture
+def own_broker(
+    embedded_settings: Callable[..., BrokerSettings], tmp_path: Path
+) -> Iterator[BrokerSettings]:
+    """A broker of this test's own, with the three topics, that the test may stop and start."""
+    settings = embedded_settings("kafka", tmp_path / "broker")
+    broker.start(settings)
+    kafka = load_settings(**{"kafka.bootstrap_servers": settings.bootstrap}).kafka
+    admin.create_topics(
+        kafka,
+        [
+            TopicSettings(name=RAW, partitions=3),
+            TopicSettings(name=PREDS, partitions=3),
+            TopicSettings(name=DLQ, partitions=1),
+        ],
+    )
+    try:
+        yield settings
+    finally:
+        broker.stop(settings)
+
+
+def events(start: int, count: int) -> list[tuple[bytes | None, bytes | None]]:
+    out: list[tuple[bytes | None, bytes | None]] = []
+    for i in range(start, start + count):
+        body = {**EVENT, "customerID": f"{i % 10000:04d}-OUTAG", "tenure": i % 72}
+        out.append((body["customerID"].encode(), orjson.dumps(body)))
+    return out
+
+
+def scorer(bootstrap: str, model_dir: Path, tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "churnstream",
+        "consume",
+        "--broker",
+        bootstrap,
+        "--input-topic",
+        RAW,
+        "--output-topic",
+        PREDS,
+        "--deadletter-topic",
+        DLQ,
+        "--consumer-group",
+        "outage",
+        "--model-path",
+        str(model_dir),
+        "--reports-dir",
+        str(tmp_path / "reports"),
+        *extra,
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    return subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def test_scorer_started_while_broker_down_waits_then_scores(
+    own_broker: BrokerSettings, model_dir: Path, tmp_path: Path
+) -> None:
+    send_raw(own_broker.bootstrap, RAW, events(0, 500))
+    broker.stop(own_broker)  # the data stays in its state dir
+    proc = scorer(
+        own_broker.bootstrap,
+        model_dir,
+        tmp_path,
+        "--mode",
+        "batch",
+        "--timeout-ms",
+        "5000",
+        "--connect-timeout",
+        "90",
+    )
+    time.sleep(6)
+    assert proc.poll() is None, "the scorer gave up while it should be retrying"
+    broker.start(own_broker)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    assert "not reachable (attempt 1); retrying" in output
+    assert "Traceback" not in output
+    assert "consumed 500, scored 500" in output
+    assert len(read_topic(own_broker.bootstrap, PREDS, expect=500)) == 500
+
+
+def test_scorer_gives_up_after_connect_timeout_with_one_line(
+    own_broker: BrokerSettings, model_dir: Path, tmp_path: Path
+) -> None:
+    broker.stop(own_broker)
+    started = time.monotonic()
+    proc = scorer(
+        own_broker.bootstrap, model_dir, tmp_path, "--mode", "batch", "--connect-timeout", "4"
+    )
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, output
+    assert time.monotonic() - started < 30
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no Kafka broker answered" in errors[0], output
+    assert "Traceback" not in output
+
+
+def test_scorer_survives_a_broker_restart_mid_stream(
+    own_broker: BrokerSettings, model_dir: Path, tmp_path: Path
+) -> None:
+    bootstrap = own_broker.bootstrap
+    send_raw(bootstrap, RAW, events(0, 3000))
+    proc = scorer(bootstrap, model_dir, tmp_path, "--mode", "streaming", "--batch-records", "20")
+    try:
+        deadline = time.monotonic() + 60
+        while (
+            time.monotonic() < deadline
+            and len(read_topic(bootstrap, PREDS, idle_s=0.3, timeout_s=2)) < 100
+        ):
+            pass
+        broker.stop(own_broker)
+        time.sleep(5)
+        broker.start(own_broker)
+        send_raw(bootstrap, RAW, events(3000, 2000))
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if (
+                len({r.headers[SOURCE_HEADER] for r in read_topic(bootstrap, PREDS, idle_s=1)})
+                >= 5000
+            ):
+                break
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output
+    sources = Counter(r.headers[SOURCE_HEADER] for r in read_topic(bootstrap, PREDS, expect=5000))
+    assert len(sources) == 5000, f"lost {5000 - len(sources)} across the restart"
+
+
+def test_producer_survives_a_broker_restart(own_broker: BrokerSettings, dataset_path: Path) -> None:
+    settings = load_settings(**{"kafka.bootstrap_servers": own_broker.bootstrap})
+    options = ProduceOptions(
+        mode="streaming",
+        topic=RAW,
+        data_path=dataset_path,
+        events_per_sec=200,
+        batch_size=500,
+        checkpoint_file=Path("unused"),
+        duration_s=12.0,
+    )
+    bounce = threading.Timer(
+        3.0, lambda: (broker.stop(own_broker), time.sleep(4), broker.start(own_broker))
+    )
+    bounce.start()
+    summary = run_producer(settings, options, threading.Event())
+    bounce.join()
+    assert summary.failed == 0
+    records = read_topic(own_broker.bootstrap, RAW, expect=summary.sent)
+    rows = Counter(r.headers[ROW_INDEX_HEADER] for r in records)
+    assert len(records) == summary.sent  # every acknowledged event is there, once
+    assert max(rows.values()) == 1
+
+
+def test_producer_reports_what_it_could_not_deliver(
+    own_broker: BrokerSettings, dataset_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHURNSTREAM_PRODUCER__DELIVERY_TIMEOUT_MS", "2000")
+    settings = load_settings(**{"kafka.bootstrap_servers": own_broker.bootstrap})
+    options = ProduceOptions(
+        mode="streaming",
+        topic=RAW,
+        data_path=dataset_path,
+        events_per_sec=100,
+        batch_size=500,
+        checkpoint_file=Path("unused"),
+        duration_s=6.0,
+    )
+    threading.Timer(2.0, lambda: broker.stop(own_broker)).start()
+    summary = run_producer(settings, options, threading.Event())
+    assert summary.failed > 0, "events sent while the broker was gone must count as failed"
+    broker.start(own_broker)
+    delivered = read_topic(own_broker.bootstrap, RAW, idle_s=2)
+    assert len(delivered) == summary.sent
+    assert summary.sent + summary.failed >= 500  # 6 s at 100/s, every one accounted for
