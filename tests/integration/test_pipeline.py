@@ -313,12 +313,15 @@ def test_sigterm_during_streaming_loses_nothing(
             if len(read_topic(kafka_bootstrap, preds, idle_s=0.3, timeout_s=2)) >= 200:
                 break
         proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
         output, _ = proc.communicate(timeout=20)
+        drained_in = time.monotonic() - signalled
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, output
     assert "SIGTERM received" in output
+    assert drained_in < 10, f"took {drained_in:.1f}s to drain, flush and commit"
     first_run = read_topic(kafka_bootstrap, preds, idle_s=1.0)
     # restart in batch mode with the same group: it scores only what was not committed
     restart = consume_args(kafka_bootstrap, raw, preds, dlq, model_dir, tmp_path, group)
