@@ -399,6 +399,8 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         frozen=True,
         extra="forbid",
+        # A validation error must never echo a secret it was given.
+        hide_input_in_errors=True,
     )
 
     kafka: KafkaSettings = KafkaSettings()
@@ -453,7 +455,8 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         settings = Settings()
     except ValidationError as exc:
-        raise ConfigError(_first_error(exc)) from exc
+        # `from None`: the chained error holds the raw input, secrets included.
+        raise ConfigError(_first_error(exc)) from None
     return with_overrides(settings, overrides)
 
 
@@ -479,7 +482,7 @@ def with_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
     try:
         return Settings.model_validate(_unwrap_secrets(data))
     except ValidationError as exc:
-        raise ConfigError(_first_error(exc)) from exc
+        raise ConfigError(_first_error(exc)) from None
 
 
 def _unwrap_secrets(value: Any) -> Any:
