@@ -39,7 +39,16 @@ def test_workers_run_the_same_command_with_one_worker_each(
         assert "--batch-records 200" in text and "--no-reports" in text
         assert "--exactly-once" in text
         assert f"--transactional-id scorer-{index}" in text  # unique per producer
+        assert f"--worker-index {index}" in text
         assert command[-2:] == ["--workers", "1"]
+
+
+def test_default_transactional_ids_differ_per_worker() -> None:
+    from churnstream.pipeline.scorer import default_transactional_id
+
+    ids = {default_transactional_id("g", "t", worker) for worker in range(3)}
+    assert len(ids) == 3
+    assert default_transactional_id("g", "t", 1) == default_transactional_id("g", "t", 1)
 
 
 def _python(code: str) -> list[str]:

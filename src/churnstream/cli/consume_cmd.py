@@ -78,6 +78,16 @@ def consume(
         float,
         typer.Option("--connect-timeout", help="Seconds to retry an unreachable broker.", min=0),
     ] = 60.0,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help="Serve /metrics and /health/{live,ready} on this port (0: any free port).",
+        ),
+    ] = None,
+    worker_index: Annotated[int, typer.Option("--worker-index", hidden=True, min=0)] = 0,
     workers: Annotated[
         int,
         typer.Option(
@@ -88,7 +98,10 @@ def consume(
     ] = 1,
 ) -> None:
     """Score customer events with the model; predictions out, bad messages to dead letters."""
-    from churnstream.pipeline.scorer import ScoreOptions, ScorerLoop
+    from churnstream.cli.live import LiveConsole
+    from churnstream.model.scorer import Scorer
+    from churnstream.observability.runtime import instrument_scorer
+    from churnstream.pipeline.scorer import ScoreOptions, ScorerLoop, default_transactional_id
     from churnstream.reports import render_console
 
     if mode not in ("streaming", "batch"):
@@ -107,15 +120,21 @@ def consume(
             "consumer.max_batch_wait_ms": batch_wait_ms,
             "consumer.summary_interval_s": summary_interval,
             "paths.reports_dir": reports_dir,
+            "observability.metrics_port": metrics_port,
         }
     )
     init_logging(ctx, "scorer", settings)
+    group_id = settings.consumer.group_id
+    in_topic = input_topic or settings.topics.raw.name
+    if exactly_once and transactional_id is None:
+        # Stable per worker, so a restarted worker fences its own crashed predecessor only.
+        transactional_id = default_transactional_id(group_id, in_topic, worker_index)
     options = ScoreOptions(
         mode="batch" if mode == "batch" else "streaming",
-        input_topic=input_topic or settings.topics.raw.name,
+        input_topic=in_topic,
         output_topic=output_topic or settings.topics.predictions.name,
         deadletter_topic=deadletter_topic or settings.topics.deadletter.name,
-        group_id=settings.consumer.group_id,
+        group_id=group_id,
         model_path=model_path or settings.model.models_dir,
         idle_timeout_ms=settings.consumer.idle_timeout_ms,
         max_messages=max_messages,
@@ -128,9 +147,17 @@ def consume(
         transactional_id=transactional_id,
         connect_timeout_s=connect_timeout,
     )
-    loop = ScorerLoop(settings, options)
-    with stop_signals() as stop:
-        summary = loop.run(stop)
+    scorer = Scorer.load(options.model_path)
+    inst = instrument_scorer(settings, metadata=scorer.metadata, drift_in_summary=True)
+    if inst.server is not None:
+        typer.echo(f"metrics: {inst.server.url}/metrics", err=True)
+    live = LiveConsole(options.mode)
+    loop = ScorerLoop(settings, options, scorer=scorer, observers=[*inst.observers, live])
+    try:
+        with stop_signals() as stop, live:
+            summary = loop.run(stop)
+    finally:
+        inst.close()
     if summary.last_summary is not None:
         render_console(summary.last_summary, Console())
     typer.echo(summary.line())
@@ -158,6 +185,7 @@ def worker_commands(ctx: typer.Context, workers: int) -> list[list[str]]:
         if params.get("transactional_id"):
             params["transactional_id"] = f"{params['transactional_id']}-{index}"
         params["workers"] = 1
+        params["worker_index"] = index
         name = ctx.info_name or "consume"
         commands.append([*base, name, *_options(ctx.command, params, set())])
     return commands

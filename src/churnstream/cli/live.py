@@ -1,0 +1,94 @@
+"""The scorer's console: a progress bar in batch mode, a live status line in streaming mode."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from churnstream.observability.metrics import partition_lags
+from churnstream.pipeline.observers import ScorerObserver
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer
+
+    from churnstream.pipeline.scorer import ScoreSummary
+    from churnstream.pipeline.transform import BatchResult, RawMessage
+
+logger = logging.getLogger(__name__)
+
+#: Lag is read from cached watermarks, but the bar need not move faster than this.
+REFRESH_S = 0.5
+#: The streaming rate is measured over this many seconds.
+RATE_WINDOW_S = 5.0
+
+
+class LiveConsole(ScorerObserver):
+    """Batch: a bar towards consumed + lag, with rate and ETA. Streaming: one live line with
+    rate, scored, dead-lettered and lag. Drawn on stderr, so stdout stays clean."""
+
+    def __init__(self, mode: str, console: Console | None = None) -> None:
+        self.mode = mode
+        self.console = console or Console(stderr=True)
+        self.lag = 0
+        self._last_refresh = 0.0
+        self._rate_marks: list[tuple[float, int]] = []
+        columns = (
+            [
+                TextColumn("[bold]scoring"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[line]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+            ]
+            if mode == "batch"
+            else [TextColumn("[bold]streaming[/] {task.fields[line]}")]
+        )
+        self.progress = Progress(*columns, console=self.console, transient=False)
+        self.task = self.progress.add_task("score", total=None, line="waiting for partitions")
+
+    def __enter__(self) -> LiveConsole:
+        if self.console.is_terminal:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.progress.stop()
+
+    def on_poll(self, consumer: Consumer) -> None:
+        now = time.monotonic()
+        if now - self._last_refresh < REFRESH_S:
+            return
+        self._last_refresh = now
+        try:
+            self.lag = sum(partition_lags(consumer).values())
+        except Exception:  # noqa: BLE001 - a console must never stop the scorer
+            logger.debug("lag unavailable", exc_info=True)
+
+    def on_batch(
+        self, batch: Sequence[RawMessage], result: BatchResult, summary: ScoreSummary
+    ) -> None:
+        now = time.monotonic()
+        self._rate_marks.append((now, summary.consumed))
+        while len(self._rate_marks) > 2 and now - self._rate_marks[0][0] > RATE_WINDOW_S:
+            self._rate_marks.pop(0)
+        first_t, first_n = self._rate_marks[0]
+        rate = (summary.consumed - first_n) / (now - first_t) if now > first_t else 0.0
+        line = (
+            f"{rate:,.0f} msg/s · scored {summary.scored:,} · "
+            f"dead-lettered {summary.dead_lettered:,} · lag {self.lag:,}"
+        )
+        total = summary.consumed + self.lag if self.mode == "batch" else None
+        self.progress.update(self.task, completed=summary.consumed, total=total, line=line)
