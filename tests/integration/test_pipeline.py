@@ -24,7 +24,7 @@ from churnstream.events import ROW_INDEX_HEADER
 from churnstream.pipeline.checkpoint import load_checkpoint
 from churnstream.pipeline.producer import ProduceOptions, run_producer
 from churnstream.pipeline.transform import SOURCE_HEADER
-from churnstream.schemas import CustomerEvent, DeadLetter, Prediction
+from churnstream.schemas import DeadLetter, Prediction
 from churnstream.settings import load_settings
 from tests.integration.kafka_io import read_topic, send_raw
 from tests.unit.test_schemas import EVENT, contract
@@ -333,9 +333,30 @@ def test_sigterm_during_streaming_loses_nothing(
     assert 0 < len(first_run) <= 7043
 
 
+def scrape(url: str) -> dict[str, float]:
+    """Prometheus text as {sample name with labels: value}."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def total(samples: dict[str, float], prefix: str) -> float:
+    return sum(v for k, v in samples.items() if k.split("{")[0] == prefix)
+
+
 def test_demo_runs_end_to_end(
     kafka_bootstrap: str, model_dir: Path, dataset_path: Path, tmp_path: Path
 ) -> None:
+    from churnstream.kafka.broker import find_free_port
+
+    port = find_free_port()
     env = {
         **os.environ,
         "CHURNSTREAM_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
@@ -345,20 +366,57 @@ def test_demo_runs_end_to_end(
         "CHURNSTREAM_PATHS__LOGS_DIR": str(tmp_path / "logs"),
         "COLUMNS": "120",
     }
-    proc = subprocess.run(
-        [sys.executable, "-m", "churnstream", "demo", "--duration", "5", "--events-per-sec", "20"],
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "churnstream",
+            "demo",
+            "--duration",
+            "8",
+            "--events-per-sec",
+            "40",
+            "--metrics-port",
+            str(port),
+        ],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=180,
         cwd=tmp_path,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = proc.stdout
+    # Scrape while the demo runs: the last scrape that saw scored events is checked below.
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            samples = scrape(f"http://127.0.0.1:{port}/metrics")
+        except OSError:
+            samples = {}
+        if total(samples, "churnstream_scorer_scored_messages_total") > 0:
+            seen = samples
+        time.sleep(0.5)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out + err
     assert "streaming: sent" in out and "failed 0" in out
     sent = int(out.split("streaming: sent ")[1].split(",")[0])
-    assert 90 <= sent <= 101
+    assert 300 <= sent <= 321
     assert f"consumed {sent}, scored {sent}" in out
     assert list((tmp_path / "reports").glob("summary_*.md"))
     assert (tmp_path / "logs" / "demo.log").is_file()
-    CustomerEvent.model_validate(EVENT)  # the demo sent contract events; the scorer took them
+
+    assert seen, "no scrape during the demo saw a scored event"
+    scored = total(seen, "churnstream_scorer_scored_messages_total")
+    assert 0 < scored <= sent
+    assert total(seen, "churnstream_scorer_consumed_messages_total") >= scored
+    assert 0 < total(seen, "churnstream_producer_delivered_messages_total") <= sent
+    assert total(seen, "churnstream_scorer_dead_letters_total") == 0
+    assert total(seen, "churnstream_scorer_batch_size_messages_count") > 0
+    assert total(seen, "churnstream_scorer_inference_latency_seconds_count") > 0
+    e2e_count = total(seen, "churnstream_scorer_end_to_end_latency_seconds_count")
+    e2e_sum = total(seen, "churnstream_scorer_end_to_end_latency_seconds_sum")
+    assert e2e_count == scored and 0 < e2e_sum / e2e_count < 5.0  # mean end-to-end under 5 s
+    lags = [v for k, v in seen.items() if k.startswith("churnstream_scorer_consumer_lag_messages")]
+    assert lags and all(0 <= v < 1000 for v in lags)
+    assert any(k.startswith("churnstream_model_info{") for k in seen)
+    assert total(seen, "churnstream_scorer_last_batch_timestamp_seconds") > time.time() - 600

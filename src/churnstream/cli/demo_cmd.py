@@ -25,6 +25,10 @@ def demo(
         float, typer.Option("--events-per-sec", help="Producer rate.", min=0.1)
     ] = 10.0,
     broker: Annotated[str | None, typer.Option("--broker", help=BROKER_HELP)] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option("--metrics-port", min=0, max=65535, help="Serve /metrics during the demo."),
+    ] = None,
     keep_broker: Annotated[
         bool,
         typer.Option("--keep-broker", help="Leave an embedded broker the demo started running."),
@@ -34,7 +38,9 @@ def demo(
     from churnstream.pipeline.demo import DemoState, run_demo
     from churnstream.reports import render_console
 
-    settings = get_settings(**{"kafka.bootstrap_servers": broker})
+    settings = get_settings(
+        **{"kafka.bootstrap_servers": broker, "observability.metrics_port": metrics_port}
+    )
     # The demo narrates on the console; the full INFO log goes to logs/demo.log.
     init_logging(ctx, "demo", settings, console_level="WARNING")
     console = Console()

@@ -14,6 +14,7 @@ from typing import Any
 from churnstream.exceptions import ChurnstreamError
 from churnstream.kafka import admin, broker
 from churnstream.kafka.offsets import end_offsets
+from churnstream.observability.metrics import ProducerMetrics
 from churnstream.pipeline.observers import ScorerObserver
 from churnstream.pipeline.producer import ProduceOptions, ProduceSummary, run_producer
 from churnstream.pipeline.scorer import ScoreOptions, ScorerLoop, ScoreSummary
@@ -96,6 +97,16 @@ def run_demo(
     keep_broker: bool = False,
 ) -> DemoResult:
     broker_started, fetched, trained = prepare(settings, say=say)
+    # One registry and one server for both halves: a scrape shows producer and scorer.
+    from churnstream.model.artifacts import read_metadata, resolve_version_dir
+    from churnstream.observability.metrics import ProducerMetrics
+    from churnstream.observability.runtime import instrument_scorer
+
+    metadata = read_metadata(resolve_version_dir(settings.model.models_dir))
+    inst = instrument_scorer(settings, metadata=metadata, drift_in_summary=True)
+    producer_metrics = ProducerMetrics(inst.registry)
+    if inst.server is not None:
+        say(f"metrics: {inst.server.url}/metrics")
     try:
         return _run_pipeline(
             settings,
@@ -104,8 +115,11 @@ def run_demo(
             stop=stop,
             on_tick=on_tick,
             flags=(broker_started, trained, fetched),
+            observers=inst.observers,
+            producer_metrics=producer_metrics,
         )
     finally:
+        inst.close()
         if broker_started and not keep_broker:
             broker.stop(settings.broker)
             say("stopped the embedded broker the demo started")
@@ -119,6 +133,8 @@ def _run_pipeline(
     stop: threading.Event,
     on_tick: Callable[[DemoState], None] | None,
     flags: tuple[bool, bool, bool],
+    observers: Sequence[ScorerObserver] = (),
+    producer_metrics: ProducerMetrics | None = None,
 ) -> DemoResult:
     state = DemoState()
     topic = settings.topics.raw.name
@@ -141,7 +157,7 @@ def _run_pipeline(
             top_k=settings.consumer.top_k,
             start_offsets=offsets,
         ),
-        observers=[_LiveCounts(state)],
+        observers=[_LiveCounts(state), *observers],
     )
     scorer_stop = threading.Event()
     results: dict[str, Any] = {}
@@ -173,13 +189,19 @@ def _run_pipeline(
         sample=True,
     )
 
-    def on_progress(done: int, _total: int | None) -> None:
+    def on_progress(done: int, total: int | None) -> None:
         state.produced = done
+        if producer_metrics is not None:
+            producer_metrics.on_progress(done, total)
 
     def run_prod() -> None:
         try:
             results["producer"] = run_producer(
-                settings, producer_options, stop, on_progress=on_progress
+                settings,
+                producer_options,
+                stop,
+                on_progress=on_progress,
+                on_delivery=producer_metrics.on_delivery if producer_metrics else None,
             )
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
