@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import baseline, ceiling, env, latency, single, throughput
+from bench import baseline, ceiling, env, latency, single, stages, throughput
+from bench import profile as bench_profile
 
 logger = logging.getLogger("bench")
 
@@ -28,7 +29,7 @@ SCALE_EVENTS = 1_000_000
 DOC = env.REPO / "docs" / "benchmarks.md"
 RESULTS = env.REPO / "bench" / "results"
 BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
-ALL = ("throughput", "scaling", "latency", "single", "baseline", "ceiling")
+ALL = ("throughput", "scaling", "latency", "single", "stages", "baseline", "ceiling")
 
 TARGETS = {
     "sustained msgs/s (1 worker)": (">=", 100_000.0),
@@ -54,6 +55,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bootstrap", help="use this cluster instead of an embedded broker")
     parser.add_argument("--models-dir", type=Path, default=env.REPO / "models")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also run the 1-worker throughput under py-spy; profile to bench/results/",
+    )
     args = parser.parse_args(argv)
     if args.scale:
         args.events = SCALE_EVENTS
@@ -86,12 +92,31 @@ def main(argv: list[str] | None = None) -> int:
     }
     if "single" in args.only:
         results["single_record"] = single.measure(scorer, rows, args.single_iterations).as_dict()
+    if "stages" in args.only:
+        results["stages"] = stages.measure(scorer, rows)
     with env.embedded_broker(args.bootstrap) as bootstrap:
         if "throughput" in args.only:
             results["throughput"] = throughput.measure(
                 bootstrap, rows, events=args.events, workers=1,
                 partitions=args.partitions, models_dir=args.models_dir,
             ).as_dict()  # fmt: skip
+        if args.profile:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            raw = RESULTS / f"profile_{stamp}.raw"
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            profiled = throughput.measure(
+                bootstrap, rows, events=args.events, workers=1,
+                partitions=args.partitions, models_dir=args.models_dir, profile=raw,
+            )  # fmt: skip
+            text = bench_profile.summarise(raw)
+            summary = RESULTS / f"profile_{stamp}.txt"
+            summary.write_text(
+                f"{command.strip()}: 1 worker under py-spy, "
+                f"{profiled.sustained_msgs_per_s:,.0f} msgs/s sustained\n\n{text}\n"
+            )
+            raw.unlink(missing_ok=True)
+            results["profile"] = str(summary.relative_to(env.REPO))
+            print(text)
         if "scaling" in args.only:
             results["scaling"] = throughput.measure(
                 bootstrap, rows, events=args.events, workers=2,
@@ -202,7 +227,8 @@ def render(results: dict[str, Any]) -> str:
             f"| single record in-process (`score_batch`, {one['iterations']:,} runs) | "
             f"**p50 {one['fast_p50_ms']:.3f} ms**, p99 {one['fast_p99_ms']:.3f} ms "
             f"(reference path: p50 {one['reference_p50_ms']:.2f} ms, "
-            f"p99 {one['reference_p99_ms']:.2f} ms) |",
+            f"p99 {one['reference_p99_ms']:.2f} ms); the analytics rows, built after the "
+            f"commit, take p50 {one['analytics_frame_p50_ms']:.2f} ms more |",
         ]
     if base:
         ratio = _ratio(t.get("sustained_msgs_per_s"), base["msgs_per_s"])
@@ -218,6 +244,8 @@ def render(results: dict[str, Any]) -> str:
             f"| ceiling: the same loop copying messages, no decoding or model "
             f"({top['copied']:,} events) | {top['msgs_per_s']:,.0f} msgs/s |",
         ]
+    if results.get("stages"):
+        lines += ["", stages.render(results["stages"])]
     lines += ["", "| target | goal | measured | met |", "|---|---|---|---|"]
     for row in results["targets"]:
         value = row["measured"]

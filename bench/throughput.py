@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -16,11 +15,13 @@ import numpy as np
 import orjson
 
 from bench import env
+from bench import profile as bench_profile
 
 logger = logging.getLogger("bench")
 
 #: Batch mode stops after this long without a message; it is not counted as scoring time.
 IDLE_TIMEOUT_MS = 10_000
+RSS_SAMPLE_S = 0.1
 
 
 @dataclass
@@ -66,14 +67,52 @@ def scorer_command(
     ]  # fmt: skip
 
 
-def run_scorer(command: list[str]) -> tuple[int, float, float]:
-    """Run to completion; (exit code, wall seconds, peak RSS in MB over it and its workers)."""
+def run_scorer(command: list[str], profile: Path | None = None) -> tuple[int, float, float]:
+    """Run to completion; (exit code, wall seconds, peak RSS in MB of one scorer process).
+
+    The peak is the kernel's high-water mark (VmHWM) of the scorer and of each worker,
+    sampled until they exit (``ru_maxrss`` would also count the bench's own pages, which a
+    child shares between fork and exec). With ``profile``, the scorer runs under py-spy,
+    which writes its samples there.
+    """
+    if profile is not None:
+        command = bench_profile.wrap(command, profile)
     started = time.perf_counter()
     proc = subprocess.Popen(command, cwd=env.REPO, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
+    peaks: dict[int, float] = {}
+    while proc.poll() is None:
+        for pid in _tree(proc.pid):
+            hwm = _high_water_mb(pid)
+            if hwm is not None:
+                peaks[pid] = max(peaks.get(pid, 0.0), hwm)
+        time.sleep(RSS_SAMPLE_S)
     wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, wall, usage.ru_maxrss / 1024
+    scorers = [mb for pid, mb in peaks.items() if profile is None or pid != proc.pid]
+    return proc.returncode, wall, max(scorers, default=0.0)
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the supervisor's workers, py-spy's target)."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        todo.extend(int(c) for c in children)
+    return out
+
+
+def _high_water_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
 
 
 def measure(
@@ -85,13 +124,14 @@ def measure(
     partitions: int,
     models_dir: Path,
     extra: list[str] | None = None,
+    profile: Path | None = None,
 ) -> ThroughputResult:
     topics = env.create_topics(bootstrap, partitions)
     fill_s = env.fill(bootstrap, topics[0], events, rows)
     logger.info("filled %s with %d events in %.1fs", topics[0], events, fill_s)
     group = f"bench-{uuid.uuid4().hex[:8]}"
     command = scorer_command(bootstrap, topics, group, models_dir, workers, extra or [])
-    code, wall, rss = run_scorer(command)
+    code, wall, rss = run_scorer(command, profile)
     predictions = env.read_all(bootstrap, topics[1], expect=events)
     letters = env.read_all(bootstrap, topics[2])
     stamps = np.array([m.timestamp()[1] for m in predictions], dtype=np.float64) / 1000

@@ -58,6 +58,11 @@ _YES = CATEGORICAL_LEVELS[ADDON_COLUMNS[0]].index("Yes")
 _AUTO_PAY_CODES = np.array(
     [i for i, m in enumerate(CATEGORICAL_LEVELS["PaymentMethod"]) if "automatic" in m]
 )
+_ADDON_POSITIONS = [RAW_CATEGORICAL.index(name) for name in ADDON_COLUMNS]
+_PAYMENT = RAW_CATEGORICAL.index("PaymentMethod")
+_AUTO_PAY_BY_CODE = np.isin(
+    np.arange(len(CATEGORICAL_LEVELS["PaymentMethod"])), _AUTO_PAY_CODES
+).astype(float)
 _CONTRACT = RAW_CATEGORICAL.index("Contract")
 _INTERNET = RAW_CATEGORICAL.index("InternetService")
 _N_INTERNET = len(CATEGORICAL_LEVELS["InternetService"])
@@ -97,6 +102,11 @@ class CompiledPipeline:
         self._mean = mean
         self._scale = scale
         self.width = n_onehot + len(numeric)
+        widest = max((g.columns.shape[0] for g in groups), default=0)
+        self._column_table = np.full((len(groups), widest), -1, dtype=np.intp)
+        for position, group in enumerate(groups):
+            self._column_table[position, : group.columns.shape[0]] = group.columns
+        self._group_index = np.arange(len(groups))[None, :]
         self._sources = {
             int(column): (position, code)
             for position, group in enumerate(groups)
@@ -167,11 +177,10 @@ class CompiledPipeline:
         """The float64 matrix the fitted ColumnTransformer would hand to the classifier."""
         n = len(batch)
         design = np.zeros((n, self.width), dtype=np.float64)
-        rows = np.arange(n)
-        for position, group in enumerate(self._groups):
-            columns = group.columns[groups[:, position]]
-            known = columns >= 0
-            design[rows[known], columns[known]] = 1.0
+        # Every group's design column at once: (rows, groups), -1 where the level is unknown.
+        columns = self._column_table[self._group_index, groups]
+        known = columns >= 0
+        design[np.nonzero(known)[0], columns[known]] = 1.0
         values = _numeric_values(batch)
         block = np.empty((n, len(self._numeric)), dtype=np.float64)
         for position, name in enumerate(self._numeric):
@@ -241,12 +250,9 @@ def _our_levels(name: str) -> list[str]:
 def _numeric_values(batch: FeatureBatch) -> dict[str, np.ndarray]:
     """Raw and engineered numeric features, as float64, computed as feature_matrix does."""
     values = numeric_engineered(batch.tenure, batch.monthly_charges, batch.total_charges)
-    n_addons = np.zeros(len(batch))
-    for name in ADDON_COLUMNS:
-        n_addons += batch.codes[:, RAW_CATEGORICAL.index(name)] == _YES
-    values["n_addons"] = n_addons
-    payment = batch.codes[:, RAW_CATEGORICAL.index("PaymentMethod")]
-    values["auto_pay"] = np.isin(payment, _AUTO_PAY_CODES).astype(float)
+    # Small whole numbers, so any summation order gives the same float as feature_matrix.
+    values["n_addons"] = (batch.codes[:, _ADDON_POSITIONS] == _YES).sum(axis=1).astype(float)
+    values["auto_pay"] = _AUTO_PAY_BY_CODE[batch.codes[:, _PAYMENT]]
     values["SeniorCitizen"] = batch.senior_citizen.astype(float)
     values["tenure"] = batch.tenure.astype(float)
     values["MonthlyCharges"] = batch.monthly_charges.astype(float)

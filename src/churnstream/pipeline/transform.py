@@ -7,11 +7,11 @@ unit-tested without a broker. The poll loop (:mod:`churnstream.pipeline.scorer`)
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -78,15 +78,46 @@ class OutMessage(NamedTuple):
     headers: Headers
 
 
-@dataclass
 class BatchResult:
-    predictions: list[OutMessage]
-    dead_letters: list[OutMessage]
-    #: One row per prediction, for window analytics (groups, probability, latencies, source).
-    scored: pd.DataFrame
-    dead_letter_types: dict[str, int]
-    dead_letter_codes: dict[str, int]
-    inference_ms: float
+    """What a batch became: messages to produce, plus what window analytics need.
+
+    ``scored`` holds one row per prediction (groups, probability, latencies, source). It
+    may be given as a function that builds it: the frame is then made on first access, so
+    a caller that only needs the messages (or needs them first, as the poll loop does: it
+    reads ``scored`` after the batch is committed) does not wait for it.
+    """
+
+    def __init__(
+        self,
+        predictions: list[OutMessage],
+        dead_letters: list[OutMessage],
+        scored: pd.DataFrame | Callable[[], pd.DataFrame],
+        dead_letter_types: dict[str, int],
+        dead_letter_codes: dict[str, int],
+        inference_ms: float,
+    ) -> None:
+        self.predictions = predictions
+        self.dead_letters = dead_letters
+        self._scored = scored
+        self.dead_letter_types = dead_letter_types
+        self.dead_letter_codes = dead_letter_codes
+        self.inference_ms = inference_ms
+
+    @property
+    def scored(self) -> pd.DataFrame:
+        if not isinstance(self._scored, pd.DataFrame):
+            self._scored = self._scored()
+        return self._scored
+
+    @scored.setter
+    def scored(self, frame: pd.DataFrame) -> None:
+        self._scored = frame
+
+    def __repr__(self) -> str:
+        return (
+            f"BatchResult({len(self.predictions)} predictions, "
+            f"{len(self.dead_letters)} dead letters, inference {self.inference_ms:.2f} ms)"
+        )
 
 
 def source_key(topic: str, partition: int, offset: int) -> str:
@@ -548,7 +579,8 @@ def score_batch(
     return BatchResult(
         predictions=predictions,
         dead_letters=letters,
-        scored=_scored_frame(
+        scored=functools.partial(
+            _scored_frame,
             kept,
             messages,
             positions,
