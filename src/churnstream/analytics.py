@@ -84,7 +84,7 @@ SUMMARY_KEYS = (
     "risk_histogram",
 )
 #: Keys newer summaries add; older summaries without them stay readable.
-OPTIONAL_SUMMARY_KEYS = ("latency_histogram", "drift")
+OPTIONAL_SUMMARY_KEYS = ("latency_histogram", "drift", "shadow")
 UNKNOWN_LEVEL = "unknown"
 
 

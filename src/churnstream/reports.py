@@ -193,6 +193,16 @@ def render_console(summary: Mapping[str, Any], console: Console | None = None) -
     drift = summary.get("drift")
     if isinstance(drift, Mapping) and drift.get("available"):
         rows.append(("drift", _drift_console(drift)))
+    shadow = summary.get("shadow")
+    if isinstance(shadow, Mapping) and shadow.get("compared"):
+        rows.append(
+            (
+                "shadow",
+                f"{shadow['shadow_model_version']}: agreement {_pct(shadow['agreement_rate'])}, "
+                f"churn {_pct(shadow['shadow_churn_rate'])} vs "
+                f"{_pct(shadow['champion_churn_rate'])}",
+            )
+        )
     table = Table(
         title=(
             f"Window {window['started_at']} → {window['ended_at']} "
@@ -579,7 +589,23 @@ def _markdown(summary: Mapping[str, Any], images: Mapping[str, str]) -> str:
     drift = summary.get("drift")
     if isinstance(drift, Mapping):
         lines += ["", "## Drift against the training data", "", *_drift_lines(drift)]
+    shadow = summary.get("shadow")
+    if isinstance(shadow, Mapping):
+        lines += ["", "## Champion and shadow model", "", *_shadow_lines(summary, shadow)]
     return "\n".join(lines) + "\n"
+
+
+def _shadow_lines(summary: Mapping[str, Any], shadow: Mapping[str, Any]) -> list[str]:
+    return _table(
+        ["", "Champion", "Shadow"],
+        [
+            ["model", _cell(summary.get("model_version")), _cell(shadow["shadow_model_version"])],
+            ["churn rate", _pct(shadow["champion_churn_rate"]), _pct(shadow["shadow_churn_rate"])],
+            ["agreement on Yes/No", _pct(shadow["agreement_rate"]), ""],
+            ["mean |Δ probability|", _num(shadow["mean_abs_probability_diff"], 4), ""],
+            ["predictions compared", f"{shadow['compared']:,}", ""],
+        ],
+    )
 
 
 def _group_table(column: str, groups: Mapping[str, Mapping[str, Any]]) -> list[str]:

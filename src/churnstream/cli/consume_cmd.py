@@ -87,6 +87,24 @@ def consume(
             help="Serve /metrics and /health/{live,ready} on this port (0: any free port).",
         ),
     ] = None,
+    shadow_model: Annotated[
+        Path | None,
+        typer.Option(
+            "--shadow-model", help="Also score every batch with this model (a candidate)."
+        ),
+    ] = None,
+    shadow_topic: Annotated[
+        str | None,
+        typer.Option("--shadow-topic", help="Shadow predictions topic (default <output>.shadow)."),
+    ] = None,
+    reload_interval: Annotated[
+        float,
+        typer.Option(
+            "--reload-interval",
+            min=0,
+            help="Seconds between looks at models/latest for a new model (0: never reload).",
+        ),
+    ] = 5.0,
     worker_index: Annotated[int, typer.Option("--worker-index", hidden=True, min=0)] = 0,
     workers: Annotated[
         int,
@@ -146,7 +164,20 @@ def consume(
         exactly_once=exactly_once,
         transactional_id=transactional_id,
         connect_timeout_s=connect_timeout,
+        reload_interval_s=reload_interval or None,
+        shadow_model_path=shadow_model,
+        shadow_topic=(shadow_topic or f"{output_topic or settings.topics.predictions.name}.shadow")
+        if shadow_model
+        else None,
     )
+    if options.shadow_topic:
+        from churnstream.kafka.admin import create_topics
+        from churnstream.settings import TopicSettings
+
+        shadow_settings = settings.topics.predictions.model_copy(
+            update={"name": options.shadow_topic}
+        )
+        create_topics(settings.kafka, [TopicSettings.model_validate(shadow_settings.model_dump())])
     scorer = Scorer.load(options.model_path)
     inst = instrument_scorer(settings, metadata=scorer.metadata, drift_in_summary=True)
     if inst.server is not None:

@@ -246,6 +246,11 @@ class PrometheusScorerObserver(ScorerObserver):
             self.dead_letters.labels(error_type=error_type)
 
     # -- hooks ---------------------------------------------------------------------------
+    def on_model_change(self, old_version: str, new_version: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(version=new_version).set(1)
+        self.model_version = new_version
+
     def on_start(self, *, model_version: str, group_id: str, input_topic: str) -> None:
         self.model_info.clear()
         self.model_info.labels(version=model_version).set(1)

@@ -33,6 +33,9 @@ class ScorerObserver:
     ) -> None:
         """A batch was acknowledged and committed; ``summary`` holds the running totals."""
 
+    def on_model_change(self, old_version: str, new_version: str) -> None:
+        """A new model was hot-loaded between batches; the next batch uses it."""
+
     def on_redelivery(self, batch_size: int, error: str | None) -> None:
         """A batch was not fully acknowledged and will be processed again."""
 

@@ -26,12 +26,14 @@ from typing import Any, Literal
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from churnstream.analytics import WindowStats
-from churnstream.exceptions import BrokerUnavailableError, DeliveryError
+from churnstream.exceptions import BrokerUnavailableError, ConfigError, DeliveryError
 from churnstream.kafka.connect import wait_for_broker
 from churnstream.kafka.producer import SafeProducer
 from churnstream.model.scorer import Scorer
 from churnstream.observability.runtime import drift_reference
+from churnstream.pipeline.models import ModelWatcher, ShadowTap
 from churnstream.pipeline.observers import ScorerObserver
+from churnstream.pipeline.shadow import ShadowRecord, ShadowStats, shadow_records
 from churnstream.pipeline.transform import BatchResult, RawMessage, score_batch
 from churnstream.reports import write_summary
 from churnstream.settings import Settings
@@ -68,6 +70,11 @@ class ScoreOptions:
     transactional_id: str | None = None
     #: How long to keep retrying when no broker answers at start-up.
     connect_timeout_s: float = 60.0
+    #: How often to look at `models/latest` for a new model (None: never reload).
+    reload_interval_s: float | None = 5.0
+    #: A second model scoring every batch too; its predictions go to ``shadow_topic``.
+    shadow_model_path: Path | None = None
+    shadow_topic: str | None = None
 
 
 def default_transactional_id(group_id: str, input_topic: str, worker: int = 0) -> str:
@@ -155,6 +162,15 @@ class ScorerLoop:
         self._in_txn = False
         # The model's training profile, so every window summary carries its drift block.
         self.drift = drift_reference(self.scorer.metadata, settings.observability)
+        self.watcher = (
+            ModelWatcher(options.model_path, self.scorer, interval_s=options.reload_interval_s)
+            if options.reload_interval_s is not None
+            else None
+        )
+        self.shadow = Scorer.load(options.shadow_model_path) if options.shadow_model_path else None
+        self._shadow_stats = ShadowStats()
+        if self.shadow is not None and not options.shadow_topic:
+            raise ConfigError("a shadow model needs a shadow topic")
 
     def _producer(self) -> SafeProducer:
         kafka, opts = self.settings.kafka, self.options
@@ -190,6 +206,9 @@ class ScorerLoop:
             mode=self.options.mode,
             drift=self.drift,
         )
+        if self.shadow is not None:
+            summary["shadow"] = self._shadow_stats.block(self.shadow.version)
+            self._shadow_stats = ShadowStats()
         self.summary.last_summary = summary
         for observer in self.observers:
             observer.on_window(summary)
@@ -233,6 +252,7 @@ class ScorerLoop:
         try:
             consumer.subscribe([opts.input_topic], on_assign=self._on_assign)
             while not stop.is_set():
+                self._maybe_reload()
                 want = opts.max_batch_records
                 if opts.max_messages is not None:
                     want = min(want, opts.max_messages - self.summary.consumed)
@@ -287,6 +307,19 @@ class ScorerLoop:
         logger.info("scorer finished: %s", self.summary.line())
         return self.summary
 
+    def _maybe_reload(self) -> None:
+        if self.watcher is None or not self.watcher.enabled:
+            return
+        fresh = self.watcher.poll()
+        if fresh is None:
+            return
+        old = self.scorer.version
+        self.scorer = fresh
+        self.summary.model_version = fresh.version
+        self.drift = drift_reference(fresh.metadata, self.settings.observability)
+        for observer in self.observers:
+            observer.on_model_change(old, fresh.version)
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         logger.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
         if self.options.start_offsets is not None:
@@ -312,15 +345,19 @@ class ScorerLoop:
 
     def _process(self, batch: list[RawMessage], consumer: Consumer, producer: SafeProducer) -> bool:
         opts = self.options
+        tap = ShadowTap(self.scorer, self.shadow) if self.shadow is not None else None
+        if tap is not None:
+            tap.begin()
         result = score_batch(
             batch,
-            self.scorer.predict_proba,
+            tap.predict_proba if tap is not None else self.scorer.predict_proba,
             threshold=self.scorer.threshold,
             model_version=self.scorer.version,
             consumer_group=opts.group_id,
         )
+        shadow_out = self._shadow_outputs(result, tap)
         publish = self._publish_transactional if opts.exactly_once else self._publish
-        error = publish(batch, result, consumer, producer)
+        error = publish(batch, result, consumer, producer, shadow_out)
         if error is not None:
             logger.error(
                 "batch of %d not %s (%s); rewinding to score it again",
@@ -337,14 +374,30 @@ class ScorerLoop:
                     logger.warning("seek %s[%d]: %s", tp.topic, tp.partition, exc)
             return False
         self._account(batch, result)
+        if shadow_out:
+            self._shadow_stats.add(shadow_out)
         return True
 
-    def _produce_outputs(self, result: BatchResult, producer: SafeProducer) -> None:
+    def _shadow_outputs(self, result: BatchResult, tap: ShadowTap | None) -> list[ShadowRecord]:
+        """Shadow predictions aligned with the champion's (none if they cannot be aligned)."""
+        if tap is None or tap.shadow_proba is None or self.shadow is None:
+            return []
+        if len(tap.shadow_proba) != len(result.predictions):
+            return []  # the champion lost rows to inference errors: skip this batch's shadow
+        return shadow_records(result.predictions, tap.shadow_proba, self.shadow)
+
+    def _produce_outputs(
+        self, result: BatchResult, producer: SafeProducer, shadow: Sequence[ShadowRecord] = ()
+    ) -> None:
         opts = self.options
         for out in result.predictions:
             producer.produce(opts.output_topic, out.value, out.key, out.headers)
         for out in result.dead_letters:
             producer.produce(opts.deadletter_topic, out.value, out.key, out.headers)
+        if opts.shadow_topic:
+            for record in shadow:
+                producer.produce(opts.shadow_topic, record.out.value, record.out.key,
+                                 record.out.headers)  # fmt: skip
 
     def _publish(
         self,
@@ -352,10 +405,11 @@ class ScorerLoop:
         result: BatchResult,
         consumer: Consumer,
         producer: SafeProducer,
+        shadow: Sequence[ShadowRecord] = (),
     ) -> str | None:
         """At-least-once: outputs acknowledged, then offsets committed. None on success."""
         failed_before = producer.stats.failed
-        self._produce_outputs(result, producer)
+        self._produce_outputs(result, producer, shadow)
         remaining = producer.flush()
         if remaining or producer.stats.failed > failed_before:
             return producer.stats.last_error or f"{remaining} still queued"
@@ -372,13 +426,14 @@ class ScorerLoop:
         result: BatchResult,
         consumer: Consumer,
         producer: SafeProducer,
+        shadow: Sequence[ShadowRecord] = (),
     ) -> str | None:
         """Exactly-once: outputs and input offsets in one transaction. None on success."""
         raw = producer.raw
         try:
             raw.begin_transaction()
             self._in_txn = True
-            self._produce_outputs(result, producer)
+            self._produce_outputs(result, producer, shadow)
             raw.send_offsets_to_transaction(
                 _next_offsets(batch), consumer.consumer_group_metadata(), TXN_TIMEOUT_S
             )
