@@ -316,7 +316,7 @@ class ConsumerSettings(_Frozen):
     # a short wait keeps latency low when traffic is light (a poll returns as soon as
     # max_batch_records are queued, so the wait only matters below that).
     max_batch_records: int = Field(default=5000, ge=1)
-    max_batch_wait_ms: int = Field(default=10, ge=1)
+    max_batch_wait_ms: int = Field(default=5, ge=1)
     idle_timeout_ms: int = Field(default=10_000, ge=1)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
