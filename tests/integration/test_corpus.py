@@ -54,6 +54,13 @@ CORPUS: list[tuple[str, bytes | None, bytes | None, str, str]] = [
     ("bad customerID", b"bad", body(customerID="bad"), "schema", "customerID"),
     ("bad event_ts", KEY, body(event_ts="2025-13-45T99:00:00Z"), "schema", "event_ts"),
     ("extra field", KEY, body(loyalty_tier="gold"), "schema", "loyalty_tier"),
+    (
+        "duplicate key",
+        KEY,
+        body(tenure=3).replace(b'"tenure":3', b'"tenure":3,"tenure":70'),
+        "duplicate_key",
+        "tenure",
+    ),
     ("key differs", b"1111-AAAAA", body(), "key_mismatch", "differs"),
 ]
 

@@ -75,6 +75,7 @@ def test_good_messages_become_contract_valid_predictions() -> None:
         (event(surprise=1), "schema", "surprise"),
         (event(MonthlyCharges=None), "schema", "MonthlyCharges"),
         (event(customerID="1234-ABCDE"), "key_mismatch", "differs"),
+        (event().replace(b'"tenure":1', b'"tenure":1,"tenure":50'), "duplicate_key", "tenure"),
     ],
 )
 def test_bad_messages_are_dead_lettered_and_the_rest_scored(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import logging
 import math
 import time
@@ -176,6 +177,14 @@ def decode_event(message: RawMessage) -> CustomerEvent:
         raise InvalidEventError(
             f"body is JSON {type(data).__name__}, not an object", value, code="not_object"
         )
+    duplicated = _duplicate_keys(value)
+    if duplicated:
+        raise InvalidEventError(
+            f"duplicate key(s) in the body: {', '.join(duplicated)} (which value is meant is "
+            "ambiguous)",
+            value,
+            code="duplicate_key",
+        )
     try:
         event = CustomerEvent.model_validate(data)
     except ValidationError as exc:
@@ -190,6 +199,22 @@ def decode_event(message: RawMessage) -> CustomerEvent:
             code="key_mismatch",
         )
     return event
+
+
+def _duplicate_keys(value: bytes) -> list[str]:
+    """Keys that occur more than once in any object of the body (only the slow path pays)."""
+    found: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen and key not in found:
+                found.append(key)
+            seen.add(key)
+        return dict(items)
+
+    json.loads(value, object_pairs_hook=pairs)
+    return found
 
 
 def _retry_count(headers: Headers) -> int:
