@@ -19,8 +19,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP) ## Create .venv, install churnstream with dev extras, fetch the Kafka jars
+setup: $(STAMP) ## Create .venv, install churnstream with dev extras, fetch the Kafka jars, Chromium
 	$(BIN)/churnstream broker fetch
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the dashboard's browser test"; \
+	    apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "note: no chromium; the dashboard browser test needs Debian's 'chromium' package" >&2; \
+	  fi; }
 
 demo: setup ## Run the demo on the embedded broker
 	$(BIN)/churnstream demo
