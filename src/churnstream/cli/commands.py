@@ -16,6 +16,7 @@ def register(app: App) -> None:
         data_cmd,
         demo_cmd,
         dlq_cmd,
+        model_cmd,
         predict_cmd,
         produce_cmd,
         report_cmd,
@@ -31,6 +32,7 @@ def register(app: App) -> None:
     app.add_typer(data_cmd.app, name="data")
     app.add_typer(schema_cmd.app, name="schema")
     app.add_typer(dlq_cmd.app, name="dlq")
+    app.add_typer(model_cmd.app, name="model")
     app.command("train")(train_cmd.train)
     app.command("predict")(predict_cmd.predict)
     app.command("produce")(produce_cmd.produce)

@@ -52,10 +52,23 @@ def train(
         int | None,
         typer.Option("--seed", help="Random state for the split, CV and models (default 42)."),
     ] = None,
+    mlflow: Annotated[
+        bool,
+        typer.Option(
+            "--mlflow",
+            help="Also log the run to MLflow ($MLFLOW_TRACKING_URI, else file:./mlruns); "
+            "needs the [mlflow] extra.",
+        ),
+    ] = False,
 ) -> None:
     """Train the churn model, evaluate it on a held-out 20%, and write models/<version>/."""
     # Imported late: scikit-learn and matplotlib cost about a second that --help should not pay.
     from churnstream.model.train import train_and_save
+
+    if mlflow:
+        from churnstream.model import tracking
+
+        tracking.require_mlflow()  # before training, not after
 
     settings = get_settings(
         **{
@@ -66,6 +79,12 @@ def train(
     )
     run = train_and_save(settings, data_path=data, sample=sample)
     _print_run(run, Console(soft_wrap=True))
+    if mlflow:
+        logged = tracking.log_training_run(run)
+        typer.echo(
+            f"MLflow run {logged.run_id} ({logged.tracking_uri}), artifacts {logged.artifact_uri}"
+        )
+        typer.echo(f"promote it with: churnstream model promote --run-id {logged.run_id}")
 
 
 def _print_run(run: TrainRun, console: Console) -> None:
