@@ -10,6 +10,7 @@ from churnstream.cli._common import App
 def register(app: App) -> None:
     from churnstream.cli import (
         broker,
+        check_cmd,
         config_cmd,
         consume_cmd,
         dashboard_cmd,
@@ -21,6 +22,7 @@ def register(app: App) -> None:
         produce_cmd,
         report_cmd,
         schema_cmd,
+        scorer_cmd,
         status_cmd,
         topics,
     )
@@ -41,4 +43,6 @@ def register(app: App) -> None:
     app.command("status")(status_cmd.status)
     app.command("dashboard")(dashboard_cmd.dashboard)
     app.command("report")(report_cmd.report)
+    app.command("check")(check_cmd.check)
+    app.add_typer(scorer_cmd.app, name="scorer")
     _ = typer  # keep the import for type checkers of sub-apps
