@@ -239,6 +239,9 @@ def test_without_mlflow_train_stops_before_training(
     code, out = invoke("train", "--mlflow", "--data", str(data), "--models-dir", str(models))
     assert code == 1 and "MLflow is not installed" in out, out
     assert not models.exists()
+    for args in (("model", "runs"), ("model", "promote", "--run-id", "0" * 32)):
+        code, out = invoke(*args)
+        assert code == 1 and out.startswith("error: MLflow is not installed"), out
 
 
 def test_params_and_metrics_are_flat(trained: TrainRun) -> None:

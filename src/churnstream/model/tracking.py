@@ -120,6 +120,7 @@ def file_store_path(uri: str) -> Path | None:
 def _require_existing_store(uri: str) -> None:
     # MLflow creates a missing file store on first use: reading commands must not, so a typo
     # in the URI is reported instead of answered with an empty new store.
+    require_mlflow()  # "not installed" first: it is the more useful message
     path = file_store_path(uri)
     if path is not None and not path.is_dir():
         raise TrackingError(
