@@ -393,6 +393,35 @@ class ObservabilitySettings(_Frozen):
     dashboard_refresh_ms: int = Field(default=1000, ge=100)
 
 
+class ApiSettings(_Frozen):
+    """`churnstream serve`: the REST API (POST /predict, GET /model, /health/*, /metrics).
+
+    ``token`` (best from ``CHURNSTREAM_API__TOKEN``) turns on bearer authentication for every
+    route but /health/* and the OpenAPI docs; unset, the API is open, so keep ``host`` on
+    127.0.0.1 or put it behind something that authenticates.
+    """
+
+    # Pydantic puts the raw input, the token included, into validation errors otherwise.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    #: 0.0.0.0 serves other hosts too.
+    host: str = "127.0.0.1"
+    #: 0: any free port (printed at start-up).
+    port: int = Field(default=8000, ge=0, le=65535)
+    token: SecretStr | None = None
+    #: Most records one POST /predict may carry (more: 422); one model call scores them all.
+    max_batch_records: int = Field(default=1000, ge=1)
+    #: Largest request body (more: 413). A record is about 600 bytes of JSON.
+    max_body_bytes: int = Field(default=2_097_152, ge=1024)
+
+    @model_validator(mode="after")
+    def _token_not_blank(self) -> ApiSettings:
+        if self.token is not None and not self.token.get_secret_value().strip():
+            # A ConfigError, like the kafka settings': never wrapped with the input in it.
+            raise ConfigError("invalid api settings: api.token is blank (unset it for no auth)")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CHURNSTREAM_",
@@ -411,6 +440,7 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     paths: PathsSettings = PathsSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
+    api: ApiSettings = ApiSettings()
 
     @classmethod
     def settings_customise_sources(

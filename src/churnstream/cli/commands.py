@@ -45,4 +45,7 @@ def register(app: App) -> None:
     app.command("report")(report_cmd.report)
     app.command("check")(check_cmd.check)
     app.add_typer(scorer_cmd.app, name="scorer")
+    from churnstream.cli import serve_cmd
+
+    app.command("serve")(serve_cmd.serve)
     _ = typer  # keep the import for type checkers of sub-apps
