@@ -43,12 +43,19 @@ def runs(
         return
     # Plain aligned lines, not a table: run ids are long, must never be cut, and get copied.
     typer.echo(f"MLflow runs at {tracking.resolve_tracking_uri(tracking_uri)}, newest first:")
-    header = ["run id".ljust(32), "started (UTC)".ljust(19), "status".ljust(8), "model version"]
+    width = max(len("model version"), *(len(run.version) for run in found))
+    header = ["run id".ljust(32), "started (UTC)".ljust(19), "status".ljust(8)]
+    header.append("model version".ljust(width))
     typer.echo("  ".join([*header, *_RUN_METRICS]))
     for run in found:
         started = datetime.fromtimestamp(run.started_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
         values = [f"{run.metrics[m]:.4f}" if m in run.metrics else "-" for m in _RUN_METRICS]
-        cells = [run.run_id.ljust(32), started, run.status.ljust(8), run.version or "-"]
+        cells = [
+            run.run_id.ljust(32),
+            started,
+            run.status.ljust(8),
+            (run.version or "-").ljust(width),
+        ]
         typer.echo("  ".join([*cells, *values]))
 
 
@@ -66,8 +73,8 @@ def promote(
     """Download a run's model into models/<version>/, verify it, then point models/latest at it.
 
     The model is loaded as a scorer would (trusted types only, sha256, smoke prediction)
-    before models/ changes; `latest` is replaced atomically. Running scorers pick it up at
-    their next restart (or model reload).
+    before models/ changes; `latest` is replaced atomically. A running scorer with the same
+    models/ switches to it between batches (`consume --reload-interval`, 5 s by default).
     """
     from churnstream.model import tracking
 
