@@ -422,10 +422,12 @@ def test_metrics_count_requests_by_route_and_status(
         post_json(client, EXAMPLE_RECORD)
         post_json(client, {"bad": 1})
         client.get("/no/such/route/12345")
+        client.request("BREW", "/predict")  # any method token: counted as "other"
         text = client.get("/metrics").text
     assert 'churnstream_api_requests_total{method="POST",route="/predict",status="200"} 2.0' in text
     assert 'churnstream_api_requests_total{method="POST",route="/predict",status="422"} 1.0' in text
     assert 'route="unmatched",status="404"' in text and "12345" not in text
+    assert 'method="other",route="/predict",status="405"' in text and "BREW" not in text
     assert 'churnstream_api_request_duration_seconds_count{method="POST",route="/predict"} 3.0' in (
         text
     )

@@ -76,6 +76,8 @@ REQUEST_BUCKETS_S = (
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 #: Route label for requests that matched no route (keeps the label set bounded).
 UNMATCHED_ROUTE = "unmatched"
+#: Method labels; any other method (clients may send any token) is counted as "other".
+KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 JSON_MEDIA_TYPES = ("application/json",)
 
 _EVENTS: TypeAdapter[list[CustomerEvent]] = TypeAdapter(list[CustomerEvent])
@@ -315,7 +317,8 @@ class RequestMetricsMiddleware:
         finally:
             # The router puts the matched route into the (shared) scope.
             route = getattr(scope.get("route"), "path", None) or UNMATCHED_ROUTE
-            method = str(scope.get("method", ""))
+            method = scope.get("method", "")
+            method = method if method in KNOWN_METHODS else "other"
             self.metrics.requests.labels(method, route, str(status)).inc()
             self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
 
