@@ -27,7 +27,7 @@ def test_workers_run_the_same_command_with_one_worker_each(
     monkeypatch.setattr(consume_cmd, "supervise", fake_supervise)
     args = ["--log-level", "WARNING", "consume", "--mode", "batch", "--broker", "h:1"]
     args += ["--batch-records", "200", "--no-reports", "--exactly-once"]
-    args += ["--transactional-id", "scorer", "--workers", "2"]
+    args += ["--transactional-id", "scorer", "--workers", "2", "--metrics-port", "9108"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert len(captured) == 2
@@ -40,6 +40,7 @@ def test_workers_run_the_same_command_with_one_worker_each(
         assert "--exactly-once" in text
         assert f"--transactional-id scorer-{index}" in text  # unique per producer
         assert f"--worker-index {index}" in text
+        assert f"--metrics-port {9108 + index}" in text  # two servers cannot share a port
         assert command[-2:] == ["--workers", "1"]
 
 

@@ -223,6 +223,8 @@ def worker_commands(ctx: typer.Context, workers: int) -> list[list[str]]:
             params["transactional_id"] = f"{params['transactional_id']}-{index}"
         params["workers"] = 1
         params["worker_index"] = index
+        if params.get("metrics_port"):
+            params["metrics_port"] = params["metrics_port"] + index  # one port per worker
         name = ctx.info_name or "consume"
         commands.append([*base, name, *_options(ctx.command, params, set())])
     return commands
