@@ -5,10 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+AIRFLOW_PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup demo test test-unit test-integration lint format bench clean
+.PHONY: help setup demo test test-unit test-integration test-airflow lint format bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -32,9 +35,23 @@ setup: $(STAMP) ## Create .venv, install churnstream with dev extras, fetch the 
 demo: setup ## Run the demo on the embedded broker
 	$(BIN)/churnstream demo
 
-test: setup ## Run every test (unit, integration on a real Kafka)
+test: setup ## Run every test (unit, integration on a real Kafka, then the Airflow DAGs)
 	$(BIN)/churnstream data fetch
 	$(BIN)/pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-airflow
+
+# Airflow lives in its own venv (its pins clash with churnstream's); the DAGs call $(BIN)/churnstream.
+$(AIRFLOW_STAMP): dags/requirements.txt
+	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install --quiet --disable-pip-version-check -r dags/requirements.txt \
+	  'pytest>=9.2,<10' 'pytest-timeout>=2.4,<3'
+	touch $(AIRFLOW_STAMP)
+
+test-airflow: setup $(AIRFLOW_STAMP) ## The DAGs under a real Airflow 3 (.venv-airflow, SQLite, real Kafka)
+	$(BIN)/churnstream data fetch
+	CHURNSTREAM_BIN=$(CURDIR)/$(BIN)/churnstream AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	  AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	  $(AIRFLOW_VENV)/bin/python -m pytest tests/airflow $(AIRFLOW_PYTEST_ARGS)
 
 test-unit: setup ## Unit tests only (no broker)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
@@ -52,4 +69,4 @@ bench: setup ## Throughput and latency benchmarks (bench/)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean: ## Remove the venv, caches and generated files (keeps data/)
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(AIRFLOW_VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -285,7 +285,7 @@ class Supervisor:
         python: str = sys.executable,
         http_timeout_s: float = HTTP_TIMEOUT_S,
     ) -> None:
-        self.state_dir = state_dir
+        self.state_dir = state_dir.absolute()  # the record names absolute paths
         self.python = python
         self.http_timeout_s = http_timeout_s
 
