@@ -213,6 +213,9 @@ def test_every_field_error_is_reported_at_once(client: TestClient) -> None:
     }
     contract = next(e for e in detail if e["loc"] == ["body", "Contract"])
     assert contract["input"] == "Weekly" and "Month-to-month" in contract["msg"]
+    partial = _error_422(client, json.dumps({"customerID": "7590-VHVEG", "Contract": "Weekly"}))
+    missing = [e for e in partial if e["type"] == "missing"]
+    assert len(missing) == 18 and all("input" not in e for e in missing)
 
 
 def test_list_size_is_capped(scorer: Scorer) -> None:

@@ -344,7 +344,8 @@ def _field_errors(exc: ValidationError, *, single: bool) -> list[dict[str, Any]]
         if single:
             loc = loc[1:]  # the body was one record, not a list of one
         error: dict[str, Any] = {"type": err["type"], "loc": ["body", *loc], "msg": err["msg"]}
-        if "input" in err:
+        # A missing field's "input" is the whole record around it: noise, once per field.
+        if "input" in err and err["type"] != "missing":
             error["input"] = _json_safe(err["input"])
         if err.get("ctx"):
             error["ctx"] = _json_safe(err["ctx"])
