@@ -539,3 +539,12 @@ def test_serve_end_to_end_on_a_free_port(tmp_path: Path, model_dir: Path) -> Non
     assert log_file.is_file()
     for text in (stderr, log_file.read_text(), "".join(lines.queue)):
         assert TOKEN not in text
+
+
+def test_a_non_ascii_token_matches_the_bytes_a_client_sends(scorer: Scorer) -> None:
+    token = "pässwört-✓"
+    with make_client(scorer, token=token) as client:
+        sent = {"Authorization": f"Bearer {token}".encode()}  # UTF-8 on the wire
+        assert client.get("/model", headers=sent).status_code == 200
+        wrong = {"Authorization": "Bearer pässwört-x".encode()}
+        assert client.get("/model", headers=wrong).status_code == 401

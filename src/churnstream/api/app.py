@@ -572,7 +572,8 @@ def _auth_dependency(token: SecretStr | None) -> list[Any]:
         if credentials is None:
             raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
         # Constant time, so the answer's timing says nothing about how much of it matched.
-        if not hmac.compare_digest(credentials.credentials.encode(), expected):
+        # Header values arrive decoded as latin-1: encoding back gives the bytes as sent.
+        if not hmac.compare_digest(credentials.credentials.encode("latin-1"), expected):
             raise HTTPException(
                 401,
                 "invalid bearer token",
