@@ -38,11 +38,15 @@ def wrap(command: list[str], output: Path) -> list[str]:
     ]
 
 
-def summarise(raw: Path, top: int = 30) -> str:
-    """A text table of the busiest functions in py-spy's collapsed stacks."""
+def summarise(raw: Path, top: int = 40, root: str = "ScorerLoop.run") -> str:
+    """A text table of the busiest functions in py-spy's collapsed stacks.
+
+    Only stacks inside ``root`` (the poll loop) count, as shares of the loop's samples;
+    the rest (imports, model load, shutdown) is reported as one line.
+    """
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
-    total = 0
+    total = in_root = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
@@ -50,14 +54,25 @@ def summarise(raw: Path, top: int = 30) -> str:
         samples = int(count)
         total += samples
         names = [_name(frame) for frame in stack.split(";")]
+        below = next((i for i, name in enumerate(names) if name.startswith(root + " ")), None)
+        if below is None:
+            continue
+        in_root += samples
+        names = names[below:]
         own[names[-1]] += samples
         for name in set(names):
             inclusive[name] += samples
-    lines = [f"{total} samples at {PY_SPY_RATE_HZ} Hz", "", "inclusive  self  function"]
+    if not in_root:
+        return f"{total} samples, none inside {root}"
+    lines = [
+        f"{total} samples at {PY_SPY_RATE_HZ} Hz; {in_root / total:.0%} inside {root} "
+        f"(the rest: imports, model load, group join, shutdown)",
+        "",
+        f"share of {root}'s samples:",
+        "inclusive   self  function",
+    ]
     for name, samples in inclusive.most_common(top):
-        if name.startswith(("<module>", "_run_", "_find_and_load", "_call_with")):
-            continue
-        lines.append(f"{samples / total:8.1%}  {own[name] / total:5.1%}  {name}")
+        lines.append(f"{samples / in_root:8.1%}  {own[name] / in_root:5.1%}  {name}")
     return "\n".join(lines)
 
 
