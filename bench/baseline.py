@@ -64,7 +64,7 @@ def measure(
         idle_since = time.monotonic()
         if first is None:
             first = time.perf_counter()
-        record = json.loads(msg.value())
+        record = json.loads(msg.value() or b"null")
         frame = pd.DataFrame([record])
         total = frame["TotalCharges"].iloc[0]
         frame["TotalCharges"] = float(total) if str(total).strip() else 0.0

@@ -72,7 +72,7 @@ def measure(
                 out, msg.value(), msg.key(), headers=msg.headers(), on_delivery=on_delivery
             )
             producer.poll(0)
-            highest[msg.partition()] = msg.offset()
+            highest[msg.partition() or 0] = msg.offset() or 0
         producer.flush()
         consumer.commit(
             offsets=[TopicPartition(raw, p, o + 1) for p, o in highest.items()], asynchronous=False

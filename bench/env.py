@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from churnstream.events import ROW_INDEX_HEADER, RUN_ID_HEADER, encode_event, stamp
 from churnstream.kafka import broker
@@ -130,7 +130,10 @@ def fill(bootstrap: str, topic: str, count: int, rows: list[dict[str, Any]]) -> 
     for i in range(count):
         record = rows[i % len(rows)]
         key, value = encode_event(stamp(record, format_ts(start + timedelta(microseconds=i))))
-        headers = [(ROW_INDEX_HEADER, str(i % len(rows)).encode()), (RUN_ID_HEADER, run_id)]
+        headers: list[tuple[str, str | bytes | None]] = [
+            (ROW_INDEX_HEADER, str(i % len(rows)).encode()),
+            (RUN_ID_HEADER, run_id),
+        ]
         while True:
             try:
                 producer.produce(topic, value=value, key=key, headers=headers)
@@ -172,8 +175,9 @@ def read_all(bootstrap: str, topic: str, *, expect: int | None = None) -> list[A
             if msg.error():
                 continue
             out.append(msg)
-            if msg.offset() + 1 >= ends[msg.partition()]:
-                done.add(msg.partition())
+            partition, offset = msg.partition() or 0, msg.offset() or 0
+            if offset + 1 >= ends[partition]:
+                done.add(partition)
         if batch:
             last = time.monotonic()
     consumer.close()
