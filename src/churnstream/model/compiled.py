@@ -53,6 +53,8 @@ expit: Any = importlib.import_module("scipy.special").expit
 
 #: Largest product of code domains packed into one lookup group (rows of a group's table).
 MAX_GROUP_DOMAIN = 2048
+#: From this many rows, trees are summed by a loop over tree-major leaves (else a cumsum).
+LOOP_SUM_MIN_ROWS = 256
 CONTRACT_INTERNET = "contract_internet"
 _YES = CATEGORICAL_LEVELS[ADDON_COLUMNS[0]].index("Yes")
 _AUTO_PAY_CODES = np.array(
@@ -415,24 +417,29 @@ class _TreeTables:
     def raw(self, design: np.ndarray, groups: np.ndarray) -> np.ndarray:
         """The raw score: baseline, then each tree's leaf added in order."""
         n = design.shape[0]
-        if not self._codes:
-            index = np.broadcast_to(self._offsets_without_codes, (n, self._n_trees))
-        else:
+        index: np.ndarray = np.broadcast_to(self._offsets_without_codes, (n, self._n_trees))
+        if self._codes:
             codes = self.codes_for(design, groups)
-            index = None
-            for members, radices, table in self._packs:
+            for position, (members, radices, table) in enumerate(self._packs):
                 packed = codes[members[0]].astype(np.intp, copy=True)
                 for member, radix in zip(members[1:], radices[1:], strict=True):
                     packed += codes[member] * radix
                 part = table[packed]  # (rows, trees): one contiguous row per code
-                if index is None:
+                if position == 0:
                     index = part
                 else:
                     index += part
+        # Sum in scikit-learn's order, ((b + v1) + v2) + ..., one tree after the other.
+        if n >= LOOP_SUM_MIN_ROWS:
+            # Tree-major leaves: 150 whole-row additions beat a cumsum across each row.
+            by_tree = self._leaves[index.T]
+            total: np.ndarray = by_tree[0] + self._baseline
+            for row in by_tree[1:]:
+                total += row
+            return total
         leaves = self._leaves[index]
         leaves[:, 0] += self._baseline
-        # cumsum is sequential by definition: ((b + v1) + v2) + ..., as scikit-learn adds.
-        return np.asarray(np.cumsum(leaves, axis=1)[:, -1])
+        return np.asarray(np.cumsum(leaves, axis=1)[:, -1])  # sequential by definition
 
     def __call__(self, design: np.ndarray, groups: np.ndarray) -> np.ndarray:
         raw = self.raw(design, groups)

@@ -159,6 +159,16 @@ class FeatureBatch:
     def __len__(self) -> int:
         return int(self.tenure.shape[0])
 
+    def take(self, rows: np.ndarray | slice) -> FeatureBatch:
+        """The rows selected by an index array or a slice."""
+        return FeatureBatch(
+            codes=self.codes[rows],
+            senior_citizen=self.senior_citizen[rows],
+            tenure=self.tenure[rows],
+            monthly_charges=self.monthly_charges[rows],
+            total_charges=self.total_charges[rows],
+        )
+
     def to_frame(self) -> pd.DataFrame:
         """The model-ready frame (what :func:`churnstream.events.events_to_frame` builds)."""
         data: dict[str, Any] = {}

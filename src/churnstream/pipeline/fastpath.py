@@ -323,13 +323,7 @@ def concat_features(parts: Sequence[FeatureBatch], order: np.ndarray) -> Feature
 
 
 def take_features(batch: FeatureBatch, rows: np.ndarray | slice) -> FeatureBatch:
-    return FeatureBatch(
-        codes=batch.codes[rows],
-        senior_citizen=batch.senior_citizen[rows],
-        tenure=batch.tenure[rows],
-        monthly_charges=batch.monthly_charges[rows],
-        total_charges=batch.total_charges[rows],
-    )
+    return batch.take(rows)
 
 
 def prediction_template(processed_iso: str, model_version: str, inference_ms: float) -> str:
