@@ -23,6 +23,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from churnstream.events import ROW_INDEX_HEADER
+from churnstream.pipeline.checkpoint import load_checkpoint
 from churnstream.pipeline.transform import SOURCE_HEADER
 from tests.integration.kafka_io import read_topic, send_raw
 from tests.unit.test_schemas import EVENT
@@ -32,9 +33,8 @@ pytestmark = pytest.mark.integration
 EVENTS = 20_000
 PRODUCER_ROWS = 40_000
 KILLS = 10
-#: Small batches keep the scorer busy long enough for the kills to land mid-stream
-#: (a transaction per batch is slower than a commit, so exactly-once gets larger ones).
-BATCH_RECORDS = {False: 5, True: 10}
+#: Micro-batch size while the kills land: what one kill may leave uncommitted.
+BATCH_RECORDS = {False: 100, True: 100}
 TopicFactory = Callable[..., str]
 
 
@@ -74,26 +74,37 @@ def committed_total(bootstrap: str, group: str, topic: str) -> int:
         consumer.close()
 
 
-def kill_loop(argv: list[str], rng: random.Random, progress: Callable[[], int]) -> int:
-    """Start ``argv`` and SIGKILL it after a random delay, KILLS times.
+def kill_at_progress(
+    argv: list[str],
+    rng: random.Random,
+    progress: Callable[[], int],
+    total: int,
+    *,
+    extra_delay_s: float,
+) -> int:
+    """Start ``argv`` and SIGKILL it KILLS times, each time once it has gone past a random
+    point of what is left (plus up to ``extra_delay_s``, so some kills land mid-batch).
 
-    Returns how many kills landed mid-stream: after this run had made progress and before
-    the input was drained.
+    Progress-driven rather than timed, so the kills land mid-run however fast or loaded the
+    machine is. Returns how many kills landed mid-run (before the input was done).
     """
-    mid_stream = 0
-    before = progress()
-    for _ in range(KILLS):
+    mid_run = 0
+    for kill in range(KILLS):
+        start = progress()
+        # spread the kills over what is left, keeping room for the ones still to come
+        step = max(1, (total - start) // (KILLS - kill + 1))
+        target = start + rng.randint(1, step)
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        delay = rng.uniform(5.0, 9.0)  # start-up and the group join take 3-6 s of it
-        time.sleep(delay)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline and progress() < target:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, extra_delay_s))
         proc.kill()
         proc.wait(timeout=10)
-        after = progress()
-        print(f"SIGKILL after {delay:.1f}s: {after} input offsets committed")
-        if before < after < EVENTS:
-            mid_stream += 1
-        before = after
-    return mid_stream
+        done = progress()
+        print(f"SIGKILL past {target}: {done} of {total} done")
+        mid_run += done < total
+    return mid_run
 
 
 def scorer_args(
@@ -144,8 +155,14 @@ def test_scorer_survives_sigkill_loop(
         ),
         *extra,
     )
-    mid_stream = kill_loop(streaming, rng, lambda: committed_total(kafka_bootstrap, group, raw))
-    assert mid_stream >= KILLS // 2, f"only {mid_stream} kill(s) landed mid-stream"
+    mid_stream = kill_at_progress(
+        streaming,
+        rng,
+        lambda: committed_total(kafka_bootstrap, group, raw),
+        EVENTS,
+        extra_delay_s=0.2,
+    )
+    assert mid_stream == KILLS, f"only {mid_stream} kill(s) landed mid-stream"
     # drain whatever is left, then stop on idle
     final = subprocess.run(
         cli(
@@ -204,21 +221,15 @@ def test_batch_producer_survives_sigkill_loop(
         str(ckpt),
         "--no-progress",
     )
-    rng = random.Random(7)
-    kills = 0
-    # Kill early and often: small chunks make the file take about 10 s of sending.
-    for _ in range(3 * KILLS):
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(1.4, 2.6))
-        if proc.poll() is None:
-            proc.kill()
-            kills += 1
-        proc.wait(timeout=10)
-        if kills == KILLS or proc.returncode == 0:
-            break
+
+    def sent_rows() -> int:
+        saved = load_checkpoint(ckpt) if ckpt.is_file() else None
+        return saved.next_row if saved is not None else 0
+
+    kills = kill_at_progress(argv, random.Random(7), sent_rows, PRODUCER_ROWS, extra_delay_s=0.02)
+    assert kills == KILLS, f"only {kills} kill(s) landed before the file was sent"
     final = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stdout + final.stderr
-    assert kills == KILLS, f"only {kills} kill(s) landed before the file was sent"
 
     records = read_topic(kafka_bootstrap, raw, expect=PRODUCER_ROWS)
     rows = Counter(int(r.headers[ROW_INDEX_HEADER]) for r in records)
