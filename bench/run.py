@@ -56,6 +56,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--models-dir", type=Path, default=env.REPO / "models")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="print (and write to the docs) the tables of an earlier run, measuring nothing",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="also run the 1-worker throughput under py-spy; profile to bench/results/",
@@ -75,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s bench: %(message)s", datefmt="%H:%M:%S"
     )
     args = parse(argv)
+    if args.render is not None:
+        table = render(json.loads(args.render.read_text()))
+        print(table)
+        if not args.no_docs:
+            write_docs(table)
+        return 0
     command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
     machine = env.Machine.now()
     logger.info("load average before: %s on %d cpus", machine.load_before, machine.cpus)
@@ -244,6 +256,8 @@ def render(results: dict[str, Any]) -> str:
             f"| ceiling: the same loop copying messages, no decoding or model "
             f"({top['copied']:,} events) | {top['msgs_per_s']:,.0f} msgs/s |",
         ]
+    if results.get("profile"):
+        lines += ["", f"Profile of the 1-worker loop: `{results['profile']}`."]
     if results.get("stages"):
         lines += ["", stages.render(results["stages"])]
     lines += ["", "| target | goal | measured | met |", "|---|---|---|---|"]
