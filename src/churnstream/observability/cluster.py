@@ -17,7 +17,6 @@ from typing import Any
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
-    ConsumerGroupTopicPartitions,
     KafkaException,
     TopicPartition,
 )
@@ -83,20 +82,39 @@ def consumer_groups(
     out = []
     for group_id in names:
         state = states.get(group_id, "unknown")
-        request = [ConsumerGroupTopicPartitions(group_id)]
         try:
-            future = client.list_consumer_group_offsets(request, request_timeout=timeout_s)[
-                group_id
-            ]
-            result = future.result(timeout_s)
-        except (KafkaException, concurrent.futures.TimeoutError) as exc:
+            committed = _committed(kafka, group_id, ends, timeout_s)
+        except (KafkaException, ChurnstreamError) as exc:
             out.append(GroupStatus(group_id, state, (), error=f"offsets unavailable: {exc}"))
             continue
-        committed = {
-            (tp.topic, tp.partition): int(tp.offset) for tp in (result.topic_partitions or [])
-        }
         out.append(GroupStatus(group_id, state, group_lag(ends, committed)))
     return out
+
+
+def _committed(
+    kafka: KafkaSettings, group_id: str, ends: Mapping[tuple[str, int], int], timeout_s: float
+) -> dict[tuple[str, int], int]:
+    """The group's committed offsets, read by a consumer that never joins the group.
+
+    Not AdminClient.list_consumer_group_offsets: librdkafka 2.16 crashed (SIGSEGV) here in
+    that call while the group coordinator was still loading after a broker restart.
+    """
+    conf = kafka.client_config()
+    conf.update({"group.id": group_id, "enable.auto.commit": False})
+    consumer = Consumer(conf)
+    try:
+        partitions = [TopicPartition(topic, partition) for topic, partition in ends]
+        last: Exception | None = None
+        for attempt in range(3):
+            try:
+                found = consumer.committed(partitions, timeout=timeout_s)
+                return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
+            except KafkaException as exc:  # coordinator moving or loading: ask again
+                last = exc
+                time.sleep(0.5 * (attempt + 1))
+        raise ChurnstreamError(str(last))
+    finally:
+        consumer.close()
 
 
 def read_dead_letters(
