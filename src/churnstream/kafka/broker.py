@@ -31,7 +31,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -45,6 +44,7 @@ from typing import Any, Literal
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from churnstream import processes
 from churnstream.exceptions import BrokerError, BrokerUnavailableError
 from churnstream.kafka.admin import RdkafkaDebugLog
 from churnstream.settings import BrokerSettings
@@ -94,10 +94,6 @@ _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _LOG4J_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d ")
 _LOG4J_ERROR = re.compile(r"^\[\d{4}-\d\d-\d\d [^]]*\] (ERROR|FATAL) ")
 _START_MARKER = "---- churnstream broker start"
-
-# Popen handles of brokers started by this process, so that a stopped child is reaped
-# (a zombie would still look alive to os.kill(pid, 0)).
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 @dataclass(frozen=True)
@@ -419,7 +415,7 @@ def start(settings: BrokerSettings, *, extras: KafkaExtras | None = None) -> Bro
                 proc, engine, record.bootstrap, settings.start_timeout_s, log_files, offsets
             )
         except BaseException:
-            _terminate(proc.pid, KILL_WAIT_S)
+            processes.terminate(proc.pid, KILL_WAIT_S, what="the broker", error=BrokerError)
             (state_dir / PID_FILE).unlink(missing_ok=True)
             if launch.cds_pending is not None:
                 launch.cds_pending.unlink(missing_ok=True)
@@ -459,7 +455,7 @@ def stop(settings: BrokerSettings, *, timeout_s: float = STOP_TIMEOUT_S) -> bool
             (state_dir / PID_FILE).unlink(missing_ok=True)
             return False
         started = time.monotonic()
-        graceful = _terminate(record.pid, timeout_s)
+        graceful = processes.terminate(record.pid, timeout_s, what="the broker", error=BrokerError)
         (state_dir / PID_FILE).unlink(missing_ok=True)
         _promote_cds_archive(record, graceful)
         if graceful:
@@ -957,7 +953,7 @@ def _spawn(
             )
         except OSError as exc:
             raise BrokerError(f"could not run {argv[0]}: {exc}") from None
-    _CHILDREN[proc.pid] = proc
+    processes.track(proc)
     return proc
 
 
@@ -989,58 +985,9 @@ def _wait_started(
         time.sleep(PROBE_INTERVAL_S)
 
 
-def _terminate(pid: int, timeout_s: float) -> bool:
-    """SIGTERM, wait up to ``timeout_s``, then SIGKILL. True if it exited on SIGTERM."""
-    if not _send(pid, signal.SIGTERM):
-        return True
-    if _wait_exit(pid, timeout_s):
-        return True
-    _send(pid, signal.SIGKILL)
-    if not _wait_exit(pid, KILL_WAIT_S):
-        raise BrokerError(f"broker process {pid} survived SIGKILL")
-    return False
-
-
-def _send(pid: int, sig: signal.Signals) -> bool:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError as exc:
-        raise BrokerError(f"not allowed to signal broker process {pid}: {exc}") from None
-    return True
-
-
-def _wait_exit(pid: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while _pid_alive(pid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    _CHILDREN.pop(pid, None)
-    return True
-
-
-def _pid_alive(pid: int) -> bool:
-    child = _CHILDREN.get(pid)
-    if child is not None:
-        return child.poll() is None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, parent has not reaped it) still accepts signal 0
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
-
-
 def _is_our_broker(record: _PidRecord) -> bool:
     """Alive, and (where /proc tells) still the broker: guards against a recycled pid."""
-    if not _pid_alive(record.pid):
+    if not processes.pid_alive(record.pid):
         return False
     try:
         cmdline = Path(f"/proc/{record.pid}/cmdline").read_bytes()

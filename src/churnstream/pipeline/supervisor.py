@@ -25,7 +25,6 @@ import fcntl
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from churnstream import processes
 from churnstream.exceptions import ChurnstreamError
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,6 @@ STARTUP_GRACE_S = 30.0
 STOP_TIMEOUT_S = 30.0
 HTTP_TIMEOUT_S = 3.0
 POLL_INTERVAL_S = 0.25
-KILL_WAIT_S = 5.0
 LOG_TAIL_LINES = 5
 LOG_COLUMNS = "160"
 #: Options ``ensure`` sets itself; given among the consume options they are refused.
@@ -68,8 +67,6 @@ _COUNTER_FAMILIES = {
     "redelivered_batches": "churnstream_scorer_redelivered_batches",
 }
 _LAG_FAMILY = "churnstream_scorer_consumer_lag_messages"
-# Children started by this process: polled so that they never linger as zombies here.
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class SupervisorError(ChurnstreamError):
@@ -309,7 +306,7 @@ class Supervisor:
 
     def is_alive(self, record: ScorerRecord) -> bool:
         """The recorded process runs and is still the one we started (not a recycled pid)."""
-        if not _pid_alive(record.pid):
+        if not processes.pid_alive(record.pid):
             return False
         if record.proc_start is not None:
             current = _proc_start_ticks(record.pid)
@@ -465,7 +462,7 @@ class Supervisor:
                 )
             except OSError as exc:
                 raise SupervisorError(f"could not run {argv[0]}: {exc}") from None
-        _CHILDREN[proc.pid] = proc
+        processes.track(proc)
         record = ScorerRecord(
             pid=proc.pid,
             argv=argv,
@@ -510,14 +507,7 @@ class Supervisor:
 
     def _terminate(self, pid: int, timeout_s: float) -> bool:
         """SIGTERM, wait, then SIGKILL. True if it exited on SIGTERM."""
-        if not _send(pid, signal.SIGTERM):
-            return True
-        if _wait_exit(pid, timeout_s):
-            return True
-        _send(pid, signal.SIGKILL)
-        if not _wait_exit(pid, KILL_WAIT_S):
-            raise SupervisorError(f"the scorer (pid {pid}) survived SIGKILL")
-        return False
+        return processes.terminate(pid, timeout_s, what="the scorer", error=SupervisorError)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -527,43 +517,6 @@ class Supervisor:
                 yield
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _send(pid: int, sig: signal.Signals) -> bool:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError as exc:
-        raise SupervisorError(f"not allowed to signal the scorer (pid {pid}): {exc}") from None
-    return True
-
-
-def _wait_exit(pid: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while _pid_alive(pid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    _CHILDREN.pop(pid, None)
-    return True
-
-
-def _pid_alive(pid: int) -> bool:
-    child = _CHILDREN.get(pid)
-    if child is not None:
-        return child.poll() is None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped by its parent) still accepts signal 0
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
 
 
 def _proc_start_ticks(pid: int) -> int | None:
