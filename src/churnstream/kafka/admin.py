@@ -16,12 +16,13 @@ failure raises AuthenticationError within about a second, with no secret in its 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import re
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -403,33 +404,57 @@ def dump_topic(
     except (KafkaException, ValueError, TypeError) as exc:
         raise BrokerError(f"invalid Kafka consumer configuration: {_reason(exc)}") from None
     records: list[dict[str, Any]] = []
+    messages = iter_from_beginning(
+        consumer, topic, partitions, idle_s=idle_s, timeout_s=timeout_s, watch=watch
+    )
+    with contextlib.closing(messages):
+        for msg in messages:
+            records.append(message_record(msg))
+            if len(records) >= limit:
+                break
+    records = records[:limit]
+    records.sort(key=lambda r: (r["partition"], r["offset"]))
+    return records
+
+
+def iter_from_beginning(
+    consumer: Consumer,
+    topic: str,
+    partitions: Sequence[int],
+    *,
+    idle_s: float,
+    timeout_s: float,
+    watch: ClientErrorWatch | None = None,
+) -> Generator[Message, None, None]:
+    """Every record of ``partitions`` from the beginning, read by ``assign()``; closes
+    ``consumer`` when exhausted or closed.
+
+    The consumer needs ``enable.partition.eof``: the reading stops ``idle_s`` after the last
+    record once every partition has been fetched from, never trusting the high watermark
+    alone (tansu's is wrong). A partition that cannot be fetched from within ``timeout_s``
+    raises BrokerUnavailableError.
+    """
     try:
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        started = time.monotonic()
-        last_activity = started
+        started = last_activity = time.monotonic()
         unfetched = set(partitions)
-        while len(records) < limit:
-            batch = consumer.consume(
-                num_messages=min(DUMP_BATCH_RECORDS, limit - len(records)),
-                timeout=DUMP_POLL_TIMEOUT_S,
-            )
-            watch.raise_if_failed()
+        while True:
+            batch = consumer.consume(num_messages=DUMP_BATCH_RECORDS, timeout=DUMP_POLL_TIMEOUT_S)
+            if watch is not None:
+                watch.raise_if_failed()
             now = time.monotonic()
-            got_data = False
             for msg in batch:
                 err = msg.error()
                 if err is None:
-                    unfetched.discard(msg.partition())
-                    records.append(message_record(msg))
-                    got_data = True
+                    unfetched.discard(msg.partition() or 0)
+                    last_activity = now
+                    yield msg
                 elif err.code() == KafkaError._PARTITION_EOF:
-                    unfetched.discard(msg.partition())
+                    unfetched.discard(msg.partition() or 0)
                 elif err.fatal() or not err.retriable():
                     raise BrokerError(f"reading {topic!r} failed: {err.str()}")
                 else:
                     logger.debug("transient error reading %s: %s", topic, err.str())
-            if got_data:
-                last_activity = now
             if unfetched:
                 if now - started > timeout_s:
                     raise BrokerUnavailableError(
@@ -437,12 +462,9 @@ def dump_topic(
                         f"within {timeout_s:g}s"
                     )
             elif now - last_activity >= idle_s:
-                break
+                return
     finally:
         consumer.close()
-    records = records[:limit]
-    records.sort(key=lambda r: (r["partition"], r["offset"]))
-    return records
 
 
 def message_record(msg: Message) -> dict[str, Any]:

@@ -31,6 +31,7 @@ at-least-once, like the scorer, never a letter marked but not re-sent.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import time
 import uuid
@@ -39,13 +40,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
     Message,
     Producer,
-    TopicPartition,
 )
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
@@ -76,8 +75,6 @@ from churnstream.settings import Settings
 logger = logging.getLogger(__name__)
 
 READ_IDLE_S = 2.0
-READ_POLL_TIMEOUT_S = 0.2
-READ_BATCH_RECORDS = 1000
 REPLAY_CHUNK_RECORDS = 500
 TXN_TIMEOUT_S = 30.0
 FLUSH_TIMEOUT_S = 60.0
@@ -136,39 +133,15 @@ def read_topic(
         raise BrokerError(f"invalid Kafka consumer configuration: {exc}") from None
     records: list[Letter] = []
     limit_reached = False
-    try:
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        started = last_activity = time.monotonic()
-        unfetched = set(partitions)
-        while True:
-            want = READ_BATCH_RECORDS if limit is None else min(READ_BATCH_RECORDS, limit)
-            batch = consumer.consume(num_messages=want, timeout=READ_POLL_TIMEOUT_S)
-            now = time.monotonic()
-            for msg in batch:
-                err = msg.error()
-                if err is None:
-                    unfetched.discard(msg.partition() or 0)
-                    records.append(_letter(msg))
-                    last_activity = now
-                elif err.code() == KafkaError._PARTITION_EOF:
-                    unfetched.discard(msg.partition() or 0)
-                elif err.fatal() or not err.retriable():
-                    raise BrokerError(f"reading {topic!r} failed: {err.str()}")
-                else:
-                    logger.debug("transient error reading %s: %s", topic, err.str())
+    messages = admin.iter_from_beginning(
+        consumer, topic, partitions, idle_s=idle_s, timeout_s=timeout_s
+    )
+    with contextlib.closing(messages):
+        for msg in messages:
+            records.append(_letter(msg))
             if limit is not None and len(records) >= limit:
                 limit_reached = True
                 break
-            if unfetched:
-                if now - started > timeout_s:
-                    raise BrokerUnavailableError(
-                        f"could not fetch from {topic!r} partitions {sorted(unfetched)} "
-                        f"within {timeout_s:g}s"
-                    )
-            elif now - last_activity >= idle_s:
-                break
-    finally:
-        consumer.close()
     if limit is not None:
         records.sort(key=lambda r: (r.partition, r.offset))
         records = records[:limit]
