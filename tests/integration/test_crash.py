@@ -15,6 +15,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -31,6 +32,8 @@ from tests.unit.test_schemas import EVENT
 pytestmark = pytest.mark.integration
 
 EVENTS = 20_000
+#: Events added when a fast scorer nears the end of its input before all kills landed.
+TOP_UP = 4_000
 PRODUCER_ROWS = 40_000
 KILLS = 10
 #: Micro-batch size while the kills land: what one kill may leave uncommitted.
@@ -51,48 +54,72 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "churnstream", "--log-level", "WARNING", *args]
 
 
-def committed_total(bootstrap: str, group: str, topic: str) -> int:
-    """Sum of the group's committed offsets on ``topic`` (0 while the group has none).
+class CommittedOffsets:
+    """Sum of a group's committed offsets on a topic, read without joining the group.
 
-    Read with Consumer.committed(), without joining the group. (AdminClient's
-    list_consumer_group_offsets crashed librdkafka 2.16 here with SIGSEGV when the group
-    coordinator was still loading, so it is not used.)
+    One consumer is kept open for the whole test so that each poll is a single
+    OffsetFetch round trip: a slow poll lets a fast scorer run far past its kill point.
+    (AdminClient's list_consumer_group_offsets crashed librdkafka 2.16 with SIGSEGV while
+    the group coordinator was still loading, so Consumer.committed is used instead.)
     """
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
-    )
-    try:
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+
+    def __init__(self, bootstrap: str, group: str, topic: str) -> None:
+        self._consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+        )
+        parts = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self._partitions = [TopicPartition(topic, p) for p in parts]
+
+    def __call__(self) -> int:
         for attempt in range(10):
             try:
-                committed = consumer.committed([TopicPartition(topic, p) for p in parts], 10)
+                committed = self._consumer.committed(self._partitions, 10)
                 return sum(max(tp.offset, 0) for tp in committed)
             except KafkaException:
                 time.sleep(0.5 * (attempt + 1))  # coordinator moving or loading: ask again
         return 0
-    finally:
-        consumer.close()
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+@dataclass
+class KillLoop:
+    """What a kill loop did: kills that interrupted unfinished work, and kills in all."""
+
+    mid_run: int = 0
+    attempts: int = 0
 
 
 def kill_at_progress(
     argv: list[str],
     rng: random.Random,
     progress: Callable[[], int],
-    total: int,
+    total: Callable[[], int],
     *,
     extra_delay_s: float,
-) -> int:
-    """Start ``argv`` and SIGKILL it KILLS times, each time once it has gone past a random
-    point of what is left (plus up to ``extra_delay_s``, so some kills land mid-batch).
+    top_up: Callable[[], None] | None = None,
+    low_water: int = 0,
+) -> KillLoop:
+    """Start ``argv`` and SIGKILL it until KILLS kills have landed mid-run, each once it has
+    gone past a random point of what is left (plus up to ``extra_delay_s``, so some kills
+    land mid-batch).
 
     Progress-driven rather than timed, so the kills land mid-run however fast or loaded the
-    machine is. Returns how many kills landed mid-run (before the input was done).
+    machine is. A kill counts as mid-run when the input was still unfinished after it.
+    When less than ``low_water`` is left, ``top_up`` adds more input first, so a process
+    that outruns the poller (a CI machine ran 3,600 events between two polls) gets more
+    work instead of failing the test; without ``top_up`` the loop stops when input is done.
     """
-    mid_run = 0
-    for kill in range(KILLS):
+    loop = KillLoop()
+    while loop.mid_run < KILLS and loop.attempts < 3 * KILLS:
         start = progress()
+        if top_up is not None and total() - start < low_water:
+            top_up()
+        if start >= total():
+            break
         # spread the kills over what is left, keeping room for the ones still to come
-        step = max(1, (total - start) // (KILLS - kill + 1))
+        step = max(1, (total() - start) // (KILLS - loop.mid_run + 1))
         target = start + rng.randint(1, step)
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
@@ -101,10 +128,11 @@ def kill_at_progress(
         time.sleep(rng.uniform(0.0, extra_delay_s))
         proc.kill()
         proc.wait(timeout=10)
+        loop.attempts += 1
         done = progress()
-        print(f"SIGKILL past {target}: {done} of {total} done")
-        mid_run += done < total
-    return mid_run
+        print(f"SIGKILL past {target}: {done} of {total()} done")
+        loop.mid_run += done < total()
+    return loop
 
 
 def scorer_args(
@@ -125,14 +153,18 @@ def scorer_args(
     ]  # fmt: skip
 
 
+def customer_events(first: int, count: int) -> list[tuple[bytes | None, bytes | None]]:
+    messages: list[tuple[bytes | None, bytes | None]] = []
+    for i in range(first, first + count):
+        body = {**EVENT, "customerID": unique_id(i), "tenure": i % 72}
+        messages.append((body["customerID"].encode(), orjson.dumps(body)))
+    return messages
+
+
 @pytest.fixture
 def filled_topics(kafka_bootstrap: str, topic_factory: TopicFactory) -> tuple[str, str, str]:
     raw, preds, dlq = topic_factory(3), topic_factory(3), topic_factory(1)
-    messages = []
-    for i in range(EVENTS):
-        body = {**EVENT, "customerID": unique_id(i), "tenure": i % 72}
-        messages.append((body["customerID"].encode(), orjson.dumps(body)))
-    send_raw(kafka_bootstrap, raw, messages)
+    send_raw(kafka_bootstrap, raw, customer_events(0, EVENTS))
     return raw, preds, dlq
 
 
@@ -155,14 +187,26 @@ def test_scorer_survives_sigkill_loop(
         ),
         *extra,
     )
-    mid_stream = kill_at_progress(
-        streaming,
-        rng,
-        lambda: committed_total(kafka_bootstrap, group, raw),
-        EVENTS,
-        extra_delay_s=0.2,
-    )
-    assert mid_stream == KILLS, f"only {mid_stream} kill(s) landed mid-stream"
+    sent = [EVENTS]
+
+    def top_up() -> None:
+        send_raw(kafka_bootstrap, raw, customer_events(sent[0], TOP_UP))
+        sent[0] += TOP_UP
+
+    committed = CommittedOffsets(kafka_bootstrap, group, raw)
+    try:
+        loop = kill_at_progress(
+            streaming,
+            rng,
+            committed,
+            lambda: sent[0],
+            extra_delay_s=0.2,
+            top_up=top_up,
+            low_water=TOP_UP // 2,
+        )
+    finally:
+        committed.close()
+    assert loop.mid_run == KILLS, f"only {loop.mid_run} kill(s) landed mid-stream"
     # drain whatever is left, then stop on idle
     final = subprocess.run(
         cli(
@@ -175,22 +219,23 @@ def test_scorer_survives_sigkill_loop(
     )
     assert final.returncode == 0, final.stdout + final.stderr
 
+    events = sent[0]
     isolation = "read_committed" if exactly_once else "read_uncommitted"
-    records = read_topic(kafka_bootstrap, preds, expect=EVENTS, isolation=isolation)
+    records = read_topic(kafka_bootstrap, preds, expect=events, isolation=isolation)
     sources = Counter(r.headers[SOURCE_HEADER] for r in records)
-    assert len(sources) == EVENTS, f"lost {EVENTS - len(sources)} input message(s)"
-    assert {r.json()["customerID"] for r in records} == {unique_id(i) for i in range(EVENTS)}
+    assert len(sources) == events, f"lost {events - len(sources)} input message(s)"
+    assert {r.json()["customerID"] for r in records} == {unique_id(i) for i in range(events)}
     duplicates = len(records) - len(sources)
     print(
-        f"\n{'exactly' if exactly_once else 'at-least'}-once: {KILLS} SIGKILLs "
-        f"({mid_stream} mid-stream), "
-        f"{len(records)} predictions for {EVENTS} events, {duplicates} duplicate(s)"
+        f"\n{'exactly' if exactly_once else 'at-least'}-once: {loop.attempts} SIGKILLs "
+        f"({loop.mid_run} mid-stream), "
+        f"{len(records)} predictions for {events} events, {duplicates} duplicate(s)"
     )
     if exactly_once:
         assert duplicates == 0, f"{duplicates} duplicate(s) visible to read_committed readers"
     else:
         # at most the one uncommitted batch in flight at each kill is scored again
-        assert duplicates <= KILLS * BATCH_RECORDS[exactly_once]
+        assert duplicates <= loop.attempts * BATCH_RECORDS[exactly_once]
     assert read_topic(kafka_bootstrap, dlq, idle_s=1.0, isolation=isolation) == []
 
 
@@ -226,14 +271,19 @@ def test_batch_producer_survives_sigkill_loop(
         saved = load_checkpoint(ckpt) if ckpt.is_file() else None
         return saved.next_row if saved is not None else 0
 
-    kills = kill_at_progress(argv, random.Random(7), sent_rows, PRODUCER_ROWS, extra_delay_s=0.02)
-    assert kills == KILLS, f"only {kills} kill(s) landed before the file was sent"
+    loop = kill_at_progress(
+        argv, random.Random(7), sent_rows, lambda: PRODUCER_ROWS, extra_delay_s=0.02
+    )
+    assert loop.mid_run == KILLS, f"only {loop.mid_run} kill(s) landed before the file was sent"
     final = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stdout + final.stderr
 
     records = read_topic(kafka_bootstrap, raw, expect=PRODUCER_ROWS)
     rows = Counter(int(r.headers[ROW_INDEX_HEADER]) for r in records)
-    print(f"\nbatch producer: {kills} SIGKILLs, {len(records)} records for {PRODUCER_ROWS} rows")
+    print(
+        f"\nbatch producer: {loop.attempts} SIGKILLs, {len(records)} records "
+        f"for {PRODUCER_ROWS} rows"
+    )
     assert set(rows) == set(range(PRODUCER_ROWS)), "a row is missing"
     assert max(rows.values()) == 1, f"{sum(v - 1 for v in rows.values())} duplicate row(s)"
     assert len(records) == PRODUCER_ROWS
