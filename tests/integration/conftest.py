@@ -8,6 +8,9 @@
 - ``tansu_topic_factory`` (function): the same on ``tansu_bootstrap``.
 - ``kafka_settings`` (function): ``KafkaSettings`` pointing at ``kafka_bootstrap``.
 - ``produce`` (function): ``produce(bootstrap, topic, [(key, value), ...]) -> acknowledged``.
+- ``_broker_reaper`` (session, autouse): a watchdog process (``tests/reaper.py``) that stops
+  every broker started under this session's temp dir if pytest itself dies (SIGKILL,
+  segfault) before its fixtures could stop them.
 - ``embedded_settings`` (function): ``embedded_settings(engine, state_dir, **overrides)`` gives
   ``BrokerSettings`` for a throwaway embedded broker on a free port (tests start/stop it).
 """
@@ -15,6 +18,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # The same jar cache as `churnstream broker fetch` run from the repo root: fetched once.
 JARS_DIR = REPO_ROOT / ".churnstream" / "kafka-jars"
 EXTERNAL_ENV = "KAFKA_BOOTSTRAP"
+REAPER = REPO_ROOT / "tests" / "reaper.py"
 EXTERNAL_READY_TIMEOUT_S = 30.0
 
 
@@ -43,6 +49,20 @@ def embedded_broker_settings(engine: str, state_dir: Path, **overrides: object) 
     }
     values.update(overrides)
     return BrokerSettings.model_validate(values)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _broker_reaper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    basetemp = tmp_path_factory.getbasetemp()
+    reaper = subprocess.Popen(  # noqa: S603 - fixed argv
+        [sys.executable, str(REAPER), str(os.getpid()), str(basetemp)],
+        start_new_session=True,  # a Ctrl-C to the test run must not take it down first
+    )
+    try:
+        yield
+    finally:
+        reaper.terminate()
+        reaper.wait(timeout=10)
 
 
 @pytest.fixture
