@@ -28,6 +28,7 @@ import orjson
 
 from churnstream.pipeline.transform import (
     ERROR_CODE_HEADER,
+    ORIGINAL_HEADER_PREFIX,
     ORIGINAL_KEY_HEADER,
     RETRY_COUNT_HEADER,
     SOURCE_HEADER,
@@ -258,8 +259,18 @@ def reconstruct(parsed: ParsedLetter) -> Original:
 
 
 def replay_headers(parsed: ParsedLetter) -> Headers:
-    """Headers of a replayed message: which letter it replays, and its retry count + 1."""
+    """Headers of a replayed message: the original message's own headers as the letter kept
+    them (row index, run id, anything a client set), then which letter it replays and its
+    retry count + 1, which replace any earlier replay's."""
+    ours = (REPLAY_OF_HEADER, RETRY_COUNT_HEADER)
+    restored = [
+        (name.removeprefix(ORIGINAL_HEADER_PREFIX), value)
+        for name, value in parsed.letter.headers
+        if name.startswith(ORIGINAL_HEADER_PREFIX)
+        and name.removeprefix(ORIGINAL_HEADER_PREFIX) not in ours
+    ]
     return [
+        *restored,
         (REPLAY_OF_HEADER, parsed.id.encode()),
         (RETRY_COUNT_HEADER, str(parsed.retry_count + 1).encode()),
     ]

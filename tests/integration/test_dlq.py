@@ -24,10 +24,12 @@ from typer.testing import CliRunner
 
 from churnstream.cli import app
 from churnstream.dlq import REPLAY_OF_HEADER, marker_topic_for
+from churnstream.events import ROW_INDEX_HEADER, RUN_ID_HEADER
 from churnstream.kafka import admin
 from churnstream.kafka.dlq_io import ensure_marker_topic, transactional_id
 from churnstream.pipeline.transform import (
     MAX_BODY_BYTES,
+    ORIGINAL_HEADER_PREFIX,
     RETRY_COUNT_HEADER,
     SOURCE_HEADER,
     RawMessage,
@@ -223,6 +225,36 @@ def _scenario(
     assert len(second_generation) == 4 and {r.value for r in second_generation} == sent
     final = as_json(["dlq", "inspect", "--broker", bootstrap, "--topic", dlq, "--idle", IDLE])
     assert final["replayed"] == N_BAD + 3  # 2 schema letters, then all the others
+
+
+def test_a_replayed_message_gets_its_own_headers_back(
+    kafka_bootstrap: str, topic_factory: TopicFactory, model_dir: Path, tmp_path: Path
+) -> None:
+    """The producer's row index and run id (and a client's own header) survive the round
+    trip input -> real scorer -> dead letter -> replay."""
+    raw, preds, fixed = (topic_factory(partitions=3) for _ in range(3))
+    dlq = topic_factory(partitions=1)
+    own = [(ROW_INDEX_HEADER, b"17"), (RUN_ID_HEADER, b"run-abc"), ("x-trace", b"t-1")]
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(raw, value=b"{broken", key=ID, headers=own)
+    assert producer.flush(30) == 0
+    try:
+        out = score(kafka_bootstrap, raw, preds, dlq, model_dir, tmp_path, 1)
+        assert "dead-lettered 1" in out, out
+        [letter] = read_topic(kafka_bootstrap, dlq, expect=1, idle_s=0.5)
+        assert {n: letter.headers[ORIGINAL_HEADER_PREFIX + n] for n, _ in own} == dict(own)
+        assert as_json(replay_args(kafka_bootstrap, dlq, fixed))["replayed"] == 1
+        [copy] = read_topic(kafka_bootstrap, fixed, expect=1, idle_s=0.5)
+        assert (copy.key, copy.value) == (ID, b"{broken")
+        assert copy.headers == {
+            **dict(own),
+            REPLAY_OF_HEADER: f"{dlq}:0:0".encode(),
+            RETRY_COUNT_HEADER: b"1",
+        }
+    finally:
+        admin.delete_topics(
+            KafkaSettings(bootstrap_servers=kafka_bootstrap), [marker_topic_for(dlq)]
+        )
 
 
 def synthetic_letters(bootstrap: str, dlq: str, bodies: list[bytes], retry: int = 0) -> None:

@@ -32,8 +32,10 @@ from churnstream.dlq import (
     reconstruct,
     summarise,
 )
+from churnstream.events import ROW_INDEX_HEADER, RUN_ID_HEADER
 from churnstream.pipeline.transform import (
     MAX_BODY_BYTES,
+    ORIGINAL_HEADER_PREFIX,
     RETRY_COUNT_HEADER,
     SOURCE_HEADER,
     RawMessage,
@@ -166,6 +168,22 @@ def test_replay_headers_carry_letter_id_and_next_retry_count() -> None:
     assert plan.items[0].headers == [
         (REPLAY_OF_HEADER, f"{DLQ}:0:0".encode()),
         (RETRY_COUNT_HEADER, b"3"),
+    ]
+
+
+def test_replay_gives_the_input_its_own_headers_back() -> None:
+    own = [(ROW_INDEX_HEADER, b"42"), (RUN_ID_HEADER, b"run-1"), ("trace", b"")]
+    earlier = [(REPLAY_OF_HEADER, b"dlq:0:7"), (RETRY_COUNT_HEADER, b"1")]
+    letter = letters_for([(ID, b"nope")], headers=own + earlier)[0]
+    # the letter keeps them apart from its own headers, under a prefix
+    kept = [(n, v) for n, v in letter.letter.headers if n.startswith(ORIGINAL_HEADER_PREFIX)]
+    assert kept == [(ORIGINAL_HEADER_PREFIX + n, v) for n, v in own + earlier]
+    plan = plan_replay([letter], letter_filter=LetterFilter(), markers=MarkerIndex())
+    # the earlier replay's id and count are replaced, not repeated
+    assert plan.items[0].headers == [
+        *own,
+        (REPLAY_OF_HEADER, f"{DLQ}:0:0".encode()),
+        (RETRY_COUNT_HEADER, b"2"),
     ]
 
 

@@ -51,6 +51,9 @@ ERROR_CODE_HEADER = "churnstream.error_code"
 ORIGINAL_KEY_HEADER = "churnstream.original_key"
 #: Set by `churnstream dlq replay` on a re-sent message: how often it was replayed already.
 RETRY_COUNT_HEADER = "churnstream.retry_count"
+#: A dead letter carries each header of its input under this prefix (the contract's body has
+#: no room for them), so that `churnstream dlq replay` can give them back.
+ORIGINAL_HEADER_PREFIX = "churnstream.original."
 
 RISK_BANDS = ((0.7, "high"), (0.4, "medium"), (0.0, "low"))
 
@@ -253,6 +256,7 @@ def dead_letter(
     ]
     if message.key is not None:
         headers.append((ORIGINAL_KEY_HEADER, message.key))
+    headers.extend((ORIGINAL_HEADER_PREFIX + name, value) for name, value in message.headers)
     return OutMessage(key=message.key, value=orjson.dumps(dump_body(body)), headers=headers)
 
 
