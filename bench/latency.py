@@ -1,4 +1,10 @@
-"""Latency at a fixed offered load: a streaming scorer, events sent at a steady rate."""
+"""Latency at a fixed offered load: a streaming scorer, events sent at a steady rate.
+
+The measured run is preceded by a warm-up at the same rate (``--latency-warmup``, 5 s by
+default) whose events are left out of the percentiles and reported on their own: the first
+seconds of load on a freshly started broker (its JIT compiling the produce and fetch paths)
+and scorer run at two to four times the steady latency.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ STOP_TIMEOUT_S = 30.0
 class LatencyResult:
     rate_per_s: float
     duration_s: float
+    warmup_s: float
     sent: int
     measured: int
     achieved_send_rate: float
@@ -39,6 +46,8 @@ class LatencyResult:
     processed_ms: dict[str, float] = field(default_factory=dict)
     #: The broker's append time of the prediction record (LogAppendTime) minus event_ts.
     acknowledged_ms: dict[str, float] = field(default_factory=dict)
+    #: processed_ts - event_ts of the warm-up events (not in the figures above).
+    warmup_processed_ms: dict[str, float] = field(default_factory=dict)
     batch_sizes: dict[str, float] = field(default_factory=dict)
     command: list[str] = field(default_factory=list)
 
@@ -54,6 +63,7 @@ def measure(
     duration_s: float,
     partitions: int,
     models_dir: Path,
+    warmup_s: float = 5.0,
 ) -> LatencyResult:
     topics = env.create_topics(bootstrap, partitions, log_append_time=True)
     raw, predictions_topic, deadletter = topics
@@ -73,6 +83,9 @@ def measure(
     run_id = uuid.uuid4().hex.encode()
     try:
         _wait_until_scoring(bootstrap, producer, raw, predictions_topic, rows)
+        warmup_started = datetime.now(UTC)
+        if warmup_s > 0:
+            _offer(producer, raw, rows, rate, warmup_s, run_id)
         started = datetime.now(UTC)
         sent, send_rate = _offer(producer, raw, rows, rate, duration_s, run_id)
         _drain(bootstrap, predictions_topic, started, sent)
@@ -82,15 +95,19 @@ def measure(
             scorer.wait(STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             scorer.kill()
-    processed, acknowledged, batches = _latencies(bootstrap, predictions_topic, started)
+    processed, acknowledged, batches, warmup = _latencies(
+        bootstrap, predictions_topic, started, warmup_started
+    )
     result = LatencyResult(
         rate_per_s=rate,
         duration_s=duration_s,
+        warmup_s=warmup_s,
         sent=sent,
         measured=len(processed),
         achieved_send_rate=send_rate,
         processed_ms=_percentiles(processed),
         acknowledged_ms=_percentiles(acknowledged),
+        warmup_processed_ms=_percentiles(warmup),
         batch_sizes=_percentiles(batches),
         command=command,
     )
@@ -180,6 +197,7 @@ def _drain(bootstrap: str, topic: str, started: datetime, sent: int) -> None:
             1
             for m in env.read_all(bootstrap, topic)
             if m.timestamp()[1] / 1000 >= started.timestamp()
+            and parse_ts(orjson.loads(m.value())["event_ts"]) >= started  # not the warm-up's
         )
         if got >= sent:
             return
@@ -188,16 +206,19 @@ def _drain(bootstrap: str, topic: str, started: datetime, sent: int) -> None:
 
 
 def _latencies(
-    bootstrap: str, topic: str, started: datetime
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    bootstrap: str, topic: str, started: datetime, warmup_started: datetime
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     processed: list[float] = []
     acknowledged: list[float] = []
+    warmup: list[float] = []
     batches: dict[str, int] = {}
     for msg in env.read_all(bootstrap, topic):
         body = orjson.loads(msg.value())
         event = parse_ts(body["event_ts"])
         if event < started:
-            continue  # warm-up
+            if event >= warmup_started:  # before that: the readiness probes
+                warmup.append((parse_ts(body["processed_ts"]) - event).total_seconds() * 1000)
+            continue
         processed.append((parse_ts(body["processed_ts"]) - event).total_seconds() * 1000)
         acknowledged.append(msg.timestamp()[1] - event.timestamp() * 1000)
         batches[body["processed_ts"]] = batches.get(body["processed_ts"], 0) + 1
@@ -205,6 +226,7 @@ def _latencies(
         np.array(processed),
         np.array(acknowledged),
         np.array(list(batches.values()), dtype=float),
+        np.array(warmup),
     )
 
 
