@@ -7,8 +7,8 @@ running for good. Every broker started by the tests runs with its working direct
 state dir under pytest's ``BASETEMP``; once ``PID`` is gone, every process whose working
 directory lies there gets SIGTERM, then SIGKILL after a grace period.
 
-Standard library only, and no churnstream import: it must work whatever state the session
-died in.
+It imports nothing of churnstream but :func:`churnstream.processes.pid_alive` (which also
+tells a zombie from a live process), so it works whatever state the session died in.
 """
 
 from __future__ import annotations
@@ -19,18 +19,10 @@ import sys
 import time
 from pathlib import Path
 
+from churnstream.processes import pid_alive
+
 POLL_S = 1.0
 GRACE_S = 10.0
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def processes_under(root: Path) -> list[int]:
@@ -57,10 +49,10 @@ def reap(root: Path, grace_s: float = GRACE_S) -> list[int]:
         except OSError:
             continue
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(alive(pid) for pid in targets):
+    while time.monotonic() < deadline and any(pid_alive(pid) for pid in targets):
         time.sleep(0.2)
     for pid in targets:
-        if alive(pid):
+        if pid_alive(pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
@@ -71,7 +63,7 @@ def reap(root: Path, grace_s: float = GRACE_S) -> list[int]:
 def main(argv: list[str]) -> int:
     session_pid, root = int(argv[1]), Path(argv[2]).resolve()
     grace_s = float(argv[3]) if len(argv) > 3 else GRACE_S
-    while alive(session_pid):
+    while pid_alive(session_pid):
         time.sleep(POLL_S)
     reaped = reap(root, grace_s)
     if reaped:

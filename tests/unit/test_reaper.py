@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-from tests.reaper import alive
 
 REAPER = Path(__file__).resolve().parents[1] / "reaper.py"
 SLEEPER = "import time\nwhile True: time.sleep(1)"
@@ -67,10 +64,3 @@ def test_reaper_stops_processes_under_the_session_dir_once_the_session_dies(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-
-
-def test_alive_tells_a_running_pid_from_a_finished_one() -> None:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    assert not alive(proc.pid)
-    assert alive(os.getpid())
