@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from churnstream.exceptions import BrokerUnavailableError
 from churnstream.settings import Settings
@@ -28,21 +28,56 @@ def _probe(settings: Settings) -> Consumer:
     return Consumer(conf)
 
 
+#: Leadership still moving (a topic just created, a broker just restarted): ask again.
+TRANSIENT_CODES = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+    }
+)
+#: How long transient errors are retried before they are reported.
+TRANSIENT_RETRY_S = 10.0
+RETRY_BACKOFF_S = 0.2
+
+
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    """The current end offset (high watermark) of each partition of ``topic``."""
+    """The current end offset (high watermark) of each partition of ``topic``.
+
+    Transient errors (see ``TRANSIENT_CODES``) are retried for ``TRANSIENT_RETRY_S``: right
+    after a topic is created its partitions can answer "not leader" for a moment.
+    """
     probe = _probe(settings)
+    deadline = time.monotonic() + TRANSIENT_RETRY_S
     try:
-        metadata = probe.list_topics(topic, timeout=METADATA_TIMEOUT_S)
-        if topic not in metadata.topics or metadata.topics[topic].error is not None:
-            raise BrokerUnavailableError(f"topic {topic!r} does not exist")
-        return {
-            p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=METADATA_TIMEOUT_S)[1]
-            for p in metadata.topics[topic].partitions
-        }
-    except KafkaException as exc:
-        raise BrokerUnavailableError(f"cannot read offsets of {topic!r}: {exc}") from exc
+        while True:
+            try:
+                return _end_offsets(probe, topic)
+            except KafkaException as exc:
+                err = exc.args[0]
+                transient = isinstance(err, KafkaError) and (
+                    err.retriable() or err.code() in TRANSIENT_CODES
+                )
+                if not transient or time.monotonic() >= deadline:
+                    raise BrokerUnavailableError(
+                        f"cannot read offsets of {topic!r}: {exc}"
+                    ) from exc
+                logger.debug("offsets of %s: %s; asking again", topic, exc)
+                time.sleep(RETRY_BACKOFF_S)
     finally:
         probe.close()
+
+
+def _end_offsets(probe: Consumer, topic: str) -> dict[int, int]:
+    metadata = probe.list_topics(topic, timeout=METADATA_TIMEOUT_S)
+    if topic not in metadata.topics or metadata.topics[topic].error is not None:
+        raise BrokerUnavailableError(f"topic {topic!r} does not exist")
+    return {
+        p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=METADATA_TIMEOUT_S)[1]
+        for p in metadata.topics[topic].partitions
+    }
 
 
 def scan_from(
