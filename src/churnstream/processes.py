@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from churnstream.exceptions import ChurnstreamError
@@ -25,6 +26,43 @@ _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 def track(proc: subprocess.Popen[bytes]) -> None:
     _CHILDREN[proc.pid] = proc
+
+
+def spawn_detached(
+    argv: Sequence[str],
+    log_path: Path,
+    *,
+    header: Sequence[str],
+    error: type[ChurnstreamError],
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in a session of its own, stdout and stderr appended to ``log_path``.
+
+    ``header`` lines go into the log first (a start marker that readers of the log split
+    on). An own session survives the caller's terminal (Ctrl-C) and process group, and never
+    holds the caller's stdout open (a scheduler reading it would wait forever). The child
+    is tracked, so :func:`pid_alive` sees it exit. A program that cannot be run raises
+    ``error`` in one line.
+    """
+    with log_path.open("ab") as out:
+        out.write("".join(f"{line}\n" for line in header).encode())
+        out.flush()
+        try:
+            proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=dict(env) if env is not None else None,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise error(f"could not run {argv[0]}: {exc}") from None
+    track(proc)
+    return proc
 
 
 def pid_alive(pid: int) -> bool:

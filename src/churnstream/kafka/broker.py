@@ -941,24 +941,14 @@ def _spawn(
         for name in _TANSU_ENV_VARS:
             env.pop(name, None)
     logger.debug("starting broker: %s", " ".join(argv))
-    with output.open("ab") as out:
-        out.write(f"{_START_MARKER} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
-        out.flush()
-        try:
-            proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=state_dir,
-                env=env,
-                start_new_session=True,  # survives the CLI and its terminal's Ctrl-C
-                close_fds=True,
-            )
-        except OSError as exc:
-            raise BrokerError(f"could not run {argv[0]}: {exc}") from None
-    processes.track(proc)
-    return proc
+    return processes.spawn_detached(
+        argv,
+        output,
+        header=[f"{_START_MARKER} {time.strftime('%Y-%m-%dT%H:%M:%S')}"],
+        error=BrokerError,
+        env=env,
+        cwd=state_dir,
+    )
 
 
 def _wait_started(

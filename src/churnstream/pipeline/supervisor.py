@@ -25,7 +25,6 @@ import fcntl
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 import urllib.error
@@ -443,26 +442,14 @@ class Supervisor:
         global_args: Sequence[str],
     ) -> ScorerRecord:
         argv = consume_argv(self.python, consume_args, metrics_port, global_args=global_args)
-        with self.log_path.open("ab") as out:
-            out.write(f"{_START_MARKER} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
-            out.write(f"$ {' '.join(argv)}\n".encode())
-            out.flush()
-            try:
-                proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    # Rich wraps a non-terminal's output at 80 columns; logs read better wider.
-                    env={**os.environ, "COLUMNS": os.environ.get("COLUMNS", LOG_COLUMNS)},
-                    # Own session: survives the calling task and its process group, and never
-                    # holds its stdout pipe open (a scheduler reading it would wait forever).
-                    start_new_session=True,
-                    close_fds=True,
-                )
-            except OSError as exc:
-                raise SupervisorError(f"could not run {argv[0]}: {exc}") from None
-        processes.track(proc)
+        proc = processes.spawn_detached(
+            argv,
+            self.log_path,
+            header=[f"{_START_MARKER} {time.strftime('%Y-%m-%dT%H:%M:%S')}", f"$ {' '.join(argv)}"],
+            error=SupervisorError,
+            # Rich wraps a non-terminal's output at 80 columns; logs read better wider.
+            env={**os.environ, "COLUMNS": os.environ.get("COLUMNS", LOG_COLUMNS)},
+        )
         record = ScorerRecord(
             pid=proc.pid,
             argv=argv,
