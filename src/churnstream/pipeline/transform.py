@@ -267,6 +267,42 @@ def _e2e_ms(event_ts: str, processed: datetime) -> float:
         return math.nan
 
 
+class _Rejects:
+    """The dead letters of one batch, with their counts by error type and by reason code.
+
+    Shared by both transforms, so that they reject alike.
+    """
+
+    def __init__(self, consumer_group: str | None, failed_ts: str) -> None:
+        self.consumer_group = consumer_group
+        self.failed_ts = failed_ts
+        self.letters: list[OutMessage] = []
+        self.types: dict[str, int] = {}
+        self.codes: dict[str, int] = {}
+
+    def add(
+        self,
+        msg: RawMessage,
+        error_type: ErrorType,
+        reason: str,
+        code: str,
+        details: Sequence[str] = (),
+    ) -> None:
+        self.letters.append(
+            dead_letter(
+                msg,
+                error_type=error_type,
+                reason=reason,
+                code=code,
+                details=details,
+                consumer_group=self.consumer_group,
+                failed_ts=self.failed_ts,
+            )
+        )
+        self.types[error_type] = self.types.get(error_type, 0) + 1
+        self.codes[code] = self.codes.get(code, 0) + 1
+
+
 def score_batch_reference(
     messages: Sequence[RawMessage],
     predict_proba: Callable[[pd.DataFrame], np.ndarray],
@@ -283,27 +319,8 @@ def score_batch_reference(
     behaviour, and for those tests.
     """
     good: list[tuple[RawMessage, CustomerEvent]] = []
-    letters: list[OutMessage] = []
-    types: dict[str, int] = {}
-    codes: dict[str, int] = {}
-    now_iso = format_ts(clock())
-
-    def reject(
-        msg: RawMessage, error_type: ErrorType, reason: str, code: str, details: Sequence[str] = ()
-    ) -> None:
-        letters.append(
-            dead_letter(
-                msg,
-                error_type=error_type,
-                reason=reason,
-                code=code,
-                details=details,
-                consumer_group=consumer_group,
-                failed_ts=now_iso,
-            )
-        )
-        types[error_type] = types.get(error_type, 0) + 1
-        codes[code] = codes.get(code, 0) + 1
+    rejects = _Rejects(consumer_group, format_ts(clock()))
+    reject = rejects.add
 
     for msg in messages:
         try:
@@ -386,10 +403,10 @@ def score_batch_reference(
         )
     return BatchResult(
         predictions=predictions,
-        dead_letters=letters,
+        dead_letters=rejects.letters,
         scored=pd.DataFrame(rows, columns=SCORED_COLUMNS),
-        dead_letter_types=types,
-        dead_letter_codes=codes,
+        dead_letter_types=rejects.types,
+        dead_letter_codes=rejects.codes,
         inference_ms=inference_ms,
     )
 
@@ -432,27 +449,8 @@ def score_batch(
     (a :class:`~churnstream.model.scorer.Scorer`), the model gets the decoded columns
     directly instead of a DataFrame.
     """
-    now_iso = format_ts(clock())
-    letters: list[OutMessage] = []
-    types: dict[str, int] = {}
-    codes: dict[str, int] = {}
-
-    def reject(
-        msg: RawMessage, error_type: ErrorType, reason: str, code: str, details: Sequence[str] = ()
-    ) -> None:
-        letters.append(
-            dead_letter(
-                msg,
-                error_type=error_type,
-                reason=reason,
-                code=code,
-                details=details,
-                consumer_group=consumer_group,
-                failed_ts=now_iso,
-            )
-        )
-        types[error_type] = types.get(error_type, 0) + 1
-        codes[code] = codes.get(code, 0) + 1
+    rejects = _Rejects(consumer_group, format_ts(clock()))
+    reject = rejects.add
 
     try:
         fast, slow = fastpath.check_batch([m.value for m in messages], [m.key for m in messages])
@@ -607,7 +605,7 @@ def score_batch(
 
     return BatchResult(
         predictions=predictions,
-        dead_letters=letters,
+        dead_letters=rejects.letters,
         scored=functools.partial(
             _scored_frame,
             kept,
@@ -622,8 +620,8 @@ def score_batch(
             inference_ms,
             processed,
         ),
-        dead_letter_types=types,
-        dead_letter_codes=codes,
+        dead_letter_types=rejects.types,
+        dead_letter_codes=rejects.codes,
         inference_ms=inference_ms,
     )
 
