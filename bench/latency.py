@@ -1,9 +1,9 @@
 """Latency at a fixed offered load: a streaming scorer, events sent at a steady rate.
 
 The measured run is preceded by a warm-up at the same rate (``--latency-warmup``, 5 s by
-default) whose events are left out of the percentiles and reported on their own: the first
-seconds of load on a freshly started broker (its JIT compiling the produce and fetch paths)
-and scorer run at two to four times the steady latency.
+default) whose events are left out of the percentiles and reported on their own: in the
+first seconds of load a freshly started broker and scorer ran at two to four times the
+steady latency (measured; the cause, JIT warm-up or otherwise, was not pinned down).
 """
 
 from __future__ import annotations
