@@ -2,8 +2,8 @@
 
 The measured run is preceded by a warm-up at the same rate (``--latency-warmup``, 5 s by
 default) whose events are left out of the percentiles and reported on their own: in the
-first seconds of load a freshly started broker and scorer ran at two to four times the
-steady latency (measured; the cause, JIT warm-up or otherwise, was not pinned down).
+first seconds of load a freshly started broker and scorer ran slower than in the
+steady state (measured; the cause, JIT warm-up or otherwise, was not pinned down).
 """
 
 from __future__ import annotations
