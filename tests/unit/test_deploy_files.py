@@ -49,8 +49,8 @@ def test_prometheus_scrapes_the_documented_ports() -> None:
         t for job in config["scrape_configs"] for s in job["static_configs"] for t in s["targets"]
     }
     assert {t.rsplit(":", 1)[1] for t in targets} == {"9108", "9109"}
-    readme = (REPO / "README.md").read_text()
-    assert "--metrics-port 9108" in readme and "--metrics-port 9109" in readme
+    operating = (REPO / "docs" / "operating.md").read_text()
+    assert "--metrics-port 9108" in operating and "--metrics-port 9109" in operating
 
 
 def test_compose_file_is_valid_yaml_with_redpanda() -> None:
