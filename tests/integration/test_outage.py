@@ -16,7 +16,8 @@ import orjson
 import pytest
 
 from churnstream.events import ROW_INDEX_HEADER
-from churnstream.kafka import admin, broker
+from churnstream.kafka import admin
+from churnstream.ops import devbroker
 from churnstream.pipeline.producer import ProduceOptions, run_producer
 from churnstream.pipeline.transform import SOURCE_HEADER
 from churnstream.settings import BrokerSettings, TopicSettings, load_settings
@@ -34,7 +35,7 @@ def own_broker(
 ) -> Iterator[BrokerSettings]:
     """A broker of this test's own, with the three topics, that the test may stop and start."""
     settings = embedded_settings("kafka", tmp_path / "broker")
-    broker.start(settings)
+    devbroker.start(settings)
     kafka = load_settings(**{"kafka.bootstrap_servers": settings.bootstrap}).kafka
     admin.create_topics(
         kafka,
@@ -47,7 +48,7 @@ def own_broker(
     try:
         yield settings
     finally:
-        broker.stop(settings)
+        devbroker.stop(settings)
 
 
 def events(start: int, count: int) -> list[tuple[bytes | None, bytes | None]]:
@@ -90,7 +91,7 @@ def test_scorer_started_while_broker_down_waits_then_scores(
     own_broker: BrokerSettings, model_dir: Path, tmp_path: Path
 ) -> None:
     send_raw(own_broker.bootstrap, RAW, events(0, 500))
-    broker.stop(own_broker)  # the data stays in its state dir
+    devbroker.stop(own_broker)  # the data stays in its state dir
     proc = scorer(
         own_broker.bootstrap,
         model_dir,
@@ -104,7 +105,7 @@ def test_scorer_started_while_broker_down_waits_then_scores(
     )
     time.sleep(6)
     assert proc.poll() is None, "the scorer gave up while it should be retrying"
-    broker.start(own_broker)
+    devbroker.start(own_broker)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output
     assert "not reachable (attempt 1); retrying" in output
@@ -116,7 +117,7 @@ def test_scorer_started_while_broker_down_waits_then_scores(
 def test_scorer_gives_up_after_connect_timeout_with_one_line(
     own_broker: BrokerSettings, model_dir: Path, tmp_path: Path
 ) -> None:
-    broker.stop(own_broker)
+    devbroker.stop(own_broker)
     started = time.monotonic()
     proc = scorer(
         own_broker.bootstrap, model_dir, tmp_path, "--mode", "batch", "--connect-timeout", "4"
@@ -142,9 +143,9 @@ def test_scorer_survives_a_broker_restart_mid_stream(
             and len(read_topic(bootstrap, PREDS, idle_s=0.3, timeout_s=2)) < 100
         ):
             pass
-        broker.stop(own_broker)
+        devbroker.stop(own_broker)
         time.sleep(5)
-        broker.start(own_broker)
+        devbroker.start(own_broker)
         send_raw(bootstrap, RAW, events(3000, 2000))
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -176,7 +177,7 @@ def test_producer_survives_a_broker_restart(own_broker: BrokerSettings, dataset_
         duration_s=12.0,
     )
     bounce = threading.Timer(
-        3.0, lambda: (broker.stop(own_broker), time.sleep(4), broker.start(own_broker))
+        3.0, lambda: (devbroker.stop(own_broker), time.sleep(4), devbroker.start(own_broker))
     )
     bounce.start()
     summary = run_producer(settings, options, threading.Event())
@@ -202,10 +203,10 @@ def test_producer_reports_what_it_could_not_deliver(
         checkpoint_file=Path("unused"),
         duration_s=6.0,
     )
-    threading.Timer(2.0, lambda: broker.stop(own_broker)).start()
+    threading.Timer(2.0, lambda: devbroker.stop(own_broker)).start()
     summary = run_producer(settings, options, threading.Event())
     assert summary.failed > 0, "events sent while the broker was gone must count as failed"
-    broker.start(own_broker)
+    devbroker.start(own_broker)
     delivered = read_topic(own_broker.bootstrap, RAW, idle_s=2)
     assert len(delivered) == summary.sent
     assert summary.sent + summary.failed >= 500  # 6 s at 100/s, every one accounted for

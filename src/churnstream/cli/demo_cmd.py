@@ -35,7 +35,7 @@ def demo(
     ] = False,
 ) -> None:
     """Start what is needed, stream events through the scorer, print the summary."""
-    from churnstream.pipeline.demo import DemoState, run_demo
+    from churnstream.ops.demo import DemoState, run_demo
     from churnstream.reports import render_console
 
     settings = get_settings(

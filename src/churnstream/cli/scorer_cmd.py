@@ -16,7 +16,7 @@ import orjson
 import typer
 
 from churnstream.cli._common import BROKER_HELP, cli_state, get_settings, new_app
-from churnstream.pipeline.supervisor import DEFAULT_STATE_DIR
+from churnstream.ops.supervisor import DEFAULT_STATE_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +124,8 @@ def ensure(
     --summary-interval 60 --reports-dir reports/streaming`. A new scorer must answer
     /health/ready within --ready-timeout, else this exits 1 (the scorer is left running).
     """
-    from churnstream.kafka.broker import find_free_port
-    from churnstream.pipeline.supervisor import Action, Supervisor
+    from churnstream.ops.devbroker import find_free_port
+    from churnstream.ops.supervisor import Action, Supervisor
 
     settings = get_settings(**{"observability.metrics_port": metrics_port})
     host = settings.observability.metrics_host
@@ -171,7 +171,7 @@ def status(
     Exits 0 when it is running, live and ready (and within --max-lag), 3 when no scorer
     runs, 4 when it runs but is unhealthy.
     """
-    from churnstream.pipeline.supervisor import Supervisor
+    from churnstream.ops.supervisor import Supervisor
 
     supervisor = Supervisor(state_dir)
     state = supervisor.status()
@@ -228,7 +228,7 @@ def stop(
     ] = 30.0,
 ) -> None:
     """Stop the supervised scorer: SIGTERM (it drains, flushes, commits), then SIGKILL."""
-    from churnstream.pipeline.supervisor import Supervisor
+    from churnstream.ops.supervisor import Supervisor
 
     record = Supervisor(state_dir).stop(timeout)
     if record is None:

@@ -1,1 +1,1 @@
-"""Kafka plumbing: the embedded broker, topic admin, producer, consumer and dead letters."""
+"""Kafka plumbing: client set-up, topic admin, offsets, producer and dead-letter I/O."""

@@ -32,7 +32,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from churnstream.exceptions import BrokerError
-from churnstream.kafka import broker
+from churnstream.ops import devbroker as broker
 from churnstream.settings import BrokerSettings
 
 logger = logging.getLogger(__name__)

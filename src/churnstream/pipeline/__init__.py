@@ -1,1 +1,1 @@
-"""The streaming pipeline: transform, producer and scorer loops, demo."""
+"""The streaming pipeline: transform, producer and scorer loops."""

@@ -44,9 +44,9 @@ from typing import Any, Literal
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from churnstream import processes
 from churnstream.exceptions import BrokerError, BrokerUnavailableError
 from churnstream.kafka.admin import RdkafkaDebugLog
+from churnstream.ops import processes
 from churnstream.settings import BrokerSettings
 
 logger = logging.getLogger(__name__)
@@ -286,7 +286,7 @@ def fetch_jars(settings: BrokerSettings, *, force: bool = False) -> Path:
             old.unlink()
     logger.info("downloading Apache Kafka %s jars into %s", settings.kafka_version, jars_dir)
     started = time.monotonic()
-    pom_ref = resources.files("churnstream") / "kafka" / "embedded" / "pom.xml"
+    pom_ref = resources.files("churnstream.ops.devbroker") / "embedded" / "pom.xml"
     with resources.as_file(pom_ref) as pom:
         cmd = [
             mvn,
@@ -760,7 +760,7 @@ def _prepare_kafka(
     props_path.write_text(text, encoding="utf-8")
     # A copy in the state dir: the broker outlives this process and any package upgrade.
     log4j_path = state_dir / LOG4J_CONFIG
-    log4j_ref = resources.files("churnstream") / "kafka" / "embedded" / LOG4J_CONFIG
+    log4j_ref = resources.files("churnstream.ops.devbroker") / "embedded" / LOG4J_CONFIG
     log4j_path.write_text(log4j_ref.read_text(encoding="utf-8"), encoding="utf-8")
     classpath = f"{jars_dir}{os.sep}*"
     jvm_logging = [

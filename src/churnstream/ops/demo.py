@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from churnstream.exceptions import ChurnstreamError
-from churnstream.kafka import admin, broker
+from churnstream.kafka import admin
 from churnstream.kafka.offsets import end_offsets
 from churnstream.observability.metrics import ProducerMetrics
+from churnstream.ops import devbroker
 from churnstream.pipeline.observers import ScorerObserver
 from churnstream.pipeline.producer import ProduceOptions, ProduceSummary, run_producer
 from churnstream.pipeline.scorer import ScoreOptions, ScorerLoop, ScoreSummary
@@ -57,7 +58,7 @@ def prepare(settings: Settings, *, say: Callable[[str], None]) -> tuple[bool, bo
 
     broker_started = False
     if settings.uses_embedded_broker:
-        status = broker.ensure_running(settings.broker)
+        status = devbroker.ensure_running(settings.broker)
         broker_started = status.start_s is not None
         if broker_started:
             say(
@@ -121,7 +122,7 @@ def run_demo(
     finally:
         inst.close()
         if broker_started and not keep_broker:
-            broker.stop(settings.broker)
+            devbroker.stop(settings.broker)
             say("stopped the embedded broker the demo started")
 
 

@@ -34,8 +34,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from churnstream import processes
 from churnstream.exceptions import ChurnstreamError
+from churnstream.ops import processes
 
 logger = logging.getLogger(__name__)
 
