@@ -44,6 +44,7 @@ def test_kafka_start_status_stop_restart_keeps_data(
         assert first.start_s is not None and first.start_s < settings.start_timeout_s
         pid_file = json.loads((tmp_path / "state" / devbroker.PID_FILE).read_text())
         assert pid_file["engine"] == "kafka" and pid_file["port"] == settings.port
+        assert pid_file["pid"] == first.pid and isinstance(pid_file["proc_start"], int)
 
         again = devbroker.start(settings)  # already running: same process, no error
         assert again.pid == first.pid and again.start_s is None

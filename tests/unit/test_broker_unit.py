@@ -13,7 +13,7 @@ import pytest
 from churnstream.exceptions import BrokerError
 from churnstream.kafka.admin import decode_value
 from churnstream.ops import devbroker
-from churnstream.ops.devbroker import lifecycle
+from churnstream.ops.devbroker import jars
 from churnstream.settings import BrokerSettings
 
 
@@ -211,8 +211,8 @@ def test_maven_error_picks_the_first_real_error() -> None:
         "[ERROR] Re-run Maven using the -X switch\n"
         "[ERROR] [Help 1] http://cwiki.apache.org/confluence/display/MAVEN/X\n"
     )
-    assert lifecycle._maven_error(output).startswith("Failed to execute goal")
-    assert lifecycle._maven_error("") == "no output"
+    assert jars._maven_error(output).startswith("Failed to execute goal")
+    assert jars._maven_error("") == "no output"
 
 
 def test_decode_value_json_else_text() -> None:
