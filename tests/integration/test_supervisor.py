@@ -19,13 +19,8 @@ from pathlib import Path
 import pytest
 
 from churnstream.ops.devbroker import find_free_port
-from churnstream.ops.supervisor import (
-    Action,
-    ScorerRecord,
-    Supervisor,
-    SupervisorError,
-    _proc_start_ticks,
-)
+from churnstream.ops.processes import proc_start_ticks
+from churnstream.ops.supervisor import Action, ScorerRecord, Supervisor, SupervisorError
 
 FAKE_SCORER = textwrap.dedent(
     """
@@ -140,7 +135,7 @@ def test_a_scorer_ignoring_sigterm_is_killed(fake: tuple[Supervisor, Path]) -> N
 
 def test_a_recycled_pid_is_not_our_scorer(tmp_path: Path) -> None:
     """Our own pid with another start time: a different process that reuses the pid."""
-    ticks = _proc_start_ticks(os.getpid())
+    ticks = proc_start_ticks(os.getpid())
     if ticks is None:
         pytest.skip("no /proc here")
     supervisor = Supervisor(tmp_path)

@@ -9,40 +9,37 @@ endpoint stays silent past a grace period. A freshly started scorer must answer
 commits), then SIGKILL after a timeout. ``status`` reads the pid record, ``/health/ready``
 and ``/metrics``.
 
-The pid record holds the process's start time from ``/proc`` (where there is one), so a
-recycled pid is never mistaken for our scorer. Start and stop are serialised per state dir
-with a lock file.
+The state dir is a :class:`churnstream.ops.processes.ProcessState`: ``scorer.json`` (the
+common pid record, whose start time from ``/proc`` keeps a recycled pid from being taken for
+our scorer, plus the command line and metrics address), ``scorer.out`` and the lock that
+serialises start and stop. The scorer's endpoints are read by
+:mod:`churnstream.ops.scorer_health`.
 
-The pure parts (:class:`ScorerRecord`, :func:`consume_argv`, :func:`decide`,
-:func:`parse_health`, :func:`scorer_counters`) are unit-tested without processes.
+The pure parts (:class:`ScorerRecord`, :func:`consume_argv`, :func:`decide`) are unit-tested
+without processes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
-import fcntl
-import json
 import logging
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from churnstream.exceptions import ChurnstreamError
-from churnstream.ops import processes
+from churnstream.ops.processes import PidRecord, ProcessState
+from churnstream.ops.scorer_health import HealthAnswer, fetch_counters, fetch_health
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR = Path(".churnstream/scorer")
 RECORD_FILE = "scorer.json"
 LOG_FILE = "scorer.out"
-LOCK_FILE = ".lock"
 #: How long to wait for /health/ready after a start.
 READY_TIMEOUT_S = 60.0
 #: A scorer this young may not serve its health endpoint yet (model loading, group join).
@@ -56,16 +53,6 @@ LOG_COLUMNS = "160"
 #: Options ``ensure`` sets itself; given among the consume options they are refused.
 RESERVED_OPTIONS = ("--mode", "--metrics-port", "--workers", "--worker-index")
 _START_MARKER = "--- churnstream scorer supervisor: starting"
-# Metric names, as in churnstream.observability.metrics (without the _total of counters,
-# which the Prometheus text parser strips from family names).
-_COUNTER_FAMILIES = {
-    "consumed": "churnstream_scorer_consumed_messages",
-    "scored": "churnstream_scorer_scored_messages",
-    "dead_lettered": "churnstream_scorer_dead_letters",
-    "batches": "churnstream_scorer_batches",
-    "redelivered_batches": "churnstream_scorer_redelivered_batches",
-}
-_LAG_FAMILY = "churnstream_scorer_consumer_lag_messages"
 
 
 class SupervisorError(ChurnstreamError):
@@ -93,26 +80,56 @@ class ScorerRecord:
     def metrics_url(self) -> str:
         return f"http://{self.metrics_host}:{self.metrics_port}"
 
+    @staticmethod
+    def fields(
+        argv: Sequence[str], consume_args: Sequence[str], metrics_port: int, metrics_host: str
+    ) -> dict[str, Any]:
+        """The scorer's own fields of its pid record."""
+        return {
+            "argv": list(argv),
+            "consume_args": list(consume_args),
+            "metrics_port": metrics_port,
+            "metrics_host": metrics_host,
+        }
+
+    def to_pid_record(self) -> PidRecord:
+        return PidRecord(
+            pid=self.pid,
+            log_file=Path(self.log_file),
+            started_at=self.started_at,
+            proc_start=self.proc_start,
+            fields=self.fields(self.argv, self.consume_args, self.metrics_port, self.metrics_host),
+        )
+
+    @classmethod
+    def from_pid_record(cls, record: PidRecord) -> ScorerRecord:
+        """ValueError when the scorer's fields are missing or wrong."""
+        data = record.fields
+        try:
+            return cls(
+                pid=record.pid,
+                argv=[str(a) for a in data["argv"]],
+                consume_args=[str(a) for a in data["consume_args"]],
+                metrics_port=int(data["metrics_port"]),
+                log_file=str(record.log_file),
+                started_at=record.started_at,
+                proc_start=record.proc_start,
+                metrics_host=str(data.get("metrics_host", "127.0.0.1")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a scorer record: {exc}") from None
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        return self.to_pid_record().to_json()
 
     @classmethod
     def from_json(cls, text: str) -> ScorerRecord:
         """Parse a record; ValueError when it is not one."""
         try:
-            data = json.loads(text)
-            return cls(
-                pid=int(data["pid"]),
-                argv=[str(a) for a in data["argv"]],
-                consume_args=[str(a) for a in data["consume_args"]],
-                metrics_port=int(data["metrics_port"]),
-                log_file=str(data["log_file"]),
-                started_at=float(data["started_at"]),
-                proc_start=None if data.get("proc_start") is None else int(data["proc_start"]),
-                metrics_host=str(data.get("metrics_host", "127.0.0.1")),
-            )
-        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+            record = PidRecord.from_json(text)
+        except ValueError as exc:
             raise ValueError(f"not a scorer record: {exc}") from None
+        return cls.from_pid_record(record)
 
 
 def check_consume_args(consume_args: Sequence[str]) -> None:
@@ -176,60 +193,6 @@ def decide(
     )
 
 
-@dataclass(frozen=True)
-class HealthAnswer:
-    """One answer of ``/health/live`` or ``/health/ready``."""
-
-    ok: bool
-    status: int
-    checks: Mapping[str, Any] = field(default_factory=dict)
-
-    def describe(self) -> str:
-        """``model X, broker reachable, lag 0 (max 10000)`` or what fails."""
-        c = self.checks
-        if not c:
-            return f"HTTP {self.status}"
-        parts = []
-        if not c.get("running", True):
-            parts.append("loop not running")
-        parts.append(f"model {c['model_version']}" if c.get("model_loaded") else "no model")
-        parts.append("broker reachable" if c.get("broker_reachable") else "broker UNREACHABLE")
-        lag = c.get("lag")
-        lag_text = "unknown" if lag is None else f"{int(lag):,}"
-        parts.append(f"lag {lag_text} (max {c.get('max_lag')})")
-        if c.get("stalled"):
-            parts.append(f"STALLED ({c.get('seconds_since_poll')}s since the last poll)")
-        return ", ".join(parts)
-
-
-def parse_health(status: int, body: bytes) -> HealthAnswer:
-    """Read a health endpoint's answer: 200/503 with ``{"status", "checks"}``."""
-    checks: Mapping[str, Any] = {}
-    try:
-        data = json.loads(body)
-        if isinstance(data, dict) and isinstance(data.get("checks"), dict):
-            checks = data["checks"]
-    except (ValueError, UnicodeDecodeError):
-        pass
-    return HealthAnswer(ok=status == 200, status=status, checks=checks)
-
-
-def scorer_counters(metrics_text: str) -> dict[str, float]:
-    """Totals from the scorer's ``/metrics``: consumed, scored, dead_lettered, batches,
-    redelivered_batches (each summed over labels) and lag (summed over partitions)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    wanted = {family: key for key, family in _COUNTER_FAMILIES.items()}
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(metrics_text):
-        key = wanted.get(family.name)
-        if key is not None:
-            out[key] = sum(s.value for s in family.samples if s.name.endswith("_total"))
-        elif family.name == _LAG_FAMILY:
-            out["lag"] = sum(s.value for s in family.samples)
-    return out
-
-
 # -- processes and HTTP ----------------------------------------------------------------------
 
 
@@ -284,55 +247,44 @@ class Supervisor:
         self.state_dir = state_dir.absolute()  # the record names absolute paths
         self.python = python
         self.http_timeout_s = http_timeout_s
+        self.state = ProcessState(
+            self.state_dir,
+            record_file=RECORD_FILE,
+            log_file=LOG_FILE,
+            start_marker=_START_MARKER,
+            what="the scorer",
+            error=SupervisorError,
+        )
 
     @property
     def record_path(self) -> Path:
-        return self.state_dir / RECORD_FILE
+        return self.state.record_path
 
     @property
     def log_path(self) -> Path:
-        return self.state_dir / LOG_FILE
+        return self.state.log_path
 
     # -- queries ----------------------------------------------------------------------------
     def read_record(self) -> ScorerRecord | None:
-        try:
-            return ScorerRecord.from_json(self.record_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        record = self.state.read()
+        if record is None:
             return None
-        except (OSError, ValueError) as exc:
+        try:
+            return ScorerRecord.from_pid_record(record)
+        except ValueError as exc:
             logger.warning("ignoring unreadable scorer record %s: %s", self.record_path, exc)
             return None
 
     def is_alive(self, record: ScorerRecord) -> bool:
         """The recorded process runs and is still the one we started (not a recycled pid)."""
-        if not processes.pid_alive(record.pid):
-            return False
-        if record.proc_start is not None:
-            current = _proc_start_ticks(record.pid)
-            if current is not None and current != record.proc_start:
-                return False
-        return True
+        return record.to_pid_record().is_running()
 
     def health(self, record: ScorerRecord, which: str) -> HealthAnswer | None:
         """``/health/<which>`` of the scorer; None when nothing answers."""
-        url = f"{record.metrics_url}/health/{which}"
-        try:
-            with urllib.request.urlopen(url, timeout=self.http_timeout_s) as resp:  # noqa: S310
-                return parse_health(resp.status, resp.read())
-        except urllib.error.HTTPError as exc:
-            return parse_health(exc.code, exc.read())
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            logger.debug("no answer from %s: %s", url, exc)
-            return None
+        return fetch_health(record.metrics_url, which, self.http_timeout_s)
 
     def counters(self, record: ScorerRecord) -> dict[str, float]:
-        url = f"{record.metrics_url}/metrics"
-        try:
-            with urllib.request.urlopen(url, timeout=self.http_timeout_s) as resp:  # noqa: S310
-                return scorer_counters(resp.read().decode("utf-8", errors="replace"))
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            logger.debug("no metrics from %s: %s", url, exc)
-            return {}
+        return fetch_counters(record.metrics_url, self.http_timeout_s)
 
     def status(self) -> ScorerState:
         record = self.read_record()
@@ -348,14 +300,7 @@ class Supervisor:
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The last lines the scorer wrote since its last start, joined with ' | '."""
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "(no log)"
-        text = text.rsplit(_START_MARKER, 1)[-1]
-        kept = [ln.strip() for ln in text.splitlines()[1:] if ln.strip()]
-        kept = [ln for ln in kept if not ln.startswith("$ ")]  # the command line we wrote
-        return " | ".join(kept[-lines:]) or "(empty log)"
+        return self.state.log_tail(lines, skip=lambda line: line.startswith("$ "))
 
     # -- actions ----------------------------------------------------------------------------
     def ensure(
@@ -379,7 +324,7 @@ class Supervisor:
         except ValueError as exc:
             raise SupervisorError(str(exc)) from None
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        with self._lock():
+        with self.state.lock():
             record = self.read_record()
             alive = record is not None and self.is_alive(record)
             live: HealthAnswer | None = None
@@ -411,7 +356,7 @@ class Supervisor:
             if action is Action.RESTART and record is not None:
                 logger.warning("restarting the scorer (pid %d): %s", record.pid, reason)
                 self._terminate(record.pid, STOP_TIMEOUT_S)
-                self.record_path.unlink(missing_ok=True)
+                self.state.clear()
             new = self._start(consume_args, metrics_port, metrics_host, global_args)
         ready = self._wait_ready(new, ready_timeout_s)
         return EnsureOutcome(action, reason, new, ready)
@@ -420,13 +365,13 @@ class Supervisor:
         """SIGTERM the scorer, SIGKILL after ``timeout_s``; the record, or None if none ran."""
         if not self.state_dir.is_dir():
             return None
-        with self._lock():
+        with self.state.lock():
             record = self.read_record()
             if record is None or not self.is_alive(record):
-                self.record_path.unlink(missing_ok=True)
+                self.state.clear()
                 return None
             graceful = self._terminate(record.pid, timeout_s)
-            self.record_path.unlink(missing_ok=True)
+            self.state.clear()
         if not graceful:
             logger.warning(
                 "the scorer (pid %d) ignored SIGTERM for %gs and was killed", record.pid, timeout_s
@@ -442,27 +387,14 @@ class Supervisor:
         global_args: Sequence[str],
     ) -> ScorerRecord:
         argv = consume_argv(self.python, consume_args, metrics_port, global_args=global_args)
-        proc = processes.spawn_detached(
+        proc, pid_record = self.state.spawn(
             argv,
-            self.log_path,
-            header=[f"{_START_MARKER} {time.strftime('%Y-%m-%dT%H:%M:%S')}", f"$ {' '.join(argv)}"],
-            error=SupervisorError,
+            fields=ScorerRecord.fields(argv, consume_args, metrics_port, metrics_host),
+            header=[f"$ {' '.join(argv)}"],
             # Rich wraps a non-terminal's output at 80 columns; logs read better wider.
             env={**os.environ, "COLUMNS": os.environ.get("COLUMNS", LOG_COLUMNS)},
         )
-        record = ScorerRecord(
-            pid=proc.pid,
-            argv=argv,
-            consume_args=list(consume_args),
-            metrics_port=metrics_port,
-            log_file=str(self.log_path),
-            started_at=time.time(),
-            proc_start=_proc_start_ticks(proc.pid),
-            metrics_host=metrics_host,
-        )
-        tmp = self.record_path.with_suffix(".tmp")
-        tmp.write_text(record.to_json(), encoding="utf-8")
-        tmp.replace(self.record_path)
+        record = ScorerRecord.from_pid_record(pid_record)
         logger.info(
             "started the scorer: pid %d, metrics %s, log %s",
             proc.pid,
@@ -476,7 +408,7 @@ class Supervisor:
         last: HealthAnswer | None = None
         while True:
             if not self.is_alive(record):
-                self.record_path.unlink(missing_ok=True)
+                self.state.clear()
                 raise SupervisorError(
                     f"the scorer (pid {record.pid}) exited while starting; "
                     f"its log ({self.log_path}) says: {self.log_tail()}"
@@ -494,22 +426,4 @@ class Supervisor:
 
     def _terminate(self, pid: int, timeout_s: float) -> bool:
         """SIGTERM, wait, then SIGKILL. True if it exited on SIGTERM."""
-        return processes.terminate(pid, timeout_s, what="the scorer", error=SupervisorError)
-
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        with (self.state_dir / LOCK_FILE).open("a") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _proc_start_ticks(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat (start time since boot), or None without /proc."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
+        return self.state.terminate(pid, timeout_s)
