@@ -1,0 +1,160 @@
+"""Every settings section except kafka (which is :mod:`churnstream.settings.kafka`)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from churnstream.exceptions import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TopicSettings(_Frozen):
+    name: str
+    partitions: int = Field(ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+
+class TopicsSettings(_Frozen):
+    raw: TopicSettings = TopicSettings(name="telco.raw.customers", partitions=3)
+    predictions: TopicSettings = TopicSettings(name="telco.churn.predictions", partitions=3)
+    deadletter: TopicSettings = TopicSettings(name="telco.deadletter", partitions=1)
+
+
+class ProducerSettings(_Frozen):
+    """Producer tuning; the reasons for each default are in docs/benchmarks.md."""
+
+    events_per_sec: float = Field(default=10.0, gt=0)
+    batch_size: int = Field(default=500, ge=1)
+    # Short: the event producer's linger is part of every event's end-to-end latency, and
+    # the scorer flushes each micro-batch anyway (a flush sends at once, linger or not).
+    linger_ms: int = Field(default=2, ge=0)
+    batch_num_messages: int = Field(default=10_000, ge=1)
+    # Bytes per partition batch: 10,000 records of ~250 bytes fit one request.
+    batch_max_bytes: int = Field(default=1_000_000, ge=1)
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    delivery_timeout_ms: int = Field(default=30_000, ge=1000)
+    queue_max_messages: int = Field(default=100_000, ge=1)
+    checkpoint_file: Path = Path(".churnstream/producer_checkpoint.json")
+
+
+class ConsumerSettings(_Frozen):
+    """Consumer tuning; the reasons for each default are in docs/benchmarks.md."""
+
+    group_id: str = "churnstream-scorer"
+    # Large micro-batches amortise the per-batch flush and commit round trips under load;
+    # a short wait keeps latency low when traffic is light (a poll returns as soon as
+    # max_batch_records are queued, so the wait only matters below that).
+    max_batch_records: int = Field(default=5000, ge=1)
+    max_batch_wait_ms: int = Field(default=5, ge=1)
+    idle_timeout_ms: int = Field(default=10_000, ge=1)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
+    fetch_min_bytes: int = Field(default=1, ge=1)
+    fetch_wait_max_ms: int = Field(default=100, ge=0)
+    max_partition_fetch_bytes: int = Field(default=1_048_576, ge=1)
+    # librdkafka's prefetch queue (default 64 MB): a few batches ahead is enough, and it
+    # bounds the scorer's memory when it starts behind a large backlog.
+    queued_max_kbytes: int = Field(default=16_384, ge=1)
+    summary_interval_s: float = Field(default=60.0, gt=0)
+    top_k: int = Field(default=10, ge=1)
+
+
+class BrokerSettings(_Frozen):
+    """The embedded broker, used only when ``kafka.bootstrap_servers`` points at it."""
+
+    engine: Literal["auto", "kafka", "tansu"] = "auto"
+    host: str = "127.0.0.1"
+    port: int = Field(default=19092, ge=1, le=65535)
+    controller_port: int | None = Field(default=None, ge=1, le=65535)
+    state_dir: Path = Path(".churnstream/broker")
+    kafka_version: str = "4.1.1"
+    jars_dir: Path = Path(".churnstream/kafka-jars")
+    heap: str = "512m"
+    start_timeout_s: float = Field(default=90.0, gt=0)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class ModelSettings(_Frozen):
+    models_dir: Path = Path("models")
+    # "ensemble": soft vote of logistic regression and histogram gradient boosting, the best
+    # by cross-validated ROC AUC on the training part (see churnstream.model.train).
+    algorithm: Literal["logreg", "gbm", "hgb", "ensemble"] = "ensemble"
+    random_state: int = 42
+    test_size: float = Field(default=0.2, gt=0, lt=1)
+    cv_folds: int = Field(default=5, ge=2)
+
+
+class PathsSettings(_Frozen):
+    data_dir: Path = Path("data")
+    raw_csv: Path = Path("data/raw/telco_customer_churn.csv")
+    reports_dir: Path = Path("reports")
+    logs_dir: Path = Path("logs")
+
+
+class ObservabilitySettings(_Frozen):
+    """Metrics and health endpoints, readiness thresholds, drift checks and the dashboard."""
+
+    #: Where ``--metrics-port`` serves /metrics and /health/*; 0.0.0.0 exposes it to others.
+    metrics_host: str = "127.0.0.1"
+    #: None: no metrics server unless ``--metrics-port`` is given; 0: any free port.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    #: Consumer lag is recomputed (from cached watermarks) at most this often.
+    lag_refresh_s: float = Field(default=2.0, gt=0)
+    #: /health/ready fails while the scorer's total lag is above this.
+    ready_max_lag: int = Field(default=10_000, ge=0)
+    #: The broker counts as reachable for this long after a batch or a metadata probe.
+    broker_check_interval_s: float = Field(default=10.0, gt=0)
+    broker_check_timeout_s: float = Field(default=2.0, gt=0)
+    #: /health/live fails if the running loop has not polled for this long.
+    stall_timeout_s: float = Field(default=60.0, gt=0)
+    #: A feature drifts when its PSI against the training profile is above this.
+    drift_psi_threshold: float = Field(default=0.2, gt=0)
+    #: Windows with fewer scored messages are reported but never flagged (PSI noise).
+    drift_min_samples: int = Field(default=200, ge=1)
+    #: Largest tolerated |predicted churn rate - expected rate| before it counts as drift.
+    drift_churn_rate_tolerance: float = Field(default=0.1, gt=0, le=1)
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = Field(default=8050, ge=0, le=65535)
+    #: How often the dashboard page asks for new numbers.
+    dashboard_refresh_ms: int = Field(default=1000, ge=100)
+
+
+class ApiSettings(_Frozen):
+    """`churnstream serve`: the REST API (POST /predict, GET /model, /health/*, /metrics).
+
+    ``token`` (best from ``CHURNSTREAM_API__TOKEN``) turns on bearer authentication for every
+    route but /health/* and the OpenAPI docs; unset, the API is open, so keep ``host`` on
+    127.0.0.1 or put it behind something that authenticates.
+    """
+
+    # Pydantic puts the raw input, the token included, into validation errors otherwise.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    #: 0.0.0.0 serves other hosts too.
+    host: str = "127.0.0.1"
+    #: 0: any free port (printed at start-up).
+    port: int = Field(default=8000, ge=0, le=65535)
+    token: SecretStr | None = None
+    #: Most records one POST /predict may carry (more: 422); one model call scores them all.
+    max_batch_records: int = Field(default=1000, ge=1)
+    #: Largest request body (more: 413). A record is about 600 bytes of JSON.
+    max_body_bytes: int = Field(default=2_097_152, ge=1024)
+
+    @model_validator(mode="after")
+    def _token_not_blank(self) -> ApiSettings:
+        if self.token is not None and not self.token.get_secret_value().strip():
+            # A ConfigError, like the kafka settings': never wrapped with the input in it.
+            raise ConfigError("invalid api settings: api.token is blank (unset it for no auth)")
+        return self
