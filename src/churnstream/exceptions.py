@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class ChurnstreamError(Exception):
     """Root of every deliberate churnstream error. The CLI prints it as one line."""
 
+    #: The CLI's exit status when this error ends a command.
+    exit_code: ClassVar[int] = 1
+
 
 class ConfigError(ChurnstreamError):
     """Settings could not be loaded or an override is invalid."""
+
+
+class ClientConfigError(ConfigError):
+    """A librdkafka property given through the kafka.librdkafka* settings cannot be used.
+
+    Refused by churnstream (it controls that property) or by librdkafka (unknown property,
+    invalid value). The message names the setting and the property, never a secret value.
+    Exits 2, like a usage error: nothing has been sent or read yet.
+    """
+
+    exit_code: ClassVar[int] = 2
 
 
 class DataError(ChurnstreamError):

@@ -44,7 +44,7 @@ def one_line_errors(func: F) -> F:
         except ChurnstreamError as exc:
             logger.debug("command failed", exc_info=True)
             typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(EXIT_ERROR) from None
+            raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
@@ -83,6 +83,21 @@ def set_config_path(path: Path | None) -> None:
 def get_settings(**overrides: Any) -> Settings:
     """Effective settings: YAML < env < these dotted overrides (None means 'not given')."""
     return load_settings(**overrides)
+
+
+def get_kafka_settings(**overrides: Any) -> Settings:
+    """:func:`get_settings` for a command that talks to Kafka.
+
+    librdkafka first judges every client configuration the command may build, with
+    throwaway clients that connect nowhere: a property it refuses (one of the
+    ``kafka.librdkafka*`` settings, typically) ends the command in one line, exit 2, before
+    any message moves.
+    """
+    from churnstream.kafka.clientcheck import check_client_configs
+
+    settings = get_settings(**overrides)
+    check_client_configs(settings)
+    return settings
 
 
 def init_logging(

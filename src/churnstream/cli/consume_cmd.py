@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from churnstream.cli._common import BROKER_HELP, get_settings, init_logging, stop_signals
+from churnstream.cli._common import BROKER_HELP, get_kafka_settings, init_logging, stop_signals
 from churnstream.exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def consume(
         if code:
             raise typer.Exit(code)
         return
-    settings = get_settings(
+    settings = get_kafka_settings(
         **{
             "kafka.bootstrap_servers": broker,
             "consumer.group_id": consumer_group,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from churnstream.cli._common import BROKER_HELP, get_settings, init_logging
+from churnstream.cli._common import BROKER_HELP, get_kafka_settings, init_logging
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def dashboard(
     )
     from churnstream.kafka import admin
 
-    settings = get_settings(**{"kafka.bootstrap_servers": broker})
+    settings = get_kafka_settings(**{"kafka.bootstrap_servers": broker})
     init_logging(ctx, "dashboard", settings)
     obs = settings.observability
     admin.check_reachable(settings.kafka, timeout_s=CONNECT_TIMEOUT_S)

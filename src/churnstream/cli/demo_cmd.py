@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from churnstream.cli._common import BROKER_HELP, get_settings, init_logging, stop_signals
+from churnstream.cli._common import BROKER_HELP, get_kafka_settings, init_logging, stop_signals
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def demo(
     from churnstream.ops.demo import DemoState, run_demo
     from churnstream.reports import render_console
 
-    settings = get_settings(
+    settings = get_kafka_settings(
         **{"kafka.bootstrap_servers": broker, "observability.metrics_port": metrics_port}
     )
     # The demo narrates on the console; the full INFO log goes to logs/demo.log.

@@ -10,7 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from churnstream.cli._common import BROKER_HELP, EXIT_ERROR, get_settings, init_logging, new_app
+from churnstream.cli._common import (
+    BROKER_HELP,
+    EXIT_ERROR,
+    get_kafka_settings,
+    init_logging,
+    new_app,
+)
 from churnstream.exceptions import ConfigError
 from churnstream.kafka.admin import ADMIN_TIMEOUT_S
 
@@ -72,7 +78,7 @@ def inspect(
     """Summarise dead letters by error type and reason code, each input counted once."""
     from churnstream.kafka import dlq_io
 
-    settings = get_settings(**{"kafka.bootstrap_servers": broker})
+    settings = get_kafka_settings(**{"kafka.bootstrap_servers": broker})
     init_logging(ctx, console_level=JSON_CONSOLE_LEVEL if as_json else None)
     name = topic or settings.topics.deadletter.name
     summary = dlq_io.inspect(
@@ -198,7 +204,7 @@ def replay(
         window = {k: parse_when(v) if v else None for k, v in (("since", since), ("until", until))}
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    settings = get_settings(**{"kafka.bootstrap_servers": broker})
+    settings = get_kafka_settings(**{"kafka.bootstrap_servers": broker})
     init_logging(ctx, "dlq", settings, console_level=JSON_CONSOLE_LEVEL if as_json else None)
     request = dlq_io.ReplayRequest(
         from_topic=from_topic or settings.topics.deadletter.name,

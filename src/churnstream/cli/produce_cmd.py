@@ -17,7 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from churnstream.cli._common import BROKER_HELP, get_settings, init_logging, stop_signals
+from churnstream.cli._common import BROKER_HELP, get_kafka_settings, init_logging, stop_signals
 from churnstream.exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def produce(
 
     if mode not in ("streaming", "batch"):
         raise ConfigError(f"--mode must be 'streaming' or 'batch', not {mode!r}")
-    settings = get_settings(
+    settings = get_kafka_settings(
         **{
             "kafka.bootstrap_servers": broker,
             "producer.events_per_sec": events_per_sec,

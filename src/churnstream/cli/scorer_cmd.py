@@ -15,7 +15,13 @@ from typing import Annotated
 import orjson
 import typer
 
-from churnstream.cli._common import BROKER_HELP, cli_state, get_settings, new_app
+from churnstream.cli._common import (
+    BROKER_HELP,
+    cli_state,
+    get_kafka_settings,
+    get_settings,
+    new_app,
+)
 from churnstream.ops.supervisor import DEFAULT_STATE_DIR
 
 logger = logging.getLogger(__name__)
@@ -51,7 +57,7 @@ def preflight(
     from churnstream.kafka import admin
     from churnstream.model.scorer import Scorer
 
-    settings = get_settings(**{"kafka.bootstrap_servers": broker})
+    settings = get_kafka_settings(**{"kafka.bootstrap_servers": broker})
     failures: list[str] = []
     try:
         topics = {

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from churnstream.cli._common import BROKER_HELP, get_settings
+from churnstream.cli._common import BROKER_HELP, get_kafka_settings
 from churnstream.observability.status import ClusterStatus, lag_rows
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def status(
     """
     from churnstream.observability.cluster import collect_status
 
-    settings = get_settings(**{"kafka.bootstrap_servers": broker})
+    settings = get_kafka_settings(**{"kafka.bootstrap_servers": broker})
     result = collect_status(
         settings, models_dir=models_dir, dead_letters=dead_letters, timeout_s=timeout
     )

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from churnstream.cli._common import BROKER_HELP, get_settings, new_app
+from churnstream.cli._common import BROKER_HELP, get_kafka_settings, new_app
 from churnstream.kafka import admin
 from churnstream.settings import Settings
 
@@ -27,7 +27,7 @@ TimeoutOption = Annotated[
 
 
 def _settings(broker: str | None) -> Settings:
-    return get_settings(**{"kafka.bootstrap_servers": broker})
+    return get_kafka_settings(**{"kafka.bootstrap_servers": broker})
 
 
 @app.command("create")

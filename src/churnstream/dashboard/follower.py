@@ -377,7 +377,7 @@ class Follower(threading.Thread):
             self.join(timeout_s)
 
     def _consumer(self) -> Consumer:
-        conf = self.settings.kafka.client_config()
+        conf = self.settings.kafka.client_config("consumer")
         conf.update(
             {
                 "group.id": self.group_id,

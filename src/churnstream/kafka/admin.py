@@ -48,6 +48,7 @@ from churnstream.exceptions import (
     BrokerUnavailableError,
     ChurnstreamError,
 )
+from churnstream.kafka.clientcheck import refusal
 from churnstream.settings import KafkaSettings, Settings, TopicSettings
 
 logger = logging.getLogger(__name__)
@@ -205,10 +206,7 @@ def admin_client(kafka: KafkaSettings) -> AdminClient:
     try:
         return _WatchedAdminClient(conf, watch)
     except (KafkaException, ValueError, TypeError) as exc:
-        reason = watch.scrub(_reason(exc))
-        raise BrokerError(
-            f"invalid Kafka admin configuration: {reason}{_config_hint(reason)}"
-        ) from None
+        raise refusal("admin", "admin", exc, kafka) from None
 
 
 def check_reachable(kafka: KafkaSettings, *, timeout_s: float = ADMIN_TIMEOUT_S) -> None:
@@ -383,7 +381,7 @@ def dump_topic(
         return []
     admin = admin_client(kafka)
     partitions = sorted(_topic_metadata(admin, kafka, topic, timeout_s).partitions)
-    conf = kafka.client_config()
+    conf = kafka.client_config("consumer")
     conf.update(
         {
             # Required by librdkafka even for assign(); nothing is committed under it.
@@ -402,7 +400,7 @@ def dump_topic(
     try:
         consumer = Consumer(conf)
     except (KafkaException, ValueError, TypeError) as exc:
-        raise BrokerError(f"invalid Kafka consumer configuration: {_reason(exc)}") from None
+        raise refusal("consumer", "consumer", exc, kafka) from None
     records: list[dict[str, Any]] = []
     messages = iter_from_beginning(
         consumer, topic, partitions, idle_s=idle_s, timeout_s=timeout_s, watch=watch
@@ -622,12 +620,7 @@ def _auth_failure(err: KafkaError, kafka: KafkaSettings) -> str | None:
     where = addr or kafka.bootstrap_servers
     detail = " ".join(_OPENSSL_CODE.sub("", detail).split())
     if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
-        user = kafka.sasl_username or "(none)"
-        return (
-            f"authentication failed at {where}: {detail}; check kafka.sasl_mechanism "
-            f"({kafka.sasl_mechanism or 'none'}), kafka.sasl_username ({user}) and the password "
-            "(kafka.sasl_password or kafka.sasl_password_file)"
-        )
+        return f"authentication failed at {where}: {detail}; {kafka.credentials_hint()}"
     if code == KafkaError._SSL:
         if "verify failed" in detail:
             reason = detail.removeprefix("SSL handshake failed: ").split(", verify that")[0]
@@ -643,22 +636,6 @@ def _auth_failure(err: KafkaError, kafka: KafkaSettings) -> str | None:
             "kafka.ssl_certificate_location and kafka.ssl_key_location"
         )
     return None
-
-
-def _config_hint(reason: str) -> str:
-    """What to check when librdkafka refuses a TLS file at client creation."""
-    for key, setting, what in (
-        (
-            "ssl.key.location",
-            "kafka.ssl_key_location",
-            "a PEM private key, and is kafka.ssl_key_password (or _file) its password",
-        ),
-        ("ssl.certificate.location", "kafka.ssl_certificate_location", "a PEM certificate"),
-        ("ssl.ca.location", "kafka.ssl_ca_location", "a PEM CA certificate or bundle"),
-    ):
-        if key in reason:
-            return f"; is {setting} {what}?"
-    return ""
 
 
 def _code(exc: KafkaException) -> int | None:

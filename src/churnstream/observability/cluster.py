@@ -99,7 +99,7 @@ def _committed(
     Not AdminClient.list_consumer_group_offsets: librdkafka 2.16 crashed (SIGSEGV) here in
     that call while the group coordinator was still loading after a broker restart.
     """
-    conf = kafka.client_config()
+    conf = kafka.client_config("consumer")
     conf.update({"group.id": group_id, "enable.auto.commit": False})
     consumer = Consumer(conf)
     try:
@@ -131,7 +131,7 @@ def read_dead_letters(
     ``max_messages``; returns the tally and whether the read was complete (not cut short).
     """
     tally = DeadLetterTally()
-    conf = kafka.client_config()
+    conf = kafka.client_config("consumer")
     conf.update(
         {
             "group.id": f"churnstream-status-{uuid.uuid4().hex[:12]}",

@@ -12,10 +12,12 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
 
 from churnstream.exceptions import ConfigError
+from churnstream.settings import passthrough
 from churnstream.settings.kafka import KafkaSettings
 from churnstream.settings.sections import (
     ApiSettings,
@@ -94,11 +96,23 @@ def load_settings(**overrides: Any) -> Settings:
     ``load_settings(**{"kafka.bootstrap_servers": "host:9092"})``; ``None`` values are ignored
     so that unset CLI flags keep the lower layers' values.
     """
+    unreadable: str | None = None
     try:
         settings = Settings()
     except ValidationError as exc:
         # `from None`: the chained error holds the raw input, secrets included.
         raise ConfigError(_first_error(exc)) from None
+    except SettingsError as exc:
+        # e.g. an environment variable for a mapping that is not a JSON object. The text
+        # names the field and the source, not the value; the errors chained to it have the
+        # value, so the ConfigError is raised outside this block, with no context at all.
+        unreadable = str(exc)
+    if unreadable is not None:
+        raise ConfigError(
+            f"invalid setting: {unreadable} (in the environment, a mapping such as "
+            "kafka.librdkafka is a JSON object: "
+            'CHURNSTREAM_KAFKA__LIBRDKAFKA=\'{"client.rack": "use1-az1"}\')'
+        )
     return with_overrides(settings, overrides)
 
 
@@ -142,5 +156,12 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def masked_dump(settings: Settings) -> dict[str, Any]:
-    """Settings as plain JSON-able data with every secret masked."""
-    return settings.model_dump(mode="json")  # SecretStr dumps as '**********'
+    """Settings as plain JSON-able data with every secret masked.
+
+    Typed secrets are ``SecretStr`` (dumped as ``**********``); in the ``kafka.librdkafka*``
+    mappings, the values of properties whose names say they hold a secret are masked.
+    """
+    data = settings.model_dump(mode="json")
+    for setting in passthrough.PASSTHROUGH_SETTINGS:
+        data["kafka"][setting] = passthrough.masked(data["kafka"][setting])
+    return data
