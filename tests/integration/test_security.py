@@ -1,4 +1,7 @@
-"""Security settings against a real secured Apache Kafka (SASL/SCRAM, PLAIN, TLS, mutual TLS).
+"""Security settings against a real secured Apache Kafka.
+
+SASL/SCRAM, PLAIN, TLS, mutual TLS and OAUTHBEARER (unsecured JWT, and OIDC with a stand-in
+token endpoint), also given through the kafka.librdkafka pass-through.
 
 The module's broker is the embedded Kafka with extra listeners (churnstream.kafka.secure_broker)
 and a throwaway CA made with openssl. Every client here is built by churnstream's own code
@@ -9,10 +12,15 @@ refused login or an untrusted certificate ends in one clear line without a secre
 
 from __future__ import annotations
 
+import base64
+import http.server
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +30,11 @@ from pydantic import SecretStr
 
 from churnstream.exceptions import AuthenticationError, BrokerError
 from churnstream.kafka import admin
+from churnstream.kafka.clientcheck import check_client_configs
 from churnstream.kafka.connect import wait_for_broker
 from churnstream.kafka.producer import SafeProducer
 from churnstream.kafka.secure_broker import (
+    OAUTHBEARER_SCOPE,
     SecureBroker,
     ThrowawayPki,
     make_throwaway_pki,
@@ -38,6 +48,7 @@ pytestmark = pytest.mark.integration
 
 PASSWORD = "alice-S3cret-for-tests"
 WRONG_PASSWORD = "not-alices-Pa55word"
+OIDC_SECRET = "oidc-Client-s3cret"
 FAIL_FAST_S = 5.0  # a failing CLI run, Python start-up included
 CLI_TIMEOUT_S = 60.0
 ROUND_TRIP_MESSAGES = 20
@@ -48,7 +59,9 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
     base = tmp_path_factory.mktemp("secure-kafka")
     pki = make_throwaway_pki(base / "pki")
     settings = embedded_broker_settings("kafka", base / "state")
-    running = start_secure(settings, pki, username="alice", password=SecretStr(PASSWORD))
+    running = start_secure(
+        settings, pki, username="alice", password=SecretStr(PASSWORD), oauthbearer=True
+    )
     try:
         yield running
     finally:
@@ -82,6 +95,13 @@ def security_env(
             "SASL_USERNAME": secured.username,
             "SSL_CA_LOCATION": str(pki.ca_cert),
         }
+    elif listener == "OAUTHBEARER":  # unsigned tokens: the test broker validates no signature
+        env = {
+            "SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "SASL_MECHANISM": "OAUTHBEARER",
+            "SASL_OAUTHBEARER_METHOD": "unsecured-jwt",
+            "SASL_OAUTHBEARER_CONFIG": f"principal=alice scope={OAUTHBEARER_SCOPE}",
+        }
     elif listener == "SSL":
         env = {"SECURITY_PROTOCOL": "SSL", "SSL_CA_LOCATION": str(pki.ca_cert)}
     else:  # MTLS: the broker wants a client certificate; its key is encrypted
@@ -103,6 +123,7 @@ def address(secured: SecureBroker, listener: str) -> str:
         "SASL_SSL": secured.sasl_ssl,
         "SSL": secured.ssl,
         "MTLS": secured.mtls,
+        "OAUTHBEARER": secured.oauthbearer or "",
     }[listener]
 
 
@@ -177,6 +198,7 @@ def test_cli_creates_and_lists_topics_over_scram_sha_512(
         ("SASL_SSL", {"SASL_MECHANISM": "SCRAM-SHA-256", "SASL_PASSWORD": PASSWORD}),
         ("SSL", {}),
         ("MTLS", {}),
+        ("OAUTHBEARER", {}),
     ],
 )
 def test_produce_and_consume_round_trip(
@@ -188,8 +210,13 @@ def test_produce_and_consume_round_trip(
 ) -> None:
     env = security_env(secured, listener, tmp_path, **extra)
     settings = settings_from_env(monkeypatch, env, address(secured, listener))
+    assert_round_trip(settings, listener)
+
+
+def assert_round_trip(settings: Settings, label: str) -> None:
+    """Create a topic, produce to it and read it all back, with churnstream's own clients."""
     admin.check_reachable(settings.kafka, timeout_s=10)
-    topic = f"secure-{listener.lower()}-{uuid.uuid4().hex[:8]}"
+    topic = f"secure-{label.lower()}-{uuid.uuid4().hex[:8]}"
     admin.create_topics(settings.kafka, [TopicSettings(name=topic, partitions=2)])
 
     producer = SafeProducer(settings.kafka.producer_config(settings.producer))
@@ -322,3 +349,189 @@ def test_wrong_key_password_is_one_clear_error(
     assert "is kafka.ssl_key_password (or _file) its password?" in message
     captured = capfd.readouterr()  # librdkafka also prints OpenSSL's reason to stderr
     assert_no_secret(message + captured.out + captured.err, secured)
+
+
+# --------------------------------------------------------------------------- OAUTHBEARER
+
+
+def unsecured_jwt(claims: dict[str, object]) -> str:
+    """An unsigned JWS ("alg": "none"), the only kind the test broker's validator takes."""
+
+    def b64(data: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{b64({'alg': 'none'})}.{b64(claims)}."
+
+
+class TokenEndpoint:
+    """A stand-in OIDC identity provider: the client credentials grant, one known client.
+
+    It answers a POST with HTTP Basic ``client_id:client_secret`` with an unsigned token
+    for ``sub`` = the client id and ``scope`` = the requested scope; anything else gets 401.
+    Every request's grant type, scope and whether its credentials matched are recorded.
+    """
+
+    def __init__(self, client_id: str, client_secret: str) -> None:
+        self.expected = (
+            "Basic " + base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
+        )
+        self.client_id = client_id
+        self.requests: list[dict[str, object]] = []
+        endpoint = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+                length = int(self.headers.get("Content-Length", "0"))
+                form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+                good = self.headers.get("Authorization") == endpoint.expected
+                scope = form.get("scope", [""])[0]
+                endpoint.requests.append(
+                    {"grant_type": form.get("grant_type", [""])[0], "scope": scope, "ok": good}
+                )
+                if not good:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                now = int(time.time())
+                claims = {"sub": endpoint.client_id, "scope": scope, "iat": now, "exp": now + 600}
+                body = json.dumps(
+                    {
+                        "access_token": unsecured_jwt(claims),
+                        "token_type": "bearer",
+                        "expires_in": 600,
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/oauth2/token"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def token_endpoint() -> Iterator[TokenEndpoint]:
+    endpoint = TokenEndpoint("churnstream-client", OIDC_SECRET)
+    try:
+        yield endpoint
+    finally:
+        endpoint.close()
+
+
+def oidc_env(secured: SecureBroker, endpoint: TokenEndpoint, secret_file: Path) -> dict[str, str]:
+    env = {
+        "SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "SASL_MECHANISM": "OAUTHBEARER",
+        "SASL_OAUTHBEARER_CLIENT_ID": endpoint.client_id,
+        "SASL_OAUTHBEARER_CLIENT_SECRET_FILE": str(secret_file),
+        "SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL": endpoint.url,
+        "SASL_OAUTHBEARER_SCOPE": OAUTHBEARER_SCOPE,
+    }
+    return {f"CHURNSTREAM_KAFKA__{name}": value for name, value in env.items()}
+
+
+def test_oauthbearer_oidc_client_credentials_round_trip(
+    secured: SecureBroker,
+    token_endpoint: TokenEndpoint,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OIDC as churnstream renders it: librdkafka asks the endpoint, the broker takes the token."""
+    env = oidc_env(secured, token_endpoint, write_secret(tmp_path, OIDC_SECRET))
+    settings = settings_from_env(monkeypatch, env, secured.oauthbearer or "")
+    check_client_configs(settings)  # the throwaway clients do not ask the endpoint
+    assert token_endpoint.requests == []
+    assert_round_trip(settings, "oidc")
+    assert token_endpoint.requests, "librdkafka never asked the token endpoint"
+    assert all(
+        r == {"grant_type": "client_credentials", "scope": OAUTHBEARER_SCOPE, "ok": True}
+        for r in token_endpoint.requests
+    ), token_endpoint.requests
+
+
+def test_oauthbearer_through_the_librdkafka_passthrough(
+    secured: SecureBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A whole OAUTHBEARER set-up given as raw librdkafka properties, plus tuning ones."""
+    passthrough = {
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "OAUTHBEARER",
+        "enable.sasl.oauthbearer.unsecure.jwt": True,
+        "sasl.oauthbearer.config": f"principal=alice scope={OAUTHBEARER_SCOPE}",
+        "client.rack": "use1-az1",
+        "socket.keepalive.enable": True,
+    }
+    env = {
+        "CHURNSTREAM_KAFKA__LIBRDKAFKA": json.dumps(passthrough),
+        "CHURNSTREAM_KAFKA__LIBRDKAFKA_CONSUMER": json.dumps({"fetch.max.bytes": 10_485_760}),
+        "CHURNSTREAM_KAFKA__LIBRDKAFKA_PRODUCER": json.dumps({"linger.ms": 0.5}),
+    }
+    settings = settings_from_env(monkeypatch, env, secured.oauthbearer or "")
+    assert settings.kafka.security_protocol == "PLAINTEXT"  # the typed setting, overridden
+    check_client_configs(settings)
+    assert_round_trip(settings, "passthrough")
+
+
+def test_cli_oauthbearer_token_without_the_required_scope_fails_fast_in_one_line(
+    secured: SecureBroker, tmp_path: Path
+) -> None:
+    env = security_env(
+        secured, "OAUTHBEARER", tmp_path, SASL_OAUTHBEARER_CONFIG="principal=alice scope=other"
+    )
+    broker_address = secured.oauthbearer or ""
+    code, out, err, took = run_cli(["topics", "list", "--broker", broker_address], env, tmp_path)
+    print(f"token without the scope: exit {code} after {took:.2f}s: {err.strip()}")
+    assert code == 1
+    assert out == ""
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"error: authentication failed at {broker_address}: ")
+    assert "kafka.sasl_oauthbearer_config (principal=alice scope=other)" in err
+    assert "Traceback" not in err
+    assert took < FAIL_FAST_S
+
+
+def test_cli_oauthbearer_against_a_scram_only_listener_fails_in_one_line(
+    secured: SecureBroker, tmp_path: Path
+) -> None:
+    """The wrong mechanism for the listener: the broker does not offer OAUTHBEARER there."""
+    env = security_env(secured, "OAUTHBEARER", tmp_path)
+    code, out, err, took = run_cli(
+        ["topics", "list", "--broker", secured.sasl_plaintext], env, tmp_path
+    )
+    print(f"OAUTHBEARER at a SCRAM listener: exit {code} after {took:.2f}s: {err.strip()}")
+    assert code == 1
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"error: authentication failed at {secured.sasl_plaintext}: ")
+    assert "OAUTHBEARER" in err and "Traceback" not in err
+    assert took < FAIL_FAST_S
+
+
+def test_oidc_wrong_client_secret_is_refused_without_showing_it(
+    secured: SecureBroker,
+    token_endpoint: TokenEndpoint,
+    tmp_path: Path,
+) -> None:
+    env = oidc_env(secured, token_endpoint, write_secret(tmp_path, WRONG_PASSWORD))
+    broker_address = secured.oauthbearer or ""
+    code, out, err, took = run_cli(
+        ["--log-level", "DEBUG", "topics", "list", "--broker", broker_address, "--timeout", "5"],
+        env,
+        tmp_path,
+    )
+    print(f"wrong OIDC client secret: exit {code} after {took:.2f}s: {err.strip()[-400:]}")
+    assert code == 1
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    assert token_endpoint.requests and not any(r["ok"] for r in token_endpoint.requests)
+    assert WRONG_PASSWORD not in out + err and OIDC_SECRET not in out + err

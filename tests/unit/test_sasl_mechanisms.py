@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from typer.testing import CliRunner
 
 from churnstream.cli import app
 from churnstream.exceptions import AuthenticationError, BrokerError, ConfigError
-from churnstream.kafka import admin
+from churnstream.kafka import admin, secure_broker
 from churnstream.kafka.clientcheck import check_client_configs
 from churnstream.settings import KafkaSettings, Settings, load_settings
 
@@ -340,3 +340,39 @@ def test_refused_login_names_the_mechanisms_settings(kafka: Any, hint: str, keyt
     assert message.startswith("authentication failed at broker-1:9093: SASL authentication")
     assert hint in message, message
     assert CLIENT_SECRET not in message
+
+
+# --------------------------------------------------------------------------- secured test broker
+
+
+def test_secure_extras_oauthbearer_listener(tmp_path: Path) -> None:
+    pki = secure_broker.ThrowawayPki(
+        directory=tmp_path,
+        ca_cert=tmp_path / "ca.pem",
+        broker_keystore=tmp_path / "broker.p12",
+        client_cert=tmp_path / "client.pem",
+        client_key=tmp_path / "client.key",
+        store_password=SecretStr("store-pw"),
+        client_key_password=SecretStr("key-pw"),
+    )
+    names = (*secure_broker.LISTENER_NAMES, secure_broker.OAUTHBEARER_LISTENER)
+    ports = dict(zip(names, range(9100, 9105), strict=True))
+    extras = secure_broker.secure_extras(pki, ports, username="alice", password=SecretStr("pw"))
+    assert (extras.listeners[-1].name, extras.listeners[-1].protocol) == (
+        "OAUTHBEARER",
+        "SASL_PLAINTEXT",
+    )
+    props = extras.properties
+    assert props["listener.name.oauthbearer.sasl.enabled.mechanisms"] == "OAUTHBEARER"
+    assert props["listener.name.oauthbearer.oauthbearer.sasl.jaas.config"] == (
+        "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required "
+        'unsecuredLoginStringClaim_sub="alice" unsecuredValidatorRequiredScope="churnstream";'
+    )
+    assert props["listener.name.oauthbearer.oauthbearer.sasl.server.callback.handler.class"] == (
+        "org.apache.kafka.common.security.oauthbearer.internals.unsecured."
+        "OAuthBearerUnsecuredValidatorCallbackHandler"
+    )
+    four = {name: ports[name] for name in secure_broker.LISTENER_NAMES}
+    without = secure_broker.secure_extras(pki, four, username="a", password=SecretStr("p"))
+    assert [x.name for x in without.listeners] == list(secure_broker.LISTENER_NAMES)
+    assert not any("oauthbearer" in key for key in without.properties)

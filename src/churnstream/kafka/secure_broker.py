@@ -7,11 +7,15 @@ the readiness probe's):
 - ``SASL_PLAINTEXT``: SASL with SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN;
 - ``SSL``: TLS, the broker authenticated by a certificate from a throwaway CA;
 - ``MTLS``: TLS that also requires a client certificate from that CA;
-- ``SASL_SSL``: the SASL mechanisms above, over TLS.
+- ``SASL_SSL``: the SASL mechanisms above, over TLS;
+- ``OAUTHBEARER`` (only with ``oauthbearer=True``): SASL_PLAINTEXT with OAUTHBEARER alone,
+  validated by Kafka's unsecured-JWS validator (unsigned tokens, no identity provider), which
+  requires the scope :data:`OAUTHBEARER_SCOPE` in every token.
 
-One user is known to every mechanism. Its SCRAM credentials are written into the metadata
-log when the storage is formatted (``StorageTool format --add-scram``), its PLAIN password
-into the listener's JAAS configuration. :func:`make_throwaway_pki` makes the CA, the broker's
+One user is known to every mechanism but OAUTHBEARER (which accepts any principal whose
+token carries the scope). The user's SCRAM credentials are written into the metadata log when
+the storage is formatted (``StorageTool format --add-scram``), its PLAIN password into the
+listener's JAAS configuration. :func:`make_throwaway_pki` makes the CA, the broker's
 PKCS12 keystore and a client certificate with an encrypted key, with ``openssl``.
 
 None of this is for production: the CA key sits next to the certificates, and the passwords
@@ -42,6 +46,9 @@ OPENSSL_TIMEOUT_S = 30.0
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 SASL_MECHANISMS = (*SCRAM_MECHANISMS, "PLAIN")
 LISTENER_NAMES = ("SASL_PLAINTEXT", "SSL", "MTLS", "SASL_SSL")
+OAUTHBEARER_LISTENER = "OAUTHBEARER"
+#: The scope the OAUTHBEARER listener requires in a token (a token without it is refused).
+OAUTHBEARER_SCOPE = "churnstream"
 # Names and passwords go into JAAS strings and StorageTool's --add-scram syntax unquoted.
 _SAFE_CREDENTIAL = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Host and certificate names go into openssl command lines split on spaces.
@@ -50,6 +57,16 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9._:-]{1,253}$")
 _PASS_ENV = "CHURNSTREAM_PKI_PASS"  # noqa: S105 - a variable name
 
 _SCRAM_JAAS = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+_OAUTHBEARER_JAAS = (
+    "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required "
+    'unsecuredLoginStringClaim_sub="{user}" '
+    f'unsecuredValidatorRequiredScope="{OAUTHBEARER_SCOPE}";'
+)
+# Kafka's default for an OAUTHBEARER listener too, named so that no default can change it.
+_UNSECURED_VALIDATOR = (
+    "org.apache.kafka.common.security.oauthbearer.internals.unsecured."
+    "OAuthBearerUnsecuredValidatorCallbackHandler"
+)
 
 
 @dataclass(frozen=True)
@@ -78,6 +95,8 @@ class SecureBroker:
     username: str
     password: SecretStr
     pki: ThrowawayPki
+    #: The OAUTHBEARER listener's address, when it was asked for.
+    oauthbearer: str | None = None
 
 
 def make_throwaway_pki(
@@ -190,14 +209,14 @@ def secure_extras(
 ) -> broker.KafkaExtras:
     """The listeners, properties and format flags of :func:`start_secure`.
 
-    ``ports`` maps each listener name (``SASL_PLAINTEXT``, ``SSL``, ``MTLS``, ``SASL_SSL``)
-    to its port.
+    ``ports`` maps each listener name (``SASL_PLAINTEXT``, ``SSL``, ``MTLS``, ``SASL_SSL``,
+    and ``OAUTHBEARER`` if wanted) to its port.
     """
     for what, value in (("user name", username), ("password", password.get_secret_value())):
         if not _SAFE_CREDENTIAL.match(value):
             raise BrokerError(f"the secured test broker's {what} must match [A-Za-z0-9._-]{{1,64}}")
     secret = password.get_secret_value()
-    listeners = (
+    listeners: tuple[broker.ExtraListener, ...] = (
         broker.ExtraListener("SASL_PLAINTEXT", "SASL_PLAINTEXT", ports["SASL_PLAINTEXT"]),
         broker.ExtraListener("SSL", "SSL", ports["SSL"]),
         broker.ExtraListener("MTLS", "SSL", ports["MTLS"]),
@@ -224,6 +243,13 @@ def secure_extras(
         for mechanism in SCRAM_MECHANISMS:
             props[f"{prefix}.{mechanism.lower()}.sasl.jaas.config"] = _SCRAM_JAAS
         props[f"{prefix}.plain.sasl.jaas.config"] = plain_jaas
+    if OAUTHBEARER_LISTENER in ports:
+        port = ports[OAUTHBEARER_LISTENER]
+        listeners += (broker.ExtraListener(OAUTHBEARER_LISTENER, "SASL_PLAINTEXT", port),)
+        prefix = f"listener.name.{OAUTHBEARER_LISTENER.lower()}"
+        props[f"{prefix}.sasl.enabled.mechanisms"] = "OAUTHBEARER"
+        props[f"{prefix}.oauthbearer.sasl.jaas.config"] = _OAUTHBEARER_JAAS.format(user=username)
+        props[f"{prefix}.oauthbearer.sasl.server.callback.handler.class"] = _UNSECURED_VALIDATOR
     format_args: list[str] = []
     for mechanism in SCRAM_MECHANISMS:
         format_args += ["--add-scram", f"{mechanism}=[name={username},password={secret}]"]
@@ -236,8 +262,11 @@ def start_secure(
     *,
     username: str = "alice",
     password: SecretStr,
+    oauthbearer: bool = False,
 ) -> SecureBroker:
     """Start the embedded Kafka (engine kafka) with the secured listeners; see the module doc.
+
+    ``oauthbearer`` adds the OAUTHBEARER listener.
 
     The SCRAM credentials are written only when ``settings.state_dir`` is formatted, i.e. on
     its first start: use a fresh state dir. Stop it with :func:`churnstream.kafka.broker.stop`.
@@ -247,7 +276,8 @@ def start_secure(
     settings = settings.model_copy(update={"engine": "kafka"})
     ports: dict[str, int] = {}
     taken = {settings.port}
-    for name in LISTENER_NAMES:
+    names = (*LISTENER_NAMES, OAUTHBEARER_LISTENER) if oauthbearer else LISTENER_NAMES
+    for name in names:
         port = broker.find_free_port(settings.host)
         while port in taken:
             port = broker.find_free_port(settings.host)
@@ -271,6 +301,7 @@ def start_secure(
         username=username,
         password=password,
         pki=pki,
+        oauthbearer=f"{host}:{ports[OAUTHBEARER_LISTENER]}" if oauthbearer else None,
     )
 
 
