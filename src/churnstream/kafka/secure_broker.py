@@ -1,6 +1,6 @@
 """A secured embedded Apache Kafka, for tests and local trials of the security settings.
 
-:func:`start_secure` runs the embedded Kafka engine (:func:`churnstream.kafka.broker.start`)
+:func:`start_secure` runs the embedded Kafka engine (:func:`churnstream.ops.devbroker.start`)
 with four more listeners beside its PLAINTEXT one (which stays the inter-broker listener and
 the readiness probe's):
 
@@ -269,7 +269,7 @@ def start_secure(
     ``oauthbearer`` adds the OAUTHBEARER listener.
 
     The SCRAM credentials are written only when ``settings.state_dir`` is formatted, i.e. on
-    its first start: use a fresh state dir. Stop it with :func:`churnstream.kafka.broker.stop`.
+    its first start: use a fresh state dir. Stop it with :func:`churnstream.ops.devbroker.stop`.
     """
     if settings.engine == "tansu":
         raise BrokerError("the secured broker needs engine kafka (tansu has no working SASL/TLS)")
