@@ -3,7 +3,7 @@
 SASL/SCRAM, PLAIN, TLS, mutual TLS and OAUTHBEARER (unsecured JWT, and OIDC with a stand-in
 token endpoint), also given through the kafka.librdkafka pass-through.
 
-The module's broker is the embedded Kafka with extra listeners (churnstream.kafka.secure_broker)
+The module's broker is the embedded Kafka with extra listeners (churnstream.ops.devbroker.secure)
 and a throwaway CA made with openssl. Every client here is built by churnstream's own code
 (settings from the environment, ``client_config()``, ``admin``, ``SafeProducer``, the CLI), so
 the tests prove that the settings render to a configuration the cluster accepts, and that a
@@ -33,14 +33,14 @@ from churnstream.kafka import admin
 from churnstream.kafka.clientcheck import check_client_configs
 from churnstream.kafka.connect import wait_for_broker
 from churnstream.kafka.producer import SafeProducer
-from churnstream.kafka.secure_broker import (
+from churnstream.ops import devbroker
+from churnstream.ops.devbroker.secure import (
     OAUTHBEARER_SCOPE,
     SecureBroker,
     ThrowawayPki,
     make_throwaway_pki,
     start_secure,
 )
-from churnstream.ops import devbroker
 from churnstream.settings import Settings, TopicSettings, load_settings
 from tests.integration.conftest import embedded_broker_settings
 

@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 
 from churnstream.cli import app
 from churnstream.exceptions import AuthenticationError, BrokerError, ConfigError
-from churnstream.kafka import admin, secure_broker
+from churnstream.kafka import admin
 from churnstream.kafka.clientcheck import check_client_configs
+from churnstream.ops.devbroker import secure as secure_broker
 from churnstream.settings import KafkaSettings, Settings, load_settings
 
 CLIENT_SECRET = "oidc-Client-s3cret-not-to-leak"

@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 
 from churnstream.cli import app
 from churnstream.exceptions import AuthenticationError, BrokerError, ConfigError
-from churnstream.kafka import admin, secure_broker
+from churnstream.kafka import admin
 from churnstream.ops import devbroker
+from churnstream.ops.devbroker import secure as secure_broker
 from churnstream.settings import (
     BrokerSettings,
     KafkaSettings,

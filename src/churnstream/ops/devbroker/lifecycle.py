@@ -224,7 +224,7 @@ def start(settings: BrokerSettings, *, extras: KafkaExtras | None = None) -> Bro
     Raises BrokerError (one line) when the port is taken by something else, no engine can run,
     or the process dies or stays silent for ``settings.start_timeout_s`` (with its log's tail).
     ``extras`` (engine kafka only) adds listeners, properties and format flags, as
-    :mod:`churnstream.kafka.secure_broker` does.
+    :mod:`churnstream.ops.devbroker.secure` does.
     """
     state_dir = settings.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
