@@ -12,6 +12,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from churnstream.exceptions import ConfigError
+from churnstream.logging import ERROR_CODE, PARTITION, TOPIC
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,12 @@ class DeliveryStats:
             self.last_error = str(err)
             name = err.name() if hasattr(err, "name") else str(err)
             self.errors_by_code[name] = self.errors_by_code.get(name, 0) + 1
-        logger.error("delivery to %s failed: %s", msg.topic(), err)
+        logger.error(
+            "delivery to %s failed: %s",
+            msg.topic(),
+            err,
+            extra={TOPIC: msg.topic(), PARTITION: msg.partition(), ERROR_CODE: name},
+        )
 
 
 class SafeProducer:

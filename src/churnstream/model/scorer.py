@@ -17,6 +17,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from churnstream.exceptions import ModelError, ModelLoadError
+from churnstream.logging import MODEL_VERSION
 from churnstream.model import artifacts
 from churnstream.model.compiled import CompiledPipeline, UnsupportedModelError
 from churnstream.model.features import RAW_CATEGORICAL, FeatureBatch
@@ -80,6 +81,7 @@ class Scorer:
             scorer.version,
             version_dir,
             scorer.threshold,
+            extra={MODEL_VERSION: scorer.version},
         )
         return scorer
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from churnstream.exceptions import ModelLoadError
+from churnstream.logging import MODEL_VERSION
 from churnstream.model.artifacts import LATEST_FILE
 from churnstream.model.scorer import Scorer
 
@@ -53,10 +54,19 @@ class ModelWatcher:
         except ModelLoadError as exc:
             self.refused = name
             logger.error(
-                "refused new model %s (%s); still serving %s", name, exc, self.current_name
+                "refused new model %s (%s); still serving %s",
+                name,
+                exc,
+                self.current_name,
+                extra={MODEL_VERSION: name},
             )
             return None
-        logger.info("model reloaded: %s -> %s", self.current_name, scorer.version)
+        logger.info(
+            "model reloaded: %s -> %s",
+            self.current_name,
+            scorer.version,
+            extra={MODEL_VERSION: scorer.version},
+        )
         self.current_name = scorer.path.name
         self.refused = None
         return scorer
@@ -89,7 +99,10 @@ class ShadowTap:
                     self.shadow_proba = proba
             except Exception:  # noqa: BLE001 - the shadow must never hurt the champion
                 logger.warning(
-                    "shadow model %s failed on a batch", self.shadow.version, exc_info=True
+                    "shadow model %s failed on a batch",
+                    self.shadow.version,
+                    exc_info=True,
+                    extra={MODEL_VERSION: self.shadow.version},
                 )
         return champion_proba
 

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from churnstream.events import events_to_frame
 from churnstream.exceptions import InvalidEventError
+from churnstream.logging import ERROR_CODE, OFFSET, PARTITION, TOPIC
 from churnstream.model.features import RAW_CATEGORICAL, FeatureBatch
 from churnstream.pipeline import fastpath
 from churnstream.schemas import (
@@ -301,6 +302,20 @@ class _Rejects:
         )
         self.types[error_type] = self.types.get(error_type, 0) + 1
         self.codes[code] = self.codes.get(code, 0) + 1
+        logger.warning(
+            "dead-lettered %s[%d]@%d: %s (%s)",
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            code,
+            reason,
+            extra={
+                TOPIC: msg.topic,
+                PARTITION: msg.partition,
+                OFFSET: msg.offset,
+                ERROR_CODE: code,
+            },
+        )
 
 
 def score_batch_reference(
