@@ -35,6 +35,8 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from churnstream.logging import ATTEMPT, DELAY_S
+from churnstream.retry import RetryNote, retrying
 from churnstream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,9 @@ ERROR_CODE_HEADER = "churnstream.error_code"
 UNKNOWN = "unknown"
 POLL_TIMEOUT_S = 0.2
 POLL_BATCH = 2000
+#: A failed consume is retried after this, then with jittered backoff up to the cap.
+CONSUME_RETRY_FIRST_S = 0.5
+CONSUME_RETRY_MAX_S = 5.0
 #: How long a prediction waits for its input record before it is counted as ``unknown``.
 JOIN_WAIT_S = 5.0
 SERIES_SECONDS = 300
@@ -400,16 +405,32 @@ class Follower(threading.Thread):
             logger.info("dashboard following %s", ", ".join(sorted({p.topic for p in partitions})))
             self.assigned.set()
 
+        def note(retry: RetryNote) -> None:
+            self.state.note_error(f"consume: {retry.error}")
+            logger.warning(
+                "dashboard consumer: %s; retrying in %.1fs",
+                retry.error,
+                retry.delay_s,
+                extra={ATTEMPT: retry.attempt, DELAY_S: retry.delay_s},
+            )
+
+        # No deadline: the page shows the error and the follower keeps trying until stopped.
+        policy = retrying(
+            first_delay_s=CONSUME_RETRY_FIRST_S,
+            max_delay_s=CONSUME_RETRY_MAX_S,
+            retry_on=KafkaException,
+            stop=self._stop_event,
+            on_retry=note,
+        )
         try:
             consumer.subscribe(topics, on_assign=on_assign)
             while not self._stop_event.is_set():
                 try:
-                    messages = consumer.consume(num_messages=POLL_BATCH, timeout=POLL_TIMEOUT_S)
-                except KafkaException as exc:
-                    self.state.note_error(f"consume: {exc}")
-                    logger.warning("dashboard consumer: %s", exc)
-                    self._stop_event.wait(1.0)
-                    continue
+                    messages = policy.call(
+                        consumer.consume, num_messages=POLL_BATCH, timeout=POLL_TIMEOUT_S
+                    )
+                except KafkaException:  # only when stopped while waiting to ask again
+                    break
                 # Inputs first: a prediction fetched in the same poll can join at once.
                 ordered = sorted(messages, key=lambda m: m.topic() != opts.raw_topic)
                 for msg in ordered:

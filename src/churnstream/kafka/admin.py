@@ -49,6 +49,7 @@ from churnstream.exceptions import (
     ChurnstreamError,
 )
 from churnstream.kafka.clientcheck import refusal
+from churnstream.retry import NotYet, retrying
 from churnstream.settings import KafkaSettings, Settings, TopicSettings
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,9 @@ ADMIN_TIMEOUT_S = 10.0
 DUMP_IDLE_S = 2.0
 DUMP_POLL_TIMEOUT_S = 0.2
 DUMP_BATCH_RECORDS = 500
-LEADER_WAIT_INTERVAL_S = 0.1
+#: New topics' leaders are looked for again after this, then with jittered backoff up to the cap.
+LEADER_WAIT_FIRST_S = 0.1
+LEADER_WAIT_MAX_S = 1.0
 # Metadata waits are cut into slices that grow from the first to the last value, so that an
 # authentication failure reported meanwhile is noticed quickly, while a slow cluster still
 # gets long enough a wait to answer.
@@ -558,9 +561,9 @@ def _wait_for_leaders(
     admin: AdminClient, kafka: KafkaSettings, names: Sequence[str], timeout_s: float
 ) -> None:
     """CreateTopics returns before every broker knows the topic; wait until all have leaders."""
-    deadline = time.monotonic() + timeout_s
     pending = set(names)
-    while pending:
+
+    def check() -> None:
         metadata = _metadata(admin, kafka, timeout_s)
         for name in list(pending):
             topic = metadata.topics.get(name)
@@ -571,13 +574,19 @@ def _wait_for_leaders(
                 and all(p.leader >= 0 for p in topic.partitions.values())
             ):
                 pending.discard(name)
-        if not pending:
-            return
-        if time.monotonic() > deadline:
-            raise BrokerUnavailableError(
-                f"topics {sorted(pending)} have no leader {timeout_s:g}s after creation"
-            )
-        time.sleep(LEADER_WAIT_INTERVAL_S)
+        if pending:
+            raise NotYet(f"topics {sorted(pending)} have no leader {timeout_s:g}s after creation")
+
+    policy = retrying(
+        deadline_s=timeout_s,
+        first_delay_s=LEADER_WAIT_FIRST_S,
+        max_delay_s=LEADER_WAIT_MAX_S,
+        retry_on=NotYet,
+    )
+    try:
+        policy.call(check)
+    except NotYet as exc:
+        raise BrokerUnavailableError(str(exc)) from None
 
 
 def _list_offsets(

@@ -33,7 +33,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -69,6 +68,7 @@ from churnstream.exceptions import (
     DeliveryError,
 )
 from churnstream.kafka import admin
+from churnstream.retry import NotYet, retrying
 from churnstream.schemas import utc_now_iso
 from churnstream.settings import Settings
 
@@ -80,6 +80,10 @@ TXN_TIMEOUT_S = 30.0
 FLUSH_TIMEOUT_S = 60.0
 BUFFER_FULL_POLL_S = 0.1
 MARKER_PARTITIONS = 1
+#: Retries (a new marker topic becoming visible, a retriable commit error) start at the first
+#: wait and back off with jitter up to the cap (see churnstream.retry).
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 1.0
 TRANSACTIONAL_ID_PREFIX = "churnstream-dlq-replay."
 
 
@@ -229,13 +233,17 @@ def ensure_marker_topic(
 
 
 def _wait_for_topic(settings: Settings, topic: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while topic_partitions(settings, topic, timeout_s=timeout_s) is None:
-        if time.monotonic() > deadline:
-            raise BrokerUnavailableError(
-                f"topic {topic!r} not visible {timeout_s:g}s after creation"
-            )
-        time.sleep(0.1)
+    def check() -> None:
+        if topic_partitions(settings, topic, timeout_s=timeout_s) is None:
+            raise NotYet(f"topic {topic!r} not visible {timeout_s:g}s after creation")
+
+    policy = retrying(
+        deadline_s=timeout_s, first_delay_s=RETRY_FIRST_S, max_delay_s=RETRY_MAX_S, retry_on=NotYet
+    )
+    try:
+        policy.call(check)
+    except NotYet as exc:
+        raise BrokerUnavailableError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- replay
@@ -484,19 +492,25 @@ def _replay_chunk(
 
 
 def _commit(replay: ReplayProducer) -> str | None:
-    deadline = time.monotonic() + TXN_TIMEOUT_S
-    while True:
-        try:
-            replay.producer.commit_transaction(TXN_TIMEOUT_S)
-            replay.in_txn = False
-            return None
-        except KafkaException as exc:
-            err = _kafka_error(exc)
-            if err is None or err.fatal():
-                raise _fatal(exc, "committing") from None
-            if err.retriable() and time.monotonic() < deadline:
-                continue
-            return str(err.str())
+    def retriable(exc: BaseException) -> bool:
+        err = _kafka_error(exc) if isinstance(exc, KafkaException) else None
+        return err is not None and not err.fatal() and bool(err.retriable())
+
+    policy = retrying(
+        deadline_s=TXN_TIMEOUT_S,
+        first_delay_s=RETRY_FIRST_S,
+        max_delay_s=RETRY_MAX_S,
+        retry_on=retriable,
+    )
+    try:
+        policy.call(replay.producer.commit_transaction, TXN_TIMEOUT_S)
+    except KafkaException as exc:
+        err = _kafka_error(exc)
+        if err is None or err.fatal():
+            raise _fatal(exc, "committing") from None
+        return str(err.str())
+    replay.in_txn = False
+    return None
 
 
 def _abort(

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from churnstream.exceptions import BrokerUnavailableError
+from churnstream.logging import ATTEMPT, DELAY_S, ERROR_CODE, TOPIC
+from churnstream.retry import RetryNote, retrying
 from churnstream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -40,7 +42,14 @@ TRANSIENT_CODES = frozenset(
 )
 #: How long transient errors are retried before they are reported.
 TRANSIENT_RETRY_S = 10.0
+#: The first wait, and the cap of the jittered exponential backoff (see churnstream.retry).
 RETRY_BACKOFF_S = 0.2
+RETRY_MAX_BACKOFF_S = 1.0
+
+
+def _transient(exc: BaseException) -> bool:
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return isinstance(err, KafkaError) and (err.retriable() or err.code() in TRANSIENT_CODES)
 
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
@@ -50,22 +59,33 @@ def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     after a topic is created its partitions can answer "not leader" for a moment.
     """
     probe = _probe(settings)
-    deadline = time.monotonic() + TRANSIENT_RETRY_S
+
+    def note(retry: RetryNote) -> None:
+        err = retry.error.args[0]
+        logger.debug(
+            "offsets of %s: %s; asking again in %.2fs",
+            topic,
+            retry.error,
+            retry.delay_s,
+            extra={
+                TOPIC: topic,
+                ERROR_CODE: err.name(),
+                ATTEMPT: retry.attempt,
+                DELAY_S: retry.delay_s,
+            },
+        )
+
+    policy = retrying(
+        deadline_s=TRANSIENT_RETRY_S,
+        first_delay_s=RETRY_BACKOFF_S,
+        max_delay_s=RETRY_MAX_BACKOFF_S,
+        retry_on=_transient,
+        on_retry=note,
+    )
     try:
-        while True:
-            try:
-                return _end_offsets(probe, topic)
-            except KafkaException as exc:
-                err = exc.args[0]
-                transient = isinstance(err, KafkaError) and (
-                    err.retriable() or err.code() in TRANSIENT_CODES
-                )
-                if not transient or time.monotonic() >= deadline:
-                    raise BrokerUnavailableError(
-                        f"cannot read offsets of {topic!r}: {exc}"
-                    ) from exc
-                logger.debug("offsets of %s: %s; asking again", topic, exc)
-                time.sleep(RETRY_BACKOFF_S)
+        return policy.call(_end_offsets, probe, topic)
+    except KafkaException as exc:
+        raise BrokerUnavailableError(f"cannot read offsets of {topic!r}: {exc}") from exc
     finally:
         probe.close()
 

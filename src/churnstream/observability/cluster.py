@@ -23,6 +23,7 @@ from confluent_kafka import (
 
 from churnstream.exceptions import ChurnstreamError
 from churnstream.kafka import admin
+from churnstream.logging import ATTEMPT, CONSUMER_GROUP, DELAY_S
 from churnstream.observability.status import (
     ClusterStatus,
     DeadLetterTally,
@@ -31,6 +32,7 @@ from churnstream.observability.status import (
     group_lag,
     model_status,
 )
+from churnstream.retry import RetryNote, retrying
 from churnstream.settings import KafkaSettings, Settings
 
 logger = logging.getLogger(__name__)
@@ -39,6 +41,11 @@ STATUS_TIMEOUT_S = 5.0
 DLQ_IDLE_S = 1.0
 DLQ_MAX_MESSAGES = 1_000_000
 DLQ_BATCH = 1000
+#: Committed offsets are asked for this many times while a coordinator moves or loads, with
+#: jittered backoff from the first wait up to the cap (see churnstream.retry).
+COMMITTED_ATTEMPTS = 3
+COMMITTED_FIRST_BACKOFF_S = 0.5
+COMMITTED_MAX_BACKOFF_S = 1.0
 
 
 def end_offsets(kafka: KafkaSettings, *, timeout_s: float = STATUS_TIMEOUT_S) -> list[TopicStatus]:
@@ -104,15 +111,28 @@ def _committed(
     consumer = Consumer(conf)
     try:
         partitions = [TopicPartition(topic, partition) for topic, partition in ends]
-        last: Exception | None = None
-        for attempt in range(3):
-            try:
-                found = consumer.committed(partitions, timeout=timeout_s)
-                return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
-            except KafkaException as exc:  # coordinator moving or loading: ask again
-                last = exc
-                time.sleep(0.5 * (attempt + 1))
-        raise ChurnstreamError(str(last))
+
+        def note(retry: RetryNote) -> None:
+            logger.debug(
+                "committed offsets of %s: %s; asking again in %.1fs",
+                group_id,
+                retry.error,
+                retry.delay_s,
+                extra={CONSUMER_GROUP: group_id, ATTEMPT: retry.attempt, DELAY_S: retry.delay_s},
+            )
+
+        policy = retrying(  # the coordinator moving or loading: ask again
+            attempts=COMMITTED_ATTEMPTS,
+            first_delay_s=COMMITTED_FIRST_BACKOFF_S,
+            max_delay_s=COMMITTED_MAX_BACKOFF_S,
+            retry_on=KafkaException,
+            on_retry=note,
+        )
+        try:
+            found = policy.call(consumer.committed, partitions, timeout=timeout_s)
+        except KafkaException as exc:
+            raise ChurnstreamError(str(exc)) from None
+        return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
     finally:
         consumer.close()
 
