@@ -22,6 +22,7 @@ from churnstream.kafka.connect import wait_for_broker
 from churnstream.kafka.offsets import end_offsets as end_offsets_of
 from churnstream.kafka.offsets import scan_from
 from churnstream.kafka.producer import SafeProducer
+from churnstream.logging import OFFSETS, TOPIC
 from churnstream.pipeline.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from churnstream.schemas import CustomerEvent, utc_now_iso
 from churnstream.settings import Settings
@@ -141,7 +142,7 @@ def run_producer(
         summary = _batch(settings, records, options, producer, stop, on_progress)
     summary.skipped += rejected
     summary.dry_run = options.dry_run
-    logger.info("producer finished: %s", summary.line())
+    logger.info("producer finished: %s", summary.line(), extra={TOPIC: options.topic})
     return summary
 
 
@@ -238,6 +239,7 @@ def _already_written(settings: Settings, checkpoint: Checkpoint) -> set[int]:
         "read back %d record(s) written after the checkpoint: %d row(s) of this run are there",
         scanned,
         len(found),
+        extra={TOPIC: checkpoint.topic, OFFSETS: start},
     )
     return found
 
@@ -301,14 +303,25 @@ def _batch(
         if checkpoint.finished:
             summary.already_finished = summary.finished = True
             summary.sent = checkpoint.sent
-            logger.info("batch already finished: %d rows sent to %s", total, options.topic)
+            logger.info(
+                "batch already finished: %d rows sent to %s",
+                total,
+                options.topic,
+                extra={TOPIC: options.topic},
+            )
             return summary
         start_row = checkpoint.next_row
         run_id = checkpoint.run_id
         end_offsets = dict(checkpoint.end_offsets)
         prior_sent = checkpoint.sent
         summary.resumed_from = start_row
-        logger.info("resuming at row %d of %d from %s", start_row, total, options.checkpoint_file)
+        logger.info(
+            "resuming at row %d of %d from %s",
+            start_row,
+            total,
+            options.checkpoint_file,
+            extra={TOPIC: options.topic, OFFSETS: dict(checkpoint.end_offsets)},
+        )
         skip = _already_written(settings, checkpoint)
     else:
         run_id = uuid.uuid4().hex

@@ -30,6 +30,16 @@ from churnstream.analytics import WindowStats
 from churnstream.exceptions import BrokerUnavailableError, ConfigError, DeliveryError
 from churnstream.kafka.connect import wait_for_broker
 from churnstream.kafka.producer import SafeProducer
+from churnstream.logging import (
+    BATCH_SIZE,
+    CONSUMER_GROUP,
+    ERROR_CODE,
+    MODEL_VERSION,
+    OFFSET,
+    OFFSETS,
+    PARTITION,
+    TOPIC,
+)
 from churnstream.model.scorer import Scorer
 from churnstream.observability.runtime import drift_reference
 from churnstream.pipeline.models import ModelWatcher, ShadowTap
@@ -263,6 +273,11 @@ class ScorerLoop:
             self.scorer.version,
             opts.mode,
             "exactly-once" if opts.exactly_once else "at-least-once",
+            extra={
+                TOPIC: opts.input_topic,
+                CONSUMER_GROUP: opts.group_id,
+                MODEL_VERSION: self.scorer.version,
+            },
         )
         for observer in self.observers:
             observer.on_start(
@@ -325,7 +340,11 @@ class ScorerLoop:
         self._close_window()
         for observer in self.observers:
             observer.on_stop(self.summary)
-        logger.info("scorer finished: %s", self.summary.line())
+        logger.info(
+            "scorer finished: %s",
+            self.summary.line(),
+            extra={TOPIC: self.options.input_topic, MODEL_VERSION: self.scorer.version},
+        )
         return self.summary
 
     def _maybe_reload(self) -> None:
@@ -361,7 +380,11 @@ class ScorerLoop:
             elif err.fatal():
                 raise BrokerUnavailableError(f"fatal consumer error: {err}")
             else:
-                logger.warning("consumer error: %s", err)
+                logger.warning(
+                    "consumer error: %s",
+                    err,
+                    extra={TOPIC: msg.topic(), PARTITION: msg.partition(), ERROR_CODE: err.name()},
+                )
         return batch
 
     def _process(self, batch: list[RawMessage], consumer: Consumer, producer: SafeProducer) -> bool:
@@ -385,6 +408,11 @@ class ScorerLoop:
                 len(batch),
                 "committed" if opts.exactly_once else "fully acknowledged",
                 error,
+                extra={
+                    TOPIC: opts.input_topic,
+                    BATCH_SIZE: len(batch),
+                    OFFSETS: {tp.partition: tp.offset for tp in _first_offsets(batch)},
+                },
             )
             for observer in self.observers:
                 observer.on_redelivery(len(batch), error)
@@ -392,7 +420,13 @@ class ScorerLoop:
                 try:
                     consumer.seek(tp)
                 except KafkaException as exc:  # partition revoked meanwhile: its new owner rereads
-                    logger.warning("seek %s[%d]: %s", tp.topic, tp.partition, exc)
+                    logger.warning(
+                        "seek %s[%d]: %s",
+                        tp.topic,
+                        tp.partition,
+                        exc,
+                        extra={TOPIC: tp.topic, PARTITION: tp.partition, OFFSET: tp.offset},
+                    )
             return False
         self._account(batch, result)
         if shadow_out:
@@ -438,7 +472,14 @@ class ScorerLoop:
             consumer.commit(offsets=_next_offsets(batch), asynchronous=False)
         except KafkaException as exc:
             # Typically a rebalance: the partition's new owner re-scores from the last commit.
-            logger.warning("commit failed (%s); those messages will be scored again", exc)
+            logger.warning(
+                "commit failed (%s); those messages will be scored again",
+                exc,
+                extra={
+                    BATCH_SIZE: len(batch),
+                    OFFSETS: {tp.partition: tp.offset for tp in _next_offsets(batch)},
+                },
+            )
         return None
 
     def _publish_transactional(
@@ -492,6 +533,7 @@ class ScorerLoop:
                 s.batches,
                 len(result.dead_letters),
                 result.dead_letter_codes,
+                extra={BATCH_SIZE: len(batch), MODEL_VERSION: self.scorer.version},
             )
         for observer in self.observers:
             observer.on_batch(batch, result, s)
