@@ -135,18 +135,20 @@ def configure_logging(
 class LibrdkafkaLog:
     """Pass as a client's ``logger``: librdkafka's lines join our logs instead of raw stderr.
 
-    librdkafka logs at syslog levels and reports transient trouble (a coordinator still
-    loading, a refused connection while a broker restarts) as warnings, which it retries by
-    itself; what really fails reaches us through delivery callbacks and errors. So its
-    warnings are demoted to INFO and only its errors stay WARNING.
+    confluent-kafka hands over librdkafka's syslog levels already mapped to Python's
+    (err -> ERROR, warning -> WARNING, notice/info -> INFO, debug -> DEBUG). librdkafka
+    reports transient trouble (a coordinator still loading, a refused connection while a
+    broker restarts) as warnings, which it retries by itself; what really fails reaches us
+    through delivery callbacks and errors. So its warnings are demoted to INFO and only its
+    errors (and worse) stay WARNING.
     """
 
     _logger = logging.getLogger("churnstream.librdkafka")
 
     def log(self, level: int, msg: str, *args: object) -> None:
-        if level <= 3:  # syslog emerg..err
+        if level >= logging.ERROR:
             self._logger.warning(msg, *args)
-        elif level <= 6:  # warning..info
+        elif level >= logging.INFO:
             self._logger.info(msg, *args)
         else:
             self._logger.debug(msg, *args)

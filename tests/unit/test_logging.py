@@ -14,6 +14,7 @@ import pytest
 from churnstream.logging import (
     BATCH_SIZE,
     ERROR_CODE,
+    LIBRDKAFKA_LOG,
     LOG_FIELDS,
     MODEL_VERSION,
     OFFSET,
@@ -116,3 +117,22 @@ def test_text_format_is_unchanged(capsys: pytest.CaptureFixture[str], tmp_path: 
     console = capsys.readouterr().err
     assert "WARNING" in console and "dead-lettered churn.raw[2]@41: not_json" in console
     assert "{" not in console and "error_code" not in console
+
+
+@pytest.mark.parametrize(
+    ("python_level", "expected"),
+    [
+        (logging.CRITICAL, logging.WARNING),
+        (logging.ERROR, logging.WARNING),
+        (logging.WARNING, logging.INFO),
+        (logging.INFO, logging.INFO),
+        (logging.DEBUG, logging.DEBUG),
+    ],
+)
+def test_librdkafka_levels_arrive_as_python_levels(
+    python_level: int, expected: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """confluent-kafka maps librdkafka's syslog levels to Python's before calling log()."""
+    caplog.set_level(logging.DEBUG, logger="churnstream.librdkafka")
+    LIBRDKAFKA_LOG.log(python_level, "%s|%s", "FAIL", "broker down")
+    assert [r.levelno for r in caplog.records] == [expected]
