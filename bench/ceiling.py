@@ -4,10 +4,15 @@ A consumer and an idempotent producer with the product's settings; each micro-ba
 messages are produced unchanged (keys, values, headers) with a delivery callback, flushed,
 then committed, exactly as the scorer's at-least-once loop does. Whatever this reaches is an
 upper bound for `churnstream consume` in one process on this machine.
+
+The peers bench runs the same loop as its own process (``python -m bench.ceiling --help``),
+so that its CPU time and memory are measured like the scorer's; that entry point imports
+neither the bench's environment nor the model.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 import uuid
@@ -16,7 +21,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bench import env
+from churnstream.settings import Settings
 
 logger = logging.getLogger("bench")
 
@@ -36,12 +41,25 @@ class CeilingResult:
 def measure(
     bootstrap: str, rows: list[dict[str, Any]], *, events: int, partitions: int
 ) -> CeilingResult:
+    from bench import env  # here, not at the top: the copy process must not import it
+
     raw, out, _ = env.create_topics(bootstrap, partitions)
     env.fill(bootstrap, raw, events, rows)
-    settings = env.effective_settings()
-    consumer_conf = settings.kafka.consumer_config(
-        settings.consumer, f"bench-{uuid.uuid4().hex[:8]}"
+    copied, first, last = copy(
+        bootstrap, raw, out, f"bench-{uuid.uuid4().hex[:8]}", events=events, idle_stop_s=IDLE_STOP_S
     )
+    rate = copied / (last - first) if last > first else 0.0
+    logger.info("ceiling (consume, produce, flush, commit; no scoring): %.0f msgs/s", rate)
+    return CeilingResult(events=events, copied=copied, msgs_per_s=rate)
+
+
+def copy(
+    bootstrap: str, raw: str, out: str, group: str, *, events: int | None, idle_stop_s: float
+) -> tuple[int, float, float]:
+    """Copy ``raw`` to ``out`` until ``events`` are copied (if given) or nothing came for
+    ``idle_stop_s``; (messages copied, perf_counter at the first and the last batch)."""
+    settings = Settings()
+    consumer_conf = settings.kafka.consumer_config(settings.consumer, group)
     producer_conf = settings.kafka.producer_config(settings.producer)
     for conf in (consumer_conf, producer_conf):
         conf["bootstrap.servers"] = bootstrap
@@ -59,7 +77,7 @@ def measure(
     first = last = 0.0
     idle_since = time.monotonic()
     batch_records = settings.consumer.max_batch_records
-    while copied < events and time.monotonic() - idle_since < IDLE_STOP_S:
+    while (events is None or copied < events) and time.monotonic() - idle_since < idle_stop_s:
         batch = [m for m in consumer.consume(batch_records, 0.1) if m.error() is None]
         if not batch:
             continue
@@ -80,6 +98,26 @@ def measure(
         copied += len(batch)
         last = time.perf_counter()
     consumer.close()
-    rate = copied / (last - first) if last > first else 0.0
-    logger.info("ceiling (consume, produce, flush, commit; no scoring): %.0f msgs/s", rate)
-    return CeilingResult(events=events, copied=copied, msgs_per_s=rate)
+    return copied, first, last
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ceiling", description="Copy a topic with the scorer's loop."
+    )
+    parser.add_argument("--broker", required=True)
+    parser.add_argument("--input-topic", required=True)
+    parser.add_argument("--output-topic", required=True)
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--idle-stop-s", type=float, default=IDLE_STOP_S)
+    args = parser.parse_args(argv)
+    copied, _, _ = copy(
+        args.broker, args.input_topic, args.output_topic, args.group,
+        events=None, idle_stop_s=args.idle_stop_s,
+    )  # fmt: skip
+    print(f"copied {copied}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
