@@ -329,9 +329,10 @@ def _agreement(peer: dict[tuple[str, str], float], reference: dict[tuple[str, st
     if not common:
         return f"{len(peer):,} predictions, none matched churnstream's"
     worst = max(abs(peer[k] - reference[k]) for k in common)
+    same = "identical to" if worst == 0 else f"at most {worst:.1e} from"
     return (
         f"{len(peer):,} predictions; for the {len(common):,} events both scored, "
-        f"probabilities differ from churnstream's by at most {worst:.1e}"
+        f"probabilities {same} churnstream's"
     )
 
 

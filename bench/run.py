@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     results["targets"] = targets(results)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"bench_{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    # Paths relative to the repository (commands hold the venv's python, the models dir).
+    path.write_text(json.dumps(results, indent=2).replace(f"{env.REPO}/", "") + "\n")
     table = render(results)
     print(table)
     print(f"results: {path.relative_to(env.REPO)}")
