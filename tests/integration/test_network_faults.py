@@ -307,12 +307,15 @@ def report(
 ) -> None:
     last = scorer.samples[-1].values if scorer.samples else {}
     stats = proxy.stats()
+    # The scorer really was behind the proxy: its fetches came back through it.
+    assert stats.bytes_down - proxy_before.bytes_down > 0, "no traffic through the proxy"
     print(
         f"\n[{name}] written {outcome.written}, predictions {outcome.predicted}, "
         f"missing {outcome.missing}, duplicates {outcome.duplicates}; "
         f"redelivered batches {last.get(m.SCORER_REDELIVERED, float('nan')):.0f}; "
         f"proxy: {stats.accepted - proxy_before.accepted} connections accepted, "
-        f"{stats.reset - proxy_before.reset} reset"
+        f"{stats.reset - proxy_before.reset} reset, "
+        f"{(stats.bytes_down - proxy_before.bytes_down) / 1e6:.1f} MB to the scorer"
     )
     for phase in dict.fromkeys(s.phase for s in scorer.samples):
         samples = scorer.in_phase(phase)
@@ -359,11 +362,11 @@ def test_connection_resets_lose_nothing(
     network: FaultyBroker, model_dir: Path, tmp_path: Path, scorers: list[Scorer]
 ) -> None:
     topics = make_topics(network, "resets")
+    proxy_before = network.proxy.stats()
     scorer = Scorer(network, topics, model_dir, tmp_path)
     scorers.append(scorer)
     scorer.wait_ready()
     scorer.start_sampling()
-    proxy_before = network.proxy.stats()
     feeder = Feeder(network.direct, topics.raw, total=int(RATE_PER_S * 40))
     feeder.start()
     time.sleep(5)
@@ -401,11 +404,11 @@ def black_hole(
     network = faulty_broker
     network.proxy.heal()
     topics = make_topics(network, "blackhole")
+    proxy_before = network.proxy.stats()
     scorer = Scorer(network, topics, model_dir, tmp_path_factory.mktemp("blackhole"))
     try:
         scorer.wait_ready()
         scorer.start_sampling()
-        proxy_before = network.proxy.stats()
         feeder = Feeder(network.direct, topics.raw, total=int(RATE_PER_S * 60))
         feeder.start()
         time.sleep(10)
@@ -485,11 +488,11 @@ def test_added_latency_slows_but_loses_nothing(
     network: FaultyBroker, model_dir: Path, tmp_path: Path, scorers: list[Scorer]
 ) -> None:
     topics = make_topics(network, "latency")
+    proxy_before = network.proxy.stats()
     scorer = Scorer(network, topics, model_dir, tmp_path)
     scorers.append(scorer)
     scorer.wait_ready()
     scorer.start_sampling()
-    proxy_before = network.proxy.stats()
     feeder = Feeder(network.direct, topics.raw, total=int(RATE_PER_S * 40))
     feeder.start()
     time.sleep(10)
