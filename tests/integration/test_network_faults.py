@@ -33,8 +33,9 @@ import pytest
 from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
-from churnstream.kafka import admin, broker
+from churnstream.kafka import admin
 from churnstream.observability import metrics as m
+from churnstream.ops import devbroker
 from churnstream.settings import BrokerSettings, KafkaSettings, TopicSettings
 from tests.faults.proxy import FaultProxy, ProxyStats
 from tests.integration.conftest import embedded_broker_settings
@@ -68,12 +69,12 @@ class FaultyBroker:
 
 @pytest.fixture(scope="module")
 def faulty_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultyBroker]:
-    listener_port = broker.find_free_port()
+    listener_port = devbroker.find_free_port()
     with FaultProxy(("127.0.0.1", listener_port)) as proxy:
         settings = embedded_broker_settings("kafka", tmp_path_factory.mktemp("faulty-broker"))
         host = settings.host
-        extras = broker.KafkaExtras(
-            listeners=(broker.ExtraListener("PROXIED", "PLAINTEXT", listener_port),),
+        extras = devbroker.KafkaExtras(
+            listeners=(devbroker.ExtraListener("PROXIED", "PLAINTEXT", listener_port),),
             # Overrides the default (each listener advertised at its own port): clients that
             # come in through PROXIED are told to come back through the proxy.
             properties={
@@ -81,11 +82,11 @@ def faulty_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultyBr
                 f"PROXIED://{proxy.address}"
             },
         )
-        broker.start(settings, extras=extras)
+        devbroker.start(settings, extras=extras)
         try:
             yield FaultyBroker(settings, proxy)
         finally:
-            broker.stop(settings)
+            devbroker.stop(settings)
 
 
 @pytest.fixture
@@ -131,7 +132,7 @@ class Scorer:
     """``churnstream consume --mode streaming`` through the proxy, watched over HTTP."""
 
     def __init__(self, network: FaultyBroker, topics: Topics, model_dir: Path, tmp: Path):
-        self.port = broker.find_free_port()
+        self.port = devbroker.find_free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / "scorer.out"
         argv = [
