@@ -11,7 +11,7 @@ AIRFLOW_PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup demo test test-unit test-integration test-airflow lint format bench clean
+.PHONY: help setup demo test test-unit test-integration test-airflow lint format bench soak clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -75,6 +75,11 @@ format: setup ## Apply ruff's fixes and formatting
 
 bench: setup ## Throughput and latency benchmarks (bench/)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+SOAK_MINUTES ?= 30
+SOAK_RATE ?= 2000
+soak: setup ## Soak one streaming scorer (SOAK_MINUTES=30, SOAK_RATE=2000 events/s): RSS, fds, threads, p99
+	$(BIN)/python -m bench soak --minutes $(SOAK_MINUTES) --rate $(SOAK_RATE) $(SOAK_ARGS)
 
 clean: ## Remove the venv, caches and generated files (keeps data/)
 	rm -rf $(VENV) $(AIRFLOW_VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

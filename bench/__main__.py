@@ -1,6 +1,12 @@
-"""``python -m bench``: see :mod:`bench.run`."""
+"""``python -m bench``: see :mod:`bench.run`; ``python -m bench soak``: see :mod:`bench.soak`."""
 
-from bench.run import main
+import sys
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["soak"]:
+        from bench.soak import main as soak
+
+        raise SystemExit(soak(sys.argv[2:]))
+    from bench.run import main
+
     raise SystemExit(main())
