@@ -8,6 +8,8 @@ PYTEST_ARGS ?=
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 AIRFLOW_PYTEST_ARGS ?=
+LEGACY_VENV := .venv-legacy
+LEGACY_STAMP := $(LEGACY_VENV)/.installed
 
 .DEFAULT_GOAL := help
 
@@ -22,7 +24,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP) ## Create .venv, install churnstream with dev extras, fetch the Kafka jars, Chromium
+# The replaced system's clients (kafka-python, no compression libraries) from their own
+# requirements; tests/integration/test_interop.py runs them against churnstream's topics.
+$(LEGACY_STAMP): tests/legacy_client/requirements.txt
+	test -x $(LEGACY_VENV)/bin/python || $(PYTHON) -m venv $(LEGACY_VENV)
+	$(LEGACY_VENV)/bin/pip install --quiet --disable-pip-version-check \
+	  -r tests/legacy_client/requirements.txt
+	touch $(LEGACY_STAMP)
+
+setup: $(STAMP) $(LEGACY_STAMP) ## Create .venv (churnstream, dev extras) and .venv-legacy, fetch the Kafka jars, Chromium
 	$(BIN)/churnstream broker fetch
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -82,4 +92,4 @@ soak: setup ## Soak one streaming scorer (SOAK_MINUTES=30, SOAK_RATE=2000 events
 	$(BIN)/python -m bench soak --minutes $(SOAK_MINUTES) --rate $(SOAK_RATE) $(SOAK_ARGS)
 
 clean: ## Remove the venv, caches and generated files (keeps data/)
-	rm -rf $(VENV) $(AIRFLOW_VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(AIRFLOW_VENV) $(LEGACY_VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

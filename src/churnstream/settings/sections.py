@@ -40,7 +40,7 @@ class ProducerSettings(_Frozen):
     batch_num_messages: int = Field(default=10_000, ge=1)
     # Bytes per partition batch: 10,000 records of ~250 bytes fit one request.
     batch_max_bytes: int = Field(default=1_000_000, ge=1)
-    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "gzip"
     delivery_timeout_ms: int = Field(default=30_000, ge=1000)
     queue_max_messages: int = Field(default=100_000, ge=1)
     checkpoint_file: Path = Path(".churnstream/producer_checkpoint.json")
