@@ -40,7 +40,6 @@ FILL_PRODUCER = {
     "linger.ms": 20,
     "batch.num.messages": 10_000,
     "batch.size": 1_000_000,
-    "compression.type": "lz4",
     "queue.buffering.max.messages": 1_000_000,
     "enable.idempotence": True,
     "acks": "all",
@@ -117,23 +116,34 @@ def records() -> list[dict[str, Any]]:
     return rows
 
 
+Headers = list[tuple[str, str | bytes | None]]
+
+
+def event(
+    i: int, rows: list[dict[str, Any]], start: datetime, run_id: bytes
+) -> tuple[bytes, bytes, Headers]:
+    """Event ``i`` of the file looped, as `churnstream produce` encodes it: (key, value,
+    headers), with its own ``event_ts`` (``start`` plus ``i`` microseconds)."""
+    record = rows[i % len(rows)]
+    key, value = encode_event(stamp(record, format_ts(start + timedelta(microseconds=i))))
+    return key, value, [(ROW_INDEX_HEADER, str(i % len(rows)).encode()), (RUN_ID_HEADER, run_id)]
+
+
 def fill(bootstrap: str, topic: str, count: int, rows: list[dict[str, Any]]) -> float:
     """Produce ``count`` events (the file, looped) as `churnstream produce` encodes them.
 
     Each event gets its own ``event_ts`` (microseconds apart, ending now) and the producer's
-    headers. Returns the seconds it took.
+    headers, compressed with the product's default codec. Returns the seconds it took.
     """
-    producer = Producer({"bootstrap.servers": bootstrap, **FILL_PRODUCER})
+    codec = effective_settings().producer.compression
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, **FILL_PRODUCER, "compression.type": codec}
+    )
     run_id = uuid.uuid4().hex.encode()
     start = datetime.now(UTC) - timedelta(microseconds=count)
     started = time.perf_counter()
     for i in range(count):
-        record = rows[i % len(rows)]
-        key, value = encode_event(stamp(record, format_ts(start + timedelta(microseconds=i))))
-        headers: list[tuple[str, str | bytes | None]] = [
-            (ROW_INDEX_HEADER, str(i % len(rows)).encode()),
-            (RUN_ID_HEADER, run_id),
-        ]
+        key, value, headers = event(i, rows, start, run_id)
         while True:
             try:
                 producer.produce(topic, value=value, key=key, headers=headers)

@@ -19,7 +19,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import baseline, ceiling, env, latency, peers, single, stages, throughput
+from bench import (
+    baseline,
+    ceiling,
+    compression,
+    env,
+    latency,
+    peers,
+    single,
+    stages,
+    throughput,
+)
 from bench import profile as bench_profile
 
 logger = logging.getLogger("bench")
@@ -29,7 +39,10 @@ SCALE_EVENTS = 1_000_000
 DOC = env.REPO / "docs" / "benchmarks.md"
 RESULTS = env.REPO / "bench" / "results"
 BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
-ALL = ("throughput", "scaling", "latency", "single", "stages", "baseline", "ceiling", "peers")
+ALL = (
+    "throughput", "scaling", "latency", "single", "stages", "baseline", "ceiling", "peers",
+    "compression",
+)  # fmt: skip
 
 TARGETS = {
     "sustained msgs/s (1 worker)": (">=", 100_000.0),
@@ -65,6 +78,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--single-iterations", type=int, default=3000)
     parser.add_argument("--baseline-events", type=int, default=2000)
+    parser.add_argument(
+        "--compression-rounds", type=int, default=3, help="compression: rounds over the codecs"
+    )
+    parser.add_argument(
+        "--codecs",
+        default=",".join(compression.CODECS),
+        help="compression: comma list of codecs to compare",
+    )
     parser.add_argument("--only", default=",".join(ALL), help=f"comma list of {', '.join(ALL)}")
     parser.add_argument("--bootstrap", help="use this cluster instead of an embedded broker")
     parser.add_argument("--models-dir", type=Path, default=env.REPO / "models")
@@ -94,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s bench: %(message)s", datefmt="%H:%M:%S"
     )
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python, in the compression bench
     args = parse(argv)
     if args.render is not None:
         table = render(json.loads(args.render.read_text()))
@@ -158,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
             results["ceiling"] = ceiling.measure(
                 bootstrap, rows, events=args.events, partitions=args.partitions
             ).as_dict()
+        if "compression" in args.only:
+            results["compression"] = compression.measure(
+                bootstrap, rows, events=args.events, partitions=args.partitions,
+                rounds=args.compression_rounds, codecs=tuple(args.codecs.split(",")),
+            ).as_dict()  # fmt: skip
         if "baseline" in args.only:
             results["baseline"] = baseline.measure(
                 bootstrap, rows, scorer, events=args.baseline_events
@@ -237,10 +264,10 @@ def render(results: dict[str, Any]) -> str:
         f"{machine['cpus']} cpus, load average before {_load(machine['load_before'])}, "
         f"after {_load(results['load_after'])}; model {results['model']['version']}, "
         f"compiled: {results['model']['compiled']}).",
-        "",
-        "| measurement | result |",
-        "|---|---|",
     ]
+    measured = ("throughput", "scaling", "latency", "single_record", "baseline", "ceiling")
+    if any(results.get(name) for name in measured):
+        lines += ["", "| measurement | result |", "|---|---|"]
     if t:
         rate, whole = t["sustained_msgs_per_s"], t["wall_msgs_per_s"]
         lines += [
@@ -301,6 +328,8 @@ def render(results: dict[str, Any]) -> str:
         lines += ["", peers.render(results)]
     if results.get("stages"):
         lines += ["", stages.render(results["stages"])]
+    if results.get("compression"):
+        lines += ["", compression.render(results["compression"])]
     lines += ["", "| target | goal | measured | met |", "|---|---|---|---|"]
     for row in results["targets"]:
         value = row["measured"]
