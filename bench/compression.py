@@ -6,7 +6,8 @@ For every codec, the same N events (the dataset's rows looped, encoded with the 
 Measured per codec:
 
 - producer msgs/s: from the first ``produce()`` to the end of ``flush()`` (every record
-  acknowledged), the events encoded beforehand;
+  acknowledged), the events encoded beforehand; and the producing process's CPU time per
+  event over the same span (``time.process_time``, librdkafka's threads included);
 - broker disk: the partitions' log sizes from DescribeLogDirs (kafka-python's
   ``KafkaAdminClient.describe_log_dirs``), so it works on any cluster, not just the
   embedded one. A second topic gets the dataset once (7,043 distinct customers): looped
@@ -49,6 +50,9 @@ DECODE_IDLE_S = 10.0
 class CodecResult:
     codec: str
     produce_msgs_per_s: float
+    #: CPU time of the producing process per event (Python and librdkafka's threads): what
+    #: the codec costs, much less sensitive to other load than msgs/s.
+    produce_cpu_us_per_event: float
     disk_bytes: int
     disk_bytes_per_event: float
     #: Disk bytes per event for the dataset sent once (no repeated customers).
@@ -90,7 +94,7 @@ def measure(
     messages = [env.event(i, rows, start, run_id) for i in range(events)]
     one_pass = messages[: len(rows)]
     rates: dict[str, dict[str, list[float]]] = {
-        c: {"produce": [], "decode": [], "legacy_decode": []} for c in codecs
+        c: {"produce": [], "produce_cpu_us": [], "decode": [], "legacy_decode": []} for c in codecs
     }
     disk: dict[str, list[int]] = {c: [] for c in codecs}
     legacy_error: dict[str, str | None] = {}
@@ -104,10 +108,11 @@ def measure(
     for round_no in range(rounds):
         for codec in codecs:
             topic = env.create_topics(bootstrap, partitions)[0]
-            rate = _produce(bootstrap, topic, codec, messages)
+            rate, cpu_us = _produce(bootstrap, topic, codec, messages)
             size = log_bytes(bootstrap, topic)
             decode = _decode(bootstrap, topic, len(messages))
             rates[codec]["produce"].append(rate)
+            rates[codec]["produce_cpu_us"].append(cpu_us)
             rates[codec]["decode"].append(decode)
             disk[codec].append(size)
             if legacy and legacy_error.get(codec) is None:
@@ -115,9 +120,9 @@ def measure(
                 if rate_or_none is not None:
                     rates[codec]["legacy_decode"].append(rate_or_none)
             logger.info(
-                "compression round %d, %s: produce %.0f msgs/s, %d bytes on disk, "
-                "decode %.0f msgs/s",
-                round_no + 1, codec, rate, size, decode,
+                "compression round %d, %s: produce %.0f msgs/s (%.1f us CPU per event), "
+                "%d bytes on disk, decode %.0f msgs/s",
+                round_no + 1, codec, rate, cpu_us, size, decode,
             )  # fmt: skip
     results = []
     for codec in codecs:
@@ -126,6 +131,7 @@ def measure(
             CodecResult(
                 codec=codec,
                 produce_msgs_per_s=statistics.median(rates[codec]["produce"]),
+                produce_cpu_us_per_event=statistics.median(rates[codec]["produce_cpu_us"]),
                 disk_bytes=median_disk,
                 disk_bytes_per_event=median_disk / len(messages),
                 one_pass_bytes_per_event=one_pass_bytes[codec] / len(one_pass),
@@ -158,7 +164,8 @@ def _record_bytes(message: tuple[bytes, bytes, env.Headers]) -> int:
 def _produce(
     bootstrap: str, topic: str, codec: str, messages: list[tuple[bytes, bytes, env.Headers]]
 ) -> float:
-    """Send with churnstream's producer settings and ``codec``; msgs/s until all acked."""
+    """Send with churnstream's producer settings and ``codec``: (msgs/s until all acked,
+    CPU microseconds per event of this process, librdkafka's threads included)."""
     settings = env.effective_settings()
     conf = settings.kafka.producer_config(settings.producer)
     conf["bootstrap.servers"] = bootstrap
@@ -168,17 +175,18 @@ def _produce(
         conf["compression.level"] = int(level)
     conf.pop("logger", None)
     producer = SafeProducer(conf)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for key, value, headers in messages:
         producer.produce(topic, value, key=key, headers=headers)  # type: ignore[arg-type]
     remaining = producer.flush(120)
     elapsed = time.perf_counter() - started
+    cpu_us = (time.process_time() - cpu_started) * 1e6 / len(messages)
     if remaining or producer.stats.failed:
         raise RuntimeError(
             f"{codec}: {remaining} unacknowledged, {producer.stats.failed} failed "
             f"({producer.stats.last_error})"
         )
-    return len(messages) / elapsed
+    return len(messages) / elapsed, cpu_us
 
 
 def log_bytes(bootstrap: str, topic: str) -> int:
@@ -267,10 +275,11 @@ def render(result: dict[str, Any]) -> str:
     one_pass_payload = result["one_pass_payload_bytes"] / result["one_pass_events"]
     lines = [
         f"| codec ({result['events']:,} events, {result['partitions']} partitions, "
-        f"median of {result['rounds']}) | producer msgs/s | broker disk | bytes/event "
+        f"median of {result['rounds']}) | producer msgs/s | producer CPU per event | "
+        f"broker disk | bytes/event "
         f"(ratio) | dataset once ({result['one_pass_events']:,} events): bytes/event "
         f"(ratio) | decode msgs/s, confluent-kafka | kafka-python without codec libraries |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in result["codecs"]:
         ratio = payload / row["disk_bytes"] if row["disk_bytes"] else 0.0
@@ -285,6 +294,7 @@ def render(result: dict[str, Any]) -> str:
         )
         lines.append(
             f"| {row['codec']} | {row['produce_msgs_per_s']:,.0f} | "
+            f"{row['produce_cpu_us_per_event']:.1f} us | "
             f"{row['disk_bytes'] / 1e6:,.1f} MB | {row['disk_bytes_per_event']:,.0f} "
             f"({ratio:.1f}x) | {row['one_pass_bytes_per_event']:,.0f} ({one_ratio:.1f}x) | "
             f"{row['decode_msgs_per_s']:,.0f} | {legacy} |"

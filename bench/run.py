@@ -273,7 +273,8 @@ def render(results: dict[str, Any]) -> str:
         lines += [
             f"| throughput, 1 worker, {t['events']:,} events, {t['partitions']} partitions | "
             f"**{rate:,.0f} msgs/s** sustained; {whole:,.0f} msgs/s over the whole run "
-            f"incl. start-up ({t['wall_s']:.1f} s); all committed: {t['committed']} |",
+            f"incl. start-up ({t['wall_s']:.1f} s); all committed: {t['committed']}"
+            f"{_cpu(t)} |",
             f"| batch sizes (1 worker) | {_dist(t['batch_sizes'])} |",
             f"| scorer peak RSS (1 worker) | {t['peak_rss_mb']:.0f} MB |",
         ]
@@ -347,6 +348,11 @@ def _pcts(d: dict[str, float], *, bold: bool = True) -> str:
         f"p50 {d['p50']:.1f} ms, p95 {d['p95']:.1f} ms, {f'**{p99}**' if bold else p99}, "
         f"max {d['max']:.1f} ms"
     )
+
+
+def _cpu(t: dict[str, Any]) -> str:
+    """The scorer's CPU seconds, where the run recorded them (older results did not)."""
+    return f"; scorer CPU {t['cpu_s']:.1f} s" if t.get("cpu_s") else ""
 
 
 def _load(values: Any) -> str:

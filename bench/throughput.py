@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import resource
 import subprocess
 import sys
 import time
@@ -41,6 +42,8 @@ class ThroughputResult:
     scoring_s: float
     peak_rss_mb: float
     exit_code: int
+    #: CPU seconds of the scorer process(es), start-up and the final idle wait included.
+    cpu_s: float = 0.0
     batch_sizes: dict[str, float] = field(default_factory=dict)
     fill_s: float = 0.0
     command: list[str] = field(default_factory=list)
@@ -67,8 +70,9 @@ def scorer_command(
     ]  # fmt: skip
 
 
-def run_scorer(command: list[str], profile: Path | None = None) -> tuple[int, float, float]:
-    """Run to completion; (exit code, wall seconds, peak RSS in MB of one scorer process).
+def run_scorer(command: list[str], profile: Path | None = None) -> tuple[int, float, float, float]:
+    """Run to completion; (exit code, wall seconds, peak RSS in MB of one scorer process,
+    CPU seconds of the scorer and its workers, start-up included).
 
     The peak is the kernel's high-water mark (VmHWM) of the scorer and of each worker,
     sampled until they exit (``ru_maxrss`` would also count the bench's own pages, which a
@@ -78,6 +82,8 @@ def run_scorer(command: list[str], profile: Path | None = None) -> tuple[int, fl
     if profile is not None:
         command = bench_profile.wrap(command, profile)
     started = time.perf_counter()
+    # Children's CPU, counted once they are reaped: the scorer (and, through it, its workers).
+    cpu_before = _children_cpu_s()
     proc = subprocess.Popen(command, cwd=env.REPO, stdout=subprocess.DEVNULL)
     peaks: dict[int, float] = {}
     while proc.poll() is None:
@@ -88,7 +94,12 @@ def run_scorer(command: list[str], profile: Path | None = None) -> tuple[int, fl
         time.sleep(RSS_SAMPLE_S)
     wall = time.perf_counter() - started
     scorers = [mb for pid, mb in peaks.items() if profile is None or pid != proc.pid]
-    return proc.returncode, wall, max(scorers, default=0.0)
+    return proc.returncode, wall, max(scorers, default=0.0), _children_cpu_s() - cpu_before
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _tree(pid: int) -> list[int]:
@@ -131,7 +142,7 @@ def measure(
     logger.info("filled %s with %d events in %.1fs", topics[0], events, fill_s)
     group = f"bench-{uuid.uuid4().hex[:8]}"
     command = scorer_command(bootstrap, topics, group, models_dir, workers, extra or [])
-    code, wall, rss = run_scorer(command, profile)
+    code, wall, rss, cpu_s = run_scorer(command, profile)
     predictions = env.read_all(bootstrap, topics[1], expect=events)
     letters = env.read_all(bootstrap, topics[2])
     stamps = np.array([m.timestamp()[1] for m in predictions], dtype=np.float64) / 1000
@@ -163,6 +174,7 @@ def measure(
         scoring_s=scoring_s,
         peak_rss_mb=rss,
         exit_code=code,
+        cpu_s=cpu_s,
         batch_sizes=_distribution(batch),
         fill_s=fill_s,
         command=command,
