@@ -324,7 +324,7 @@ def test_a_failed_send_exits_non_zero_and_leaves_the_letter_unmarked(
         tiny,
         num_partitions=1,
         replication_factor=1,
-        config={"max.message.bytes": "2000"},  # the big one, even lz4-compressed
+        config={"max.message.bytes": "2000"},  # the big one, even compressed (random hex)
     )
     client.create_topics([new])[tiny].result(timeout=30)
     synthetic_letters(
