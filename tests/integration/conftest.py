@@ -129,14 +129,20 @@ def _topic_factory(kafka: KafkaSettings) -> Iterator[Callable[..., str]]:
         print(f"could not delete test topics {created}: {exc}")
 
 
-Produce = Callable[[str, str, list[tuple[bytes | None, bytes | None]]], int]
+Produce = Callable[..., int]
 
 
 @pytest.fixture
 def produce() -> Produce:
-    """``produce(bootstrap, topic, [(key, value), ...]) -> delivered``: flushes, counts acks."""
+    """``produce(bootstrap, topic, [(key, value), ...], partition=None) -> delivered``:
+    flushes, counts acks; without ``partition`` the key decides."""
 
-    def send(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes | None]]) -> int:
+    def send(
+        bootstrap: str,
+        topic: str,
+        messages: list[tuple[bytes | None, bytes | None]],
+        partition: int | None = None,
+    ) -> int:
         delivered = 0
 
         def on_delivery(err: object, _msg: object) -> None:
@@ -148,8 +154,14 @@ def produce() -> Produce:
             {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True}
         )
         for key, value in messages:
+            where = {} if partition is None else {"partition": partition}
             producer.produce(
-                topic, key=key, value=value, headers=[("source", b"test")], on_delivery=on_delivery
+                topic,
+                key=key,
+                value=value,
+                headers=[("source", b"test")],
+                on_delivery=on_delivery,
+                **where,
             )
             producer.poll(0)
         assert producer.flush(30) == 0, "messages still queued after 30 s"

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from churnstream.cli.broker import app as broker_app
 from churnstream.exceptions import BrokerError
-from churnstream.kafka import admin
+from churnstream.kafka import admin, reader
 from churnstream.ops import devbroker
 from churnstream.settings import BrokerSettings, KafkaSettings, TopicSettings
 
@@ -65,7 +65,7 @@ def test_kafka_start_status_stop_restart_keeps_data(
 
         second = devbroker.start(settings)
         assert second.pid != first.pid
-        records = admin.dump_topic(kafka, topic.name, limit=10, idle_s=1.0)
+        records = reader.dump_topic(kafka, topic.name, limit=10, idle_s=1.0)
         assert [(r["key"], r["value"]) for r in records] == [("k", {"n": 1})]
         # The broker's own log is written, at INFO and not DEBUG.
         log_text = (tmp_path / "state" / devbroker.LOG_FILE).read_text()

@@ -23,18 +23,18 @@ from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 from typer.testing import CliRunner
 
 from churnstream.cli import app
-from churnstream.dlq import REPLAY_OF_HEADER, marker_topic_for
+from churnstream.deadletters.markers import marker_topic_for
+from churnstream.deadletters.reading import ensure_marker_topic
+from churnstream.deadletters.replay import transactional_id
 from churnstream.events import ROW_INDEX_HEADER, RUN_ID_HEADER
-from churnstream.kafka import admin
-from churnstream.kafka.dlq_io import ensure_marker_topic, transactional_id
-from churnstream.pipeline.transform import (
-    MAX_BODY_BYTES,
+from churnstream.headers import (
     ORIGINAL_HEADER_PREFIX,
+    REPLAY_OF_HEADER,
     RETRY_COUNT_HEADER,
     SOURCE_HEADER,
-    RawMessage,
-    dead_letter,
 )
+from churnstream.kafka import admin, clients
+from churnstream.pipeline.transform import MAX_BODY_BYTES, RawMessage, dead_letter
 from churnstream.settings import KafkaSettings, Settings
 from tests.integration.kafka_io import Record, read_topic, send_raw
 from tests.unit.test_schemas import EVENT
@@ -319,7 +319,7 @@ def test_a_failed_send_exits_non_zero_and_leaves_the_letter_unmarked(
     dlq, good = topic_factory(partitions=1), topic_factory(partitions=1)
     tiny = f"test-tiny-{uuid.uuid4().hex[:8]}"
     kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
-    client = admin.admin_client(kafka)
+    client = clients.admin_client(kafka)
     new = NewTopic(
         tiny,
         num_partitions=1,

@@ -29,7 +29,7 @@ import pytest
 from pydantic import SecretStr
 
 from churnstream.exceptions import AuthenticationError, BrokerError
-from churnstream.kafka import admin
+from churnstream.kafka import admin, reader
 from churnstream.kafka.clientcheck import check_client_configs
 from churnstream.kafka.connect import wait_for_broker
 from churnstream.kafka.producer import SafeProducer
@@ -225,7 +225,7 @@ def assert_round_trip(settings: Settings, label: str) -> None:
     assert producer.flush(30) == 0
     assert (producer.stats.delivered, producer.stats.failed) == (ROUND_TRIP_MESSAGES, 0)
 
-    records = admin.dump_topic(settings.kafka, topic, limit=ROUND_TRIP_MESSAGES, idle_s=0.5)
+    records = reader.dump_topic(settings.kafka, topic, limit=ROUND_TRIP_MESSAGES, idle_s=0.5)
     assert sorted(r["value"]["n"] for r in records) == list(range(ROUND_TRIP_MESSAGES))
     admin.delete_topics(settings.kafka, [topic])
 

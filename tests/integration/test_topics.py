@@ -13,7 +13,8 @@ from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner
 
 from churnstream.cli.topics import app as topics_app
-from churnstream.kafka import admin
+from churnstream.exceptions import ChurnstreamError
+from churnstream.kafka import admin, reader
 from churnstream.ops import devbroker
 from churnstream.settings import KafkaSettings
 
@@ -128,7 +129,7 @@ def test_dump_leaves_no_consumer_group_behind(
 ) -> None:
     topic = topic_factory(partitions=1)
     produce(kafka_bootstrap, topic, [(b"k", b"1")])
-    records = admin.dump_topic(
+    records = reader.dump_topic(
         KafkaSettings(bootstrap_servers=kafka_bootstrap), topic, limit=5, idle_s=0.5
     )
     assert len(records) == 1
@@ -151,3 +152,51 @@ def test_unreachable_broker_gives_one_line_error_quickly() -> None:
         assert result.output.startswith("error: no Kafka broker answered at " + dead)
         assert result.output.count("\n") == 1, result.output
         assert elapsed < 4, (args, elapsed)
+
+
+@pytest.mark.parametrize("engine", ["kafka", "tansu"])
+def test_reader_from_given_offsets_to_the_end_even_where_the_watermark_is_wrong(
+    engine: str, request: pytest.FixtureRequest, produce: Callable[..., int]
+) -> None:
+    """until="end" stops at the fetch's own end of partition, without idling: on tansu,
+    whose ListOffsets under-reports the end, every record is still read."""
+    bootstrap: str = request.getfixturevalue(f"{engine}_bootstrap")
+    factory = "topic_factory" if engine == "kafka" else "tansu_topic_factory"
+    topic: str = request.getfixturevalue(factory)(partitions=2)
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    # Explicit partitions: 300 records on 0, 200 on 1, each in one linger window.
+    assert produce(bootstrap, topic, [(None, b"%d" % i) for i in range(300)], partition=0) == 300
+    assert produce(bootstrap, topic, [(None, b"%d" % i) for i in range(200)], partition=1) == 200
+    ends = admin.end_offsets(kafka, topic)
+    if engine == "kafka":
+        assert ends == {0: 300, 1: 200}
+    else:
+        assert ends[0] <= 300 and ends[1] <= 200  # tansu: the last batch's base offset + 1
+
+    started = time.monotonic()
+    with reader.TopicReader(
+        kafka, topic, purpose="test", start={0: 250}, until="end", idle_s=30.0
+    ) as r:
+        seen = [(m.partition(), m.offset()) for m in r]
+    elapsed = time.monotonic() - started
+    assert r.complete and r.read == 50 + 200
+    assert sorted(seen) == [(0, o) for o in range(250, 300)] + [(1, o) for o in range(200)]
+    assert elapsed < 15.0  # stopped at the end, not after idle_s
+
+
+def test_reader_bounds_a_read_that_does_not_fall_idle_and_names_a_missing_topic(
+    kafka_settings: KafkaSettings, topic_factory: Callable[..., str], produce: Callable[..., int]
+) -> None:
+    topic = topic_factory(partitions=1)
+    produce(kafka_settings.bootstrap_servers, topic, [(b"k", b"1"), (b"k", b"2")])
+    started = time.monotonic()
+    with reader.TopicReader(
+        kafka_settings, topic, purpose="test", idle_s=60.0, max_duration_s=1.5
+    ) as r:
+        values = [m.value() for m in r]
+    assert values == [b"1", b"2"] and not r.complete
+    assert time.monotonic() - started < 10.0
+
+    with pytest.raises(ChurnstreamError, match="topic 'no-such-topic' does not exist"):
+        with reader.TopicReader(kafka_settings, "no-such-topic", purpose="test") as r:
+            list(r)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from churnstream.exceptions import BrokerError
-from churnstream.kafka.admin import decode_value
+from churnstream.kafka.reader import decode_value
 from churnstream.ops import devbroker
 from churnstream.ops.devbroker import jars
 from churnstream.settings import BrokerSettings

@@ -13,34 +13,24 @@ import pytest
 from typer.testing import CliRunner
 
 from churnstream.cli import app
-from churnstream.dlq import (
-    REPLAY_OF_HEADER,
-    Letter,
-    LetterFilter,
+from churnstream.deadletters.letters import Letter, ParsedLetter, dedupe, parse_letter
+from churnstream.deadletters.markers import (
     Marker,
     MarkerIndex,
-    NotReplayableError,
-    ParsedLetter,
-    dedupe,
-    excerpt,
     marker_message,
     marker_topic_for,
-    original_value,
-    parse_letter,
-    parse_when,
-    plan_replay,
-    reconstruct,
-    summarise,
 )
+from churnstream.deadletters.originals import NotReplayableError, original_value, reconstruct
+from churnstream.deadletters.plan import LetterFilter, parse_when, plan_replay
+from churnstream.deadletters.summary import excerpt, summarise
 from churnstream.events import ROW_INDEX_HEADER, RUN_ID_HEADER
-from churnstream.pipeline.transform import (
-    MAX_BODY_BYTES,
+from churnstream.headers import (
     ORIGINAL_HEADER_PREFIX,
+    REPLAY_OF_HEADER,
     RETRY_COUNT_HEADER,
     SOURCE_HEADER,
-    RawMessage,
-    score_batch,
 )
+from churnstream.pipeline.transform import MAX_BODY_BYTES, RawMessage, score_batch
 from tests.unit.test_schemas import EVENT
 
 DLQ = "telco.deadletter"

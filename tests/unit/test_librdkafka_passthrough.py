@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from churnstream.cli import app
 from churnstream.exceptions import BrokerError, ClientConfigError, ConfigError
-from churnstream.kafka import admin
+from churnstream.kafka import clients, errors
 from churnstream.kafka.clientcheck import check_client_configs
 from churnstream.settings import KafkaSettings, Settings, load_settings, masked_dump
 from churnstream.settings.passthrough import REFUSED, is_secret_property, librdkafka_value
@@ -304,7 +304,7 @@ def test_typed_configuration_refused_keeps_the_admin_clients_message(tmp_path: P
 def test_admin_client_names_a_refused_passthrough_property() -> None:
     kafka = KafkaSettings.model_validate({"librdkafka_admin": {"no.such.property": 1}})
     with pytest.raises(ClientConfigError, match=r'^kafka.librdkafka_admin\["no.such.property"\]'):
-        admin.admin_client(kafka)
+        clients.admin_client(kafka)
 
 
 # --------------------------------------------------------------------------- secrecy
@@ -363,5 +363,5 @@ def test_passthrough_secrets_are_masked_and_scrubbed(monkeypatch: pytest.MonkeyP
     # The clients get the real values, and messages are scrubbed of them.
     assert settings.kafka.client_config()["sasl.password"] == SECRET
     assert set(settings.kafka.secret_values()) == {SECRET, "keystore-Pa55", "oidc-S3c"}
-    watch = admin.ClientErrorWatch(settings.kafka)
+    watch = errors.ClientErrorWatch(settings.kafka)
     assert watch.scrub(f"bad password {SECRET}") == "bad password ***"

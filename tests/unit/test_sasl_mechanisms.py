@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from churnstream.cli import app
 from churnstream.exceptions import AuthenticationError, BrokerError, ConfigError
-from churnstream.kafka import admin
+from churnstream.kafka import errors
 from churnstream.kafka.clientcheck import check_client_configs
 from churnstream.ops.devbroker import secure as secure_broker
 from churnstream.settings import KafkaSettings, Settings, load_settings
@@ -327,7 +327,7 @@ def test_check_accepts_oauthbearer_configurations() -> None:
     ],
 )
 def test_refused_login_names_the_mechanisms_settings(kafka: Any, hint: str, keytab: Path) -> None:
-    watch = admin.ClientErrorWatch(kafka(keytab))
+    watch = errors.ClientErrorWatch(kafka(keytab))
     watch(
         KafkaError(
             KafkaError._AUTHENTICATION,

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from churnstream.cli import app
 from churnstream.exceptions import AuthenticationError, BrokerError, ConfigError
-from churnstream.kafka import admin
+from churnstream.kafka import admin, errors
 from churnstream.ops import devbroker
 from churnstream.ops.devbroker import secure as secure_broker
 from churnstream.settings import (
@@ -355,7 +355,7 @@ def kafka_error(code: int, text: str) -> KafkaError:
 
 
 def test_watch_turns_a_refused_login_into_one_clear_line() -> None:
-    watch = admin.ClientErrorWatch(sasl())
+    watch = errors.ClientErrorWatch(sasl())
     watch.raise_if_failed()  # nothing yet
     watch(kafka_error(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
     watch.raise_if_failed()
@@ -382,7 +382,7 @@ def test_watch_turns_a_refused_login_into_one_clear_line() -> None:
 
 def test_watch_names_an_untrusted_broker_certificate() -> None:
     kafka = KafkaSettings(security_protocol="SSL", ssl_ca_location=Path("/etc/kafka/ca.pem"))
-    watch = admin.ClientErrorWatch(kafka)
+    watch = errors.ClientErrorWatch(kafka)
     watch(
         kafka_error(
             KafkaError._SSL,
@@ -402,7 +402,7 @@ def test_watch_names_an_untrusted_broker_certificate() -> None:
 
 
 def test_watch_names_a_rejected_client_certificate() -> None:
-    watch = admin.ClientErrorWatch(KafkaSettings(security_protocol="SSL"))
+    watch = errors.ClientErrorWatch(KafkaSettings(security_protocol="SSL"))
     watch(
         kafka_error(
             KafkaError._TRANSPORT,
@@ -416,7 +416,7 @@ def test_watch_names_a_rejected_client_certificate() -> None:
 
 
 def test_watch_lets_transient_errors_pass_but_remembers_them() -> None:
-    watch = admin.ClientErrorWatch(KafkaSettings())
+    watch = errors.ClientErrorWatch(KafkaSettings())
     watch(
         kafka_error(
             KafkaError._TRANSPORT,

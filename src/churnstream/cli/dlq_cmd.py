@@ -21,8 +21,10 @@ from churnstream.exceptions import ConfigError
 from churnstream.kafka.admin import ADMIN_TIMEOUT_S
 
 if TYPE_CHECKING:
-    from churnstream.dlq import ReplayPlan, Summary
-    from churnstream.kafka.dlq_io import ReplayOutcome, ReplayRequest
+    from churnstream.deadletters.commands import ReplayRequest
+    from churnstream.deadletters.plan import ReplayPlan
+    from churnstream.deadletters.replay import ReplayOutcome
+    from churnstream.deadletters.summary import Summary
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +78,12 @@ def inspect(
     timeout: TimeoutOption = ADMIN_TIMEOUT_S,
 ) -> None:
     """Summarise dead letters by error type and reason code, each input counted once."""
-    from churnstream.kafka import dlq_io
+    from churnstream.deadletters import commands
 
     settings = get_kafka_settings(**{"kafka.bootstrap_servers": broker})
     init_logging(ctx, console_level=JSON_CONSOLE_LEVEL if as_json else None)
     name = topic or settings.topics.deadletter.name
-    summary = dlq_io.inspect(
+    summary = commands.inspect(
         settings, name, limit=limit, examples=examples, idle_s=idle, timeout_s=timeout
     )
     if as_json:
@@ -182,14 +184,10 @@ def replay(
     timeout: TimeoutOption = ADMIN_TIMEOUT_S,
 ) -> None:
     """Re-send dead-lettered originals to the input topic, once per letter (see markers)."""
-    from churnstream.dlq import (
-        KNOWN_CODES,
-        KNOWN_ERROR_TYPES,
-        LetterFilter,
-        marker_topic_for,
-        parse_when,
-    )
-    from churnstream.kafka import dlq_io
+    from churnstream.deadletters import commands
+    from churnstream.deadletters.letters import KNOWN_CODES, KNOWN_ERROR_TYPES
+    from churnstream.deadletters.markers import marker_topic_for
+    from churnstream.deadletters.plan import LetterFilter, parse_when
 
     for flag, given, known in (
         ("--error-type", error_types, KNOWN_ERROR_TYPES),
@@ -206,7 +204,7 @@ def replay(
         raise ConfigError(str(exc)) from None
     settings = get_kafka_settings(**{"kafka.bootstrap_servers": broker})
     init_logging(ctx, "dlq", settings, console_level=JSON_CONSOLE_LEVEL if as_json else None)
-    request = dlq_io.ReplayRequest(
+    request = commands.ReplayRequest(
         from_topic=from_topic or settings.topics.deadletter.name,
         to_topic=to_topic or settings.topics.raw.name,
         letter_filter=LetterFilter(
@@ -222,7 +220,7 @@ def replay(
     )
     if request.to_topic in (request.from_topic, marker_topic_for(request.from_topic)):
         raise ConfigError(f"--to-topic {request.to_topic} would replay letters into themselves")
-    outcome, plan = dlq_io.replay(settings, request, idle_s=idle, timeout_s=timeout)
+    outcome, plan = commands.replay(settings, request, idle_s=idle, timeout_s=timeout)
     if as_json:
         _dump({"filter": request.letter_filter.describe(), **outcome.to_dict()})
     else:

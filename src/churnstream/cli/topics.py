@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from churnstream.cli._common import BROKER_HELP, get_kafka_settings, new_app
-from churnstream.kafka import admin
+from churnstream.kafka import admin, reader
 from churnstream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -107,12 +107,12 @@ def dump(
     ] = None,
     idle: Annotated[
         float, typer.Option("--idle", help="Stop after this many seconds without a message.")
-    ] = admin.DUMP_IDLE_S,
+    ] = reader.READ_IDLE_S,
     broker: BrokerOption = None,
     timeout: TimeoutOption = admin.ADMIN_TIMEOUT_S,
 ) -> None:
     """Read up to --limit messages from the beginning of a topic into a JSON array."""
-    records = admin.dump_topic(
+    records = reader.dump_topic(
         _settings(broker).kafka, topic, limit=limit, idle_s=idle, timeout_s=timeout
     )
     payload = orjson.dumps(records, option=orjson.OPT_INDENT_2) + b"\n"

@@ -55,7 +55,7 @@ def check_client_configs(settings: Settings) -> None:
 
     Raises ClientConfigError (exit 2) naming the ``kafka.librdkafka*`` property librdkafka
     refused; BrokerError when it refuses what churnstream rendered from the typed settings
-    (e.g. a TLS key it cannot decrypt, as :func:`churnstream.kafka.admin.admin_client`
+    (e.g. a TLS key it cannot decrypt, as :func:`churnstream.kafka.clients.admin_client`
     does); ConfigError when a secret or TLS file cannot be read. librdkafka's warnings (a
     consumer property given to a producer...) are logged once each.
     """

@@ -9,9 +9,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, Message, Producer
 
-from churnstream.exceptions import ConfigError
+from churnstream.kafka.clients import producer_from_config
 from churnstream.logging import ERROR_CODE, PARTITION, TOPIC
 
 logger = logging.getLogger(__name__)
@@ -59,10 +59,9 @@ class SafeProducer:
     """confluent-kafka Producer plus back-pressure handling and delivery accounting."""
 
     def __init__(self, config: dict[str, Any], *, on_delivery: Callable[..., None] | None = None):
-        try:
-            self._producer = Producer(config)
-        except KafkaException as exc:
-            raise ConfigError(f"invalid producer configuration: {exc.args[0].str()}") from None
+        """``config`` as the settings render it: ``KafkaSettings.producer_config()`` or
+        ``transactional_producer_config()``."""
+        self._producer = producer_from_config(config)
         self.stats = DeliveryStats()
         self._extra_callback = on_delivery
 

@@ -1,28 +1,22 @@
 """The Kafka side of ``churnstream status`` (and the dashboard's group lag).
 
-Every call is bounded by a timeout. Client configuration comes from
-:meth:`KafkaSettings.admin_config` / :meth:`KafkaSettings.client_config` only.
+Every call is bounded by a timeout. Clients come from :mod:`churnstream.kafka.clients`,
+and the dead-letter topic is read by :class:`churnstream.kafka.reader.TopicReader`.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
-import time
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaException,
-    TopicPartition,
-)
+from confluent_kafka import KafkaException, TopicPartition
 
-from churnstream.exceptions import ChurnstreamError
-from churnstream.kafka import admin
+from churnstream.exceptions import BrokerError, ChurnstreamError
+from churnstream.kafka import admin, clients
+from churnstream.kafka.reader import TopicReader, message_headers
 from churnstream.logging import ATTEMPT, CONSUMER_GROUP, DELAY_S
 from churnstream.observability.status import (
     ClusterStatus,
@@ -40,7 +34,6 @@ logger = logging.getLogger(__name__)
 STATUS_TIMEOUT_S = 5.0
 DLQ_IDLE_S = 1.0
 DLQ_MAX_MESSAGES = 1_000_000
-DLQ_BATCH = 1000
 #: Committed offsets are asked for this many times while a coordinator moves or loads, with
 #: jittered backoff from the first wait up to the cap (see churnstream.retry).
 COMMITTED_ATTEMPTS = 3
@@ -48,7 +41,9 @@ COMMITTED_FIRST_BACKOFF_S = 0.5
 COMMITTED_MAX_BACKOFF_S = 1.0
 
 
-def end_offsets(kafka: KafkaSettings, *, timeout_s: float = STATUS_TIMEOUT_S) -> list[TopicStatus]:
+def topic_statuses(
+    kafka: KafkaSettings, *, timeout_s: float = STATUS_TIMEOUT_S
+) -> list[TopicStatus]:
     """Every non-internal topic with its partitions' end offsets (high watermarks)."""
     return [
         TopicStatus(
@@ -72,9 +67,9 @@ def consumer_groups(
 
     ``only`` restricts to these group ids (they need not be listed by the broker, e.g. a
     group with committed offsets but no member). Groups of throwaway readers
-    (``*-reader-*``, ``churnstream-dashboard-*``, ``churnstream-status-*``) are skipped.
+    (``*-reader-*``, ``churnstream-dashboard-*``) are skipped.
     """
-    client = admin.admin_client(kafka)
+    client = clients.admin_client(kafka)
     states: dict[str, str] = {}
     if only is None:
         try:
@@ -101,14 +96,8 @@ def consumer_groups(
 def _committed(
     kafka: KafkaSettings, group_id: str, ends: Mapping[tuple[str, int], int], timeout_s: float
 ) -> dict[tuple[str, int], int]:
-    """The group's committed offsets, read by a consumer that never joins the group.
-
-    Not AdminClient.list_consumer_group_offsets: librdkafka 2.16 crashed (SIGSEGV) here in
-    that call while the group coordinator was still loading after a broker restart.
-    """
-    conf = kafka.client_config("consumer")
-    conf.update({"group.id": group_id, "enable.auto.commit": False})
-    consumer = Consumer(conf)
+    """The group's committed offsets, read by a consumer that never joins the group."""
+    consumer = clients.group_offsets_consumer(kafka, group_id)
     try:
         partitions = [TopicPartition(topic, partition) for topic, partition in ends]
 
@@ -147,45 +136,17 @@ def read_dead_letters(
 ) -> tuple[DeadLetterTally, bool]:
     """Read ``topic`` from the beginning (no group, no commit) and tally its letters.
 
-    Stops after ``idle_s`` without a new message, ``timeout_s`` in total or
-    ``max_messages``; returns the tally and whether the read was complete (not cut short).
+    Stops once read to its end and idle for ``idle_s``, after ``timeout_s`` in total or
+    at ``max_messages``; returns the tally and whether the read was complete (not cut short).
     """
     tally = DeadLetterTally()
-    conf = kafka.client_config("consumer")
-    conf.update(
-        {
-            "group.id": f"churnstream-status-{uuid.uuid4().hex[:12]}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": False,
-            "isolation.level": "read_committed",
-        }
-    )
-    consumer = Consumer(conf)
-    try:
-        metadata = consumer.list_topics(topic, timeout=timeout_s)
-        info = metadata.topics.get(topic)
-        if info is None or info.error is not None:
-            raise ChurnstreamError(f"topic {topic!r} does not exist")
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in info.partitions])
-        deadline = time.monotonic() + timeout_s
-        last_new = time.monotonic()
-        seen = 0
-        while True:
-            now = time.monotonic()
-            if now >= deadline or seen >= max_messages:
+    reader = TopicReader(kafka, topic, purpose="status", idle_s=idle_s, max_duration_s=timeout_s)
+    with reader:
+        for msg in reader:
+            tally.add(message_headers(msg), msg.value())
+            if reader.read >= max_messages:
                 return tally, False
-            if now - last_new >= idle_s:
-                return tally, True
-            batch = consumer.consume(num_messages=DLQ_BATCH, timeout=min(0.2, idle_s))
-            for msg in batch:
-                if msg.error() is not None:
-                    continue
-                seen += 1
-                tally.add(_headers(msg.headers()), msg.value())
-            if batch:
-                last_new = time.monotonic()
-    finally:
-        consumer.close()
+    return tally, reader.complete
 
 
 def collect_status(
@@ -201,7 +162,7 @@ def collect_status(
     status = ClusterStatus(bootstrap=kafka.bootstrap_servers, reachable=False)
     status.model = _model(models_dir if models_dir is not None else settings.model.models_dir)
     try:
-        metadata = admin.admin_client(kafka).list_topics(timeout=timeout_s)
+        metadata = clients.admin_client(kafka).list_topics(timeout=timeout_s)
     except KafkaException as exc:
         status.error = f"no broker answered within {timeout_s:g}s ({exc})"
         return status
@@ -212,7 +173,7 @@ def collect_status(
         settings.topics.predictions.name: "predictions",
         settings.topics.deadletter.name: "deadletter",
     }
-    topics = end_offsets(kafka, timeout_s=timeout_s)
+    topics = topic_statuses(kafka, timeout_s=timeout_s)
     status.topics = [
         TopicStatus(t.name, t.partitions, t.end_offsets, t.messages, roles.get(t.name))
         for t in topics
@@ -229,7 +190,11 @@ def collect_status(
         if dlq_topic.end_offset_total == 0:
             status.dead_letters = DeadLetterTally().as_dict()
         else:
-            tally, complete = read_dead_letters(kafka, dlq, idle_s=dlq_idle_s)
+            try:
+                tally, complete = read_dead_letters(kafka, dlq, idle_s=dlq_idle_s)
+            except BrokerError as exc:
+                status.notes.append(f"could not read {dlq}: {exc}")
+                return status
             status.dead_letters = tally.as_dict()
             if not complete:
                 status.notes.append(
@@ -251,20 +216,10 @@ def _model(models_dir: Path) -> Any:
     return model_status(metadata, str(version_dir), None)
 
 
-def _headers(raw: Any) -> list[tuple[str, bytes | str | None]]:
-    if not raw:
-        return []
-    return list(raw.items()) if isinstance(raw, dict) else list(raw)
-
-
 def _state_name(state: Any) -> str:
     name = getattr(state, "name", None)
     return str(name).lower() if name else str(state).lower()
 
 
 def _throwaway(group_id: str) -> bool:
-    return (
-        "-reader-" in group_id
-        or group_id.startswith("churnstream-dashboard-")
-        or group_id.startswith("churnstream-status-")
-    )
+    return "-reader-" in group_id or group_id.startswith("churnstream-dashboard-")

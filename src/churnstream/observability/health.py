@@ -36,7 +36,7 @@ class KafkaBrokerProbe:
         self._lock = threading.Lock()
 
     def __call__(self) -> bool:
-        from churnstream.kafka.admin import admin_client
+        from churnstream.kafka.clients import admin_client
 
         with self._lock:
             try:

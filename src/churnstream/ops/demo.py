@@ -13,7 +13,6 @@ from typing import Any
 
 from churnstream.exceptions import ChurnstreamError
 from churnstream.kafka import admin
-from churnstream.kafka.offsets import end_offsets
 from churnstream.observability.metrics import ProducerMetrics
 from churnstream.ops import devbroker
 from churnstream.pipeline.observers import ScorerObserver
@@ -140,7 +139,7 @@ def _run_pipeline(
     state = DemoState()
     topic = settings.topics.raw.name
     # Score only this run's events, even if the topic holds earlier ones.
-    offsets = end_offsets(settings, topic)
+    offsets = admin.end_offsets(settings.kafka, topic)
     loop = ScorerLoop(
         settings,
         ScoreOptions(

@@ -12,16 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from confluent_kafka import Message
 from pydantic import ValidationError
 
 from churnstream.data import read_table, sha256_of, validate_frame
 from churnstream.events import ROW_INDEX_HEADER, RUN_ID_HEADER, encode_event, frame_to_records
 from churnstream.exceptions import DataError, DeliveryError
+from churnstream.kafka import admin
 from churnstream.kafka.connect import wait_for_broker
-from churnstream.kafka.offsets import end_offsets as end_offsets_of
-from churnstream.kafka.offsets import scan_from
 from churnstream.kafka.producer import SafeProducer
+from churnstream.kafka.reader import TopicReader
 from churnstream.logging import OFFSETS, TOPIC
 from churnstream.pipeline.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from churnstream.schemas import CustomerEvent, utc_now_iso
@@ -31,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 #: Longest single sleep in the streaming loop, so that a stop request is seen quickly.
 MAX_SLEEP_S = 0.05
+#: The read-back after a crash gives up (and may re-send rows) after this long.
+READ_BACK_MAX_S = 120.0
 
 ProgressFn = Callable[[int, int | None], None]
 DeliveryFn = Callable[[Any, Any], None]
@@ -226,15 +227,22 @@ def _already_written(settings: Settings, checkpoint: Checkpoint) -> set[int]:
     """Rows of this run that reached the topic after the checkpoint (a crash mid-chunk)."""
     found: set[int] = set()
     run_id = checkpoint.run_id.encode()
-
-    def visit(msg: Message) -> None:
-        headers = dict(msg.headers() or [])
-        row = headers.get(ROW_INDEX_HEADER)
-        if headers.get(RUN_ID_HEADER) == run_id and isinstance(row, bytes):
-            found.add(int(row))
-
     start = {int(p): o for p, o in checkpoint.end_offsets.items()}
-    scanned = scan_from(settings, checkpoint.topic, start, visit)
+    reader = TopicReader(
+        settings.kafka,
+        checkpoint.topic,
+        purpose="producer",
+        start=start,
+        until="end",
+        max_duration_s=READ_BACK_MAX_S,
+    )
+    with reader:
+        for msg in reader:
+            headers = dict(msg.headers() or [])
+            row = headers.get(ROW_INDEX_HEADER)
+            if headers.get(RUN_ID_HEADER) == run_id and isinstance(row, bytes):
+                found.add(int(row))
+    scanned = reader.read
     logger.info(
         "read back %d record(s) written after the checkpoint: %d row(s) of this run are there",
         scanned,
@@ -328,7 +336,9 @@ def _batch(
         prior_sent = 0
         end_offsets = {}
         if producer is not None:
-            end_offsets = {str(p): o for p, o in end_offsets_of(settings, options.topic).items()}
+            end_offsets = {
+                str(p): o for p, o in admin.end_offsets(settings.kafka, options.topic).items()
+            }
             _checkpoint(
                 options,
                 data_sha=data_sha,

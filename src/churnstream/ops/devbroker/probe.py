@@ -12,7 +12,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from churnstream.exceptions import BrokerError, BrokerUnavailableError
-from churnstream.kafka.admin import RdkafkaDebugLog
+from churnstream.kafka.clients import RdkafkaDebugLog
 
 logger = logging.getLogger(__name__)
 
