@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from churnstream.exceptions import DataError, DataFetchError, IntegrityError
+from churnstream.files import atomic_write_bytes
 from churnstream.schemas import (
     CATEGORICAL_LEVELS,
     CUSTOMER_ID_PATTERN,
@@ -102,9 +102,7 @@ def fetch_dataset(
             check_hash = bool(verify_hash)
         digest = verify_sha256(staged) if check_hash else sha256_of(staged)
         frame = load_dataset(staged)  # schema check before the file takes its place
-        tmp_dest = dest.with_suffix(dest.suffix + ".part")
-        shutil.copyfile(staged, tmp_dest)
-        os.replace(tmp_dest, dest)
+        atomic_write_bytes(dest, staged.read_bytes())
     logger.info("dataset written to %s from %s (%d rows)", dest, origin, len(frame))
     return FetchResult(dest, digest, len(frame), origin)
 

@@ -5,8 +5,8 @@ Invalid rows never stop a run: they go to a rejects file with the reason.
 
 from __future__ import annotations
 
+import io
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from churnstream.data import REJECT_REASON_COLUMN, read_table, validate_frame
 from churnstream.events import events_to_frame
 from churnstream.exceptions import DataError, InvalidEventError
+from churnstream.files import atomic_write_bytes, atomic_write_text
 from churnstream.model.scorer import Scorer
 from churnstream.schemas import (
     FEATURE_COLUMNS,
@@ -51,12 +52,12 @@ def _check_suffix(path: Path, role: str) -> None:
 
 def _write_table(frame: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
     if path.suffix.lower() == ".parquet":
-        frame.to_parquet(tmp, index=False)
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        atomic_write_bytes(path, buffer.getvalue())
     else:
-        frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+        atomic_write_text(path, frame.to_csv(index=False))
 
 
 def rejects_path_for(output: Path) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from churnstream.cli._common import BROKER_HELP, get_kafka_settings, new_app
+from churnstream.files import atomic_write_bytes
 from churnstream.kafka import admin, reader
 from churnstream.settings import Settings
 
@@ -120,7 +120,5 @@ def dump(
         typer.echo(payload.decode("utf-8"), nl=False)
         return
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(payload)
-    tmp.replace(output)
+    atomic_write_bytes(output, payload)
     typer.echo(f"wrote {len(records)} messages from {topic} to {output}")

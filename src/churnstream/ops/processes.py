@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from churnstream.exceptions import ChurnstreamError
+from churnstream.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -285,9 +286,7 @@ class ProcessState:
 
     def write(self, record: PidRecord) -> None:
         """Replace the pid record atomically (a reader never sees half a file)."""
-        tmp = self.record_path.with_name(f"{self.record_path.name}.tmp")
-        tmp.write_text(record.to_json(), encoding="utf-8")
-        tmp.replace(self.record_path)
+        atomic_write_text(self.record_path, record.to_json())
 
     def clear(self) -> None:
         self.record_path.unlink(missing_ok=True)

@@ -1,0 +1,61 @@
+"""The one atomic file write: a reader sees the old content or the new one, never half.
+
+The bytes go to a temporary file in the target's own directory (so that ``os.replace``
+never crosses a file system), are flushed and fsynced, and then replace the target in one
+step. The directory is fsynced afterwards so that the new name survives a power cut.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+#: Files are read by people, dashboards and other processes, which may run as another user
+#: (mkstemp alone would leave 0600).
+FILE_MODE = 0o644
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, mode: int = FILE_MODE) -> Path:
+    """Write ``data`` to ``path`` atomically; returns ``path``.
+
+    The parent directory must exist. On any failure the target is untouched and the
+    temporary file is removed.
+    """
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+    return path
+
+
+def atomic_write_text(
+    path: Path, text: str, *, encoding: str = "utf-8", mode: int = FILE_MODE
+) -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write_bytes`)."""
+    return atomic_write_bytes(path, text.encode(encoding), mode=mode)
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Best effort: some file systems (and platforms) do not let a directory be opened or
+    # synced; the file itself is already complete under its final name.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    with contextlib.suppress(OSError):
+        os.fsync(fd)
+    os.close(fd)
