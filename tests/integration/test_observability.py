@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-from churnstream.observability import metrics as m
+from churnstream.observability import names
 from churnstream.observability.cluster import collect_status
 from churnstream.observability.metrics import ProducerMetrics
 from churnstream.settings import load_settings
@@ -98,53 +98,54 @@ def test_scorer_metrics_health_drift_and_status(
         seen = []
         for _ in range(4):
             time.sleep(1.0)
-            seen.append(sample(scrape(run.url), m.SCORER_CONSUMED))
+            seen.append(sample(scrape(run.url), names.SCORER_CONSUMED))
         assert seen[-1] > seen[0] > 0, seen
         assert all(b >= a for a, b in zip(seen, seen[1:], strict=False)), seen
         pump.join(60)
         total = EVENTS + len(bad_messages())
-        wait_for(lambda: sample(scrape(run.url), m.SCORER_CONSUMED) == total, 60, "all consumed")
+        consumed = names.SCORER_CONSUMED
+        wait_for(lambda: sample(scrape(run.url), consumed) == total, 60, "all consumed")
         time.sleep(2.5)  # one more lag refresh after the last batch
         values = scrape(run.url)
         ready_body = json.loads(http_get(f"{run.url}/health/ready")[1])
     finally:
         summary = run.finish()
 
-    assert sample(values, m.SCORER_SCORED) == EVENTS
-    assert sample(values, m.SCORER_PRODUCED, kind="prediction") == EVENTS
-    assert sample(values, m.SCORER_PRODUCED, kind="dead_letter") == 4
-    assert sample(values, m.SCORER_DEAD_LETTERS, error_type="validation_error") == 4
-    assert sample(values, m.SCORER_DEAD_LETTERS, error_type="inference_error") == 0
-    assert sample(values, m.SCORER_DEAD_LETTER_CODES, code="not_json") == 2
-    assert sample(values, m.SCORER_DEAD_LETTER_CODES, code="not_object") == 1
-    assert sample(values, m.SCORER_DEAD_LETTER_CODES, code="schema") == 1
-    assert 0 < sample(values, m.SCORER_PREDICTED_CHURN) < EVENTS
-    batches = sample(values, m.SCORER_BATCHES)
+    assert sample(values, names.SCORER_SCORED) == EVENTS
+    assert sample(values, names.SCORER_PRODUCED, kind="prediction") == EVENTS
+    assert sample(values, names.SCORER_PRODUCED, kind="dead_letter") == 4
+    assert sample(values, names.SCORER_DEAD_LETTERS, error_type="validation_error") == 4
+    assert sample(values, names.SCORER_DEAD_LETTERS, error_type="inference_error") == 0
+    assert sample(values, names.SCORER_DEAD_LETTER_CODES, code="not_json") == 2
+    assert sample(values, names.SCORER_DEAD_LETTER_CODES, code="not_object") == 1
+    assert sample(values, names.SCORER_DEAD_LETTER_CODES, code="schema") == 1
+    assert 0 < sample(values, names.SCORER_PREDICTED_CHURN) < EVENTS
+    batches = sample(values, names.SCORER_BATCHES)
     assert batches >= 5  # paced at 300/s, polled every 100 ms
-    assert sample(values, f"{m.SCORER_BATCH_SIZE}_sum") == total
-    assert sample(values, f"{m.SCORER_BATCH_SIZE}_count") == batches
-    assert sample(values, f"{m.SCORER_INFERENCE}_count") > 0
+    assert sample(values, f"{names.SCORER_BATCH_SIZE}_sum") == total
+    assert sample(values, f"{names.SCORER_BATCH_SIZE}_count") == batches
+    assert sample(values, f"{names.SCORER_INFERENCE}_count") > 0
     assert (
         0
-        < sample(values, f"{m.SCORER_INFERENCE}_sum")
-        / sample(values, f"{m.SCORER_INFERENCE}_count")
+        < sample(values, f"{names.SCORER_INFERENCE}_sum")
+        / sample(values, f"{names.SCORER_INFERENCE}_count")
         < 1.0
     )  # seconds per model call
-    e2e_count = sample(values, f"{m.SCORER_END_TO_END}_count")
+    e2e_count = sample(values, f"{names.SCORER_END_TO_END}_count")
     assert e2e_count == EVENTS
-    mean_e2e = sample(values, f"{m.SCORER_END_TO_END}_sum") / e2e_count
+    mean_e2e = sample(values, f"{names.SCORER_END_TO_END}_sum") / e2e_count
     assert 0 < mean_e2e < 5.0, mean_e2e
-    assert sample(values, f"{m.SCORER_END_TO_END}_bucket", le="60.0") == EVENTS
-    lags = {k[1]: v for k, v in values.items() if k[0] == m.SCORER_LAG}
+    assert sample(values, f"{names.SCORER_END_TO_END}_bucket", le="60.0") == EVENTS
+    lags = {k[1]: v for k, v in values.items() if k[0] == names.SCORER_LAG}
     assert len(lags) == 3 and all(v == 0 for v in lags.values()), lags  # caught up
-    assert sample(values, m.MODEL_INFO, version=run.loop.scorer.version) == 1
-    assert abs(sample(values, m.SCORER_LAST_BATCH) - time.time()) < 60
+    assert sample(values, names.MODEL_INFO, version=run.loop.scorer.version) == 1
+    assert abs(sample(values, names.SCORER_LAST_BATCH) - time.time()) < 60
     assert ready_body["status"] == "ok" and ready_body["checks"]["lag"] == 0
 
     # The producer side, counted from the real delivery callbacks.
     pm = producer_metrics.registry
-    assert pm.get_sample_value(m.PRODUCER_DELIVERED, {"topic": raw}) == EVENTS
-    assert pm.get_sample_value(m.PRODUCER_FAILURES, {"topic": raw, "error": "x"}) is None
+    assert pm.get_sample_value(names.PRODUCER_DELIVERED, {"topic": raw}) == EVENTS
+    assert pm.get_sample_value(names.PRODUCER_FAILURES, {"topic": raw, "error": "x"}) is None
 
     # The window written at shutdown carries the drift block: the dataset does not drift.
     assert summary.scored == EVENTS and summary.last_summary is not None
@@ -240,8 +241,8 @@ def test_a_shifted_stream_is_flagged_in_the_window(
     assert {"tenure", "Contract", "InternetService"} <= set(drift["drifted_features"])
     assert drift["features"]["tenure"]["psi"] > 0.2
     assert drift["churn_rate"]["drifted"]  # the model predicts far more churn here
-    assert sample(values, m.DRIFT_DETECTED) == 1
-    assert sample(values, m.DRIFT_PSI, feature="tenure") == pytest.approx(
+    assert sample(values, names.DRIFT_DETECTED) == 1
+    assert sample(values, names.DRIFT_PSI, feature="tenure") == pytest.approx(
         drift["features"]["tenure"]["psi"]
     )
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

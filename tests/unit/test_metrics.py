@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from churnstream.observability import metrics as m
+from churnstream.observability import names
 from churnstream.observability.health import ScorerHealth
 from churnstream.observability.metrics import (
     ArrayHistogram,
@@ -61,30 +62,30 @@ def test_a_fake_batch_through_the_observer() -> None:
     batch, result = fake_batch()
     observer.on_batch(batch, result, ScoreSummary(mode="batch"))
 
-    assert value(reg, m.SCORER_CONSUMED) == 6
-    assert value(reg, m.SCORER_SCORED) == 4
-    assert value(reg, m.SCORER_PREDICTED_CHURN) == 2  # tenure 1 twice: p = 0.986 >= 0.5
-    assert value(reg, m.SCORER_PRODUCED, kind="prediction") == 4
-    assert value(reg, m.SCORER_PRODUCED, kind="dead_letter") == 2
-    assert value(reg, m.SCORER_DEAD_LETTERS, error_type="validation_error") == 2
-    assert value(reg, m.SCORER_DEAD_LETTERS, error_type="inference_error") == 0  # pre-set
-    assert value(reg, m.SCORER_DEAD_LETTER_CODES, code="not_json") == 1
-    assert value(reg, m.SCORER_DEAD_LETTER_CODES, code="schema") == 1
-    assert value(reg, m.SCORER_BATCHES) == 1
-    assert value(reg, m.MODEL_INFO, version="m-test") == 1
-    assert value(reg, m.SCORER_RUNNING) == 1
+    assert value(reg, names.SCORER_CONSUMED) == 6
+    assert value(reg, names.SCORER_SCORED) == 4
+    assert value(reg, names.SCORER_PREDICTED_CHURN) == 2  # tenure 1 twice: p = 0.986 >= 0.5
+    assert value(reg, names.SCORER_PRODUCED, kind="prediction") == 4
+    assert value(reg, names.SCORER_PRODUCED, kind="dead_letter") == 2
+    assert value(reg, names.SCORER_DEAD_LETTERS, error_type="validation_error") == 2
+    assert value(reg, names.SCORER_DEAD_LETTERS, error_type="inference_error") == 0  # pre-set
+    assert value(reg, names.SCORER_DEAD_LETTER_CODES, code="not_json") == 1
+    assert value(reg, names.SCORER_DEAD_LETTER_CODES, code="schema") == 1
+    assert value(reg, names.SCORER_BATCHES) == 1
+    assert value(reg, names.MODEL_INFO, version="m-test") == 1
+    assert value(reg, names.SCORER_RUNNING) == 1
 
-    size = m.SCORER_BATCH_SIZE
+    size = names.SCORER_BATCH_SIZE
     assert value(reg, f"{size}_count") == 1
     assert value(reg, f"{size}_sum") == 6
     assert value(reg, f"{size}_bucket", le="5.0") == 0
     assert value(reg, f"{size}_bucket", le="10.0") == 1
 
-    inference = m.SCORER_INFERENCE
+    inference = names.SCORER_INFERENCE
     assert value(reg, f"{inference}_count") == 1  # one model call per batch
     assert value(reg, f"{inference}_sum") == pytest.approx(result.inference_ms / 1000)
 
-    e2e = m.SCORER_END_TO_END
+    e2e = names.SCORER_END_TO_END
     assert value(reg, f"{e2e}_count") == 4
     assert value(reg, f"{e2e}_sum") == pytest.approx(8.0)  # 4 x (processed - event_ts) = 2 s
     assert value(reg, f"{e2e}_bucket", le="1.0") == 0
@@ -94,8 +95,8 @@ def test_a_fake_batch_through_the_observer() -> None:
 
     observer.on_redelivery(6, "boom")
     observer.on_stop(ScoreSummary(mode="batch"))
-    assert value(reg, m.SCORER_REDELIVERED) == 1
-    assert value(reg, m.SCORER_RUNNING) == 0
+    assert value(reg, names.SCORER_REDELIVERED) == 1
+    assert value(reg, names.SCORER_RUNNING) == 0
 
 
 def test_metric_names_follow_prometheus_conventions() -> None:
@@ -105,9 +106,9 @@ def test_metric_names_follow_prometheus_conventions() -> None:
     m.DriftObserver(None, registry)
     families = list(text_string_to_metric_families(generate_latest(registry).decode()))
     # prometheus_client adds a *_created gauge per counter/histogram: not ours to name.
-    names = {f.name: f.type for f in families if not f.name.endswith("_created")}
+    kinds = {f.name: f.type for f in families if not f.name.endswith("_created")}
     units = ("_messages", "_seconds", "_ratio", "_psi", "_info", "_samples", "_running")
-    for name, kind in names.items():
+    for name, kind in kinds.items():
         assert name.startswith("churnstream_"), name
         assert name == name.lower() and " " not in name
         if kind == "counter":
@@ -144,8 +145,8 @@ def test_two_observers_do_not_share_a_registry() -> None:
     batch, result = fake_batch()
     first.on_batch(batch, result, ScoreSummary(mode="batch"))
 
-    assert value(first.registry, m.SCORER_CONSUMED) == 6
-    assert value(second.registry, m.SCORER_CONSUMED) == 0
+    assert value(first.registry, names.SCORER_CONSUMED) == 6
+    assert value(second.registry, names.SCORER_CONSUMED) == 0
 
 
 def test_array_histogram_matches_prometheus_client_histogram() -> None:
@@ -211,21 +212,21 @@ def test_lag_is_refreshed_at_most_every_interval_and_stale_partitions_dropped() 
     consumer = FakeConsumer({0: 10, 1: 20}, {0: 15, 1: 20})
     observer.on_poll(consumer)  # type: ignore[arg-type]
     reg = observer.registry
-    assert value(reg, m.SCORER_LAG, topic="raw", partition="0") == 5
-    assert value(reg, m.SCORER_LAG, topic="raw", partition="1") == 0
+    assert value(reg, names.SCORER_LAG, topic="raw", partition="0") == 5
+    assert value(reg, names.SCORER_LAG, topic="raw", partition="1") == 0
     assert observer.total_lag == 5
 
     consumer.highs[0] = 1000
     now[0] += 1.0
     observer.on_poll(consumer)  # type: ignore[arg-type]
-    assert value(reg, m.SCORER_LAG, topic="raw", partition="0") == 5  # not yet refreshed
+    assert value(reg, names.SCORER_LAG, topic="raw", partition="0") == 5  # not yet refreshed
     assert consumer.watermark_calls == 2
 
     del consumer.positions[1]  # revoked
     now[0] += 1.5
     observer.on_poll(consumer)  # type: ignore[arg-type]
-    assert value(reg, m.SCORER_LAG, topic="raw", partition="0") == 990
-    assert value(reg, m.SCORER_LAG, topic="raw", partition="1") is None
+    assert value(reg, names.SCORER_LAG, topic="raw", partition="0") == 990
+    assert value(reg, names.SCORER_LAG, topic="raw", partition="1") is None
     assert observer.total_lag == 990
 
 
@@ -266,15 +267,15 @@ def test_producer_metrics_count_deliveries_failures_and_rate() -> None:
     producer.on_delivery(FakeErr("_MSG_TIMED_OUT"), FakeMsg("raw"))
     producer.on_progress(100, 7043)
 
-    assert value(reg, m.PRODUCER_DELIVERED, topic="raw") == 100
-    assert value(reg, m.PRODUCER_FAILURES, topic="raw", error="_MSG_TIMED_OUT") == 1
-    assert value(reg, m.PRODUCER_RATE) == pytest.approx(10.0, rel=0.1)
-    assert value(reg, m.PRODUCER_PROGRESS) == 100
-    assert value(reg, m.PRODUCER_PROGRESS_TOTAL) == 7043
-    assert value(reg, m.PRODUCER_LAST_DELIVERY) == 1_700_000_000.0
+    assert value(reg, names.PRODUCER_DELIVERED, topic="raw") == 100
+    assert value(reg, names.PRODUCER_FAILURES, topic="raw", error="_MSG_TIMED_OUT") == 1
+    assert value(reg, names.PRODUCER_RATE) == pytest.approx(10.0, rel=0.1)
+    assert value(reg, names.PRODUCER_PROGRESS) == 100
+    assert value(reg, names.PRODUCER_PROGRESS_TOTAL) == 7043
+    assert value(reg, names.PRODUCER_LAST_DELIVERY) == 1_700_000_000.0
 
     now[0] += 60  # idle: the rate decays to 0
-    assert value(reg, m.PRODUCER_RATE) == 0.0
+    assert value(reg, names.PRODUCER_RATE) == 0.0
 
 
 # -- health ----------------------------------------------------------------------------
@@ -377,19 +378,19 @@ def test_drift_observer_adds_the_block_exports_gauges_and_warns(
     assert block["features"]["tenure"]["psi"] == pytest.approx(0.0)
     assert block["features"]["Contract"]["drifted"]
     reg = observer.registry
-    assert value(reg, m.DRIFT_PSI, feature="Contract") == pytest.approx(
+    assert value(reg, names.DRIFT_PSI, feature="Contract") == pytest.approx(
         block["features"]["Contract"]["psi"]
     )
-    assert value(reg, m.DRIFT_DETECTED) == 1
-    assert value(reg, m.DRIFT_SAMPLES) == 4
-    assert value(reg, m.DRIFT_CHURN_RATE) == 0.5
-    assert value(reg, m.DRIFT_EXPECTED_CHURN_RATE) == 0.3
+    assert value(reg, names.DRIFT_DETECTED) == 1
+    assert value(reg, names.DRIFT_SAMPLES) == 4
+    assert value(reg, names.DRIFT_CHURN_RATE) == 0.5
+    assert value(reg, names.DRIFT_EXPECTED_CHURN_RATE) == 0.3
     assert any("PSI of Contract" in r.getMessage() for r in caplog.records)
 
     # A summary that already has a block (the scorer computed it) is used as it is.
     given = {"drift": {**block, "drifted": False, "evaluated": True, "features": {}}}
     observer.on_window(given)
-    assert value(reg, m.DRIFT_DETECTED) == 0
+    assert value(reg, names.DRIFT_DETECTED) == 0
 
 
 def test_drift_observer_without_accumulation_only_exports() -> None:

@@ -2,6 +2,8 @@
 
 - :mod:`~churnstream.observability.metrics`: scorer and producer metrics on a private
   ``CollectorRegistry`` (a ``ScorerObserver`` and delivery/progress callbacks).
+- :mod:`~churnstream.observability.names`: every metric name; and
+  :mod:`~churnstream.observability.scrape`: the one parser of a ``/metrics`` page.
 - :mod:`~churnstream.observability.server`: ``/metrics``, ``/health/live`` and
   ``/health/ready`` from a stdlib HTTP server in a daemon thread.
 - :mod:`~churnstream.observability.health`: what "live" and "ready" mean for a scorer.

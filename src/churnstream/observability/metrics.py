@@ -38,6 +38,35 @@ from churnstream.observability.drift import (
     drift_block,
     drift_warnings,
 )
+from churnstream.observability.names import (
+    DRIFT_CHURN_RATE,
+    DRIFT_DETECTED,
+    DRIFT_EXPECTED_CHURN_RATE,
+    DRIFT_PSI,
+    DRIFT_SAMPLES,
+    MODEL_INFO,
+    PRODUCER_DELIVERED,
+    PRODUCER_FAILURES,
+    PRODUCER_LAST_DELIVERY,
+    PRODUCER_PROGRESS,
+    PRODUCER_PROGRESS_TOTAL,
+    PRODUCER_RATE,
+    SCORER_BATCH_SIZE,
+    SCORER_BATCHES,
+    SCORER_CONSUMED,
+    SCORER_DEAD_LETTER_CODES,
+    SCORER_DEAD_LETTERS,
+    SCORER_END_TO_END,
+    SCORER_INFERENCE,
+    SCORER_LAG,
+    SCORER_LAST_BATCH,
+    SCORER_LAST_POLL,
+    SCORER_PREDICTED_CHURN,
+    SCORER_PRODUCED,
+    SCORER_REDELIVERED,
+    SCORER_RUNNING,
+    SCORER_SCORED,
+)
 from churnstream.pipeline.observers import ScorerObserver
 
 if TYPE_CHECKING:
@@ -59,35 +88,6 @@ END_TO_END_BUCKETS_S = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 )  # fmt: skip
 BATCH_SIZE_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
-
-# Metric names, for the README, the dashboard and tests.
-SCORER_CONSUMED = "churnstream_scorer_consumed_messages_total"
-SCORER_SCORED = "churnstream_scorer_scored_messages_total"
-SCORER_PREDICTED_CHURN = "churnstream_scorer_predicted_churn_messages_total"
-SCORER_PRODUCED = "churnstream_scorer_produced_messages_total"
-SCORER_DEAD_LETTERS = "churnstream_scorer_dead_letters_total"
-SCORER_DEAD_LETTER_CODES = "churnstream_scorer_dead_letter_codes_total"
-SCORER_BATCHES = "churnstream_scorer_batches_total"
-SCORER_REDELIVERED = "churnstream_scorer_redelivered_batches_total"
-SCORER_BATCH_SIZE = "churnstream_scorer_batch_size_messages"
-SCORER_INFERENCE = "churnstream_scorer_inference_latency_seconds"
-SCORER_END_TO_END = "churnstream_scorer_end_to_end_latency_seconds"
-SCORER_LAG = "churnstream_scorer_consumer_lag_messages"
-SCORER_LAST_BATCH = "churnstream_scorer_last_batch_timestamp_seconds"
-SCORER_LAST_POLL = "churnstream_scorer_last_poll_timestamp_seconds"
-SCORER_RUNNING = "churnstream_scorer_running"
-MODEL_INFO = "churnstream_model_info"
-DRIFT_PSI = "churnstream_drift_psi"
-DRIFT_CHURN_RATE = "churnstream_drift_predicted_churn_ratio"
-DRIFT_EXPECTED_CHURN_RATE = "churnstream_drift_expected_churn_ratio"
-DRIFT_SAMPLES = "churnstream_drift_window_samples"
-DRIFT_DETECTED = "churnstream_drift_detected"
-PRODUCER_DELIVERED = "churnstream_producer_delivered_messages_total"
-PRODUCER_FAILURES = "churnstream_producer_delivery_failures_total"
-PRODUCER_RATE = "churnstream_producer_send_rate_messages_per_second"
-PRODUCER_PROGRESS = "churnstream_producer_progress_messages"
-PRODUCER_PROGRESS_TOTAL = "churnstream_producer_progress_total_messages"
-PRODUCER_LAST_DELIVERY = "churnstream_producer_last_delivery_timestamp_seconds"
 
 
 def _counter(

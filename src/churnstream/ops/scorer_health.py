@@ -15,18 +15,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from churnstream.observability import names
+
 logger = logging.getLogger(__name__)
 
-# Metric names, as in churnstream.observability.metrics (without the _total of counters,
-# which the Prometheus text parser strips from family names).
-_COUNTER_FAMILIES = {
-    "consumed": "churnstream_scorer_consumed_messages",
-    "scored": "churnstream_scorer_scored_messages",
-    "dead_lettered": "churnstream_scorer_dead_letters",
-    "batches": "churnstream_scorer_batches",
-    "redelivered_batches": "churnstream_scorer_redelivered_batches",
+#: What ``status`` shows of the scorer's /metrics: each summed over its labels.
+_COUNTERS = {
+    "consumed": names.SCORER_CONSUMED,
+    "scored": names.SCORER_SCORED,
+    "dead_lettered": names.SCORER_DEAD_LETTERS,
+    "batches": names.SCORER_BATCHES,
+    "redelivered_batches": names.SCORER_REDELIVERED,
+    "lag": names.SCORER_LAG,
 }
-_LAG_FAMILY = "churnstream_scorer_consumer_lag_messages"
 
 
 @dataclass(frozen=True)
@@ -69,18 +70,13 @@ def parse_health(status: int, body: bytes) -> HealthAnswer:
 
 def scorer_counters(metrics_text: str) -> dict[str, float]:
     """Totals from the scorer's ``/metrics``: consumed, scored, dead_lettered, batches,
-    redelivered_batches (each summed over labels) and lag (summed over partitions)."""
-    from prometheus_client.parser import text_string_to_metric_families
+    redelivered_batches (each summed over labels) and lag (summed over partitions); a
+    metric the page does not expose is left out."""
+    from churnstream.observability.scrape import parse_metrics
 
-    wanted = {family: key for key, family in _COUNTER_FAMILIES.items()}
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(metrics_text):
-        key = wanted.get(family.name)
-        if key is not None:
-            out[key] = sum(s.value for s in family.samples if s.name.endswith("_total"))
-        elif family.name == _LAG_FAMILY:
-            out["lag"] = sum(s.value for s in family.samples)
-    return out
+    page = parse_metrics(metrics_text)
+    totals = {key: page.total(name) for key, name in _COUNTERS.items()}
+    return {key: total for key, total in totals.items() if total is not None}
 
 
 def fetch_health(base_url: str, which: str, timeout_s: float) -> HealthAnswer | None:
