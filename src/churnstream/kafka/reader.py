@@ -122,6 +122,7 @@ class TopicReader:
                     f"topic {self.topic!r} does not exist at {self.kafka.bootstrap_servers}"
                 )
         self.complete = False
+        self.read = 0
         consumer, watch = reader_consumer(
             self.kafka, self.purpose, isolation_level=self.isolation_level
         )
