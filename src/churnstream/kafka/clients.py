@@ -5,6 +5,7 @@ Every configuration starts from the settings (:meth:`KafkaSettings.client_config
 every client. This module adds only what a kind of client needs on top:
 
 - :func:`admin_client`: topic administration and metadata, with a :class:`ClientErrorWatch`;
+  :func:`probe_admin_client`: does the embedded dev broker answer yet;
 - :func:`consumer`: a member of a consumer group (the scorer, the dashboard's follower);
 - :func:`reader_consumer`: a throwaway reader that uses ``assign()`` under a unique group id
   and never commits, so no consumer group is left on the broker;
@@ -72,6 +73,19 @@ def admin_client(kafka: KafkaSettings) -> WatchedAdminClient:
     watch = ClientErrorWatch(kafka)
     conf.update({"logger": RdkafkaDebugLog(), "error_cb": watch})
     return _build("admin", "admin", lambda: WatchedAdminClient(conf, watch), conf, kafka)
+
+
+def probe_admin_client(bootstrap: str) -> AdminClient:
+    """A plaintext AdminClient for ``bootstrap``, without the settings: for asking whether
+    the embedded dev broker (which listens in plaintext) answers yet."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        # Short reconnect backoff so that a broker coming up is noticed within ~0.25 s.
+        "reconnect.backoff.ms": 50,
+        "reconnect.backoff.max.ms": 250,
+        "logger": RdkafkaDebugLog(),
+    }
+    return _build("admin", "admin", lambda: AdminClient(conf), conf, None)
 
 
 def consumer(

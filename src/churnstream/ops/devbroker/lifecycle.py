@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from churnstream.exceptions import BrokerError
+from churnstream.kafka.clients import probe_admin_client
 from churnstream.ops import processes
 from churnstream.ops.devbroker.config import KafkaExtras
 from churnstream.ops.devbroker.jars import jars_complete
@@ -32,7 +33,6 @@ from churnstream.ops.devbroker.probe import (
     answers,
     check_port_free,
     is_answering,
-    probe_client,
     wait_ready,
 )
 from churnstream.ops.devbroker.tansu import TANSU_GAPS, tansu_binary
@@ -385,7 +385,7 @@ def _wait_started(
     log_files: Sequence[Path],
     offsets: Mapping[Path, int],
 ) -> None:
-    client = probe_client(bootstrap)
+    client = probe_admin_client(bootstrap)
     deadline = time.monotonic() + timeout_s
     while True:
         code = proc.poll()

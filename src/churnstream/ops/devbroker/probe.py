@@ -6,13 +6,12 @@ import logging
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from churnstream.exceptions import BrokerError, BrokerUnavailableError
-from churnstream.kafka.clients import RdkafkaDebugLog
+from churnstream.kafka.clients import probe_admin_client
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +69,12 @@ def is_answering(bootstrap: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
     """True when a metadata request to ``bootstrap`` succeeds within ``timeout_s``."""
     if _refused(bootstrap):
         return False  # nothing listens: no need to let librdkafka retry for timeout_s
-    return answers(probe_client(bootstrap), timeout_s)
+    return answers(probe_admin_client(bootstrap), timeout_s)
 
 
 def wait_ready(bootstrap: str, timeout_s: float) -> None:
     """Block until a metadata request to ``bootstrap`` succeeds; BrokerUnavailableError if not."""
-    client = probe_client(bootstrap)
+    client = probe_admin_client(bootstrap)
     deadline = time.monotonic() + timeout_s
     while True:
         remaining = deadline - time.monotonic()
@@ -86,17 +85,6 @@ def wait_ready(bootstrap: str, timeout_s: float) -> None:
         if answers(client, min(PROBE_TIMEOUT_S, remaining)):
             return
         time.sleep(PROBE_INTERVAL_S)
-
-
-def probe_client(bootstrap: str) -> AdminClient:
-    conf: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
-        # Short reconnect backoff so that a broker coming up is noticed within ~0.25 s.
-        "reconnect.backoff.ms": 50,
-        "reconnect.backoff.max.ms": 250,
-        "logger": RdkafkaDebugLog(),
-    }
-    return AdminClient(conf)
 
 
 def answers(client: AdminClient, timeout_s: float) -> bool:
