@@ -47,17 +47,17 @@ import httpx
 import numpy as np
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench import env
 from churnstream.events import encode_event, stamp
+from churnstream.observability import names
+from churnstream.observability.scrape import parse_metrics
 from churnstream.schemas import format_ts
 
 logger = logging.getLogger("bench")
 
 RESULTS = env.REPO / "bench" / "results"
 SOURCE_HEADER = "churnstream.source"  # on every prediction: "topic:partition:offset"
-LAG_METRIC = "churnstream_scorer_consumer_lag_messages"
 SEND_TICK_S = 0.005
 READY_TIMEOUT_S = 120.0
 DRAIN_TIMEOUT_S = 120.0
@@ -230,12 +230,8 @@ def scrape_lag(http: httpx.Client, url: str) -> float | None:
         text = http.get(url).text
     except httpx.HTTPError:
         return None
-    total = None
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == LAG_METRIC:
-                total = (total or 0.0) + sample.value
-    return total
+    lags = parse_metrics(text).labelled(names.SCORER_LAG)
+    return sum(value for _, value in lags) if lags else None  # None until partitions assigned
 
 
 @dataclass

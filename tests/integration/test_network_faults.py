@@ -34,7 +34,7 @@ from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
 from churnstream.kafka import admin
-from churnstream.observability import metrics as m
+from churnstream.observability import names
 from churnstream.ops import devbroker
 from churnstream.settings import BrokerSettings, KafkaSettings, TopicSettings
 from tests.faults.proxy import FaultProxy, ProxyStats
@@ -168,9 +168,9 @@ class Scorer:
         values: dict[str, float] = {}
         for family in text_string_to_metric_families(text):
             for s in family.samples:
-                if s.name == m.SCORER_LAG:  # summed over partitions
+                if s.name == names.SCORER_LAG:  # summed over partitions
                     values[s.name] = values.get(s.name, 0.0) + s.value
-                elif not s.labels or s.name == m.SCORER_PRODUCED:
+                elif not s.labels or s.name == names.SCORER_PRODUCED:
                     key = s.name if not s.labels else f"{s.name}{sorted(s.labels.items())}"
                     values[key] = s.value
         return values
@@ -313,7 +313,7 @@ def report(
     print(
         f"\n[{name}] written {outcome.written}, predictions {outcome.predicted}, "
         f"missing {outcome.missing}, duplicates {outcome.duplicates}; "
-        f"redelivered batches {last.get(m.SCORER_REDELIVERED, float('nan')):.0f}; "
+        f"redelivered batches {last.get(names.SCORER_REDELIVERED, float('nan')):.0f}; "
         f"proxy: {stats.accepted - proxy_before.accepted} connections accepted, "
         f"{stats.reset - proxy_before.reset} reset, "
         f"{(stats.bytes_down - proxy_before.bytes_down) / 1e6:.1f} MB to the scorer"
@@ -321,7 +321,7 @@ def report(
     for phase in dict.fromkeys(s.phase for s in scorer.samples):
         samples = scorer.in_phase(phase)
         codes = Counter(s.ready for s in samples)
-        lags = [s.values[m.SCORER_LAG] for s in samples if m.SCORER_LAG in s.values]
+        lags = [s.values[names.SCORER_LAG] for s in samples if names.SCORER_LAG in s.values]
         print(
             f"[{name}] {phase}: {len(samples)} samples, /health/ready {dict(codes)}, "
             f"lag max {max(lags, default=float('nan')):.0f}, "
@@ -333,9 +333,9 @@ def report(
 def last_batch_age(samples: list[Sample]) -> list[float]:
     """Seconds since the last committed batch, at each sample (once there was one)."""
     return [
-        s.wall - s.values[m.SCORER_LAST_BATCH]
+        s.wall - s.values[names.SCORER_LAST_BATCH]
         for s in samples
-        if s.values.get(m.SCORER_LAST_BATCH, 0.0) > 0
+        if s.values.get(names.SCORER_LAST_BATCH, 0.0) > 0
     ]
 
 
@@ -345,8 +345,8 @@ def e2e_mean(samples: list[Sample]) -> float:
     if len(with_values) < 2:
         return float("nan")
     first, last = with_values[0].values, with_values[-1].values
-    count = last[f"{m.SCORER_END_TO_END}_count"] - first[f"{m.SCORER_END_TO_END}_count"]
-    total = last[f"{m.SCORER_END_TO_END}_sum"] - first[f"{m.SCORER_END_TO_END}_sum"]
+    count = last[f"{names.SCORER_END_TO_END}_count"] - first[f"{names.SCORER_END_TO_END}_count"]
+    total = last[f"{names.SCORER_END_TO_END}_sum"] - first[f"{names.SCORER_END_TO_END}_sum"]
     return total / count if count > 0 else float("nan")
 
 
@@ -475,7 +475,9 @@ def test_black_hole_stalls_the_last_batch_timestamp(black_hole: BlackHoleRun) ->
 )
 def test_black_hole_shows_on_the_lag_metric(black_hole: BlackHoleRun) -> None:
     lags = [
-        s.values[m.SCORER_LAG] for s in black_hole.phase("blackhole") if m.SCORER_LAG in s.values
+        s.values[names.SCORER_LAG]
+        for s in black_hole.phase("blackhole")
+        if names.SCORER_LAG in s.values
     ]
     # At least a third of what arrived while the scorer was cut off.
     assert max(lags, default=0.0) >= black_hole.written_during / 3, (
