@@ -20,7 +20,8 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from churnstream.events import ROW_INDEX_HEADER, RUN_ID_HEADER, encode_event, stamp
+from churnstream.events import encode_event, stamp
+from churnstream.headers import ROW_INDEX_HEADER, RUN_ID_HEADER
 from churnstream.model.scorer import Scorer
 from churnstream.model.train import run_training
 from churnstream.ops import devbroker

@@ -24,7 +24,8 @@ import orjson
 from confluent_kafka import Consumer, Producer
 
 from bench import env
-from churnstream.events import ROW_INDEX_HEADER, RUN_ID_HEADER, encode_event, stamp
+from churnstream.events import encode_event, stamp
+from churnstream.headers import ROW_INDEX_HEADER, RUN_ID_HEADER
 from churnstream.schemas import format_ts, parse_ts
 
 logger = logging.getLogger("bench")

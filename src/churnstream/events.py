@@ -19,11 +19,6 @@ from churnstream.schemas import (
 
 logger = logging.getLogger(__name__)
 
-#: Header carrying the row's index in the source file; batch resume reads it back.
-ROW_INDEX_HEADER = "churnstream.row_index"
-#: Header carrying the producing run's id.
-RUN_ID_HEADER = "churnstream.run_id"
-
 
 def frame_to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Typed dataset rows (from :func:`churnstream.data.load_dataset`) as plain dicts.

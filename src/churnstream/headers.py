@@ -1,22 +1,56 @@
-"""Kafka header names churnstream writes and reads: one place for every name.
+"""Every Kafka header churnstream writes or reads, by name, in one place.
 
-The values are part of the wire contract: a renamed header breaks every reader of the
-topics, so they never change.
+The bodies follow the wire contracts of the system we replace, which have no room for our
+own fields, so everything extra travels in these headers. Their names and value formats are
+part of the interface: the dashboard, ``status``, the dead-letter tools and outside readers
+match on them.
 """
 
 from __future__ import annotations
 
-#: On predictions and dead letters: the input's ``topic:partition:offset`` (the
-#: idempotency key; a crash-and-replay writes a second output with the same value).
+import logging
+
+logger = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+# -- on predictions and dead letters ---------------------------------------------------------
+#: The input a prediction or dead letter came from, ``topic:partition:offset`` (see
+#: :func:`source_key`): the idempotency key that lets readers drop a replayed batch's copies.
 SOURCE_HEADER = "churnstream.source"
-#: On dead letters: the reason code (``schema``, ``not_json``...).
+#: A prediction's risk band: ``high``, ``medium`` or ``low``.
+RISK_BAND_HEADER = "churnstream.risk_band"
+#: The version of the model that scored a prediction.
+MODEL_VERSION_HEADER = "churnstream.model_version"
+
+# -- on dead letters -------------------------------------------------------------------------
+#: Why a message was dead-lettered, as a short reason code (``not_json``, ``schema``...).
 ERROR_CODE_HEADER = "churnstream.error_code"
-#: On dead letters: the input's key, which the letter's own key may not keep.
+#: The input's Kafka key, byte for byte.
 ORIGINAL_KEY_HEADER = "churnstream.original_key"
-#: Set by `churnstream dlq replay` on a re-sent message: how often it was replayed already.
-RETRY_COUNT_HEADER = "churnstream.retry_count"
 #: A dead letter carries each header of its input under this prefix (the contract's body has
-#: no room for them), so that `churnstream dlq replay` can give them back.
+#: no room for them), so that ``churnstream dlq replay`` can give them back.
 ORIGINAL_HEADER_PREFIX = "churnstream.original."
-#: Set on a replayed message: ``<dead-letter topic>:<partition>:<offset>`` of its letter.
+
+# -- on replayed inputs (``churnstream dlq replay``) -----------------------------------------
+#: How often a re-sent message was replayed already.
+RETRY_COUNT_HEADER = "churnstream.retry_count"
+#: ``<dead-letter topic>:<partition>:<offset>`` of the letter a re-sent message came from.
 REPLAY_OF_HEADER = "churnstream.replay_of"
+
+# -- on produced events (``churnstream produce``) --------------------------------------------
+#: The row's index in the source file; batch resume reads it back.
+ROW_INDEX_HEADER = "churnstream.row_index"
+#: The producing run's id.
+RUN_ID_HEADER = "churnstream.run_id"
+
+# -- on shadow predictions -------------------------------------------------------------------
+#: The version of the champion model that served the same input.
+CHAMPION_VERSION_HEADER = "churnstream.champion_version"
+#: The champion's probability for the same input (Python's ``repr`` of the float).
+CHAMPION_PROBABILITY_HEADER = "churnstream.champion_probability"
+
+
+def source_key(topic: str, partition: int, offset: int) -> str:
+    """The value of :data:`SOURCE_HEADER`: ``topic:partition:offset``."""
+    return f"{topic}:{partition}:{offset}"

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from churnstream.cli import app
-from churnstream.pipeline.transform import ERROR_CODE_HEADER, SOURCE_HEADER
+from churnstream.headers import ERROR_CODE_HEADER, SOURCE_HEADER
 from tests.integration.kafka_io import read_topic, send_raw
 from tests.unit.test_schemas import EVENT, contract
 

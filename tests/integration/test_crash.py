@@ -23,9 +23,8 @@ import pandas as pd
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from churnstream.events import ROW_INDEX_HEADER
+from churnstream.headers import ROW_INDEX_HEADER, SOURCE_HEADER
 from churnstream.pipeline.checkpoint import load_checkpoint
-from churnstream.pipeline.transform import SOURCE_HEADER
 from tests.integration.kafka_io import read_topic, send_raw
 from tests.unit.test_schemas import EVENT
 

@@ -26,11 +26,12 @@ from churnstream.cli import app
 from churnstream.deadletters.markers import marker_topic_for
 from churnstream.deadletters.reading import ensure_marker_topic
 from churnstream.deadletters.replay import transactional_id
-from churnstream.events import ROW_INDEX_HEADER, RUN_ID_HEADER
 from churnstream.headers import (
     ORIGINAL_HEADER_PREFIX,
     REPLAY_OF_HEADER,
     RETRY_COUNT_HEADER,
+    ROW_INDEX_HEADER,
+    RUN_ID_HEADER,
     SOURCE_HEADER,
 )
 from churnstream.kafka import admin, clients

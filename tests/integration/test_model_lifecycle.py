@@ -15,10 +15,9 @@ from typing import Any
 import orjson
 import pytest
 
+from churnstream.headers import CHAMPION_VERSION_HEADER, MODEL_VERSION_HEADER, SOURCE_HEADER
 from churnstream.model.train import run_training
 from churnstream.pipeline.scorer import ScoreOptions, ScorerLoop, ScoreSummary
-from churnstream.pipeline.shadow import CHAMPION_VERSION_HEADER
-from churnstream.pipeline.transform import MODEL_VERSION_HEADER, SOURCE_HEADER
 from churnstream.settings import load_settings
 from tests.integration.kafka_io import Record, read_topic, send_raw
 from tests.unit.test_schemas import EVENT, contract

@@ -15,11 +15,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from churnstream.events import ROW_INDEX_HEADER
+from churnstream.headers import ROW_INDEX_HEADER, SOURCE_HEADER
 from churnstream.kafka import admin
 from churnstream.ops import devbroker
 from churnstream.pipeline.producer import ProduceOptions, run_producer
-from churnstream.pipeline.transform import SOURCE_HEADER
 from churnstream.settings import BrokerSettings, TopicSettings, load_settings
 from tests.integration.kafka_io import read_topic, send_raw
 from tests.unit.test_schemas import EVENT

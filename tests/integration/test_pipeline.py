@@ -20,10 +20,9 @@ from typer.testing import CliRunner
 
 from churnstream.cli import app
 from churnstream.data import load_dataset
-from churnstream.events import ROW_INDEX_HEADER
+from churnstream.headers import ROW_INDEX_HEADER, SOURCE_HEADER
 from churnstream.pipeline.checkpoint import load_checkpoint
 from churnstream.pipeline.producer import ProduceOptions, run_producer
-from churnstream.pipeline.transform import SOURCE_HEADER
 from churnstream.schemas import DeadLetter, Prediction
 from churnstream.settings import load_settings
 from tests.integration.kafka_io import read_topic, send_raw

@@ -23,11 +23,12 @@ from churnstream.deadletters.markers import (
 from churnstream.deadletters.originals import NotReplayableError, original_value, reconstruct
 from churnstream.deadletters.plan import LetterFilter, parse_when, plan_replay
 from churnstream.deadletters.summary import excerpt, summarise
-from churnstream.events import ROW_INDEX_HEADER, RUN_ID_HEADER
 from churnstream.headers import (
     ORIGINAL_HEADER_PREFIX,
     REPLAY_OF_HEADER,
     RETRY_COUNT_HEADER,
+    ROW_INDEX_HEADER,
+    RUN_ID_HEADER,
     SOURCE_HEADER,
 )
 from churnstream.pipeline.transform import MAX_BODY_BYTES, RawMessage, score_batch

@@ -11,12 +11,8 @@ import orjson
 import pandas as pd
 import pytest
 
-from churnstream.pipeline.transform import (
-    ERROR_CODE_HEADER,
-    SOURCE_HEADER,
-    RawMessage,
-    score_batch,
-)
+from churnstream.headers import ERROR_CODE_HEADER, SOURCE_HEADER
+from churnstream.pipeline.transform import RawMessage, score_batch
 from churnstream.schemas import DeadLetter, Prediction
 from tests.unit.test_schemas import EVENT, contract
 

@@ -35,14 +35,13 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from churnstream.headers import ERROR_CODE_HEADER, SOURCE_HEADER
 from churnstream.logging import ATTEMPT, DELAY_S
 from churnstream.retry import RetryNote, retrying
 from churnstream.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-SOURCE_HEADER = "churnstream.source"
-ERROR_CODE_HEADER = "churnstream.error_code"
 UNKNOWN = "unknown"
 POLL_TIMEOUT_S = 0.2
 POLL_BATCH = 2000

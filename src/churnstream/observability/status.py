@@ -18,10 +18,10 @@ from typing import Any
 
 import orjson
 
+from churnstream.headers import ERROR_CODE_HEADER, SOURCE_HEADER
+
 logger = logging.getLogger(__name__)
 
-SOURCE_HEADER = "churnstream.source"
-ERROR_CODE_HEADER = "churnstream.error_code"
 UNREADABLE = "unreadable"
 
 TopicPartitionKey = tuple[str, int]

@@ -15,8 +15,9 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from churnstream.data import read_table, sha256_of, validate_frame
-from churnstream.events import ROW_INDEX_HEADER, RUN_ID_HEADER, encode_event, frame_to_records
+from churnstream.events import encode_event, frame_to_records
 from churnstream.exceptions import DataError, DeliveryError
+from churnstream.headers import ROW_INDEX_HEADER, RUN_ID_HEADER
 from churnstream.kafka import admin
 from churnstream.kafka.connect import wait_for_broker
 from churnstream.kafka.producer import SafeProducer

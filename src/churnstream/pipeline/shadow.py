@@ -14,13 +14,11 @@ from typing import Any
 import numpy as np
 import orjson
 
+from churnstream.headers import CHAMPION_PROBABILITY_HEADER, CHAMPION_VERSION_HEADER, SOURCE_HEADER
 from churnstream.model.scorer import Scorer
-from churnstream.pipeline.transform import SOURCE_HEADER, OutMessage
+from churnstream.pipeline.transform import OutMessage
 
 logger = logging.getLogger(__name__)
-
-CHAMPION_VERSION_HEADER = "churnstream.champion_version"
-CHAMPION_PROBABILITY_HEADER = "churnstream.champion_probability"
 
 
 @dataclass(frozen=True)

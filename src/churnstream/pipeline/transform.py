@@ -23,6 +23,17 @@ from pydantic import ValidationError
 
 from churnstream.events import events_to_frame
 from churnstream.exceptions import InvalidEventError
+from churnstream.headers import (
+    ERROR_CODE_HEADER,
+    MODEL_VERSION_HEADER,
+    ORIGINAL_HEADER_PREFIX,
+    ORIGINAL_KEY_HEADER,
+    RETRY_COUNT_HEADER,
+    RISK_BAND_HEADER,
+    SOURCE_HEADER,
+    Headers,
+    source_key,
+)
 from churnstream.logging import ERROR_CODE, OFFSET, PARTITION, TOPIC
 from churnstream.model.features import RAW_CATEGORICAL, FeatureBatch
 from churnstream.pipeline import fastpath
@@ -45,20 +56,8 @@ MAX_BODY_BYTES = 64 * 1024
 #: How much of an oversized body the dead letter keeps, so the letter itself stays small.
 OVERSIZED_KEEP_BYTES = 1024
 
-SOURCE_HEADER = "churnstream.source"  # idempotency key: topic:partition:offset
-RISK_BAND_HEADER = "churnstream.risk_band"
-MODEL_VERSION_HEADER = "churnstream.model_version"
-ERROR_CODE_HEADER = "churnstream.error_code"
-ORIGINAL_KEY_HEADER = "churnstream.original_key"
-#: Set by `churnstream dlq replay` on a re-sent message: how often it was replayed already.
-RETRY_COUNT_HEADER = "churnstream.retry_count"
-#: A dead letter carries each header of its input under this prefix (the contract's body has
-#: no room for them), so that `churnstream dlq replay` can give them back.
-ORIGINAL_HEADER_PREFIX = "churnstream.original."
-
 RISK_BANDS = ((0.7, "high"), (0.4, "medium"), (0.0, "low"))
 
-Headers = list[tuple[str, bytes]]
 _NO_HEADERS: Headers = []  # shared default; never mutated
 
 
@@ -123,10 +122,6 @@ class BatchResult:
             f"BatchResult({len(self.predictions)} predictions, "
             f"{len(self.dead_letters)} dead letters, inference {self.inference_ms:.2f} ms)"
         )
-
-
-def source_key(topic: str, partition: int, offset: int) -> str:
-    return f"{topic}:{partition}:{offset}"
 
 
 def risk_band(probability: float) -> str:
