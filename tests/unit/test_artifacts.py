@@ -32,6 +32,7 @@ from churnstream.model.artifacts import (
     write_latest,
     write_version,
 )
+from churnstream.model.pipeline import ALGORITHMS, build_pipeline
 from churnstream.model.scorer import Scorer
 from tests.unit.test_train import small_frame, train_small
 
@@ -84,8 +85,8 @@ def replace_model(vdir: Path, obj: Any, *, update_hash: bool) -> None:
 
 def test_trusted_types_are_exactly_what_our_pipelines_need(frame: pd.DataFrame) -> None:
     needed: set[str] = set()
-    for algorithm in train.ALGORITHMS:
-        pipeline = train.build_pipeline(algorithm).fit(frame, train.target_vector(frame))
+    for algorithm in ALGORITHMS:
+        pipeline = build_pipeline(algorithm).fit(frame, train.target_vector(frame))
         types = set(sio.get_untrusted_types(data=sio.dumps(pipeline)))
         assert types <= set(TRUSTED_TYPES), (algorithm, types - set(TRUSTED_TYPES))
         needed |= types
@@ -129,7 +130,7 @@ def test_garbage_bytes_are_corrupt(models: Path) -> None:
 
 
 def test_a_valid_model_from_elsewhere_fails_the_hash(models: Path, frame: pd.DataFrame) -> None:
-    other = train.build_pipeline("logreg").fit(frame, train.target_vector(frame))
+    other = build_pipeline("logreg").fit(frame, train.target_vector(frame))
     replace_model(version_dir(models), other, update_hash=False)
     with pytest.raises(ModelLoadError, match="sha256"):
         Scorer.load(models)
@@ -237,13 +238,13 @@ def test_version_names_never_collide(tmp_path: Path) -> None:
 
 
 def test_write_version_refuses_to_overwrite(models: Path, frame: pd.DataFrame) -> None:
-    pipeline = train.build_pipeline("logreg").fit(frame, train.target_vector(frame))
+    pipeline = build_pipeline("logreg").fit(frame, train.target_vector(frame))
     with pytest.raises(ModelError, match="already exists"):
         write_version(models, version_dir(models).name, pipeline, {"version": "x"})
 
 
 def test_failed_write_leaves_nothing_behind(tmp_path: Path, frame: pd.DataFrame) -> None:
-    pipeline = train.build_pipeline("logreg").fit(frame, train.target_vector(frame))
+    pipeline = build_pipeline("logreg").fit(frame, train.target_vector(frame))
 
     def broken_report(staging: Path, meta: dict[str, Any]) -> list[Path]:
         raise RuntimeError("disk full")
@@ -254,7 +255,7 @@ def test_failed_write_leaves_nothing_behind(tmp_path: Path, frame: pd.DataFrame)
 
 
 def test_write_version_records_the_model_hash(tmp_path: Path, frame: pd.DataFrame) -> None:
-    pipeline = train.build_pipeline("logreg").fit(frame, train.target_vector(frame))
+    pipeline = build_pipeline("logreg").fit(frame, train.target_vector(frame))
     meta: dict[str, Any] = {"version": "v1"}
     final, written = write_version(tmp_path, "v1", pipeline, meta)
     blob = (final / MODEL_FILE).read_bytes()

@@ -23,7 +23,8 @@ import pytest
 
 from churnstream.data import load_dataset
 from churnstream.events import frame_to_events
-from churnstream.model.features import FeatureBatch
+from churnstream.model.feature_batch import FeatureBatch
+from churnstream.model.features import to_frame
 from churnstream.model.scorer import Scorer, synthetic_features
 from churnstream.pipeline import fastpath
 from churnstream.pipeline.transform import (
@@ -204,7 +205,7 @@ def test_features_model_failing_on_one_row_dead_letters_only_that_row() -> None:
             return by_tenure(frame)
 
         def predict_features(self, batch: FeatureBatch) -> np.ndarray:
-            return self.predict_proba(batch.to_frame())
+            return self.predict_proba(to_frame(batch))
 
     model = Fragile()
     messages = [msg(orjson.dumps({**EVENT, "tenure": t}), i) for i, t in enumerate([1, 13, 5])]
@@ -238,7 +239,7 @@ def test_compiled_model_is_bit_identical_to_the_pipeline(
         assert np.array_equal(scorer.predict_features(part), scorer.predict_proba(frame[:size]))
     check = synthetic_features(300, 5)
     assert np.array_equal(
-        scorer.compiled.predict_proba(check), scorer.predict_proba(check.to_frame())
+        scorer.compiled.predict_proba(check), scorer.predict_proba(to_frame(check))
     )
 
 

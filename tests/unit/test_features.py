@@ -6,19 +6,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churnstream.model.features import (
+from churnstream.model.feature_batch import (
     CONTRACT_INTERNET_LEVELS,
     ENGINEERED_CATEGORICAL,
     ENGINEERED_NUMERIC,
     MODEL_COLUMNS,
+)
+from churnstream.model.features import (
     add_features,
     bin_proportions,
     distribution_profile,
     feature_matrix,
     feature_schema,
+    from_frame,
     level_proportions,
     quantile_edges,
+    to_frame,
 )
+from churnstream.model.scorer import synthetic_features
 from churnstream.schemas import CATEGORICAL_LEVELS, FEATURE_COLUMNS, ID_COLUMN, TARGET_COLUMN
 
 BASE = {
@@ -186,3 +191,18 @@ def test_feature_schema_lists_the_contract() -> None:
     assert schema["dtypes"]["gender"] == "object"
     assert schema["numeric_bounds"]["TotalCharges"] == [0, None]
     assert schema["engineered"]["numeric"] == list(ENGINEERED_NUMERIC)
+
+
+def test_feature_batch_and_frame_round_trip() -> None:
+    """to_frame and from_frame are inverse: the model sees the same rows either way."""
+    batch = synthetic_features(50, 7)
+    back = from_frame(to_frame(batch))
+    assert np.array_equal(back.codes, batch.codes)
+    assert np.array_equal(back.tenure, batch.tenure)
+    assert np.array_equal(back.monthly_charges, batch.monthly_charges)
+    assert np.array_equal(back.total_charges, batch.total_charges)
+    assert np.array_equal(back.senior_citizen, batch.senior_citizen)
+    frame = to_frame(batch)
+    frame.loc[3, "Contract"] = "Weekly"
+    with pytest.raises(ValueError, match="unknown level"):
+        from_frame(frame)

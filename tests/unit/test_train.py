@@ -29,6 +29,7 @@ from churnstream.model.evaluate import (
     classification_metrics,
     summarize_folds,
 )
+from churnstream.model.pipeline import build_pipeline
 from churnstream.model.report import CALIBRATION_FILE, REPORT_FILE, ROC_FILE
 from churnstream.schemas import (
     CATEGORICAL_LEVELS,
@@ -229,7 +230,7 @@ def test_threshold_is_chosen_on_training_oof_only(
 
 
 def test_churn_column_is_never_a_feature(frame: pd.DataFrame) -> None:
-    pipeline = train.build_pipeline("logreg").fit(frame, train.target_vector(frame))
+    pipeline = build_pipeline("logreg").fit(frame, train.target_vector(frame))
     flipped = frame.assign(**{TARGET_COLUMN: np.where(frame[TARGET_COLUMN] == "Yes", "No", "Yes")})
     assert np.array_equal(pipeline.predict_proba(frame), pipeline.predict_proba(flipped))
     without = frame.drop(columns=[TARGET_COLUMN, ID_COLUMN])
@@ -237,7 +238,7 @@ def test_churn_column_is_never_a_feature(frame: pd.DataFrame) -> None:
 
 
 def test_unknown_category_is_ignored_not_fatal(frame: pd.DataFrame) -> None:
-    pipeline = train.build_pipeline("ensemble").fit(frame, train.target_vector(frame))
+    pipeline = build_pipeline("ensemble").fit(frame, train.target_vector(frame))
     odd = frame.iloc[:3].assign(PaymentMethod="Bitcoin")
     proba = pipeline.predict_proba(odd)[:, 1]
     assert np.all((proba >= 0) & (proba <= 1))
@@ -255,7 +256,7 @@ def test_stratified_sample_keeps_the_churn_rate(frame: pd.DataFrame) -> None:
 
 def test_unknown_algorithm_and_too_few_rows_fail_clearly(frame: pd.DataFrame) -> None:
     with pytest.raises(ModelError, match="unknown algorithm"):
-        train.build_pipeline("forest")
+        build_pipeline("forest")
     tiny = pd.concat([frame[frame[TARGET_COLUMN] == "Yes"].iloc[:3], frame.iloc[:40]])
     with pytest.raises(ModelError, match="too few rows"):
         train.train_model(tiny.drop_duplicates(ID_COLUMN), cv_folds=5)

@@ -1,7 +1,13 @@
 """Train, evaluate, save and load the churn model.
 
-- :mod:`~churnstream.model.features`: pure feature engineering and drift profiles.
-- :mod:`~churnstream.model.train`: the pipeline and the training protocol.
+- :mod:`~churnstream.model.feature_batch`: the feature columns, the engineered formulas and
+  :class:`FeatureBatch` (numpy only: the scoring core imports it).
+- :mod:`~churnstream.model.arrays`: the fitted pipeline as arrays, evaluated with numpy
+  alone, bit for bit (the scoring core may import it).
+- :mod:`~churnstream.model.features`: feature engineering on DataFrames, drift profiles.
+- :mod:`~churnstream.model.pipeline`: the scikit-learn pipeline that is fitted.
+- :mod:`~churnstream.model.compile`: reads a fitted pipeline into those arrays.
+- :mod:`~churnstream.model.train`: the training protocol and the model's metadata.
 - :mod:`~churnstream.model.evaluate`: metrics, threshold choice, goals.
 - :mod:`~churnstream.model.artifacts`: the ``models/`` layout, safe skops loading.
 - :mod:`~churnstream.model.scorer`: :class:`Scorer`, loaded once, scores batches.

@@ -47,7 +47,7 @@ STAGING_PREFIX = ".staging-"
 DIR_MODE = 0o755
 
 #: Types our pipelines need beyond skops' built-in trusted set (sklearn estimators, numpy,
-#: builtins). Derived from the pipelines :func:`churnstream.model.train.build_pipeline` makes;
+#: builtins). Derived from the pipelines :func:`churnstream.model.pipeline.build_pipeline` makes;
 #: a unit test dumps every algorithm and checks that nothing else is required.
 TRUSTED_TYPES: tuple[str, ...] = (
     "churnstream.model.features.feature_matrix",

@@ -1,4 +1,7 @@
-"""Pure feature engineering and distribution profiles. No I/O, no fitted state.
+"""Pure feature engineering on DataFrames, and distribution profiles. No I/O, no fitted state.
+
+The column definitions and the numeric formulas are in :mod:`churnstream.model.feature_batch`
+(numpy only, shared with the compiled model); this module is their pandas side.
 
 :func:`feature_matrix` (:func:`add_features` as an array) runs *inside* the scikit-learn
 pipeline as a ``FunctionTransformer``,
@@ -10,58 +13,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from churnstream.model.feature_batch import (
+    ADDON_COLUMNS,
+    ENGINEERED_CATEGORICAL,
+    ENGINEERED_NUMERIC,
+    MODEL_COLUMNS,
+    RAW_CATEGORICAL,
+    FeatureBatch,
+    numeric_engineered,
+)
 from churnstream.schemas import CATEGORICAL_LEVELS, FEATURE_COLUMNS, NUMERIC_BOUNDS
 
 logger = logging.getLogger(__name__)
 
-#: The six internet add-ons; "Yes" counts as one service each.
-ADDON_COLUMNS: tuple[str, ...] = (
-    "OnlineSecurity",
-    "OnlineBackup",
-    "DeviceProtection",
-    "TechSupport",
-    "StreamingTV",
-    "StreamingMovies",
-)
-RAW_CATEGORICAL: tuple[str, ...] = tuple(CATEGORICAL_LEVELS)
-RAW_NUMERIC: tuple[str, ...] = tuple(NUMERIC_BOUNDS)
-#: Engineered numeric columns added by :func:`add_features`.
-ENGINEERED_NUMERIC: tuple[str, ...] = (
-    "log_tenure",
-    "avg_monthly_charge",
-    "charge_ratio",
-    "n_addons",
-    "auto_pay",
-)
-#: Engineered categorical columns added by :func:`add_features`.
-ENGINEERED_CATEGORICAL: tuple[str, ...] = ("contract_internet",)
-MODEL_CATEGORICAL: tuple[str, ...] = RAW_CATEGORICAL + ENGINEERED_CATEGORICAL
-MODEL_NUMERIC: tuple[str, ...] = RAW_NUMERIC + ENGINEERED_NUMERIC
-#: Column order of :func:`feature_matrix`'s output.
-MODEL_COLUMNS: tuple[str, ...] = MODEL_CATEGORICAL + MODEL_NUMERIC
-
-#: Levels of the engineered categorical, so the encoder's categories are fixed up front.
-CONTRACT_INTERNET_LEVELS: tuple[str, ...] = tuple(
-    f"{contract}|{internet}"
-    for contract in CATEGORICAL_LEVELS["Contract"]
-    for internet in CATEGORICAL_LEVELS["InternetService"]
-)
-# Below one currency unit an average charge is noise (and would blow up the ratio).
-MIN_AVG_CHARGE = 1.0
 PROFILE_BINS = 10
 PROFILE_NUMERIC: tuple[str, ...] = ("tenure", "MonthlyCharges")
 PROFILE_CATEGORICAL: tuple[str, ...] = ("Contract", "InternetService", "PaymentMethod")
 _AUTO_PAY = tuple(m for m in CATEGORICAL_LEVELS["PaymentMethod"] if "automatic" in m)
-#: Each categorical's levels as an object array, to turn level codes back into strings.
-_LEVEL_ARRAYS: dict[str, np.ndarray] = {
-    name: np.array(levels, dtype=object) for name, levels in CATEGORICAL_LEVELS.items()
-}
 _NUMERIC_DTYPES = {
     "SeniorCitizen": "int64",
     "tenure": "int64",
@@ -121,64 +94,15 @@ def _feature_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     return columns
 
 
-def numeric_engineered(
-    tenure: np.ndarray, monthly: np.ndarray, total: np.ndarray
-) -> dict[str, np.ndarray]:
-    """``log_tenure``, ``avg_monthly_charge`` and ``charge_ratio`` as float64 arrays.
-
-    The one definition of these formulas, shared by :func:`feature_matrix` (inside the
-    pipeline) and the compiled scorer (:mod:`churnstream.model.compiled`), so that both
-    produce bit-identical values.
-    """
-    tenure_f = tenure.astype(float)
-    monthly_f = monthly.astype(float)
-    total_f = total.astype(float)
-    avg = np.where(tenure_f > 0, total_f / np.maximum(tenure_f, 1.0), monthly_f)
-    return {
-        "log_tenure": np.log1p(np.maximum(tenure_f, 0.0)),
-        "avg_monthly_charge": avg,
-        "charge_ratio": monthly_f / np.maximum(avg, MIN_AVG_CHARGE),
-    }
-
-
-@dataclass(frozen=True)
-class FeatureBatch:
-    """The 19 model features of ``n`` rows, column-wise, as the fast path decodes them.
-
-    ``codes[:, i]`` is the position of row's value in ``CATEGORICAL_LEVELS[RAW_CATEGORICAL[i]]``
-    (so every categorical value is a known level); the numeric columns are typed arrays, with
-    ``TotalCharges`` already coerced by the contract's policy (blank is 0.0).
-    """
-
-    codes: np.ndarray  # (n, len(RAW_CATEGORICAL)) small ints
-    senior_citizen: np.ndarray  # int64
-    tenure: np.ndarray  # int64
-    monthly_charges: np.ndarray  # float64
-    total_charges: np.ndarray  # float64
-
-    def __len__(self) -> int:
-        return int(self.tenure.shape[0])
-
-    def take(self, rows: np.ndarray | slice) -> FeatureBatch:
-        """The rows selected by an index array or a slice."""
-        return FeatureBatch(
-            codes=self.codes[rows],
-            senior_citizen=self.senior_citizen[rows],
-            tenure=self.tenure[rows],
-            monthly_charges=self.monthly_charges[rows],
-            total_charges=self.total_charges[rows],
-        )
-
-    def to_frame(self) -> pd.DataFrame:
-        """The model-ready frame (what :func:`churnstream.events.events_to_frame` builds)."""
-        data: dict[str, Any] = {}
-        for position, name in enumerate(RAW_CATEGORICAL):
-            data[name] = _LEVEL_ARRAYS[name][self.codes[:, position]]
-        data["SeniorCitizen"] = self.senior_citizen
-        data["tenure"] = self.tenure
-        data["MonthlyCharges"] = self.monthly_charges
-        data["TotalCharges"] = self.total_charges
-        return pd.DataFrame({c: data[c] for c in FEATURE_COLUMNS})
+def to_frame(batch: FeatureBatch) -> pd.DataFrame:
+    """The model-ready frame of a decoded batch (what :func:`churnstream.events.events_to_frame`
+    builds from the same events)."""
+    data: dict[str, Any] = {name: batch.levels(name) for name in RAW_CATEGORICAL}
+    data["SeniorCitizen"] = batch.senior_citizen
+    data["tenure"] = batch.tenure
+    data["MonthlyCharges"] = batch.monthly_charges
+    data["TotalCharges"] = batch.total_charges
+    return pd.DataFrame({c: data[c] for c in FEATURE_COLUMNS})
 
 
 def quantile_edges(values: Sequence[float] | np.ndarray, bins: int = PROFILE_BINS) -> list[float]:
@@ -263,3 +187,20 @@ def feature_schema(frame: pd.DataFrame | None = None) -> dict[str, Any]:
             "categorical": list(ENGINEERED_CATEGORICAL),
         },
     }
+
+
+def from_frame(frame: pd.DataFrame) -> FeatureBatch:
+    """The :class:`FeatureBatch` of a typed frame (as :func:`churnstream.data.validate_frame`
+    makes it). Raises ValueError when a categorical holds a value that is not a known level."""
+    codes = np.empty((len(frame), len(RAW_CATEGORICAL)), dtype=np.int8)
+    for position, name in enumerate(RAW_CATEGORICAL):
+        codes[:, position] = pd.Categorical(frame[name], categories=CATEGORICAL_LEVELS[name]).codes
+    if (codes < 0).any():
+        raise ValueError("a categorical feature holds an unknown level")
+    return FeatureBatch(
+        codes=codes,
+        senior_citizen=frame["SeniorCitizen"].to_numpy(dtype=np.int64),
+        tenure=frame["tenure"].to_numpy(dtype=np.int64),
+        monthly_charges=frame["MonthlyCharges"].to_numpy(dtype=np.float64),
+        total_charges=frame["TotalCharges"].to_numpy(dtype=np.float64),
+    )

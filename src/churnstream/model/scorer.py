@@ -19,8 +19,10 @@ from sklearn.pipeline import Pipeline
 from churnstream.exceptions import ModelError, ModelLoadError
 from churnstream.logging import MODEL_VERSION
 from churnstream.model import artifacts
-from churnstream.model.compiled import CompiledPipeline, UnsupportedModelError
-from churnstream.model.features import RAW_CATEGORICAL, FeatureBatch
+from churnstream.model.arrays import CompiledPipeline, UnsupportedModelError
+from churnstream.model.compile import compile_pipeline
+from churnstream.model.feature_batch import RAW_CATEGORICAL, FeatureBatch
+from churnstream.model.features import to_frame
 from churnstream.schemas import CATEGORICAL_LEVELS, FEATURE_COLUMNS
 
 logger = logging.getLogger(__name__)
@@ -112,12 +114,12 @@ class Scorer:
         another shape) the pipeline itself keeps scoring, with a log line saying why.
         """
         try:
-            compiled = CompiledPipeline.compile(self.pipeline)
+            compiled = compile_pipeline(self.pipeline)
             check = synthetic_features(COMPILED_CHECK_ROWS, COMPILED_CHECK_SEED)
             # A large and a small batch: the compiled model sums trees differently by size.
             checks = [check, check.take(slice(0, COMPILED_CHECK_SMALL_ROWS))]
             expected = np.concatenate(
-                [self.pipeline.predict_proba(c.to_frame())[:, 1] for c in checks]
+                [self.pipeline.predict_proba(to_frame(c))[:, 1] for c in checks]
             ).astype(float)
             got = np.concatenate([compiled.predict_proba(c) for c in checks])
         except (UnsupportedModelError, ValueError, TypeError, KeyError) as exc:
@@ -137,7 +139,7 @@ class Scorer:
 
     def predict_features(self, batch: FeatureBatch) -> np.ndarray:
         """Churn probability per row of decoded features; identical to :meth:`predict_proba`
-        on ``batch.to_frame()``, without building that frame when the model is compiled."""
+        on ``to_frame(batch)``, without building that frame when the model is compiled."""
         if len(batch) == 0:
             return np.empty(0, dtype=float)
         if self.compiled is not None:
@@ -145,7 +147,7 @@ class Scorer:
                 return self.compiled.predict_proba(batch)
             except UnsupportedModelError:
                 pass  # e.g. non-finite inputs: the pipeline decides what they give
-        return self.predict_proba(batch.to_frame())
+        return self.predict_proba(to_frame(batch))
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Churn probability per row, as float64, in one call for the whole batch.

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from churnstream.model.features import RAW_CATEGORICAL, FeatureBatch
+from churnstream.model.feature_batch import RAW_CATEGORICAL, FeatureBatch
 from churnstream.schemas import (
     CATEGORICAL_LEVELS,
     FEATURE_COLUMNS,

@@ -35,7 +35,8 @@ from churnstream.headers import (
     source_key,
 )
 from churnstream.logging import ERROR_CODE, OFFSET, PARTITION, TOPIC
-from churnstream.model.features import RAW_CATEGORICAL, FeatureBatch
+from churnstream.model.feature_batch import RAW_CATEGORICAL, FeatureBatch
+from churnstream.model.features import to_frame
 from churnstream.pipeline import fastpath
 from churnstream.schemas import (
     CATEGORICAL_LEVELS,
@@ -521,7 +522,7 @@ def score_batch(
                 n_good,
             )
         else:
-            frame = features.to_frame()
+            frame = to_frame(features)
             probabilities = _predict(
                 lambda rows: predict_proba(frame if rows is None else frame.iloc[rows]),
                 n_good,

@@ -1,0 +1,266 @@
+"""The trained pipeline as arrays, evaluated with numpy alone, bit for bit.
+
+``Pipeline.predict_proba`` on a small batch is dominated by overhead: the ColumnTransformer
+validates and converts an object array column by column, and the histogram gradient boosting
+model makes one Python-level call (and one OpenMP region) per tree. :class:`CompiledPipeline`
+holds the fitted parameters as plain arrays (read once by :mod:`churnstream.model.compile`)
+and computes the same numbers directly from a
+:class:`~churnstream.model.feature_batch.FeatureBatch`:
+
+- the design matrix the ColumnTransformer would produce (one-hot block, then the scaled
+  numeric block), with the same float operations in the same order;
+- logistic regression as ``expit(X @ coef.T + intercept)``, exactly as scikit-learn does;
+- histogram gradient boosting from lookup tables: every split compares one feature with a
+  threshold, so each tree's leaf is a function of a few small integer codes (a category, or
+  how many of the tree's thresholds a number exceeds). Leaf values are summed tree after tree
+  from the baseline, in scikit-learn's order, so the raw score is the same float;
+- a soft vote as the mean of the members' probabilities, as ``np.average`` computes it.
+
+The logistic function is a parameter: the compiler hands over the one scikit-learn itself
+calls (scipy's ``expit``). numpy's ``exp`` differs from it in the last bit for a few percent
+of inputs, so computing it here would break the bit-for-bit promise.
+
+numpy only (no scikit-learn, scipy or pandas): the scoring core may import it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from churnstream.model.feature_batch import (
+    ADDON_COLUMNS,
+    RAW_CATEGORICAL,
+    FeatureBatch,
+    numeric_engineered,
+)
+from churnstream.schemas import CATEGORICAL_LEVELS
+
+logger = logging.getLogger(__name__)
+
+#: From this many rows, trees are summed by a loop over tree-major leaves (else a cumsum).
+LOOP_SUM_MIN_ROWS = 256
+#: The engineered one-hot group: Contract x InternetService.
+CONTRACT_INTERNET = "contract_internet"
+_YES = CATEGORICAL_LEVELS[ADDON_COLUMNS[0]].index("Yes")
+_AUTO_PAY_CODES = np.array(
+    [i for i, m in enumerate(CATEGORICAL_LEVELS["PaymentMethod"]) if "automatic" in m]
+)
+_ADDON_POSITIONS = [RAW_CATEGORICAL.index(name) for name in ADDON_COLUMNS]
+_PAYMENT = RAW_CATEGORICAL.index("PaymentMethod")
+_AUTO_PAY_BY_CODE = np.isin(
+    np.arange(len(CATEGORICAL_LEVELS["PaymentMethod"])), _AUTO_PAY_CODES
+).astype(float)
+_CONTRACT = RAW_CATEGORICAL.index("Contract")
+_INTERNET = RAW_CATEGORICAL.index("InternetService")
+_N_INTERNET = len(CATEGORICAL_LEVELS["InternetService"])
+
+#: ``expit(x, out=x)``: the logistic function, in place, as scikit-learn's models call it.
+Logistic = Callable[..., np.ndarray]
+
+
+class UnsupportedModelError(ValueError):
+    """The pipeline has a shape this module does not reproduce; use the pipeline itself."""
+
+
+class Probability(Protocol):
+    """A compiled classifier: churn probability per row of the design matrix."""
+
+    def __call__(self, design: np.ndarray, groups: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class OneHotGroup:
+    """One one-hot encoded column: the design-matrix column for each of our level codes."""
+
+    name: str
+    columns: np.ndarray  # our code -> design column, -1 when the encoder lacks that level
+
+
+class CompiledPipeline:
+    """``pipeline.predict_proba(frame)[:, 1]`` from level codes and numbers, bit-identical."""
+
+    def __init__(
+        self,
+        groups: list[OneHotGroup],
+        n_onehot: int,
+        numeric: list[str],
+        mean: np.ndarray | None,
+        scale: np.ndarray | None,
+        classifier: Probability,
+    ) -> None:
+        self._groups = groups
+        self._n_onehot = n_onehot
+        self._numeric = numeric
+        self._mean = mean
+        self._scale = scale
+        self._probability = classifier
+        self.width = n_onehot + len(numeric)
+        widest = max((g.columns.shape[0] for g in groups), default=0)
+        self._column_table = np.full((len(groups), widest), -1, dtype=np.intp)
+        for position, group in enumerate(groups):
+            self._column_table[position, : group.columns.shape[0]] = group.columns
+        self._group_index = np.arange(len(groups))[None, :]
+
+    def group_codes(self, batch: FeatureBatch) -> np.ndarray:
+        """(n, groups) level codes of every one-hot group, contract_internet included."""
+        codes = np.empty((len(batch), len(self._groups)), dtype=np.intp)
+        for position, group in enumerate(self._groups):
+            if group.name == CONTRACT_INTERNET:
+                codes[:, position] = (
+                    batch.codes[:, _CONTRACT].astype(np.intp) * _N_INTERNET
+                    + batch.codes[:, _INTERNET]
+                )
+            else:
+                codes[:, position] = batch.codes[:, RAW_CATEGORICAL.index(group.name)]
+        return codes
+
+    def design_matrix(self, batch: FeatureBatch, groups: np.ndarray) -> np.ndarray:
+        """The float64 matrix the fitted ColumnTransformer would hand to the classifier."""
+        n = len(batch)
+        design = np.zeros((n, self.width), dtype=np.float64)
+        # Every group's design column at once: (rows, groups), -1 where the level is unknown.
+        columns = self._column_table[self._group_index, groups]
+        known = columns >= 0
+        design[np.nonzero(known)[0], columns[known]] = 1.0
+        values = _numeric_values(batch)
+        block = np.empty((n, len(self._numeric)), dtype=np.float64)
+        for position, name in enumerate(self._numeric):
+            block[:, position] = values[name]
+        # StandardScaler.transform: subtract, then divide, in place.
+        if self._mean is not None:
+            block -= self._mean
+        if self._scale is not None:
+            block /= self._scale
+        design[:, self._n_onehot :] = block
+        return design
+
+    def predict_proba(self, batch: FeatureBatch) -> np.ndarray:
+        """Churn probability per row; NaN-free input only (the scoring core guarantees it)."""
+        if len(batch) == 0:
+            return np.empty(0, dtype=float)
+        groups = self.group_codes(batch)
+        design = self.design_matrix(batch, groups)
+        if not np.isfinite(design).all():
+            raise UnsupportedModelError("non-finite features: score them with the pipeline")
+        return self._probability(design, groups)
+
+
+def _numeric_values(batch: FeatureBatch) -> dict[str, np.ndarray]:
+    """Raw and engineered numeric features, as float64, computed as feature_matrix does."""
+    values = numeric_engineered(batch.tenure, batch.monthly_charges, batch.total_charges)
+    # Small whole numbers, so any summation order gives the same float as feature_matrix.
+    values["n_addons"] = (batch.codes[:, _ADDON_POSITIONS] == _YES).sum(axis=1).astype(float)
+    values["auto_pay"] = _AUTO_PAY_BY_CODE[batch.codes[:, _PAYMENT]]
+    values["SeniorCitizen"] = batch.senior_citizen.astype(float)
+    values["tenure"] = batch.tenure.astype(float)
+    values["MonthlyCharges"] = batch.monthly_charges.astype(float)
+    values["TotalCharges"] = batch.total_charges.astype(float)
+    return values
+
+
+# -- classifiers ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LogisticArrays:
+    """A binary logistic regression: ``coef_.T`` (features, 1) and ``intercept_`` (1,)."""
+
+    coef_t: np.ndarray
+    intercept: np.ndarray
+    expit: Logistic
+
+    def __call__(self, design: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        # LogisticRegression._predict_proba_lr: decision_function, then expit in place.
+        scores = (design @ self.coef_t + self.intercept).reshape(-1)
+        return np.asarray(self.expit(scores, out=scores))
+
+
+@dataclass(frozen=True)
+class SoftVote:
+    """An unweighted soft vote of compiled members."""
+
+    members: Sequence[Probability]
+
+    def __call__(self, design: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        # np.average(..., axis=0) without weights: a sum along the first axis, then / count.
+        total = self.members[0](design, groups).copy()
+        for member in self.members[1:]:
+            total += member(design, groups)
+        return np.asarray(np.true_divide(total, len(self.members)))
+
+
+@dataclass(frozen=True)
+class Code:
+    """An integer code per row that decides some splits: a one-hot group or a numeric bin."""
+
+    kind: str  # "group" or "numeric"
+    source: int  # group position or design column
+    thresholds: np.ndarray  # numeric: sorted distinct thresholds over all trees
+    domain: int
+
+
+#: Codes multiplied into one lookup group: (member code indexes, their radices, the table of
+#: per-tree index contributions for every packed value, shape (domain, trees)).
+Pack = tuple[list[int], list[int], np.ndarray]
+
+
+@dataclass(frozen=True)
+class TreeTables:
+    """Histogram gradient boosting (numeric splits only) as per-tree leaf lookup tables.
+
+    Each tree's leaf depends on a few codes; its table holds the leaf value for every
+    combination of them. A row's per-tree table index is a sum of per-code contributions,
+    gathered from a few packed tables (codes multiplied into groups of bounded size), so a
+    batch needs a handful of array operations instead of one call per tree.
+    """
+
+    baseline: float
+    codes: list[Code]
+    leaves: np.ndarray  # every tree's table, concatenated
+    offsets_without_codes: np.ndarray  # each tree's table start (for trees of one leaf)
+    n_trees: int
+    packs: list[Pack]
+    expit: Logistic
+
+    def codes_for(self, design: np.ndarray, groups: np.ndarray) -> list[np.ndarray]:
+        out = []
+        for code in self.codes:
+            if code.kind == "group":
+                out.append(groups[:, code.source])
+            else:
+                out.append(np.searchsorted(code.thresholds, design[:, code.source], side="left"))
+        return out
+
+    def raw(self, design: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """The raw score: baseline, then each tree's leaf added in order."""
+        n = design.shape[0]
+        index: np.ndarray = np.broadcast_to(self.offsets_without_codes, (n, self.n_trees))
+        if self.codes:
+            codes = self.codes_for(design, groups)
+            for position, (members, radices, table) in enumerate(self.packs):
+                packed = codes[members[0]].astype(np.intp, copy=True)
+                for member, radix in zip(members[1:], radices[1:], strict=True):
+                    packed += codes[member] * radix
+                part = table[packed]  # (rows, trees): one contiguous row per code
+                if position == 0:
+                    index = part
+                else:
+                    index += part
+        # Sum in scikit-learn's order, ((b + v1) + v2) + ..., one tree after the other.
+        if n >= LOOP_SUM_MIN_ROWS:
+            # Tree-major leaves: 150 whole-row additions beat a cumsum across each row.
+            by_tree = self.leaves[index.T]
+            total: np.ndarray = by_tree[0] + self.baseline
+            for row in by_tree[1:]:
+                total += row
+            return total
+        leaves = self.leaves[index]
+        leaves[:, 0] += self.baseline
+        return np.asarray(np.cumsum(leaves, axis=1)[:, -1])  # sequential by definition
+
+    def __call__(self, design: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        raw = self.raw(design, groups)
+        return np.asarray(self.expit(raw, out=raw))
