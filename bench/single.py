@@ -1,4 +1,5 @@
-"""Scoring one record in-process: the fast path and the reference, through score_batch."""
+"""Scoring one record in-process: the scoring core's score_batch, and the reference
+(``tests/oracle.py``) for comparison."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from tests.oracle import score_batch_reference
 
 from churnstream.events import encode_event, stamp
 from churnstream.model.scorer import Scorer
-from churnstream.pipeline.transform import RawMessage, score_batch, score_batch_reference
 from churnstream.schemas import utc_now_iso
+from churnstream.scoring.batch import score_batch
+from churnstream.scoring.messages import RawMessage
 
 WARMUP = 200
 
@@ -23,7 +27,7 @@ class SingleResult:
     fast_p99_ms: float
     reference_p50_ms: float
     reference_p99_ms: float
-    #: Building BatchResult.scored (the analytics rows), which the loop does after commit.
+    #: Building the analytics frame of BatchResult.scored, which the loop does after commit.
     analytics_frame_p50_ms: float
 
     def as_dict(self) -> dict[str, Any]:
@@ -35,9 +39,12 @@ def measure(scorer: Scorer, rows: list[dict[str, Any]], iterations: int) -> Sing
     for i in range(iterations + WARMUP):
         key, value = encode_event(stamp(rows[i % len(rows)], utc_now_iso()))
         messages.append(RawMessage("bench", 0, i, key, value))
-    fast, frame = _time(score_batch, scorer, messages)
+    fast, frame = _time(score_batch, scorer.predict_features, scorer, messages)
     reference, _ = _time(
-        score_batch_reference, scorer, messages[: max(WARMUP + 1, len(messages) // 4)]
+        score_batch_reference,
+        scorer.predict_proba,
+        scorer,
+        messages[: max(WARMUP + 1, len(messages) // 4)],
     )
     return SingleResult(
         iterations=iterations,
@@ -49,14 +56,16 @@ def measure(scorer: Scorer, rows: list[dict[str, Any]], iterations: int) -> Sing
     )
 
 
-def _time(fn: Any, scorer: Scorer, messages: list[RawMessage]) -> tuple[np.ndarray, np.ndarray]:
+def _time(
+    fn: Any, model: Any, scorer: Scorer, messages: list[RawMessage]
+) -> tuple[np.ndarray, np.ndarray]:
     """Milliseconds per call of ``fn`` on one message, and to build its analytics frame."""
     times, frames = [], []
     for i, message in enumerate(messages):
         started = time.perf_counter()
         result = fn(
             [message],
-            scorer.predict_proba,
+            model,
             threshold=scorer.threshold,
             model_version=scorer.version,
         )
@@ -64,7 +73,7 @@ def _time(fn: Any, scorer: Scorer, messages: list[RawMessage]) -> tuple[np.ndarr
         if len(result.predictions) != 1:
             raise RuntimeError("a single-record benchmark event was not scored")
         started = time.perf_counter()
-        _ = result.scored
+        _ = pd.DataFrame(result.scored)
         frame = time.perf_counter() - started
         if i >= WARMUP:
             times.append(took * 1000)

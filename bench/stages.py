@@ -12,16 +12,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tests.oracle import score_batch_reference
+
 from churnstream.events import encode_event, events_to_frame, stamp
 from churnstream.model.scorer import Scorer
-from churnstream.pipeline import fastpath
-from churnstream.pipeline.transform import (
-    RawMessage,
-    decode_event,
-    score_batch,
-    score_batch_reference,
-)
 from churnstream.schemas import utc_now_iso
+from churnstream.scoring.batch import score_batch
+from churnstream.scoring.decode import decode_event
+from churnstream.scoring.messages import RawMessage
+from churnstream.scoring.validate import check_batch
 
 REPEATS = 7
 
@@ -35,20 +34,18 @@ def measure(scorer: Scorer, rows: list[dict[str, Any]], batch: int = 5000) -> di
     keys = [m.key for m in messages]
     events = [decode_event(m) for m in messages]
     frame = events_to_frame(events)
-    fast, _ = fastpath.check_batch(values, keys)
+    fast, _ = check_batch(values, keys)
     one_frame = frame.iloc[:1]
-    one_features = fastpath.take_features(fast.features, slice(0, 1))
+    one_features = fast.features.take(slice(0, 1))
 
-    def whole(fn: Callable[..., Any]) -> Callable[[], Any]:
-        return lambda: fn(
-            messages, scorer.predict_proba, threshold=scorer.threshold, model_version="v"
-        )
+    def whole(fn: Callable[..., Any], model: Callable[..., Any]) -> Callable[[], Any]:
+        return lambda: fn(messages, model, threshold=scorer.threshold, model_version="v")
 
     def decode_reference() -> Any:
         return [decode_event(m) for m in messages]
 
     def decode_fast() -> Any:
-        return fastpath.check_batch(values, keys)
+        return check_batch(values, keys)
 
     per_message = {
         "decode + validate: pydantic per message": _us(decode_reference, batch),
@@ -56,8 +53,10 @@ def measure(scorer: Scorer, rows: list[dict[str, Any]], batch: int = 5000) -> di
         "features: DataFrame from events": _us(lambda: events_to_frame(events), batch),
         "model: Pipeline.predict_proba (batch)": _us(lambda: scorer.predict_proba(frame), batch),
         "model: compiled (batch)": _us(lambda: scorer.predict_features(fast.features), batch),
-        "transform: reference (score_batch_reference)": _us(whole(score_batch_reference), batch),
-        "transform: fast (score_batch)": _us(whole(score_batch), batch),
+        "transform: reference (score_batch_reference)": _us(
+            whole(score_batch_reference, scorer.predict_proba), batch
+        ),
+        "transform: fast (score_batch)": _us(whole(score_batch, scorer.predict_features), batch),
     }
     single = {
         "model: Pipeline.predict_proba, 1 row (us)": _us(

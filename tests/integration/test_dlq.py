@@ -35,7 +35,9 @@ from churnstream.headers import (
     SOURCE_HEADER,
 )
 from churnstream.kafka import admin, clients
-from churnstream.pipeline.transform import MAX_BODY_BYTES, RawMessage, dead_letter
+from churnstream.scoring.dead_letter import dead_letter
+from churnstream.scoring.decode import MAX_BODY_BYTES
+from churnstream.scoring.messages import RawMessage
 from churnstream.settings import KafkaSettings, Settings
 from tests.integration.kafka_io import Record, read_topic, send_raw
 from tests.unit.test_schemas import EVENT

@@ -54,6 +54,6 @@ def test_dead_letter_warning_line_carries_topic_partition_offset_and_code(
         assert len(letters) == 1, (where, records)
         letter = letters[0]
         assert letter["level"] == "WARNING"
-        assert letter["logger"] == "churnstream.pipeline.transform"
+        assert letter["logger"] == "churnstream.scoring.dead_letter"
         assert (letter["topic"], letter["partition"], letter["offset"]) == (raw, 0, 2)
         assert letter["error_code"] == "not_json"

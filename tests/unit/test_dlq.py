@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -31,7 +30,10 @@ from churnstream.headers import (
     RUN_ID_HEADER,
     SOURCE_HEADER,
 )
-from churnstream.pipeline.transform import MAX_BODY_BYTES, RawMessage, score_batch
+from churnstream.model.feature_batch import FeatureBatch
+from churnstream.scoring.batch import score_batch
+from churnstream.scoring.decode import MAX_BODY_BYTES
+from churnstream.scoring.messages import RawMessage
 from tests.unit.test_schemas import EVENT
 
 DLQ = "telco.deadletter"
@@ -52,8 +54,8 @@ BAD: list[tuple[bytes | None, bytes | None, str]] = [
 ]
 
 
-def model(frame: pd.DataFrame) -> np.ndarray:
-    return np.full(len(frame), 0.5)
+def model(batch: FeatureBatch) -> np.ndarray:
+    return np.full(len(batch), 0.5)
 
 
 def letters_for(

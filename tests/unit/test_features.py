@@ -204,5 +204,5 @@ def test_feature_batch_and_frame_round_trip() -> None:
     assert np.array_equal(back.senior_citizen, batch.senior_citizen)
     frame = to_frame(batch)
     frame.loc[3, "Contract"] = "Weekly"
-    with pytest.raises(ValueError, match="unknown level"):
+    with pytest.raises(ValueError, match="Contract holds a value that is not a known level"):
         from_frame(frame)

@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 import orjson
-import pandas as pd
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from churnstream.model.feature_batch import FeatureBatch
 from churnstream.observability import metrics as m
 from churnstream.observability import names
 from churnstream.observability.health import ScorerHealth
@@ -24,15 +24,16 @@ from churnstream.observability.metrics import (
     partition_lags,
 )
 from churnstream.pipeline.scorer import ScoreSummary
-from churnstream.pipeline.transform import RawMessage, score_batch
+from churnstream.scoring.batch import score_batch
+from churnstream.scoring.messages import RawMessage
 from tests.unit.test_schemas import EVENT
 
 NOW = datetime(2025, 10, 3, 4, 0, 2, tzinfo=UTC)  # 2 s after EVENT's event_ts
 TOPIC = "telco.raw.customers"
 
 
-def by_tenure(frame: pd.DataFrame) -> np.ndarray:
-    return np.clip(1.0 - frame["tenure"].to_numpy() / 72.0, 0, 1)
+def by_tenure(batch: FeatureBatch) -> np.ndarray:
+    return np.clip(1.0 - batch.tenure / 72.0, 0, 1)
 
 
 def fake_batch() -> tuple[list[RawMessage], Any]:

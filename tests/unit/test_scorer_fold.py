@@ -11,7 +11,8 @@ from churnstream.model import train
 from churnstream.model.scorer import Scorer
 from churnstream.pipeline import scorer as loop_module
 from churnstream.pipeline.scorer import ScoreOptions, ScorerLoop
-from churnstream.pipeline.transform import RawMessage, score_batch
+from churnstream.scoring.batch import score_batch
+from churnstream.scoring.messages import RawMessage
 from churnstream.settings import load_settings
 from tests.unit.test_schemas import EVENT
 from tests.unit.test_train import train_small
@@ -69,7 +70,7 @@ def window_after(run: train.TrainRun, fold_interval_s: float) -> dict[str, Any]:
         for batch in batches():
             result = score_batch(
                 batch,
-                scorer.predict_proba,
+                scorer.predict_features,
                 threshold=scorer.threshold,
                 model_version=scorer.version,
                 consumer_group="g",

@@ -52,7 +52,6 @@ from starlette.concurrency import run_in_threadpool
 
 from churnstream import __version__
 from churnstream.exceptions import ModelError, ModelLoadError
-from churnstream.pipeline.fastpath import features_of_events
 from churnstream.schemas import (
     TIMESTAMP_COLUMN,
     TIMESTAMP_PATTERN,
@@ -62,6 +61,7 @@ from churnstream.schemas import (
     Prediction,
     utc_now_iso,
 )
+from churnstream.scoring.decode import features_of_events
 from churnstream.settings import Settings
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from confluent_kafka import Consumer
 
     from churnstream.pipeline.scorer import ScoreSummary
-    from churnstream.pipeline.transform import BatchResult, RawMessage
+    from churnstream.scoring.messages import BatchResult, RawMessage
 
 logger = logging.getLogger(__name__)
 

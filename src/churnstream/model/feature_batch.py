@@ -55,6 +55,11 @@ MIN_AVG_CHARGE = 1.0
 LEVEL_ARRAYS: dict[str, np.ndarray] = {
     name: np.array(levels, dtype=object) for name, levels in CATEGORICAL_LEVELS.items()
 }
+#: Each categorical's level -> its code in :attr:`FeatureBatch.codes`.
+LEVEL_CODES: dict[str, dict[str, int]] = {
+    name: {level: code for code, level in enumerate(levels)}
+    for name, levels in CATEGORICAL_LEVELS.items()
+}
 
 
 def numeric_engineered(

@@ -22,6 +22,7 @@ from churnstream.model.feature_batch import (
     ADDON_COLUMNS,
     ENGINEERED_CATEGORICAL,
     ENGINEERED_NUMERIC,
+    LEVEL_CODES,
     MODEL_COLUMNS,
     RAW_CATEGORICAL,
     FeatureBatch,
@@ -194,9 +195,10 @@ def from_frame(frame: pd.DataFrame) -> FeatureBatch:
     makes it). Raises ValueError when a categorical holds a value that is not a known level."""
     codes = np.empty((len(frame), len(RAW_CATEGORICAL)), dtype=np.int8)
     for position, name in enumerate(RAW_CATEGORICAL):
-        codes[:, position] = pd.Categorical(frame[name], categories=CATEGORICAL_LEVELS[name]).codes
-    if (codes < 0).any():
-        raise ValueError("a categorical feature holds an unknown level")
+        column = frame[name].map(LEVEL_CODES[name])
+        if column.isna().any():
+            raise ValueError(f"{name} holds a value that is not a known level")
+        codes[:, position] = column.to_numpy(dtype=np.int8)
     return FeatureBatch(
         codes=codes,
         senior_citizen=frame["SeniorCitizen"].to_numpy(dtype=np.int64),

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 from numpy.typing import ArrayLike
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import HistogramMetricFamily, Metric
@@ -73,7 +74,7 @@ if TYPE_CHECKING:
     from confluent_kafka import Consumer
 
     from churnstream.pipeline.scorer import ScoreSummary
-    from churnstream.pipeline.transform import BatchResult, RawMessage
+    from churnstream.scoring.messages import BatchResult, RawMessage
 
 logger = logging.getLogger(__name__)
 
@@ -292,13 +293,11 @@ class PrometheusScorerObserver(ScorerObserver):
         self.batch_size.observe(len(batch))
         if result.predictions:
             self.inference.observe(result.inference_ms / 1000.0)
-        if not scored.empty:
-            if "prediction" in scored.columns:
-                self.predicted_churn.inc(int(scored["prediction"].eq("Yes").sum()))
-            if "e2e_latency_ms" in scored.columns:
-                e2e = scored["e2e_latency_ms"].to_numpy(dtype=np.float64) / 1000.0
-                # A producer clock ahead of ours would make it negative; count it as 0.
-                self.end_to_end.observe(np.maximum(e2e, 0.0))
+        if len(scored["prediction"]):
+            self.predicted_churn.inc(int(np.count_nonzero(scored["prediction"] == "Yes")))
+            e2e = scored["e2e_latency_ms"].astype(np.float64) / 1000.0
+            # A producer clock ahead of ours would make it negative; count it as 0.
+            self.end_to_end.observe(np.maximum(e2e, 0.0))
         self.last_batch = self._clock()
         self.last_batch_ts.set(self._wall_clock())
 
@@ -392,7 +391,7 @@ class DriftObserver(ScorerObserver):
         self, batch: Sequence[RawMessage], result: BatchResult, summary: ScoreSummary
     ) -> None:
         if self._own is not None:
-            self._own.add(result.scored)
+            self._own.add(pd.DataFrame(result.scored))
 
     def on_window(self, window: dict[str, Any]) -> None:
         block = window.get("drift")

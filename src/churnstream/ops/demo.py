@@ -18,7 +18,7 @@ from churnstream.ops import devbroker
 from churnstream.pipeline.observers import ScorerObserver
 from churnstream.pipeline.producer import ProduceOptions, ProduceSummary, run_producer
 from churnstream.pipeline.scorer import ScoreOptions, ScorerLoop, ScoreSummary
-from churnstream.pipeline.transform import BatchResult, RawMessage
+from churnstream.scoring.messages import BatchResult, RawMessage
 from churnstream.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from churnstream.exceptions import ModelLoadError
 from churnstream.logging import MODEL_VERSION
 from churnstream.model.artifacts import LATEST_FILE
+from churnstream.model.feature_batch import FeatureBatch
 from churnstream.model.scorer import Scorer
 
 logger = logging.getLogger(__name__)
@@ -90,11 +90,11 @@ class ShadowTap:
         self._calls = 0
         self.shadow_proba = None
 
-    def _tap(self, method: str, batch: Any, champion_proba: np.ndarray) -> np.ndarray:
+    def _tap(self, batch: FeatureBatch, champion_proba: np.ndarray) -> np.ndarray:
         self._calls += 1
         if self._calls == 1:
             try:
-                proba = np.asarray(getattr(self.shadow, method)(batch), dtype=float)
+                proba = np.asarray(self.shadow.predict_features(batch), dtype=float)
                 if proba.shape == champion_proba.shape and np.isfinite(proba).all():
                     self.shadow_proba = proba
             except Exception:  # noqa: BLE001 - the shadow must never hurt the champion
@@ -106,8 +106,5 @@ class ShadowTap:
                 )
         return champion_proba
 
-    def predict_features(self, batch: Any) -> np.ndarray:
-        return self._tap("predict_features", batch, self.champion.predict_features(batch))
-
-    def predict_proba(self, frame: Any) -> np.ndarray:
-        return self._tap("predict_proba", frame, self.champion.predict_proba(frame))
+    def predict_features(self, batch: FeatureBatch) -> np.ndarray:
+        return self._tap(batch, self.champion.predict_features(batch))

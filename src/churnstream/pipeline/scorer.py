@@ -44,9 +44,10 @@ from churnstream.model.scorer import Scorer
 from churnstream.observability.runtime import drift_reference
 from churnstream.pipeline.models import ModelWatcher, ShadowTap
 from churnstream.pipeline.observers import ScorerObserver
-from churnstream.pipeline.shadow import ShadowRecord, ShadowStats, shadow_records
-from churnstream.pipeline.transform import BatchResult, RawMessage, score_batch
 from churnstream.reports import write_summary
+from churnstream.scoring.batch import score_batch
+from churnstream.scoring.messages import BatchResult, RawMessage
+from churnstream.scoring.shadow import ShadowRecord, ShadowStats, shadow_records
 from churnstream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -220,7 +221,7 @@ class ScorerLoop:
         self._last_fold = time.monotonic()
         if not self._unfolded:
             return
-        frames = [result.scored for result in self._unfolded]
+        frames = [pd.DataFrame(result.scored) for result in self._unfolded]
         # Concatenated in order, the rows fold exactly as batch after batch would.
         self._window.add_scored(frames[0] if len(frames) == 1 else pd.concat(frames))
         self._unfolded = []
@@ -394,7 +395,7 @@ class ScorerLoop:
             tap.begin()
         result = score_batch(
             batch,
-            tap.predict_proba if tap is not None else self.scorer.predict_proba,
+            tap.predict_features if tap is not None else self.scorer.predict_features,
             threshold=self.scorer.threshold,
             model_version=self.scorer.version,
             consumer_group=opts.group_id,
@@ -439,7 +440,9 @@ class ScorerLoop:
             return []
         if len(tap.shadow_proba) != len(result.predictions):
             return []  # the champion lost rows to inference errors: skip this batch's shadow
-        return shadow_records(result.predictions, tap.shadow_proba, self.shadow)
+        return shadow_records(
+            result, tap.shadow_proba, threshold=self.shadow.threshold, version=self.shadow.version
+        )
 
     def _produce_outputs(
         self, result: BatchResult, producer: SafeProducer, shadow: Sequence[ShadowRecord] = ()

@@ -1,4 +1,4 @@
-"""The pure scoring transform: every message becomes a prediction or a dead letter."""
+"""The scoring core's score_batch: every message becomes a prediction or a dead letter."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from typing import Any
 
 import numpy as np
 import orjson
-import pandas as pd
 import pytest
 
 from churnstream.headers import ERROR_CODE_HEADER, SOURCE_HEADER
-from churnstream.pipeline.transform import RawMessage, score_batch
+from churnstream.model.feature_batch import FeatureBatch
 from churnstream.schemas import DeadLetter, Prediction
+from churnstream.scoring.batch import score_batch
+from churnstream.scoring.infer import score_features
+from churnstream.scoring.messages import RawMessage
 from tests.unit.test_schemas import EVENT, contract
 
 NOW = datetime(2025, 10, 3, 4, 0, 1, tzinfo=UTC)
@@ -27,9 +29,9 @@ def event(**changes: Any) -> bytes:
     return orjson.dumps({**EVENT, **changes})
 
 
-def by_tenure(frame: pd.DataFrame) -> np.ndarray:
+def by_tenure(batch: FeatureBatch) -> np.ndarray:
     """A transparent stand-in model: probability falls with tenure."""
-    return np.clip(1.0 - frame["tenure"].to_numpy() / 72.0, 0, 1)
+    return np.clip(1.0 - batch.tenure / 72.0, 0, 1)
 
 
 def run(messages: list[RawMessage], model: Any = by_tenure) -> Any:
@@ -51,7 +53,7 @@ def test_good_messages_become_contract_valid_predictions() -> None:
     assert dict(result.predictions[0].headers)[SOURCE_HEADER] == b"telco.raw.customers:1:10"
     assert result.predictions[0].key == b"7590-VHVEG"
     # processed 1 s after event_ts
-    assert result.scored["e2e_latency_ms"].iloc[0] == pytest.approx(1000.0)
+    assert result.scored["e2e_latency_ms"][0] == pytest.approx(1000.0)
 
 
 @pytest.mark.parametrize(
@@ -100,10 +102,10 @@ def test_dead_letter_keeps_the_original_object() -> None:
 
 
 def test_model_failure_on_one_row_dead_letters_only_that_row() -> None:
-    def fragile(frame: pd.DataFrame) -> np.ndarray:
-        if (frame["tenure"] == 13).any():
+    def fragile(batch: FeatureBatch) -> np.ndarray:
+        if (batch.tenure == 13).any():
             raise ValueError("cannot score tenure 13")
-        return by_tenure(frame)
+        return by_tenure(batch)
 
     result = run(
         [msg(event(tenure=1), 1), msg(event(tenure=13), 2), msg(event(tenure=5), 3)], fragile
@@ -126,7 +128,8 @@ def test_events_without_churn_and_without_key_are_scored() -> None:
 
 def test_empty_batch() -> None:
     result = run([])
-    assert result.predictions == [] and result.dead_letters == [] and result.scored.empty
+    assert result.predictions == [] and result.dead_letters == []
+    assert all(len(column) == 0 for column in result.scored.values())
 
 
 def test_replayed_message_that_fails_again_counts_its_retries() -> None:
@@ -135,3 +138,20 @@ def test_replayed_message_that_fails_again_counts_its_retries() -> None:
     )
     result = run([replayed])
     assert json.loads(result.dead_letters[0].value)["retry_count"] == 2
+
+
+def test_label_at_the_threshold() -> None:
+    """A probability equal to the threshold is "Yes"; clipped into [0, 1]; NaN unscored."""
+    t = 0.37
+    raw = np.array([0.0, np.nextafter(t, 0), t, np.nextafter(t, 1), 1.0, 1.5, -0.2, np.nan])
+    batch = FeatureBatch(
+        codes=np.zeros((len(raw), 15), dtype=np.int8),
+        senior_citizen=np.zeros(len(raw), dtype=np.int64),
+        tenure=np.arange(len(raw), dtype=np.int64),  # the row's position in raw
+        monthly_charges=np.zeros(len(raw)),
+        total_charges=np.zeros(len(raw)),
+    )
+    scores = score_features(batch, lambda rows: raw[rows.tenure], threshold=t)
+    assert scores.labels_yes[:5].tolist() == [False, False, True, True, True]
+    assert scores.probabilities[5:7].tolist() == [1.0, 0.0]
+    assert scores.finite.tolist() == [True] * 7 + [False]

@@ -1,7 +1,8 @@
 """Shadow scoring: a candidate model's predictions beside the champion's, and how they compare.
 
 Shadow bodies follow the same prediction contract, carry the shadow's version, and go to
-their own topic; headers link each one to its input and to the champion that served it.
+their own topic; headers link each one to its input and to the champion that served it. They
+are written by the one encoder from the champion's batch result (no body is parsed back).
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 
-from churnstream.headers import CHAMPION_PROBABILITY_HEADER, CHAMPION_VERSION_HEADER, SOURCE_HEADER
-from churnstream.model.scorer import Scorer
-from churnstream.pipeline.transform import OutMessage
+from churnstream.scoring.encode import Champion, encode_predictions
+from churnstream.scoring.infer import clip
+from churnstream.scoring.messages import BatchResult, OutMessage
 
 logger = logging.getLogger(__name__)
 
@@ -30,35 +30,38 @@ class ShadowRecord:
 
 
 def shadow_records(
-    champion: Sequence[OutMessage], shadow_proba: np.ndarray, shadow: Scorer
+    result: BatchResult, shadow_proba: np.ndarray, *, threshold: float, version: str
 ) -> list[ShadowRecord]:
-    """One shadow prediction per champion prediction, in the same order."""
-    labels = shadow.label(shadow_proba)
-    records = []
-    for out, probability, label in zip(champion, shadow_proba.tolist(), labels, strict=True):
-        body: dict[str, Any] = orjson.loads(out.value)
-        champion_p = float(body["churn_probability"])
-        p = min(1.0, max(0.0, float(probability)))
-        shadow_body = {
-            **body,
-            "churn_probability": p,
-            "prediction": str(label),
-            "model_version": shadow.version,
-        }
-        headers = [(k, v) for k, v in out.headers if k == SOURCE_HEADER]
-        headers += [
-            (CHAMPION_VERSION_HEADER, str(body.get("model_version", "")).encode()),
-            (CHAMPION_PROBABILITY_HEADER, repr(champion_p).encode()),
-        ]
-        records.append(
-            ShadowRecord(
-                out=OutMessage(key=out.key, value=orjson.dumps(shadow_body), headers=headers),
-                champion_yes=body["prediction"] == "Yes",
-                shadow_yes=str(label) == "Yes",
-                abs_diff=abs(p - champion_p),
-            )
+    """One shadow prediction per champion prediction of ``result``, in the same order.
+
+    ``shadow_proba`` holds the shadow model's probability for each of those predictions;
+    ``threshold`` and ``version`` are the shadow model's.
+    """
+    champion = result.predicted
+    probabilities = clip(np.asarray(shadow_proba, dtype=np.float64))
+    labels_yes = probabilities >= threshold
+    outs = encode_predictions(
+        champion.customer_ids,
+        champion.event_ts,
+        probabilities,
+        labels_yes,
+        processed_ts=champion.processed_ts,
+        model_version=version,
+        inference_ms=champion.inference_ms,
+        sources=champion.sources,
+        champion=Champion(champion.model_version, champion.probabilities.tolist()),
+    )
+    return [
+        ShadowRecord(out=out, champion_yes=c_yes, shadow_yes=s_yes, abs_diff=abs(s_p - c_p))
+        for out, c_yes, s_yes, s_p, c_p in zip(
+            outs,
+            champion.labels_yes.tolist(),
+            labels_yes.tolist(),
+            probabilities.tolist(),
+            champion.probabilities.tolist(),
+            strict=True,
         )
-    return records
+    ]
 
 
 class ShadowStats:

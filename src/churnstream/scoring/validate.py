@@ -1,19 +1,19 @@
-"""The scorer's fast path: decode, check and encode a whole micro-batch with little Python.
+"""The one fast check of a valid customer event: a whole batch decoded and checked at once.
 
-The reference for what is a valid event is the pydantic model
-:class:`churnstream.schemas.CustomerEvent`; building one per message costs about 17 us.
-:func:`check_batch` instead decodes each body once with orjson and checks the batch column by
-column. Its check is deliberately *stricter* than the contract where matching pydantic
-exactly would be intricate (non-ASCII bodies, string forms of ``TotalCharges`` other than
-plain digits or blanks, timestamps not in the plain ``YYYY-MM-DDTHH:MM:SS[.f]Z`` form): a row
-it accepts is always valid, and every row it does not accept goes back to the reference
-(``decode_event``), which accepts it or rejects it with the exact same error as before. So the
-fast path accepts and rejects exactly what the reference does (``tests/unit/test_fastpath.py``
-checks this over the bad-input corpus and fuzzed variants).
+The definition of a valid event is the wire contract (:mod:`churnstream.schemas`): its rule
+tables (``CATEGORICAL_LEVELS``, ``NUMERIC_BOUNDS``, the patterns) and the pydantic model
+:class:`~churnstream.schemas.CustomerEvent` built on them. Building one pydantic model per
+message costs about 17 us, so :func:`check_batch` instead decodes each body once with orjson and
+checks the batch column by column, against the same tables.
 
-:func:`encode_predictions` writes the prediction bodies from a template: the fields that vary
-per row are customerID, probability, label and event_ts, all of which the fast check has
-limited to characters JSON needs no escape for; the probability text is orjson's own.
+Its check is deliberately *stricter* than the contract where matching pydantic exactly would
+be intricate (non-ASCII bodies, string forms of ``TotalCharges`` other than plain digits or
+blanks, timestamps not in the plain ``YYYY-MM-DDTHH:MM:SS[.f]Z`` form): a row it accepts is
+always valid, and every row it does not accept goes to the reference decoder
+(:func:`churnstream.scoring.decode.decode_event`), which accepts it or rejects it with the
+contract model's own error texts. So the core accepts and rejects exactly what the contract
+model does: ``tests/unit/test_validate.py`` checks this with the model as the oracle, over the
+bad-input corpus and fuzzed variants.
 """
 
 from __future__ import annotations
@@ -30,21 +30,21 @@ from typing import Any
 import numpy as np
 import orjson
 
-from churnstream.model.feature_batch import RAW_CATEGORICAL, FeatureBatch
+from churnstream.model.feature_batch import LEVEL_CODES, RAW_CATEGORICAL, FeatureBatch
 from churnstream.schemas import (
-    CATEGORICAL_LEVELS,
+    CUSTOMER_ID_PATTERN,
     FEATURE_COLUMNS,
     ID_COLUMN,
+    NUMERIC_BOUNDS,
     TARGET_COLUMN,
     TIMESTAMP_COLUMN,
-    CustomerEvent,
+    YES_NO,
     coerce_total_charges,
 )
+from churnstream.scoring.decode import MAX_BODY_BYTES
 
 logger = logging.getLogger(__name__)
 
-#: Same limit as the reference decoder (transform.MAX_BODY_BYTES); larger bodies go there.
-MAX_FAST_BODY_BYTES = 64 * 1024
 #: A numeric ``TotalCharges`` string longer than this is left to the reference.
 MAX_FAST_NUMBER_CHARS = 32
 
@@ -53,7 +53,7 @@ REQUIRED_FIELDS: tuple[str, ...] = (ID_COLUMN, *FEATURE_COLUMNS, TIMESTAMP_COLUM
 _N_REQUIRED = len(REQUIRED_FIELDS)
 _GET_REQUIRED = itemgetter(*REQUIRED_FIELDS)
 _POSITION = {name: i for i, name in enumerate(REQUIRED_FIELDS)}
-_CHURN_VALUES = ("Yes", "No")
+_CHURN_VALUES = YES_NO
 _MISSING = object()
 #: Required fields whose valid values are JSON strings (all but the three numeric ones and
 #: TotalCharges, which may be either).
@@ -61,16 +61,11 @@ _N_STRING_FIELDS = _N_REQUIRED - 4
 
 # Strict ASCII subsets of the contract's patterns (schemas.py): whatever matches these also
 # matches the contract's (Python or Rust) regular expressions.
-_CUSTOMER_ID = re.compile(r"[0-9]{4}-[A-Z]{5}")
+_CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN.removeprefix("^").removesuffix("$"))  # ASCII
 _TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?Z?")
 _TIMESTAMPS = re.compile(f"(?:{_TIMESTAMP.pattern}\n)*{_TIMESTAMP.pattern}")
 _NUMERIC_TEXT = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _BLANK_CHARS = frozenset(" \t\n\r\f\v")
-
-_LEVEL_CODES: dict[str, dict[str, int]] = {
-    name: {level: code for code, level in enumerate(levels)}
-    for name, levels in CATEGORICAL_LEVELS.items()
-}
 
 
 @dataclass
@@ -94,6 +89,7 @@ def check_batch(
     """Split a batch into rows that are certainly valid (decoded) and rows for the reference.
 
     Returns the accepted rows and the positions (ascending) that need ``decode_event``.
+    Rows it accepts are valid events whose key, when present, is their customerID.
     """
     rows: list[tuple[Any, ...]] = []
     positions: list[int] = []
@@ -101,7 +97,7 @@ def check_batch(
     loads = orjson.loads
     decode_error = orjson.JSONDecodeError
     for position, value in enumerate(values):
-        if not value or len(value) > MAX_FAST_BODY_BYTES or not value.isascii():
+        if not value or len(value) > MAX_BODY_BYTES or not value.isascii():
             slow.append(position)
             continue
         try:
@@ -136,18 +132,18 @@ def check_batch(
         rows.append(row)
         positions.append(position)
     if not rows:
-        return _empty_rows(), slow
+        return empty_rows(), slow
 
     columns = list(zip(*rows, strict=True))
     n = len(rows)
     ok = np.ones(n, dtype=bool)
     codes = np.empty((n, len(RAW_CATEGORICAL)), dtype=np.int8)
     for i, name in enumerate(RAW_CATEGORICAL):
-        codes[:, i] = _level_codes(columns[_POSITION[name]], _LEVEL_CODES[name], n)
+        codes[:, i] = _level_codes(columns[_POSITION[name]], LEVEL_CODES[name], n)
     ok &= (codes >= 0).all(axis=1)
-    senior, senior_ok = _int_column(columns[_POSITION["SeniorCitizen"]], 0, 1, n)
-    tenure, tenure_ok = _int_column(columns[_POSITION["tenure"]], 0, 100, n)
-    monthly, monthly_ok = _number_column(columns[_POSITION["MonthlyCharges"]], n, upper=200.0)
+    senior, senior_ok = _int_column(columns[_POSITION["SeniorCitizen"]], "SeniorCitizen", n)
+    tenure, tenure_ok = _int_column(columns[_POSITION["tenure"]], "tenure", n)
+    monthly, monthly_ok = _number_column(columns[_POSITION["MonthlyCharges"]], "MonthlyCharges", n)
     total, total_ok = _total_charges_column(columns[_POSITION["TotalCharges"]], n)
     ok &= senior_ok & tenure_ok & monthly_ok & total_ok
     customer_ids = columns[_POSITION[ID_COLUMN]]
@@ -184,8 +180,17 @@ def check_batch(
     return accepted, slow
 
 
-def _empty_rows() -> FastRows:
-    return FastRows([], [], [], [], features_of_events([]))
+def empty_rows() -> FastRows:
+    """No accepted rows."""
+    empty = np.empty(0)
+    features = FeatureBatch(
+        codes=np.empty((0, len(RAW_CATEGORICAL)), dtype=np.int8),
+        senior_citizen=empty.astype(np.int64),
+        tenure=empty.astype(np.int64),
+        monthly_charges=empty,
+        total_charges=empty,
+    )
+    return FastRows([], [], [], [], features)
 
 
 def _level_codes(column: Sequence[Any], lookup: dict[str, int], n: int) -> np.ndarray:
@@ -198,8 +203,9 @@ def _level_codes(column: Sequence[Any], lookup: dict[str, int], n: int) -> np.nd
         )
 
 
-def _int_column(column: Sequence[Any], low: int, high: int, n: int) -> tuple[np.ndarray, Any]:
-    """Strict ints (not bool, not float) within [low, high]."""
+def _int_column(column: Sequence[Any], name: str, n: int) -> tuple[np.ndarray, Any]:
+    """Strict ints (not bool, not float) within the contract's bounds for ``name``."""
+    low, high = _int_bounds(name)
     if set(map(type, column)) <= {int}:
         try:
             values = np.fromiter(column, dtype=np.int64, count=n)
@@ -213,15 +219,16 @@ def _int_column(column: Sequence[Any], low: int, high: int, n: int) -> tuple[np.
     return values, ok
 
 
-def _number_column(column: Sequence[Any], n: int, *, upper: float | None) -> tuple[np.ndarray, Any]:
-    """Strict JSON numbers (int or float, not bool), finite, >= 0 and <= upper."""
+def _number_column(column: Sequence[Any], name: str, n: int) -> tuple[np.ndarray, Any]:
+    """Strict JSON numbers (int or float, not bool), finite, within the bounds for ``name``."""
+    lower, upper = NUMERIC_BOUNDS[name]
     if set(map(type, column)) <= {int, float}:
         try:
             values = np.fromiter(column, dtype=np.float64, count=n)
         except OverflowError:
             values = None
         if values is not None:
-            ok = np.isfinite(values) & (values >= 0)
+            ok = np.isfinite(values) & (values >= lower)
             if upper is not None:
                 ok &= values <= upper
             return values, ok
@@ -233,16 +240,16 @@ def _number_column(column: Sequence[Any], n: int, *, upper: float | None) -> tup
                 number = float(v)
             except OverflowError:
                 continue
-            if np.isfinite(number) and number >= 0 and (upper is None or number <= upper):
+            if np.isfinite(number) and number >= lower and (upper is None or number <= upper):
                 values[i] = number
                 ok[i] = True
     return values, ok
 
 
 def _total_charges_column(column: Sequence[Any], n: int) -> tuple[np.ndarray, Any]:
-    """TotalCharges: a number >= 0, or a plain digits string, or an ASCII-blank string."""
+    """TotalCharges: a number within bounds, or a plain digits string, or an ASCII-blank string."""
     if set(map(type, column)) <= {int, float}:
-        return _number_column(column, n, upper=None)
+        return _number_column(column, "TotalCharges", n)
     values = np.zeros(n, dtype=np.float64)
     ok = np.zeros(n, dtype=bool)
     for i, v in enumerate(column):
@@ -254,7 +261,7 @@ def _total_charges_column(column: Sequence[Any], n: int) -> tuple[np.ndarray, An
                 values[i] = coerce_total_charges(v)
                 ok[i] = True
         elif kind is int or kind is float:
-            number, good = _number_column([v], 1, upper=None)
+            number, good = _number_column([v], "TotalCharges", 1)
             values[i] = number[0]
             ok[i] = bool(good[0])
     return values, ok
@@ -295,58 +302,8 @@ def _timestamps(column: Sequence[Any], n: int) -> tuple[list[datetime | None], A
     return parsed, ok
 
 
-def features_of_events(events: Sequence[CustomerEvent]) -> FeatureBatch:
-    """A FeatureBatch from validated events (the rows that went through the reference)."""
-    n = len(events)
-    codes = np.empty((n, len(RAW_CATEGORICAL)), dtype=np.int8)
-    for i, name in enumerate(RAW_CATEGORICAL):
-        lookup = _LEVEL_CODES[name]
-        codes[:, i] = [lookup[getattr(event, name)] for event in events]
-    return FeatureBatch(
-        codes=codes,
-        senior_citizen=np.array([e.SeniorCitizen for e in events], dtype=np.int64),
-        tenure=np.array([e.tenure for e in events], dtype=np.int64),
-        monthly_charges=np.array([float(e.MonthlyCharges) for e in events], dtype=np.float64),
-        total_charges=np.array([e.total_charges_value() for e in events], dtype=np.float64),
-    )
-
-
-def concat_features(parts: Sequence[FeatureBatch], order: np.ndarray) -> FeatureBatch:
-    """Stack batches, then reorder rows by ``order`` (positions into the stacked rows)."""
-    return FeatureBatch(
-        codes=np.concatenate([p.codes for p in parts])[order],
-        senior_citizen=np.concatenate([p.senior_citizen for p in parts])[order],
-        tenure=np.concatenate([p.tenure for p in parts])[order],
-        monthly_charges=np.concatenate([p.monthly_charges for p in parts])[order],
-        total_charges=np.concatenate([p.total_charges for p in parts])[order],
-    )
-
-
-def take_features(batch: FeatureBatch, rows: np.ndarray | slice) -> FeatureBatch:
-    return batch.take(rows)
-
-
-def prediction_template(processed_iso: str, model_version: str, inference_ms: float) -> str:
-    """The %-template of a prediction body; the batch-wide fields are filled in already.
-
-    Field order and number formatting are those of ``orjson.dumps(dump_body(Prediction))``.
-    """
-    tail = (
-        orjson.dumps(
-            {
-                "processed_ts": processed_iso,
-                "model_version": model_version,
-                "inference_latency_ms": inference_ms,
-            }
-        )
-        .decode()[1:]
-        .replace("%", "%%")
-    )
-    return '{"customerID":"%s","churn_probability":%s,"prediction":"%s","event_ts":"%s",' + tail
-
-
-def number_texts(values: list[float]) -> list[str]:
-    """orjson's text for each float (one call for the whole batch)."""
-    if not values:
-        return []
-    return orjson.dumps(values).decode()[1:-1].split(",")
+def _int_bounds(name: str) -> tuple[int, int]:
+    low, high = NUMERIC_BOUNDS[name]
+    if high is None or low != int(low) or high != int(high):
+        raise ValueError(f"{name} has no whole-number bounds")
+    return int(low), int(high)

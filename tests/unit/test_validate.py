@@ -1,9 +1,10 @@
-"""The fast path equals the reference: same accepts, rejects, errors, predictions and rows.
+"""The scoring core equals the oracle: same accepts, rejects, errors, predictions and rows.
 
-``score_batch`` (fast) and ``score_batch_reference`` (one pydantic event per message) run on
-the same batches; everything they return must match, except ``inference_latency_ms``, which
-is a measured duration. The inputs are the bad-input corpus of ``test_transform.py``, fuzzed
-variants of it, and the whole dataset scored by a real trained model.
+``score_batch`` (the core: the fast check, the one encoder) and ``score_batch_reference``
+(``tests/oracle.py``: one pydantic event per message, one pydantic ``Prediction`` per body)
+run on the same batches; everything they return must match, except ``inference_latency_ms``,
+which is a measured duration. The inputs are the bad-input corpus of ``test_score_batch.py``,
+fuzzed variants of it, and the whole dataset scored by a real trained model.
 """
 
 from __future__ import annotations
@@ -26,15 +27,12 @@ from churnstream.events import frame_to_events
 from churnstream.model.feature_batch import FeatureBatch
 from churnstream.model.features import to_frame
 from churnstream.model.scorer import Scorer, synthetic_features
-from churnstream.pipeline import fastpath
-from churnstream.pipeline.transform import (
-    BatchResult,
-    RawMessage,
-    score_batch,
-    score_batch_reference,
-)
 from churnstream.schemas import CustomerEvent
-from tests.unit import test_transform
+from churnstream.scoring.batch import score_batch
+from churnstream.scoring.messages import BatchResult, RawMessage
+from churnstream.scoring.validate import check_batch
+from tests.oracle import score_batch_reference
+from tests.unit import test_score_batch
 from tests.unit.test_schemas import EVENT
 
 NOW = datetime(2025, 10, 3, 4, 0, 1, tzinfo=UTC)
@@ -47,15 +45,23 @@ def by_tenure(frame: pd.DataFrame) -> np.ndarray:
 
 
 def both(
-    messages: list[RawMessage], model: Callable[..., Any] = by_tenure
+    messages: list[RawMessage],
+    model: Callable[[pd.DataFrame], np.ndarray] = by_tenure,
+    features_model: Callable[[FeatureBatch], np.ndarray] | None = None,
 ) -> tuple[BatchResult, BatchResult]:
+    """(core, oracle) on the same batch; the core's model is ``model`` on the same rows
+    unless ``features_model`` says otherwise."""
     kwargs: dict[str, Any] = {
         "threshold": 0.5,
         "model_version": "vtest",
         "consumer_group": "g",
         "clock": lambda: NOW,
     }
-    return score_batch(messages, model, **kwargs), score_batch_reference(messages, model, **kwargs)
+    on_features = features_model or (lambda batch: model(to_frame(batch)))
+    return (
+        score_batch(messages, on_features, **kwargs),
+        score_batch_reference(messages, model, **kwargs),
+    )
 
 
 def assert_same(fast: BatchResult, reference: BatchResult) -> None:
@@ -66,10 +72,19 @@ def assert_same(fast: BatchResult, reference: BatchResult) -> None:
     assert [tuple(o) for o in fast.dead_letters] == [tuple(o) for o in reference.dead_letters]
     assert fast.dead_letter_types == reference.dead_letter_types
     assert fast.dead_letter_codes == reference.dead_letter_codes
-    pd.testing.assert_frame_equal(
-        fast.scored.drop(columns="inference_latency_ms"),
-        reference.scored.drop(columns="inference_latency_ms"),
-    )
+    fast_rows, reference_rows = pd.DataFrame(fast.scored), pd.DataFrame(reference.scored)
+    assert list(fast_rows.columns) == list(reference_rows.columns)
+    assert len(fast_rows) == len(reference_rows)
+    if len(reference_rows):
+        pd.testing.assert_frame_equal(
+            fast_rows.drop(columns="inference_latency_ms"),
+            reference_rows.drop(columns="inference_latency_ms"),
+        )
+    # What shadow scoring reads instead of the bodies.
+    for name in ("customer_ids", "event_ts", "sources", "processed_ts", "model_version"):
+        assert getattr(fast.predicted, name) == getattr(reference.predicted, name), name
+    assert np.array_equal(fast.predicted.probabilities, reference.predicted.probabilities)
+    assert np.array_equal(fast.predicted.labels_yes, reference.predicted.labels_yes)
 
 
 def msg(value: bytes | None, offset: int, key: bytes | None = b"7590-VHVEG") -> RawMessage:
@@ -77,10 +92,10 @@ def msg(value: bytes | None, offset: int, key: bytes | None = b"7590-VHVEG") -> 
 
 
 def corpus() -> list[bytes | None]:
-    """The bad inputs of test_transform.py's parametrised dead-letter test."""
+    """The bad inputs of test_score_batch.py's parametrised dead-letter test."""
     mark = next(
         m
-        for m in test_transform.test_bad_messages_are_dead_lettered_and_the_rest_scored.pytestmark
+        for m in test_score_batch.test_bad_messages_are_dead_lettered_and_the_rest_scored.pytestmark
         if m.name == "parametrize"
     )
     return [case[0] for case in mark.args[1]]
@@ -174,7 +189,7 @@ def test_what_the_fast_check_accepts_is_valid(seed: int) -> None:
     """The fast check is a sufficient condition: pydantic accepts every row it accepts."""
     rng = random.Random(1000 + seed)
     pairs = [mutate(rng) for _ in range(1500)]
-    accepted, slow = fastpath.check_batch([b for _, b in pairs], [k for k, _ in pairs])
+    accepted, slow = check_batch([b for _, b in pairs], [k for k, _ in pairs])
     assert sorted(accepted.positions + slow) == list(range(len(pairs)))
     for row, position in enumerate(accepted.positions):
         key, body = pairs[position]
@@ -209,7 +224,7 @@ def test_features_model_failing_on_one_row_dead_letters_only_that_row() -> None:
 
     model = Fragile()
     messages = [msg(orjson.dumps({**EVENT, "tenure": t}), i) for i, t in enumerate([1, 13, 5])]
-    fast, reference = both(messages, model.predict_proba)
+    fast, reference = both(messages, model.predict_proba, model.predict_features)
     assert len(fast.predictions) == 2 and fast.dead_letter_codes == {"inference": 1}
     assert_same(fast, reference)
 
@@ -225,7 +240,7 @@ def test_compiled_model_is_bit_identical_to_the_pipeline(
 ) -> None:
     assert scorer.compiled is not None
     frame = load_dataset(dataset_path)
-    decoded, slow = fastpath.check_batch(
+    decoded, slow = check_batch(
         [orjson.dumps(e) for e in frame_to_events(frame, "2025-10-03T04:00:00Z")],
         [None] * len(frame),
     )
@@ -235,7 +250,7 @@ def test_compiled_model_is_bit_identical_to_the_pipeline(
     # Same batch, same numbers (BLAS may round a 2-row batch differently from 7,043 rows,
     # in the pipeline and the compiled model alike, so each size is compared on its own).
     for size in (1, 2, 7, 64, 1000):
-        part = fastpath.take_features(decoded.features, slice(0, size))
+        part = decoded.features.take(slice(0, size))
         assert np.array_equal(scorer.predict_features(part), scorer.predict_proba(frame[:size]))
     check = synthetic_features(300, 5)
     assert np.array_equal(
@@ -253,6 +268,8 @@ def test_dataset_scored_by_the_real_model_equals_the_reference(
         for i, e in enumerate(events)
     ]
     for start in range(0, len(messages), 2500):
-        fast, reference = both(messages[start : start + 2500], scorer.predict_proba)
+        fast, reference = both(
+            messages[start : start + 2500], scorer.predict_proba, scorer.predict_features
+        )
         assert_same(fast, reference)
         assert not fast.dead_letters

@@ -1,0 +1,75 @@
+"""The model call: one per batch of features, row by row only if that call fails.
+
+The model is any function from a :class:`~churnstream.model.feature_batch.FeatureBatch` to one
+probability per row: :meth:`churnstream.model.scorer.Scorer.predict_features` in production
+(the compiled arrays of :mod:`churnstream.model.arrays`, or the pipeline when a model cannot
+be compiled), a plain function in tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from churnstream.model.feature_batch import FeatureBatch
+
+logger = logging.getLogger(__name__)
+
+Predict = Callable[[FeatureBatch], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A batch's model output, row for row."""
+
+    #: Clipped to [0, 1] as the contract wants (0.0 where the row could not be scored).
+    probabilities: np.ndarray
+    #: False where the model could not score the row (it raised, or gave NaN or infinity).
+    finite: np.ndarray
+    #: probability >= threshold.
+    labels_yes: np.ndarray
+    #: How long the model took for the whole batch.
+    inference_ms: float
+
+
+def score_features(features: FeatureBatch, predict: Predict, *, threshold: float) -> Scores:
+    """Probabilities and labels for every row of ``features``, from one model call."""
+    n = len(features)
+    inference_ms = 0.0
+    raw = np.empty(0)
+    if n:
+        started = time.perf_counter()
+        raw = _predict(lambda rows: predict(features if rows is None else features.take(rows)), n)
+        inference_ms = (time.perf_counter() - started) * 1000
+    finite = np.isfinite(raw)
+    probabilities = clip(raw)
+    return Scores(probabilities, finite, probabilities >= threshold, inference_ms)
+
+
+def clip(probabilities: np.ndarray) -> np.ndarray:
+    """``min(1.0, max(0.0, p))`` element for element; NaN becomes 0.0."""
+    clipped = np.where(probabilities > 0.0, probabilities, 0.0)
+    return np.where(clipped < 1.0, clipped, 1.0)
+
+
+def _predict(call: Callable[[Any], Any], n: int) -> np.ndarray:
+    """One model call for the batch; if it fails, row by row (NaN where a row fails)."""
+    try:
+        probabilities = np.asarray(call(None), dtype=float)
+        if probabilities.shape != (n,) or not np.isfinite(probabilities).all():
+            raise ValueError(f"model returned {probabilities.shape} / non-finite values")
+    except Exception:  # noqa: BLE001 - isolate the rows the model cannot score
+        logger.warning("batch inference failed; scoring %d rows one by one", n)
+        probabilities = np.full(n, np.nan)
+        for i in range(n):
+            try:
+                one = np.asarray(call(slice(i, i + 1)), dtype=float)
+                probabilities[i] = float(one[0]) if np.isfinite(one).all() else np.nan
+            except Exception as exc:  # noqa: BLE001
+                logger.debug("row %d failed: %s", i, exc)
+    return probabilities

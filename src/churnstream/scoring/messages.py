@@ -1,0 +1,124 @@
+"""What crosses the scoring core's boundary: raw messages in; messages to produce, and what a
+batch became, out. No Kafka client type appears here (the poll loop converts)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from churnstream.headers import Headers
+
+logger = logging.getLogger(__name__)
+
+_NO_HEADERS: Headers = []  # shared default; never mutated
+
+#: The analytics columns of :attr:`BatchResult.scored`, in this order.
+SCORED_COLUMNS = (
+    "customerID",
+    "Contract",
+    "InternetService",
+    "PaymentMethod",
+    "tenure",
+    "MonthlyCharges",
+    "churn_probability",
+    "prediction",
+    "inference_latency_ms",
+    "e2e_latency_ms",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+)
+#: One array per name of :data:`SCORED_COLUMNS` (all of the same length), in that order:
+#: ``pandas.DataFrame(columns)`` is the analytics frame.
+ScoredColumns = dict[str, np.ndarray]
+
+
+class RawMessage(NamedTuple):
+    """What the core needs of a Kafka message (decoupled from confluent_kafka.Message).
+
+    A named tuple rather than a dataclass: the poll loop builds one per message, and a tuple
+    costs a third of a frozen dataclass to create.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = _NO_HEADERS
+
+
+class OutMessage(NamedTuple):
+    """A message to produce: a prediction, a dead letter or a shadow prediction."""
+
+    key: bytes | None
+    value: bytes
+    headers: Headers
+
+
+@dataclass(frozen=True)
+class Predicted:
+    """A batch's predictions column-wise, row for row as in :attr:`BatchResult.predictions`:
+    what shadow scoring needs to write its own predictions beside them, without re-reading
+    the bodies."""
+
+    customer_ids: list[str]
+    event_ts: list[str]
+    #: Each input's ``topic:partition:offset``, encoded (the SOURCE header's value).
+    sources: list[bytes]
+    #: Within [0, 1], as written in the bodies.
+    probabilities: np.ndarray
+    labels_yes: np.ndarray
+    processed_ts: str
+    model_version: str
+    inference_ms: float
+
+    @classmethod
+    def empty(cls, processed_ts: str, model_version: str) -> Predicted:
+        nothing = np.empty(0)
+        return cls([], [], [], nothing, nothing.astype(bool), processed_ts, model_version, 0.0)
+
+
+class BatchResult:
+    """What a batch became: messages to produce, plus what window analytics need.
+
+    ``scored`` holds one row per prediction (groups, probability, latencies, source) as
+    :data:`ScoredColumns`. It may be given as a function that builds it: the columns are
+    then made on first access, so a caller that only needs the messages (or needs them
+    first, as the poll loop does: it reads ``scored`` after the batch is committed) does not
+    wait for them.
+    """
+
+    def __init__(
+        self,
+        predictions: list[OutMessage],
+        dead_letters: list[OutMessage],
+        scored: ScoredColumns | Callable[[], ScoredColumns],
+        dead_letter_types: dict[str, int],
+        dead_letter_codes: dict[str, int],
+        inference_ms: float,
+        predicted: Predicted,
+    ) -> None:
+        self.predictions = predictions
+        self.dead_letters = dead_letters
+        self._scored = scored
+        self.dead_letter_types = dead_letter_types
+        self.dead_letter_codes = dead_letter_codes
+        self.inference_ms = inference_ms
+        self.predicted = predicted
+
+    @property
+    def scored(self) -> ScoredColumns:
+        if callable(self._scored):
+            self._scored = self._scored()
+        return self._scored
+
+    def __repr__(self) -> str:
+        return (
+            f"BatchResult({len(self.predictions)} predictions, "
+            f"{len(self.dead_letters)} dead letters, inference {self.inference_ms:.2f} ms)"
+        )
