@@ -19,16 +19,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import orjson
 import pytest
 from typer.testing import CliRunner
 
-from churnstream.api.app import EXAMPLE_RECORD, EXAMPLE_RECORD_2, create_app
+from churnstream.api.app import create_app
+from churnstream.api.openapi import EXAMPLE_RECORD, EXAMPLE_RECORD_2
 from churnstream.cli import app as cli_app
 from churnstream.data import load_dataset
 from churnstream.events import events_to_frame, frame_to_records
 from churnstream.exceptions import ConfigError
 from churnstream.model.scorer import Scorer
-from churnstream.schemas import FEATURE_COLUMNS, CustomerEvent, Prediction, parse_ts
+from churnstream.schemas import FEATURE_COLUMNS, CustomerEvent, Prediction, dump_body, parse_ts
 from churnstream.settings import ApiSettings, Settings, load_settings, with_overrides
 
 with warnings.catch_warnings():
@@ -87,6 +90,7 @@ def test_one_record_gives_one_prediction_body(client: TestClient, scorer: Scorer
     assert prediction.inference_latency_ms is not None and prediction.inference_latency_ms >= 0
     # event_ts defaults to the time of the request, as `predict --json` does.
     assert before - 1 <= parse_ts(body["event_ts"]).timestamp() <= time.time() + 1
+    assert response.content == orjson.dumps(dump_body(prediction))
 
 
 def test_a_list_is_scored_in_one_model_call_in_order(
@@ -114,6 +118,34 @@ def test_a_list_is_scored_in_one_model_call_in_order(
     assert len({b["processed_ts"] for b in bodies}) == 1
     for body in bodies:
         Prediction.model_validate(body)
+    # Byte for byte what one pydantic Prediction per record, dumped as a list, gives.
+    contract = [
+        dump_body(
+            Prediction(
+                customerID=event.customerID,
+                churn_probability=probability,
+                prediction="Yes" if probability >= scorer.threshold else "No",
+                event_ts=event.event_ts,
+                processed_ts=body["processed_ts"],
+                model_version=scorer.version,
+                inference_latency_ms=body["inference_latency_ms"],
+            )
+        )
+        for event, probability, body in zip(events, expected, bodies, strict=True)
+    ]
+    assert response.content == orjson.dumps(contract)
+
+
+def test_records_the_model_cannot_score_are_a_500(
+    scorer: Scorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scorer, "predict_features", lambda batch: np.full(len(batch), np.nan))
+    with make_client(scorer) as client:
+        response = post_json(client, [EXAMPLE_RECORD, EXAMPLE_RECORD_2])
+    assert response.status_code == 500
+    assert response.json() == {
+        "detail": "scoring failed: the model could not score 2 of 2 record(s)"
+    }
 
 
 def test_empty_list_gives_empty_list(client: TestClient) -> None:
