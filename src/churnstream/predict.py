@@ -1,6 +1,9 @@
 """Batch prediction over files, and single-record prediction.
 
-Invalid rows never stop a run: they go to a rejects file with the reason.
+File I/O and the typed loading of rows stay here (pandas); the probabilities, labels and
+prediction bodies come from the scoring core (:mod:`churnstream.scoring`), as they do for the
+Kafka scorer and the REST API. Invalid rows never stop a run: they go to a rejects file with
+the reason.
 """
 
 from __future__ import annotations
@@ -11,27 +14,26 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pandas as pd
 from pydantic import ValidationError
 
 from churnstream.data import REJECT_REASON_COLUMN, read_table, validate_frame
-from churnstream.events import events_to_frame
-from churnstream.exceptions import DataError, InvalidEventError
+from churnstream.exceptions import DataError, InvalidEventError, ModelError
 from churnstream.files import atomic_write_bytes, atomic_write_text
+from churnstream.model.features import from_frame
 from churnstream.model.scorer import Scorer
-from churnstream.schemas import (
-    FEATURE_COLUMNS,
-    CustomerEvent,
-    Prediction,
-    dump_body,
-    utc_now_iso,
-    validation_messages,
-)
+from churnstream.schemas import CustomerEvent, utc_now_iso, validation_messages
+from churnstream.scoring.decode import features_of_events
+from churnstream.scoring.encode import NEGATIVE_LABEL, POSITIVE_LABEL, encode_predictions
+from churnstream.scoring.infer import score_features
 
 logger = logging.getLogger(__name__)
 
 OUTPUT_COLUMNS = ("churn_probability", "prediction", "model_version")
+#: The reject reason of a row the model could not score.
+UNSCORED_REASON = "churn_probability: the model could not score this record"
 SUPPORTED_SUFFIXES = (".csv", ".parquet")
 
 
@@ -74,11 +76,20 @@ def predict_file(
     raw = read_table(input_path)
     valid, rejects = validate_frame(raw)
     if len(valid):
-        scored = scorer.score_frame(valid[list(FEATURE_COLUMNS)])
+        scores = score_features(
+            from_frame(valid), scorer.predict_features, threshold=scorer.threshold
+        )
+        if not scores.finite.all():
+            unscored = raw.loc[valid.index[~scores.finite]].copy()
+            unscored[REJECT_REASON_COLUMN] = UNSCORED_REASON
+            rejects = pd.concat([rejects, unscored]).sort_index()
         # Keep the caller's text as it was, append our three columns.
-        out = raw.loc[valid.index].copy()
-        for column in OUTPUT_COLUMNS:
-            out[column] = scored[column].to_numpy()
+        out = raw.loc[valid.index[scores.finite]].copy()
+        out["churn_probability"] = scores.probabilities[scores.finite]
+        out["prediction"] = np.where(
+            scores.labels_yes[scores.finite], POSITIVE_LABEL, NEGATIVE_LABEL
+        ).astype(object)
+        out["model_version"] = np.full(len(out), scorer.version, dtype=object)
     else:
         out = raw.iloc[0:0].copy()
         for column in OUTPUT_COLUMNS:
@@ -119,20 +130,20 @@ def parse_record(text: str | bytes) -> CustomerEvent:
         raise InvalidEventError("; ".join(details), details=details) from exc
 
 
-def predict_record(event: CustomerEvent, scorer: Scorer) -> Prediction:
-    started = time.perf_counter()
-    proba = scorer.predict_proba(events_to_frame([event]))
-    latency_ms = (time.perf_counter() - started) * 1000
-    return Prediction(
-        customerID=event.customerID,
-        churn_probability=float(proba[0]),
-        prediction=str(scorer.label(proba)[0]),
-        event_ts=event.event_ts,
+def predict_record(event: CustomerEvent, scorer: Scorer) -> bytes:
+    """The prediction body of one record (the ``Prediction`` contract, as JSON)."""
+    scores = score_features(
+        features_of_events([event]), scorer.predict_features, threshold=scorer.threshold
+    )
+    if not scores.finite.all():
+        raise ModelError(f"the model could not score customer {event.customerID}")
+    (prediction,) = encode_predictions(
+        [event.customerID],
+        [event.event_ts],
+        scores.probabilities,
+        scores.labels_yes,
         processed_ts=utc_now_iso(),
         model_version=scorer.version,
-        inference_latency_ms=latency_ms,
+        inference_ms=scores.inference_ms,
     )
-
-
-def prediction_json(prediction: Prediction) -> str:
-    return orjson.dumps(dump_body(prediction)).decode()
+    return prediction.value

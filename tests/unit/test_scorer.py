@@ -14,6 +14,7 @@ import pytest
 from churnstream.exceptions import ModelError, ModelLoadError
 from churnstream.model import train
 from churnstream.model.artifacts import LATEST_FILE, METADATA_FILE
+from churnstream.model.features import from_frame
 from churnstream.model.scorer import Scorer
 from churnstream.schemas import FEATURE_COLUMNS, ID_COLUMN, TARGET_COLUMN
 from tests.unit.test_train import small_frame, train_small
@@ -71,7 +72,7 @@ def test_batch_is_one_vectorised_call(scorer: Scorer, frame: pd.DataFrame) -> No
 
     scorer.pipeline.predict_proba = spy  # type: ignore[method-assign]
     try:
-        scorer.score_frame(frame.iloc[:300])
+        scorer.predict_proba(frame.iloc[:300])
     finally:
         del scorer.pipeline.predict_proba
     assert calls == [300]
@@ -98,27 +99,9 @@ def test_extra_and_reordered_columns_are_fine(scorer: Scorer, frame: pd.DataFram
     assert np.array_equal(scorer.predict_proba(reordered), scorer.predict_proba(batch))
 
 
-def test_label_at_the_threshold(scorer: Scorer) -> None:
-    t = scorer.threshold
-    labels = scorer.label(np.array([0.0, np.nextafter(t, 0), t, np.nextafter(t, 1), 1.0]))
-    assert list(labels) == ["No", "No", "Yes", "Yes", "Yes"]
-    assert labels.dtype == object
-
-
-def test_score_frame(scorer: Scorer, frame: pd.DataFrame) -> None:
-    batch = frame.iloc[5:25]
-    scored = scorer.score_frame(batch)
-    assert list(scored.columns) == ["churn_probability", "prediction", "model_version"]
-    assert list(scored.index) == list(batch.index)
-    assert (scored["model_version"] == scorer.version).all()
-    expected = np.where(scored["churn_probability"] >= scorer.threshold, "Yes", "No")
-    assert list(scored["prediction"]) == list(expected)
-    assert scored["churn_probability"].between(0, 1).all()
-
-
 def test_empty_batch(scorer: Scorer, frame: pd.DataFrame) -> None:
     assert scorer.predict_proba(frame.iloc[:0]).shape == (0,)
-    assert len(scorer.score_frame(frame.iloc[:0])) == 0
+    assert scorer.predict_features(from_frame(frame.iloc[:0])).shape == (0,)
 
 
 def test_missing_feature_column_is_a_model_error(scorer: Scorer, frame: pd.DataFrame) -> None:

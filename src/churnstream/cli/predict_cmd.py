@@ -39,7 +39,7 @@ def predict(
     """Score customers with the trained model."""
     # Imported late: loading scikit-learn costs about a second that --help should not pay.
     from churnstream.model.scorer import Scorer
-    from churnstream.predict import parse_record, predict_file, predict_record, prediction_json
+    from churnstream.predict import parse_record, predict_file, predict_record
 
     if (record is None) == (input_path is None):
         raise DataError("give either --input FILE --output FILE, or --json RECORD")
@@ -51,7 +51,7 @@ def predict(
         except InvalidEventError as exc:
             raise DataError(f"invalid record: {exc.reason}") from exc
         scorer = Scorer.load(model_path or settings.model.models_dir)
-        typer.echo(prediction_json(predict_record(event, scorer)))
+        typer.echo(predict_record(event, scorer).decode())
         return
     assert input_path is not None  # noqa: S101 - guaranteed by the check above
     if output_path is None:

@@ -1,8 +1,9 @@
 """Load a trained model once and score whole batches with one vectorised call.
 
-Used by the Kafka consumer for micro-batches and by batch scoring; :meth:`Scorer.load`
-does every check up front (files, trusted types, hash, metadata, a smoke prediction), so
-scoring itself only validates that the frame has the feature columns.
+What the scoring core calls as its model (:meth:`Scorer.predict_features`), for the Kafka
+scorer, ``churnstream predict`` and the REST API; :meth:`Scorer.load` does every check up
+front (files, trusted types, hash, metadata, a smoke prediction, the compiled arrays against
+the pipeline), so scoring itself only validates that the frame has the feature columns.
 """
 
 from __future__ import annotations
@@ -27,11 +28,6 @@ from churnstream.schemas import CATEGORICAL_LEVELS, FEATURE_COLUMNS
 
 logger = logging.getLogger(__name__)
 
-PROBABILITY_COLUMN = "churn_probability"
-PREDICTION_COLUMN = "prediction"
-VERSION_COLUMN = "model_version"
-POSITIVE_LABEL = "Yes"
-NEGATIVE_LABEL = "No"
 # The smoke prediction must reproduce training's probability to this absolute tolerance;
 # looser than float noise from BLAS differences, far tighter than any real model change.
 SMOKE_TOLERANCE = 1e-6
@@ -42,7 +38,11 @@ COMPILED_CHECK_SEED = 20251003
 
 
 class Scorer:
-    """A loaded model version: ``predict_proba``, ``label`` and ``score_frame`` on batches."""
+    """A loaded model version: ``predict_features`` (and ``predict_proba``) on batches.
+
+    Labels, bodies and headers are the scoring core's (:mod:`churnstream.scoring`); this
+    class only turns features into probabilities, and knows the threshold and version.
+    """
 
     def __init__(self, pipeline: Pipeline, metadata: dict[str, Any], path: Path) -> None:
         self.pipeline = pipeline
@@ -165,23 +165,6 @@ class Scorer:
         except (ValueError, TypeError, KeyError) as exc:
             raise ModelError(f"cannot score batch of {len(frame)}: {exc}") from exc
         return np.asarray(proba, dtype=float)
-
-    def label(self, proba: np.ndarray) -> np.ndarray:
-        """'Yes' where ``proba >= threshold``, else 'No' (object array)."""
-        values = np.asarray(proba, dtype=float)
-        return np.where(values >= self.threshold, POSITIVE_LABEL, NEGATIVE_LABEL).astype(object)
-
-    def score_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """``churn_probability``, ``prediction`` and ``model_version`` with ``frame``'s index."""
-        proba = self.predict_proba(frame)
-        return pd.DataFrame(
-            {
-                PROBABILITY_COLUMN: proba,
-                PREDICTION_COLUMN: self.label(proba),
-                VERSION_COLUMN: self.version,
-            },
-            index=frame.index,
-        )
 
 
 def synthetic_features(rows: int, seed: int) -> FeatureBatch:
