@@ -74,10 +74,11 @@ test-airflow: setup $(AIRFLOW_STAMP) ## The DAGs under a real Airflow 3 (.venv-a
 test-unit: setup ## Unit tests only (no broker)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-lint: setup ## ruff, ruff format --check, mypy --strict
+lint: setup ## ruff, ruff format --check, mypy --strict, lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: setup ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
