@@ -177,6 +177,12 @@ def validate_frame(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     Vectorised: one pass per column, no per-row Python. Valid rows get integer
     ``SeniorCitizen``/``tenure`` and float ``MonthlyCharges``/``TotalCharges`` (blank
     ``TotalCharges`` becomes 0.0, see :func:`churnstream.schemas.coerce_total_charges`).
+
+    This is the typed loader of text files, not a definition of its own: what it adds is
+    reading text (stripped, numbers parsed as pandas does, whole numbers as integers); the
+    values are then checked against the contract's tables (``CATEGORICAL_LEVELS``,
+    ``NUMERIC_BOUNDS``, ``CUSTOMER_ID_PATTERN``), which the event check of the scoring core
+    reads too. ``tests/unit/test_validate.py`` holds the two to the same answer, row by row.
     """
     check_columns(frame, (ID_COLUMN, *FEATURE_COLUMNS), "input")
     reasons = pd.Series("", index=frame.index, dtype=object)

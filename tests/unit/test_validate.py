@@ -10,6 +10,7 @@ fuzzed variants of it, and the whole dataset scored by a real trained model.
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 from collections.abc import Callable
@@ -22,17 +23,20 @@ import orjson
 import pandas as pd
 import pytest
 
-from churnstream.data import load_dataset
+from churnstream.data import load_dataset, validate_frame
 from churnstream.events import frame_to_events
+from churnstream.exceptions import InvalidEventError
 from churnstream.model.feature_batch import FeatureBatch
 from churnstream.model.features import to_frame
 from churnstream.model.scorer import Scorer, synthetic_features
-from churnstream.schemas import CustomerEvent
+from churnstream.schemas import FEATURE_COLUMNS, NUMERIC_BOUNDS, CustomerEvent
 from churnstream.scoring.batch import score_batch
+from churnstream.scoring.decode import decode_event
 from churnstream.scoring.messages import BatchResult, RawMessage
 from churnstream.scoring.validate import check_batch
 from tests.oracle import score_batch_reference
 from tests.unit import test_score_batch
+from tests.unit.test_data import GOOD, HEADER
 from tests.unit.test_schemas import EVENT
 
 NOW = datetime(2025, 10, 3, 4, 0, 1, tzinfo=UTC)
@@ -273,3 +277,57 @@ def test_dataset_scored_by_the_real_model_equals_the_reference(
         )
         assert_same(fast, reference)
         assert not fast.dead_letters
+
+
+# -- the CSV loader applies the same rules -------------------------------------------------
+CSV_VALUES = [
+    "", " ", "0", "1", "2", "-1", "1.0", "1.5", "12", " 12 ", "100", "101", "200", "200.01",
+    "1e3", "-0", "nan", "inf", "abc", "Yes", " Yes", "yes", "No", "Month-to-month",
+    "Weekly", "DSL", "Cable", "Fiber optic", "7590-VHVEG", "7590-vhveg", " 7590-VHVEG",
+    "Male", "Electronic check", "No internet service", "No phone service", "\u0661\u0662",
+]  # fmt: skip
+
+
+def csv_event(row: dict[str, str]) -> dict[str, Any]:
+    """A CSV row as a typed event, the way data.validate_frame types its text (stripped, and
+    numbers read as numbers: whole ones as ints); text that is no number stays text."""
+    event: dict[str, Any] = {"event_ts": "2025-10-03T04:00:00Z"}
+    for name in ("customerID", *FEATURE_COLUMNS):
+        text = row[name].strip()
+        event[name] = text
+        if name not in NUMERIC_BOUNDS:
+            continue
+        if name == "TotalCharges" and text == "":
+            event[name] = " "  # blank: a new customer
+            continue
+        number = float(pd.to_numeric(text, errors="coerce"))  # as the loader reads numbers
+        if math.isfinite(number):
+            whole = number.is_integer() and name in ("SeniorCitizen", "tenure")
+            event[name] = int(number) if whole else number
+    return event
+
+
+def event_is_valid(event: dict[str, Any]) -> bool:
+    """The core's decision: the fast check, then the reference decoder for the rest."""
+    body = orjson.dumps(event)
+    accepted, slow = check_batch([body], [None])
+    if accepted.positions:
+        return True
+    try:
+        decode_event(RawMessage(TOPIC, 0, 0, None, body))
+    except InvalidEventError:
+        return False
+    return True
+
+
+def test_the_csv_loader_applies_the_event_rules() -> None:
+    """data.validate_frame is the CSV side of the same definition: a row it accepts is a
+    valid event once typed, and a row it rejects is not (every field, many values)."""
+    good = dict(zip(HEADER.split(","), GOOD.split(","), strict=True))
+    rows = [good] + [
+        {**good, name: value} for name in ("customerID", *FEATURE_COLUMNS) for value in CSV_VALUES
+    ]
+    valid, rejects = validate_frame(pd.DataFrame(rows, dtype=object))
+    assert len(valid) > 80 and len(rejects) > 500  # both sides are exercised
+    for index, row in enumerate(rows):
+        assert event_is_valid(csv_event(row)) == (index in valid.index), row
