@@ -17,6 +17,7 @@ import pytest
 
 from churnstream.model.feature_batch import FeatureBatch
 from churnstream.schemas import Prediction, dump_body
+from churnstream.scoring.bands import RISK_BANDS, band_indices, risk_band
 from churnstream.scoring.batch import score_batch
 from churnstream.scoring.encode import Champion, encode_predictions
 from churnstream.scoring.messages import BatchResult, RawMessage
@@ -282,3 +283,10 @@ def test_shadow_headers_carry_the_champion() -> None:
         ("churnstream.champion_version", b"champ"),
         ("churnstream.champion_probability", b"0.1"),
     ]
+
+
+def test_band_indices_pick_what_risk_band_picks() -> None:
+    edges = [0.4, 0.7, np.nextafter(0.4, 0), np.nextafter(0.7, 0), np.nan, np.inf, -np.inf]
+    p = np.concatenate([np.linspace(-1, 2, 3001), edges])
+    names = [name for _, name in RISK_BANDS]
+    assert band_indices(p) == [names.index(risk_band(x)) for x in p.tolist()]

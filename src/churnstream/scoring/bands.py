@@ -12,6 +12,7 @@ logger = logging.getLogger(__name__)
 RISK_BANDS = ((0.7, "high"), (0.4, "medium"), (0.0, "low"))
 #: The header value of each band, in the order of RISK_BANDS.
 BAND_VALUES = tuple(name.encode() for _, name in RISK_BANDS)
+_UPPER_FLOORS = np.array([floor for floor, _ in RISK_BANDS[:-1]])
 
 
 def risk_band(probability: float) -> str:
@@ -22,9 +23,11 @@ def risk_band(probability: float) -> str:
 
 
 def band_indices(probabilities: np.ndarray) -> list[int]:
-    """Per row, the index into RISK_BANDS that :func:`risk_band` would pick."""
-    index = np.full(len(probabilities), len(RISK_BANDS) - 1, dtype=np.intp)
-    for position in range(len(RISK_BANDS) - 1, -1, -1):
-        index[probabilities >= RISK_BANDS[position][0]] = position
-    indices: list[int] = index.tolist()
+    """Per row, the index into RISK_BANDS that :func:`risk_band` would pick.
+
+    The floors descend, so a probability reaching one floor reaches every lower one: the
+    band is the number of floors above the lowest that it does not reach.
+    """
+    reached = (probabilities[:, None] >= _UPPER_FLOORS).sum(axis=1)
+    indices: list[int] = (len(_UPPER_FLOORS) - reached).tolist()
     return indices
