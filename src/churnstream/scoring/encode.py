@@ -31,6 +31,8 @@ from churnstream.scoring.messages import OutMessage
 
 logger = logging.getLogger(__name__)
 
+#: Up to this many rows, checks run in Python rather than numpy (cheaper for a few values).
+SMALL_BATCH_ROWS = 16
 POSITIVE_LABEL = "Yes"
 NEGATIVE_LABEL = "No"
 # What JSON must escape in a string (orjson escapes exactly these).
@@ -70,7 +72,7 @@ def encode_predictions(
         raise ValueError(f"{n} customers but {values.shape[0]} probabilities / other lengths")
     if not n:
         return []
-    if not (values.min() >= 0.0 and values.max() <= 1.0):  # NaN fails both
+    if not _within_unit_interval(values):
         raise ValueError("a prediction's probability must be finite and within [0, 1]")
     template = prediction_template(processed_ts, model_version, inference_ms)
     texts = number_texts(values.tolist())
@@ -103,6 +105,13 @@ def encode_predictions(
             keys, bodies, sources, champion.probabilities, strict=True
         )
     ]
+
+
+def _within_unit_interval(values: np.ndarray) -> bool:
+    """Every value finite and within [0, 1] (NaN fails every comparison)."""
+    if len(values) <= SMALL_BATCH_ROWS:  # numpy's per-call overhead dominates
+        return all(0.0 <= value <= 1.0 for value in values.tolist())
+    return bool(values.min() >= 0.0 and values.max() <= 1.0)
 
 
 def _shadow_headers(source: bytes, served_by: tuple[str, bytes], probability: float) -> Headers:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -23,8 +22,7 @@ logger = logging.getLogger(__name__)
 Predict = Callable[[FeatureBatch], np.ndarray]
 
 
-@dataclass(frozen=True)
-class Scores:
+class Scores(NamedTuple):
     """A batch's model output, row for row."""
 
     #: Clipped to [0, 1] as the contract wants (0.0 where the row could not be scored).

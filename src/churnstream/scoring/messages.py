@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -60,8 +59,7 @@ class OutMessage(NamedTuple):
     headers: Headers
 
 
-@dataclass(frozen=True)
-class Predicted:
+class Predicted(NamedTuple):
     """A batch's predictions column-wise, row for row as in :attr:`BatchResult.predictions`:
     what shadow scoring needs to write its own predictions beside them, without re-reading
     the bodies."""
@@ -76,11 +74,6 @@ class Predicted:
     processed_ts: str
     model_version: str
     inference_ms: float
-
-    @classmethod
-    def empty(cls, processed_ts: str, model_version: str) -> Predicted:
-        nothing = np.empty(0)
-        return cls([], [], [], nothing, nothing.astype(bool), processed_ts, model_version, 0.0)
 
 
 class BatchResult:

@@ -66,6 +66,12 @@ _TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(
 _TIMESTAMPS = re.compile(f"(?:{_TIMESTAMP.pattern}\n)*{_TIMESTAMP.pattern}")
 _NUMERIC_TEXT = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _BLANK_CHARS = frozenset(" \t\n\r\f\v")
+#: The integer fields' bounds, as ints (the contract's table holds them as numbers).
+_INT_BOUNDS = {
+    name: (int(low), int(high))
+    for name, (low, high) in NUMERIC_BOUNDS.items()
+    if name in ("SeniorCitizen", "tenure") and high is not None
+}
 
 
 @dataclass
@@ -205,7 +211,7 @@ def _level_codes(column: Sequence[Any], lookup: dict[str, int], n: int) -> np.nd
 
 def _int_column(column: Sequence[Any], name: str, n: int) -> tuple[np.ndarray, Any]:
     """Strict ints (not bool, not float) within the contract's bounds for ``name``."""
-    low, high = _int_bounds(name)
+    low, high = _INT_BOUNDS[name]
     if set(map(type, column)) <= {int}:
         try:
             values = np.fromiter(column, dtype=np.int64, count=n)
@@ -300,10 +306,3 @@ def _timestamps(column: Sequence[Any], n: int) -> tuple[list[datetime | None], A
         parsed.append(moment)
         ok[i] = moment is not None
     return parsed, ok
-
-
-def _int_bounds(name: str) -> tuple[int, int]:
-    low, high = NUMERIC_BOUNDS[name]
-    if high is None or low != int(low) or high != int(high):
-        raise ValueError(f"{name} has no whole-number bounds")
-    return int(low), int(high)
