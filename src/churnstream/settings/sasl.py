@@ -17,17 +17,60 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Literal
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import SecretStr
 
 from churnstream.settings.files import check_readable, listing
 from churnstream.settings.passthrough import PASSTHROUGH_SETTINGS
 
-if TYPE_CHECKING:
-    from churnstream.settings.kafka import KafkaSettings
-
 logger = logging.getLogger(__name__)
 
 Mechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"]
+
+
+class KafkaSettings(Protocol):
+    """What these checks read of :class:`churnstream.settings.kafka.KafkaSettings`.
+
+    A protocol rather than an import, because that class calls this module: the settings
+    package keeps its imports pointing one way.
+    """
+
+    @property
+    def security_protocol(self) -> str: ...
+    @property
+    def sasl_mechanism(self) -> Mechanism | None: ...
+    @property
+    def sasl_username(self) -> str | None: ...
+    @property
+    def sasl_password(self) -> SecretStr | None: ...
+    @property
+    def sasl_password_file(self) -> Path | None: ...
+    @property
+    def sasl_oauthbearer_method(self) -> Literal["oidc", "unsecured-jwt"]: ...
+    @property
+    def sasl_oauthbearer_client_id(self) -> str | None: ...
+    @property
+    def sasl_oauthbearer_client_secret(self) -> SecretStr | None: ...
+    @property
+    def sasl_oauthbearer_client_secret_file(self) -> Path | None: ...
+    @property
+    def sasl_oauthbearer_token_endpoint_url(self) -> str | None: ...
+    @property
+    def sasl_oauthbearer_scope(self) -> str | None: ...
+    @property
+    def sasl_oauthbearer_extensions(self) -> str | None: ...
+    @property
+    def sasl_oauthbearer_config(self) -> str | None: ...
+    @property
+    def sasl_kerberos_service_name(self) -> str | None: ...
+    @property
+    def sasl_kerberos_principal(self) -> str | None: ...
+    @property
+    def sasl_kerberos_keytab(self) -> Path | None: ...
+    def passthrough(self, kind: Any = None) -> dict[str, str]: ...
+    def secret(self, inline: SecretStr | None, file: Path | None, setting: str) -> str | None: ...
 
 _PASSWORD = ("sasl_username", "sasl_password", "sasl_password_file")
 _OIDC = (
