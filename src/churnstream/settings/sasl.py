@@ -72,6 +72,7 @@ class KafkaSettings(Protocol):
     def passthrough(self, kind: Any = None) -> dict[str, str]: ...
     def secret(self, inline: SecretStr | None, file: Path | None, setting: str) -> str | None: ...
 
+
 _PASSWORD = ("sasl_username", "sasl_password", "sasl_password_file")
 _OIDC = (
     "sasl_oauthbearer_client_id",
