@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from churnstream.analytics import SUMMARY_KEYS, SUMMARY_SCHEMA_VERSION
 from churnstream.exceptions import ChurnstreamError, DataError
+from churnstream.windows.fields import SUMMARY_KEYS, SUMMARY_SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
 

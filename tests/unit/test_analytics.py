@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churnstream import analytics
-from churnstream.analytics import WindowStats
 from churnstream.exceptions import DataError
+from churnstream.windows import fields
+from churnstream.windows import stats as window_stats
+from churnstream.windows.stats import WindowStats
 
 T0 = datetime(2026, 11, 23, 3, 15, 0, tzinfo=UTC)
 COLUMNS = [
@@ -86,7 +87,7 @@ def test_counts_and_overall_churn() -> None:
     # (0.9 + 0.7 + 0.2 + 0.1) / 4
     assert summary["churn"]["mean_probability"] == pytest.approx(0.475)
     assert summary["model_version"] == "m1"
-    assert summary["schema_version"] == analytics.SUMMARY_SCHEMA_VERSION
+    assert summary["schema_version"] == fields.SUMMARY_SCHEMA_VERSION
 
 
 def test_rates_by_group_accumulate_across_batches_and_are_sorted() -> None:
@@ -235,7 +236,7 @@ def test_top_k_is_ordered_by_probability_with_ties_broken_by_customer_id() -> No
 def test_top_k_keeps_each_customers_latest_score(
     monkeypatch: pytest.MonkeyPatch, compact_min_rows: int
 ) -> None:
-    monkeypatch.setattr(analytics, "COMPACT_MIN_ROWS", compact_min_rows)
+    monkeypatch.setattr(window_stats, "COMPACT_MIN_ROWS", compact_min_rows)
     stats = WindowStats()
     stats.add_scored(batch(row("A", 1, 0.99), row("B", 2, 0.80), row("C", 3, 0.30)))
     # A's newer score is low, so B leads; within the last batch C's last row (0.50) wins.
@@ -408,7 +409,7 @@ def test_populated_summary_is_plain_json() -> None:
     summary = summarize(stats)
 
     assert json.loads(json.dumps(summary, allow_nan=False)) == summary
-    assert set(summary) == {*analytics.SUMMARY_KEYS, "latency_histogram"}  # no drift asked
+    assert set(summary) == {*fields.SUMMARY_KEYS, "latency_histogram"}  # no drift asked
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churnstream.analytics import WindowStats
 from churnstream.data import load_dataset
 from churnstream.model.features import bin_proportions, distribution_profile
-from churnstream.observability.drift import (
+from churnstream.windows.drift import (
     BASIS_HELD_OUT,
     BASIS_TRAINING,
     DriftReference,
@@ -24,6 +23,7 @@ from churnstream.observability.drift import (
     psi,
     weighted_bin_proportions,
 )
+from churnstream.windows.stats import WindowStats
 
 T0 = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
 

@@ -357,7 +357,7 @@ def test_live_fails_when_the_running_loop_stops_polling() -> None:
 def test_drift_observer_adds_the_block_exports_gauges_and_warns(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from churnstream.observability.drift import DriftReference
+    from churnstream.windows.drift import DriftReference
 
     reference = DriftReference(
         model_version="m1",
@@ -395,7 +395,7 @@ def test_drift_observer_adds_the_block_exports_gauges_and_warns(
 
 
 def test_drift_observer_without_accumulation_only_exports() -> None:
-    from churnstream.observability.drift import DriftReference
+    from churnstream.windows.drift import DriftReference
 
     reference = DriftReference("m1", {}, {}, expected_churn_rate=0.3, churn_rate_basis="t")
     observer = m.DriftObserver(reference, accumulate=False)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from churnstream.analytics import LATENCY_BIN_EDGES_MS, WindowStats
-from churnstream.observability.drift import DriftReference
 from churnstream.reports import load_summary, render_summary, write_summary
+from churnstream.windows.drift import DriftReference
+from churnstream.windows.fields import LATENCY_BIN_EDGES_MS
+from churnstream.windows.stats import WindowStats
 from tests.unit.test_reports import PNG_MAGIC, T0, _scored, make_summary
 from tests.unit.test_status import app
 

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from churnstream.analytics import WindowStats
 from churnstream.exceptions import ChurnstreamError, DataError
 from churnstream.reports import load_summary, render_console, write_summary
+from churnstream.windows.stats import WindowStats
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 T0 = datetime(2026, 11, 23, 3, 15, 0, tzinfo=UTC)

@@ -11,16 +11,16 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from churnstream.analytics import SUMMARY_KEYS, SUMMARY_SCHEMA_VERSION
 from churnstream.cli import check_cmd
 from churnstream.cli._common import new_app
-from churnstream.observability.thresholds import (
+from churnstream.settings import ObservabilitySettings
+from churnstream.windows.fields import SUMMARY_KEYS, SUMMARY_SCHEMA_VERSION
+from churnstream.windows.thresholds import (
     DEFAULT_MAX_DLQ_RATE,
     Thresholds,
     evaluate,
     latest_summary_name,
 )
-from churnstream.settings import ObservabilitySettings
 
 ENDED = "2026-11-23T04:36:45.204Z"
 
@@ -32,7 +32,7 @@ def drift_block(
     evaluated: bool = True,
     samples: int = 7043,
 ) -> dict[str, Any]:
-    """A drift block shaped like churnstream.observability.drift.drift_block's."""
+    """A drift block shaped like churnstream.windows.drift.drift_block's."""
     psi = {"tenure": 0.008, "Contract": 0.003} if psi is None else psi
     expected = 0.30
     return {

@@ -71,8 +71,8 @@ def check(
     code is 3. Drift is checked only when the scorer evaluated it (windows of at least
     observability.drift_min_samples scored messages).
     """
-    from churnstream.observability.thresholds import Thresholds, evaluate
     from churnstream.reports import load_summary
+    from churnstream.windows.thresholds import Thresholds, evaluate
 
     if (summary is None) == (not latest):
         raise typer.BadParameter("give either --summary FILE or --latest", param_hint="--summary")
@@ -115,7 +115,7 @@ def check(
 
 def newest_summary(reports_dir: Path) -> Path:
     """The newest ``summary_*.json`` in ``reports_dir`` (by window end); DataError if none."""
-    from churnstream.observability.thresholds import latest_summary_name
+    from churnstream.windows.thresholds import latest_summary_name
 
     try:
         names = [p.name for p in reports_dir.iterdir() if p.is_file()]

@@ -32,13 +32,6 @@ from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from churnstream.analytics import ERROR_TYPES
-from churnstream.observability.drift import (
-    DriftReference,
-    FeatureAccumulator,
-    drift_block,
-    drift_warnings,
-)
 from churnstream.observability.names import (
     DRIFT_CHURN_RATE,
     DRIFT_DETECTED,
@@ -69,6 +62,13 @@ from churnstream.observability.names import (
     SCORER_SCORED,
 )
 from churnstream.pipeline.observers import ScorerObserver
+from churnstream.windows.drift import (
+    DriftReference,
+    FeatureAccumulator,
+    drift_block,
+    drift_warnings,
+)
+from churnstream.windows.fields import ERROR_TYPES
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer

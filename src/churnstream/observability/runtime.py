@@ -24,7 +24,6 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from churnstream.observability.drift import DriftReference
 from churnstream.observability.health import KafkaBrokerProbe, ScorerHealth
 from churnstream.observability.metrics import (
     DriftObserver,
@@ -33,23 +32,10 @@ from churnstream.observability.metrics import (
 )
 from churnstream.observability.server import Health, MetricsServer, start_metrics_server
 from churnstream.pipeline.observers import ScorerObserver
-from churnstream.settings import ObservabilitySettings, Settings
+from churnstream.settings import Settings
+from churnstream.windows.drift import drift_reference
 
 logger = logging.getLogger(__name__)
-
-
-def drift_reference(
-    metadata: Mapping[str, Any] | None, settings: ObservabilitySettings
-) -> DriftReference | None:
-    """The model's training profile with the configured thresholds (None without one)."""
-    if metadata is None:
-        return None
-    return DriftReference.from_metadata(
-        metadata,
-        psi_threshold=settings.drift_psi_threshold,
-        min_samples=settings.drift_min_samples,
-        churn_rate_tolerance=settings.drift_churn_rate_tolerance,
-    )
 
 
 @dataclass

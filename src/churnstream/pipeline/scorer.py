@@ -26,7 +26,6 @@ from typing import Any, Literal
 import pandas as pd
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from churnstream.analytics import WindowStats
 from churnstream.exceptions import BrokerUnavailableError, ConfigError, DeliveryError
 from churnstream.kafka.connect import wait_for_broker
 from churnstream.kafka.producer import SafeProducer
@@ -41,7 +40,6 @@ from churnstream.logging import (
     TOPIC,
 )
 from churnstream.model.scorer import Scorer
-from churnstream.observability.runtime import drift_reference
 from churnstream.pipeline.models import ModelWatcher, ShadowTap
 from churnstream.pipeline.observers import ScorerObserver
 from churnstream.reports import write_summary
@@ -49,6 +47,8 @@ from churnstream.scoring.batch import score_batch
 from churnstream.scoring.messages import BatchResult, RawMessage
 from churnstream.scoring.shadow import ShadowRecord, ShadowStats, shadow_records
 from churnstream.settings import Settings
+from churnstream.windows.drift import drift_reference
+from churnstream.windows.stats import WindowStats
 
 logger = logging.getLogger(__name__)
 

@@ -2,11 +2,11 @@
 
 The consumer loop feeds one :class:`WindowStats` per window with each scored micro-batch,
 the dead-letter counts and the batch sizes, then calls :meth:`WindowStats.summary` once
-and hands the dict to :mod:`churnstream.reports`. Work is done per batch with
-pandas/numpy; the only per-row Python work is the idempotency-key lookup.
+and hands the dict to its observers (the report writer among them). Work is done per batch
+with pandas/numpy; the only per-row Python work is the idempotency-key lookup.
 
 Given the model's training profile (``summary(..., drift=DriftReference)``), the summary
-also holds a ``drift`` block (:mod:`churnstream.observability.drift`): PSI of tenure,
+also holds a ``drift`` block (:mod:`churnstream.windows.drift`): PSI of tenure,
 MonthlyCharges and the three segment columns, and the predicted-churn-rate shift, over the
 same de-duplicated rows as everything else.
 """
@@ -27,65 +27,27 @@ from numpy.typing import NDArray
 
 from churnstream.exceptions import DataError
 from churnstream.model.features import PROFILE_NUMERIC
-from churnstream.observability.drift import (
-    DriftReference,
-    ValueCounts,
-    as_floats,
-    drift_block,
+from churnstream.windows.drift import DriftReference, ValueCounts, as_floats, drift_block
+from churnstream.windows.fields import (
+    ERROR_TYPES,
+    GROUP_COLUMNS,
+    KEY_COLUMNS,
+    LATENCY_BIN_EDGES_MS,
+    REQUIRED_COLUMNS,
+    RISK_BINS,
+    SUMMARY_SCHEMA_VERSION,
+    TOP_RISK_COLUMNS,
+    UNKNOWN_LEVEL,
 )
+from churnstream.windows.reservoir import Reservoir
 
 logger = logging.getLogger(__name__)
 
-SUMMARY_SCHEMA_VERSION = 1
 MAX_LATENCY_SAMPLES = 1_000_000
-RISK_BINS = 10
-#: Lower edges (ms) of the latency histogram's bins; the last bin is open-ended.
-LATENCY_BIN_EDGES_MS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000)
 # Compacting the latest-score table costs O(rows kept); doing it only once the pending
 # rows outnumber the kept ones (and at least this many) makes it amortised O(1) per row.
 COMPACT_MIN_ROWS = 10_000
 _RESERVOIR_SEED = 0
-
-ERROR_TYPES = ("validation_error", "inference_error", "processing_error", "unknown_error")
-KEY_COLUMNS = ("source_topic", "source_partition", "source_offset")
-GROUP_COLUMNS: Mapping[str, str] = {
-    "by_contract": "Contract",
-    "by_internet_service": "InternetService",
-    "by_payment_method": "PaymentMethod",
-}
-TOP_RISK_COLUMNS = (
-    "customerID",
-    "churn_probability",
-    "Contract",
-    "InternetService",
-    "PaymentMethod",
-)
-REQUIRED_COLUMNS = frozenset(
-    {
-        *TOP_RISK_COLUMNS,
-        "prediction",
-        "inference_latency_ms",
-        "e2e_latency_ms",
-        *KEY_COLUMNS,
-    }
-)
-# Top-level keys of every summary; reports use them to recognise one.
-SUMMARY_KEYS = (
-    "schema_version",
-    "window",
-    "model_version",
-    "counts",
-    "churn",
-    *GROUP_COLUMNS,
-    "top_risk",
-    "latency_ms",
-    "throughput",
-    "batch_sizes",
-    "risk_histogram",
-)
-#: Keys newer summaries add; older summaries without them stay readable.
-OPTIONAL_SUMMARY_KEYS = ("latency_histogram", "drift", "shadow")
-UNKNOWN_LEVEL = "unknown"
 
 
 @dataclass
@@ -100,90 +62,6 @@ class _Tally:
             "churn_count": self.churn_count,
             "churn_rate": _ratio(self.churn_count, self.count),
             "mean_probability": _ratio(self.probability_sum, self.count),
-        }
-
-
-class _Reservoir:
-    """Exact count, sum and max, plus a uniform sample of at most ``capacity`` values.
-
-    Percentiles come from the sample, so they are exact until the capacity is reached and
-    unbiased estimates after (Vitter's algorithm R, vectorised per batch).
-    """
-
-    def __init__(self, name: str, capacity: int, rng: np.random.Generator) -> None:
-        self._name = name
-        self._capacity = capacity
-        self._rng = rng
-        # Filled as a list of chunks: concatenating per batch would copy the sample each time.
-        self._chunks: list[NDArray[np.float64]] = []
-        self._kept = 0
-        self._sample: NDArray[np.float64] | None = None
-        self.count = 0
-        self.total = 0.0
-        self.maximum = -math.inf
-
-    @property
-    def sampled(self) -> bool:
-        return self.count > self._capacity
-
-    def add(self, values: NDArray[np.float64]) -> None:
-        values = values[np.isfinite(values)]
-        if values.size == 0:
-            return
-        self.total += float(values.sum())
-        self.maximum = max(self.maximum, float(values.max()))
-        room = self._capacity - self._kept
-        if room > 0:
-            head = values[:room]
-            self._chunks.append(head.copy())
-            self._kept += head.size
-            self.count += head.size
-            values = values[room:]
-            if values.size == 0:
-                return
-        if self._sample is None:
-            logger.warning(
-                "more than %d %s samples in one window; percentiles are now sampled",
-                self._capacity,
-                self._name,
-            )
-            self._sample = np.concatenate(self._chunks)
-            self._chunks = []
-        # Element i of this batch is stream item count+i; it replaces slot j if j < capacity.
-        stream_index = np.arange(self.count, self.count + values.size)
-        slots = self._rng.integers(0, stream_index + 1)
-        keep = slots < self._capacity
-        self._sample[slots[keep]] = values[keep]
-        self.count += values.size
-
-    def values(self) -> NDArray[np.float64]:
-        if self._sample is not None:
-            return self._sample
-        if not self._chunks:
-            return np.empty(0, dtype=np.float64)
-        return np.concatenate(self._chunks)
-
-    def as_dict(self) -> dict[str, Any]:
-        sample = self.values()
-        if self.count == 0 or sample.size == 0:
-            return {
-                "count": 0,
-                "p50": None,
-                "p95": None,
-                "p99": None,
-                "max": None,
-                "mean": None,
-                "sampled": False,
-            }
-        p50, p95, p99 = (float(v) for v in np.percentile(sample, [50, 95, 99]))
-        return {
-            "count": self.count,
-            "p50": p50,
-            "p95": p95,
-            "p99": p99,
-            "max": self.maximum,
-            "mean": self.total / self.count,
-            "sampled": self.sampled,
         }
 
 
@@ -215,9 +93,9 @@ class WindowStats:
         self._latest = pd.DataFrame(columns=list(TOP_RISK_COLUMNS))
         self._pending: list[pd.DataFrame] = []
         self._pending_rows = 0
-        self._inference = _Reservoir("inference latency", max_latency_samples, rng)
-        self._end_to_end = _Reservoir("end-to-end latency", max_latency_samples, rng)
-        self._batch_sizes = _Reservoir("batch size", max_latency_samples, rng)
+        self._inference = Reservoir("inference latency", max_latency_samples, rng)
+        self._end_to_end = Reservoir("end-to-end latency", max_latency_samples, rng)
+        self._batch_sizes = Reservoir("batch size", max_latency_samples, rng)
         # Exact value counts of the profiled numeric features, for drift (bounded by the
         # number of distinct values); the segment columns' counts are already in _groups.
         self._numeric = {column: ValueCounts() for column in PROFILE_NUMERIC}
@@ -450,7 +328,7 @@ class WindowStats:
 
 
 class _WindowDriftInputs:
-    """:class:`~churnstream.observability.drift.DriftInputs` over a window's own tallies."""
+    """:class:`~churnstream.windows.drift.DriftInputs` over a window's own tallies."""
 
     def __init__(self, stats: WindowStats) -> None:
         self._stats = stats

@@ -1,7 +1,7 @@
 """Alert thresholds on a window summary: dead-letter rate, churn-rate shift, drift. Pure.
 
 ``churnstream check`` (and the Airflow DAGs through it) reads one summary written by the
-scorer (:meth:`churnstream.analytics.WindowStats.summary`) and compares it with limits:
+scorer (:meth:`churnstream.windows.stats.WindowStats.summary`) and compares it with limits:
 
 - **dead-letter rate**: ``counts.dead_lettered / counts.consumed`` above ``max_dlq_rate``;
 - **churn-rate shift**: ``|drift.churn_rate.shift|`` (predicted churn rate minus the rate
@@ -260,7 +260,7 @@ def latest_summary_name(names: Iterable[str]) -> str | None:
     """The newest window summary among file names (``summary_<end, UTC>[_N].json``).
 
     Ordered by the window end in the name, then by the ``_N`` suffix that
-    :func:`churnstream.reports.write_summary` adds when two windows end in the same second.
+    :func:`churnstream.reports.files.write_summary` adds when two windows end in the same second.
     Other names (Markdown, charts, other JSON) are ignored; None if there is no summary.
     """
     best: tuple[str, int, str] | None = None

@@ -36,6 +36,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from churnstream.model.features import PROFILE_CATEGORICAL, PROFILE_NUMERIC
+from churnstream.settings import ObservabilitySettings
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def as_floats(series: pd.Series) -> NDArray[np.float64]:
 
 class DriftInputs(Protocol):
     """What :func:`drift_block` reads of a window (a :class:`FeatureAccumulator`, or an
-    adapter over :class:`churnstream.analytics.WindowStats`' own tallies)."""
+    adapter over :class:`churnstream.windows.stats.WindowStats`' own tallies)."""
 
     @property
     def rows(self) -> int: ...
@@ -166,7 +167,7 @@ class FeatureAccumulator:
     """One window's drift inputs: the profiled features of every scored row, and its labels.
 
     Feed it the scored frames (``BatchResult.scored``, or the de-duplicated rows of
-    :class:`churnstream.analytics.WindowStats`); columns it does not find are skipped.
+    :class:`churnstream.windows.stats.WindowStats`); columns it does not find are skipped.
     Memory is bounded by the number of distinct values, not by the number of rows.
     """
 
@@ -266,6 +267,20 @@ class DriftReference:
             min_samples=min_samples,
             churn_rate_tolerance=churn_rate_tolerance,
         )
+
+
+def drift_reference(
+    metadata: Mapping[str, Any] | None, settings: ObservabilitySettings
+) -> DriftReference | None:
+    """The model's training profile with the configured thresholds (None without one)."""
+    if metadata is None:
+        return None
+    return DriftReference.from_metadata(
+        metadata,
+        psi_threshold=settings.drift_psi_threshold,
+        min_samples=settings.drift_min_samples,
+        churn_rate_tolerance=settings.drift_churn_rate_tolerance,
+    )
 
 
 def _expected_churn_rate(metadata: Mapping[str, Any]) -> tuple[float | None, str | None]:
