@@ -71,7 +71,7 @@ def check(
     code is 3. Drift is checked only when the scorer evaluated it (windows of at least
     observability.drift_min_samples scored messages).
     """
-    from churnstream.reports import load_summary
+    from churnstream.reports.files import load_summary
     from churnstream.windows.thresholds import Thresholds, evaluate
 
     if (summary is None) == (not latest):

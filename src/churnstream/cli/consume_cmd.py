@@ -121,7 +121,7 @@ def consume(
     from churnstream.model.scorer import Scorer
     from churnstream.observability.runtime import instrument_scorer
     from churnstream.pipeline.scorer import ScoreOptions, ScorerLoop, default_transactional_id
-    from churnstream.reports import render_console
+    from churnstream.reports.console import render_console
 
     if mode not in ("streaming", "batch"):
         raise ConfigError(f"--mode must be 'streaming' or 'batch', not {mode!r}")

@@ -36,7 +36,7 @@ def demo(
 ) -> None:
     """Start what is needed, stream events through the scorer, print the summary."""
     from churnstream.ops.demo import DemoState, run_demo
-    from churnstream.reports import render_console
+    from churnstream.reports.console import render_console
 
     settings = get_kafka_settings(
         **{"kafka.bootstrap_servers": broker, "observability.metrics_port": metrics_port}

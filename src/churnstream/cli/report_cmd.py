@@ -25,11 +25,12 @@ def report(
     ] = True,
 ) -> None:
     """Re-render the Markdown and PNG charts (churn by segment, risk, latency) of a summary."""
-    from churnstream.reports import render_console, render_summary
+    from churnstream.reports.console import render_console
+    from churnstream.reports.files import render_summary
 
     md_path, charts = render_summary(input_path, output_dir)
     if show:
-        from churnstream.reports import load_summary
+        from churnstream.reports.files import load_summary
 
         render_console(load_summary(input_path), Console())
     typer.echo(f"wrote {md_path} and {len(charts)} chart(s)")

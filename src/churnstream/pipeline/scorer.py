@@ -42,7 +42,7 @@ from churnstream.logging import (
 from churnstream.model.scorer import Scorer
 from churnstream.pipeline.models import ModelWatcher, ShadowTap
 from churnstream.pipeline.observers import ScorerObserver
-from churnstream.reports import write_summary
+from churnstream.reports.files import write_summary
 from churnstream.scoring.batch import score_batch
 from churnstream.scoring.messages import BatchResult, RawMessage
 from churnstream.scoring.shadow import ShadowRecord, ShadowStats, shadow_records

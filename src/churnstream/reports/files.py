@@ -1,0 +1,218 @@
+"""Window-summary report files: JSON, Markdown and PNG charts.
+
+The summary dict comes from :meth:`churnstream.windows.stats.WindowStats.summary`. Every
+file is written to a temporary name and then moved into place, so a reader never sees half
+a report, and an existing report is never overwritten: a clashing name gets a suffix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from churnstream.exceptions import ChurnstreamError, DataError
+from churnstream.reports.charts import render_charts
+from churnstream.reports.format import check_summary
+from churnstream.reports.markdown import render_markdown
+
+logger = logging.getLogger(__name__)
+
+REPORT_PREFIX = "summary_"
+MAX_NAME_ATTEMPTS = 1_000
+REPORT_FILE_MODE = 0o644
+_STEM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_JSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY
+
+
+def write_summary(
+    summary: Mapping[str, Any],
+    reports_dir: Path,
+    *,
+    stem: str | None = None,
+    charts: bool = True,
+) -> tuple[Path, Path]:
+    """Write ``<stem>.json``, ``<stem>.md`` and the PNG charts into ``reports_dir``.
+
+    The stem defaults to ``summary_<window end, UTC, like 20261123T031500Z>``. If a report
+    with that stem exists (two windows ending in the same second), ``_1``, ``_2``... is
+    appended. Charts are ``<stem>_contract.png``, ``<stem>_internet_service.png``,
+    ``<stem>_risk.png`` and (if the summary has a latency histogram) ``<stem>_latency.png``;
+    ``charts=False`` skips them (rendering takes ~0.1 s each).
+
+    Returns:
+        The paths of the JSON and the Markdown files.
+
+    Raises:
+        DataError: ``summary`` is not a window summary or cannot be serialised.
+        ValueError: ``stem`` is not a plain file-name stem.
+    """
+    check_summary(summary, source="summary")
+    base = stem if stem is not None else REPORT_PREFIX + _compact_utc(summary["window"]["ended_at"])
+    if not _STEM_RE.fullmatch(base):
+        raise ValueError(f"stem must be a plain file name ([A-Za-z0-9._-]), got {base!r}")
+    try:
+        payload = orjson.dumps(summary, option=_JSON_OPTIONS)
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        raise DataError(f"summary is not JSON-serialisable: {exc}") from exc
+    # Render before claiming the name, so a plotting error leaves no orphan JSON behind.
+    pngs = render_charts(summary) if charts else {}
+
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    chosen = _claim_stem(reports_dir, base, payload)
+    json_path = reports_dir / f"{chosen}.json"
+    images: dict[str, str] = {}
+    for suffix, png in pngs.items():
+        name = f"{chosen}_{suffix}.png"
+        _atomic_write(reports_dir / name, png)
+        images[suffix] = name
+    md_path = reports_dir / f"{chosen}.md"
+    _atomic_write(md_path, render_markdown(summary, images).encode("utf-8"))
+    logger.info("wrote window summary %s (+ .md, %d charts)", json_path, len(images))
+    return json_path, md_path
+
+
+def render_summary(json_path: Path, output_dir: Path | None = None) -> tuple[Path, list[Path]]:
+    """Re-render the Markdown and PNG charts of a summary JSON written earlier.
+
+    They go next to the JSON (or into ``output_dir``) under the JSON's stem, replacing the
+    previous rendering atomically; the JSON itself is never touched.
+
+    Returns:
+        The Markdown path and the chart paths.
+
+    Raises:
+        DataError: the file is missing or not a window summary.
+    """
+    summary = load_summary(json_path)
+    target = output_dir if output_dir is not None else json_path.parent
+    target.mkdir(parents=True, exist_ok=True)
+    stem = json_path.name.removesuffix(".json")
+    images: dict[str, str] = {}
+    written: list[Path] = []
+    for suffix, png in render_charts(summary).items():
+        name = f"{stem}_{suffix}.png"
+        _atomic_write(target / name, png)
+        images[suffix] = name
+        written.append(target / name)
+    md_path = target / f"{stem}.md"
+    _atomic_write(md_path, render_markdown(summary, images).encode("utf-8"))
+    logger.info("re-rendered %s (+ %d charts) from %s", md_path, len(images), json_path)
+    return md_path, written
+
+
+def load_summary(path: Path) -> dict[str, Any]:
+    """Read a summary written by :func:`write_summary`.
+
+    Raises:
+        DataError: the file is missing, unreadable, not JSON, or not a window summary.
+    """
+    try:
+        data = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise DataError(f"summary {path} does not exist") from None
+    except OSError as exc:
+        raise DataError(f"cannot read summary {path}: {exc}") from exc
+    except orjson.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON: {exc}") from exc
+    check_summary(data, source=str(path))
+    result: dict[str, Any] = data
+    return result
+
+
+def _compact_utc(iso: str) -> str:
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError as exc:
+        raise DataError(f"window.ended_at is not ISO 8601: {iso!r}") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _temp_file(directory: Path, data: bytes) -> Path:
+    # Same directory as the target, so os.link/os.replace never cross a file system.
+    fd, name = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            # mkstemp creates 0600; reports are meant to be read by dashboards and people.
+            os.chmod(name, REPORT_FILE_MODE)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name)
+
+
+def _atomic_write(target: Path, data: bytes) -> None:
+    temp = _temp_file(target.parent, data)
+    try:
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def _claim_stem(directory: Path, base: str, payload: bytes) -> str:
+    """Publish the JSON under the first free stem and return that stem.
+
+    ``os.link`` creates the name atomically with its full content and fails if it exists,
+    so two writers racing for the same second cannot overwrite each other.
+    """
+    temp = _temp_file(directory, payload)
+    try:
+        for attempt in range(MAX_NAME_ATTEMPTS):
+            stem = base if attempt == 0 else f"{base}_{attempt}"
+            if (directory / f"{stem}.md").exists():
+                continue
+            if _publish_exclusive(temp, directory / f"{stem}.json"):
+                return stem
+    finally:
+        temp.unlink(missing_ok=True)
+    raise ChurnstreamError(
+        f"no free report name for {base} in {directory} after {MAX_NAME_ATTEMPTS} attempts"
+    )
+
+
+def _publish_exclusive(temp: Path, target: Path) -> bool:
+    try:
+        os.link(temp, target)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:
+        # No hard links on this file system: reserve the name, then replace it.
+        # A reader may briefly see an empty file here, never someone else's report.
+        pass
+    try:
+        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, REPORT_FILE_MODE))
+    except FileExistsError:
+        return False
+    os.replace(_temp_file(temp.parent, temp.read_bytes()), target)
+    return True
+
+
+class SummaryWriter:
+    """Writes each window summary it is called with into ``reports_dir``.
+
+    The CLI wires one into the scorer's window hook; ``paths`` lists the JSON and Markdown
+    files written so far, in order.
+    """
+
+    def __init__(self, reports_dir: Path) -> None:
+        self.reports_dir = reports_dir
+        self.paths: list[Path] = []
+
+    def __call__(self, summary: Mapping[str, Any]) -> None:
+        json_path, md_path = write_summary(summary, self.reports_dir)
+        self.paths.extend([json_path, md_path])
+        logger.info("window summary written to %s", md_path)
