@@ -25,9 +25,9 @@ from churnstream.headers import ROW_INDEX_HEADER, RUN_ID_HEADER
 from churnstream.model.scorer import Scorer
 from churnstream.model.train import run_training
 from churnstream.ops import devbroker
-from churnstream.pipeline.producer import load_records
 from churnstream.schemas import format_ts
 from churnstream.settings import BrokerSettings, Settings
+from churnstream.streaming.events_producer import load_records
 
 logger = logging.getLogger("bench")
 

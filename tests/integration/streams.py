@@ -18,9 +18,12 @@ from churnstream.events import encode_event, frame_to_records
 from churnstream.kafka.producer import SafeProducer
 from churnstream.model.scorer import Scorer
 from churnstream.observability.runtime import ScorerInstrumentation, instrument_scorer
-from churnstream.pipeline.scorer import ScoreOptions, ScorerLoop, ScoreSummary
+from churnstream.reports.files import SummaryWriter
 from churnstream.schemas import utc_now_iso
 from churnstream.settings import Settings
+from churnstream.streaming.loop import ScorerLoop
+from churnstream.streaming.observers import ScorerObserver, WindowCallback
+from churnstream.streaming.options import ScoreOptions, ScoreSummary
 
 
 def records(
@@ -82,6 +85,8 @@ class ScorerRun:
     stop: threading.Event
     thread: threading.Thread
     result: list[ScoreSummary] = field(default_factory=list)
+    #: Writes each window's report files, if the run was given a reports_dir.
+    reports: SummaryWriter | None = None
 
     @property
     def url(self) -> str:
@@ -122,13 +127,16 @@ def start_scorer(
         max_batch_records=200,
         max_batch_wait_ms=100,
         summary_interval_s=summary_interval_s,
-        reports_dir=reports_dir,
     )
-    loop = ScorerLoop(settings, options, scorer=scorer, observers=inst.observers)
+    observers: list[ScorerObserver] = list(inst.observers)
+    reports = SummaryWriter(reports_dir) if reports_dir is not None else None
+    if reports is not None:
+        observers.append(WindowCallback(reports))
+    loop = ScorerLoop(settings, options, scorer=scorer, observers=observers)
     stop = threading.Event()
     result: list[ScoreSummary] = []
     thread = threading.Thread(target=lambda: result.append(loop.run(stop)), daemon=True)
-    run = ScorerRun(loop, inst, stop, thread, result)
+    run = ScorerRun(loop, inst, stop, thread, result, reports)
     thread.start()
     return run
 

@@ -24,7 +24,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from churnstream.headers import ROW_INDEX_HEADER, SOURCE_HEADER
-from churnstream.pipeline.checkpoint import load_checkpoint
+from churnstream.streaming.checkpoint import load_checkpoint
 from tests.integration.kafka_io import read_topic, send_raw
 from tests.unit.test_schemas import EVENT
 

@@ -23,8 +23,8 @@ from typer.testing import CliRunner
 
 from churnstream.cli import app
 from churnstream.events import stamp
-from churnstream.pipeline.producer import load_records
 from churnstream.schemas import utc_now_iso
+from churnstream.streaming.events_producer import load_records
 from tests.conftest import CONTRACTS_DIR, REPO_ROOT
 from tests.integration.kafka_io import read_topic, send_raw
 from tests.unit.test_schemas import EVENT

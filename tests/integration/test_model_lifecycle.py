@@ -17,8 +17,11 @@ import pytest
 
 from churnstream.headers import CHAMPION_VERSION_HEADER, MODEL_VERSION_HEADER, SOURCE_HEADER
 from churnstream.model.train import run_training
-from churnstream.pipeline.scorer import ScoreOptions, ScorerLoop, ScoreSummary
+from churnstream.reports.files import SummaryWriter
 from churnstream.settings import load_settings
+from churnstream.streaming.loop import ScorerLoop
+from churnstream.streaming.observers import WindowCallback
+from churnstream.streaming.options import ScoreOptions, ScoreSummary
 from tests.integration.kafka_io import Record, read_topic, send_raw
 from tests.unit.test_schemas import EVENT, contract
 
@@ -92,9 +95,13 @@ def options(
         max_batch_records=50,
         max_batch_wait_ms=50,
         summary_interval_s=3600,
-        reports_dir=tmp_path / "reports",
         **extra,
     )
+
+
+def reports(tmp_path: Path) -> list[WindowCallback]:
+    """The window hook the CLI wires: each window's report files under tmp_path/reports."""
+    return [WindowCallback(SummaryWriter(tmp_path / "reports"))]
 
 
 def test_hot_reload_during_a_stream_and_refusing_a_bad_model(
@@ -111,7 +118,11 @@ def test_hot_reload_during_a_stream_and_refusing_a_bad_model(
     topics = (topic_factory(3), topic_factory(3), topic_factory(1))
     raw, preds, _ = topics
     settings = load_settings(**{"kafka.bootstrap_servers": kafka_bootstrap})
-    loop = ScorerLoop(settings, options(topics, models, tmp_path, reload_interval_s=0.5))
+    loop = ScorerLoop(
+        settings,
+        options(topics, models, tmp_path, reload_interval_s=0.5),
+        observers=reports(tmp_path),
+    )
     with Running(loop) as running:
         send_raw(kafka_bootstrap, raw, events(0, 1000))
         wait_for(kafka_bootstrap, preds, 1000)
@@ -125,7 +136,7 @@ def test_hot_reload_during_a_stream_and_refusing_a_bad_model(
         bad = models / "29991231T000000Z-broken"
         shutil.copytree(models / second, bad)
         (bad / "model.skops").write_bytes(b"garbage, not a skops archive")
-        with caplog.at_level(logging.ERROR, logger="churnstream.pipeline.models"):
+        with caplog.at_level(logging.ERROR, logger="churnstream.streaming.models"):
             (models / "latest").write_text(bad.name + "\n")
             time.sleep(2)
             send_raw(kafka_bootstrap, raw, events(2000, 500))
@@ -164,7 +175,7 @@ def test_shadow_model_scores_every_batch_and_is_compared(
     opts = options(
         topics, model_dir, tmp_path, shadow_model_path=candidate, shadow_topic=shadow_topic
     )
-    with Running(ScorerLoop(settings, opts)) as running:
+    with Running(ScorerLoop(settings, opts, observers=reports(tmp_path))) as running:
         send_raw(kafka_bootstrap, raw, events(0, 600))
         champion = wait_for(kafka_bootstrap, preds, 600)
         shadow = wait_for(kafka_bootstrap, shadow_topic, 600)

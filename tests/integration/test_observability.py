@@ -153,7 +153,8 @@ def test_scorer_metrics_health_drift_and_status(
     assert drift["available"] and drift["evaluated"] and drift["samples"] == EVENTS
     assert not drift["drifted"], drift["drifted_features"]
     assert drift["max_psi"] < 0.05
-    report_json = [p for p in summary.reports if p.suffix == ".json"][-1]
+    assert run.reports is not None
+    report_json = [p for p in run.reports.paths if p.suffix == ".json"][-1]
     assert json.loads(report_json.read_text())["drift"]["samples"] == EVENTS
     markdown = report_json.with_suffix(".md").read_text()
     assert "## Drift against the training data" in markdown and "no drift" in markdown

@@ -18,8 +18,8 @@ import pytest
 from churnstream.headers import ROW_INDEX_HEADER, SOURCE_HEADER
 from churnstream.kafka import admin
 from churnstream.ops import devbroker
-from churnstream.pipeline.producer import ProduceOptions, run_producer
 from churnstream.settings import BrokerSettings, TopicSettings, load_settings
+from churnstream.streaming.events_producer import ProduceOptions, run_producer
 from tests.integration.kafka_io import read_topic, send_raw
 from tests.unit.test_schemas import EVENT
 

@@ -21,10 +21,10 @@ from typer.testing import CliRunner
 from churnstream.cli import app
 from churnstream.data import load_dataset
 from churnstream.headers import ROW_INDEX_HEADER, SOURCE_HEADER
-from churnstream.pipeline.checkpoint import load_checkpoint
-from churnstream.pipeline.producer import ProduceOptions, run_producer
 from churnstream.schemas import DeadLetter, Prediction
 from churnstream.settings import load_settings
+from churnstream.streaming.checkpoint import load_checkpoint
+from churnstream.streaming.events_producer import ProduceOptions, run_producer
 from tests.integration.kafka_io import read_topic, send_raw
 from tests.unit.test_schemas import EVENT, contract
 

@@ -45,7 +45,7 @@ def test_workers_run_the_same_command_with_one_worker_each(
 
 
 def test_default_transactional_ids_differ_per_worker() -> None:
-    from churnstream.pipeline.scorer import default_transactional_id
+    from churnstream.streaming.options import default_transactional_id
 
     ids = {default_transactional_id("g", "t", worker) for worker in range(3)}
     assert len(ids) == 3

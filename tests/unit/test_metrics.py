@@ -23,9 +23,9 @@ from churnstream.observability.metrics import (
     PrometheusScorerObserver,
     partition_lags,
 )
-from churnstream.pipeline.scorer import ScoreSummary
 from churnstream.scoring.batch import score_batch
 from churnstream.scoring.messages import RawMessage
+from churnstream.streaming.options import ScoreSummary
 from tests.unit.test_schemas import EVENT
 
 NOW = datetime(2025, 10, 3, 4, 0, 2, tzinfo=UTC)  # 2 s after EVENT's event_ts

@@ -9,11 +9,12 @@ import pytest
 
 from churnstream.model import train
 from churnstream.model.scorer import Scorer
-from churnstream.pipeline import scorer as loop_module
-from churnstream.pipeline.scorer import ScoreOptions, ScorerLoop
 from churnstream.scoring.batch import score_batch
 from churnstream.scoring.messages import RawMessage
 from churnstream.settings import load_settings
+from churnstream.streaming import window as window_module
+from churnstream.streaming.loop import ScorerLoop
+from churnstream.streaming.options import ScoreOptions
 from tests.unit.test_schemas import EVENT
 from tests.unit.test_train import train_small
 
@@ -59,14 +60,13 @@ def window_after(run: train.TrainRun, fold_interval_s: float) -> dict[str, Any]:
         group_id="g",
         model_path=run.version_dir.parent,
         idle_timeout_ms=1000,
-        reports_dir=None,
         reload_interval_s=None,
     )
     scorer = Scorer.load(run.version_dir.parent)
     loop = ScorerLoop(load_settings(), options, scorer=scorer)
     unfolded_seen = 0
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(loop_module, "FOLD_INTERVAL_S", fold_interval_s)
+        patch.setattr(window_module, "FOLD_INTERVAL_S", fold_interval_s)
         for batch in batches():
             result = score_batch(
                 batch,
@@ -76,7 +76,7 @@ def window_after(run: train.TrainRun, fold_interval_s: float) -> dict[str, Any]:
                 consumer_group="g",
             )
             loop._account(batch, result)
-            unfolded_seen = max(unfolded_seen, loop._unfolded_rows)
+            unfolded_seen = max(unfolded_seen, loop.window.unfolded_rows)
         loop._close_window()
     summary = loop.summary.last_summary
     assert summary is not None
@@ -120,6 +120,6 @@ def test_grouped_folds_give_the_same_window_as_batch_by_batch(run: train.TrainRu
 def test_a_full_group_is_folded_without_waiting(
     run: train.TrainRun, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(loop_module, "FOLD_MAX_ROWS", 20)
+    monkeypatch.setattr(window_module, "FOLD_MAX_ROWS", 20)
     summary = window_after(run, fold_interval_s=3600.0)
     assert summary["_max_unfolded"] < 20

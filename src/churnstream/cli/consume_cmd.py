@@ -120,8 +120,11 @@ def consume(
     from churnstream.cli.live import LiveConsole
     from churnstream.model.scorer import Scorer
     from churnstream.observability.runtime import instrument_scorer
-    from churnstream.pipeline.scorer import ScoreOptions, ScorerLoop, default_transactional_id
     from churnstream.reports.console import render_console
+    from churnstream.reports.files import SummaryWriter
+    from churnstream.streaming.loop import ScorerLoop
+    from churnstream.streaming.observers import ScorerObserver, WindowCallback
+    from churnstream.streaming.options import ScoreOptions
 
     if mode not in ("streaming", "batch"):
         raise ConfigError(f"--mode must be 'streaming' or 'batch', not {mode!r}")
@@ -133,43 +136,31 @@ def consume(
     settings = get_kafka_settings(
         **{
             "kafka.bootstrap_servers": broker,
+            "topics.raw.name": input_topic,
+            "topics.predictions.name": output_topic,
+            "topics.deadletter.name": deadletter_topic,
             "consumer.group_id": consumer_group,
             "consumer.idle_timeout_ms": timeout_ms,
             "consumer.max_batch_records": batch_records,
             "consumer.max_batch_wait_ms": batch_wait_ms,
             "consumer.summary_interval_s": summary_interval,
+            "model.models_dir": model_path,
             "paths.reports_dir": reports_dir,
             "observability.metrics_port": metrics_port,
         }
     )
     init_logging(ctx, "scorer", settings)
-    group_id = settings.consumer.group_id
-    in_topic = input_topic or settings.topics.raw.name
-    if exactly_once and transactional_id is None:
-        # Stable per worker, so a restarted worker fences its own crashed predecessor only.
-        transactional_id = default_transactional_id(group_id, in_topic, worker_index)
-    options = ScoreOptions(
+    options = ScoreOptions.from_settings(
+        settings,
         mode="batch" if mode == "batch" else "streaming",
-        input_topic=in_topic,
-        output_topic=output_topic or settings.topics.predictions.name,
-        deadletter_topic=deadletter_topic or settings.topics.deadletter.name,
-        group_id=group_id,
-        model_path=model_path or settings.model.models_dir,
-        idle_timeout_ms=settings.consumer.idle_timeout_ms,
         max_messages=max_messages,
-        max_batch_records=settings.consumer.max_batch_records,
-        max_batch_wait_ms=settings.consumer.max_batch_wait_ms,
-        summary_interval_s=settings.consumer.summary_interval_s,
-        reports_dir=settings.paths.reports_dir if reports else None,
-        top_k=settings.consumer.top_k,
         exactly_once=exactly_once,
         transactional_id=transactional_id,
+        worker=worker_index,
         connect_timeout_s=connect_timeout,
         reload_interval_s=reload_interval or None,
         shadow_model_path=shadow_model,
-        shadow_topic=(shadow_topic or f"{output_topic or settings.topics.predictions.name}.shadow")
-        if shadow_model
-        else None,
+        shadow_topic=shadow_topic,
     )
     if options.shadow_topic:
         from churnstream.kafka.admin import create_topics
@@ -184,7 +175,12 @@ def consume(
     if inst.server is not None:
         typer.echo(f"metrics: {inst.server.url}/metrics", err=True)
     live = LiveConsole(options.mode)
-    loop = ScorerLoop(settings, options, scorer=scorer, observers=[*inst.observers, live])
+    observers: list[ScorerObserver] = [*inst.observers, live]
+    writer = SummaryWriter(settings.paths.reports_dir) if reports else None
+    if writer is not None:
+        # Last, so the files hold whatever the observers before it added to the summary.
+        observers.append(WindowCallback(writer))
+    loop = ScorerLoop(settings, options, scorer=scorer, observers=observers)
     # Libraries and the model, loaded by now, live as long as the process: take them out of
     # the cyclic garbage collector, whose full passes over them (~0.2 M objects, 100-150 ms
     # here) would otherwise stall a batch now and then.
@@ -198,8 +194,8 @@ def consume(
     if summary.last_summary is not None:
         render_console(summary.last_summary, Console())
     typer.echo(summary.line())
-    if summary.reports:
-        typer.echo(f"reports: {', '.join(str(p) for p in summary.reports[-2:])}")
+    if writer is not None and writer.paths:
+        typer.echo(f"reports: {', '.join(str(p) for p in writer.paths[-2:])}")
 
 
 # -- --workers N: a supervisor over N copies of this command --------------------------------

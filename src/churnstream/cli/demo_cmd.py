@@ -82,7 +82,7 @@ def demo(
         render_console(result.scorer.last_summary, console)
     say(result.producer.line())
     say(result.scorer.line())
-    for path in result.scorer.reports[-2:]:
+    for path in result.reports[-2:]:
         say(f"report: {path}")
     say(f"logs: {settings.paths.logs_dir}/")
     if result.producer.failed:

@@ -18,13 +18,13 @@ from rich.progress import (
 )
 
 from churnstream.observability.metrics import partition_lags
-from churnstream.pipeline.observers import ScorerObserver
+from churnstream.streaming.observers import ScorerObserver
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer
 
-    from churnstream.pipeline.scorer import ScoreSummary
     from churnstream.scoring.messages import BatchResult, RawMessage
+    from churnstream.streaming.options import ScoreSummary
 
 logger = logging.getLogger(__name__)
 

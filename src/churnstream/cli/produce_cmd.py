@@ -78,7 +78,7 @@ def produce(
 ) -> None:
     """Send customer events to Kafka, streaming at a steady rate or the file in chunks."""
     from churnstream.observability.runtime import instrument_producer
-    from churnstream.pipeline.producer import ProduceOptions, run_producer
+    from churnstream.streaming.events_producer import ProduceOptions, run_producer
 
     if mode not in ("streaming", "batch"):
         raise ConfigError(f"--mode must be 'streaming' or 'batch', not {mode!r}")

@@ -61,7 +61,7 @@ from churnstream.observability.names import (
     SCORER_RUNNING,
     SCORER_SCORED,
 )
-from churnstream.pipeline.observers import ScorerObserver
+from churnstream.streaming.observers import ScorerObserver
 from churnstream.windows.drift import (
     DriftReference,
     FeatureAccumulator,
@@ -73,8 +73,8 @@ from churnstream.windows.fields import ERROR_TYPES
 if TYPE_CHECKING:
     from confluent_kafka import Consumer
 
-    from churnstream.pipeline.scorer import ScoreSummary
     from churnstream.scoring.messages import BatchResult, RawMessage
+    from churnstream.streaming.options import ScoreSummary
 
 logger = logging.getLogger(__name__)
 

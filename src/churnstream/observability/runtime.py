@@ -31,8 +31,8 @@ from churnstream.observability.metrics import (
     PrometheusScorerObserver,
 )
 from churnstream.observability.server import Health, MetricsServer, start_metrics_server
-from churnstream.pipeline.observers import ScorerObserver
 from churnstream.settings import Settings
+from churnstream.streaming.observers import ScorerObserver
 from churnstream.windows.drift import drift_reference
 
 logger = logging.getLogger(__name__)

@@ -15,11 +15,13 @@ from churnstream.exceptions import ChurnstreamError
 from churnstream.kafka import admin
 from churnstream.observability.metrics import ProducerMetrics
 from churnstream.ops import devbroker
-from churnstream.pipeline.observers import ScorerObserver
-from churnstream.pipeline.producer import ProduceOptions, ProduceSummary, run_producer
-from churnstream.pipeline.scorer import ScoreOptions, ScorerLoop, ScoreSummary
+from churnstream.reports.files import SummaryWriter
 from churnstream.scoring.messages import BatchResult, RawMessage
 from churnstream.settings import Settings
+from churnstream.streaming.events_producer import ProduceOptions, ProduceSummary, run_producer
+from churnstream.streaming.loop import ScorerLoop
+from churnstream.streaming.observers import ScorerObserver, WindowCallback
+from churnstream.streaming.options import ScoreOptions, ScoreSummary
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class DemoResult:
     broker_started: bool
     trained: bool
     fetched: bool
+    reports: list[Path] = field(default_factory=list)
 
 
 def prepare(settings: Settings, *, say: Callable[[str], None]) -> tuple[bool, bool, bool]:
@@ -107,17 +110,20 @@ def run_demo(
     producer_metrics = ProducerMetrics(inst.registry)
     if inst.server is not None:
         say(f"metrics: {inst.server.url}/metrics")
+    writer = SummaryWriter(settings.paths.reports_dir)
     try:
-        return _run_pipeline(
+        result = _run_pipeline(
             settings,
             duration_s=duration_s,
             events_per_sec=events_per_sec,
             stop=stop,
             on_tick=on_tick,
             flags=(broker_started, trained, fetched),
-            observers=inst.observers,
+            observers=[*inst.observers, WindowCallback(writer)],
             producer_metrics=producer_metrics,
         )
+        result.reports = writer.paths
+        return result
     finally:
         inst.close()
         if broker_started and not keep_broker:
@@ -153,7 +159,6 @@ def _run_pipeline(
             max_batch_records=settings.consumer.max_batch_records,
             max_batch_wait_ms=settings.consumer.max_batch_wait_ms,
             summary_interval_s=max(duration_s * 10, 3600.0),  # one report, at the end
-            reports_dir=settings.paths.reports_dir,
             top_k=settings.consumer.top_k,
             start_offsets=offsets,
         ),
@@ -249,4 +254,4 @@ class _LiveCounts(ScorerObserver):
 
 
 def report_paths(result: DemoResult) -> list[Path]:
-    return result.scorer.reports[-2:]
+    return result.reports[-2:]

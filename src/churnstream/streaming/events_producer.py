@@ -23,9 +23,9 @@ from churnstream.kafka.connect import wait_for_broker
 from churnstream.kafka.producer import SafeProducer
 from churnstream.kafka.reader import TopicReader
 from churnstream.logging import OFFSETS, TOPIC
-from churnstream.pipeline.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from churnstream.schemas import CustomerEvent, utc_now_iso
 from churnstream.settings import Settings
+from churnstream.streaming.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
 

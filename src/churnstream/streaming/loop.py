@@ -1,0 +1,286 @@
+"""The scorer's poll loop: micro-batches in, predictions and dead letters out, then commit.
+
+Consume a batch, score it, publish it (:mod:`~churnstream.streaming.publish`: at-least-once,
+or one transaction per batch with ``exactly_once=True``), account for it. A batch that was
+not published whole is rewound and scored again. Between batches the loop may swap in a new
+model (:mod:`~churnstream.streaming.models`) and close a window. Everything it reports goes
+through its observers' hooks (:mod:`~churnstream.streaming.observers`), which the command
+that runs it wires: metrics, the console, the report files.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from churnstream.exceptions import ConfigError, DeliveryError
+from churnstream.kafka.connect import wait_for_broker
+from churnstream.logging import (
+    BATCH_SIZE,
+    CONSUMER_GROUP,
+    MODEL_VERSION,
+    OFFSET,
+    OFFSETS,
+    PARTITION,
+    TOPIC,
+)
+from churnstream.model.scorer import Scorer
+from churnstream.scoring.batch import score_batch
+from churnstream.scoring.messages import BatchResult, RawMessage
+from churnstream.scoring.shadow import ShadowRecord, shadow_records
+from churnstream.settings import Settings
+from churnstream.streaming.batches import first_offsets, usable
+from churnstream.streaming.models import ModelWatcher, ShadowTap
+from churnstream.streaming.observers import Observers, ScorerObserver
+from churnstream.streaming.options import ScoreOptions, ScoreSummary
+from churnstream.streaming.publish import Publisher, open_publisher
+from churnstream.streaming.window import Window
+from churnstream.windows.drift import drift_reference
+
+logger = logging.getLogger(__name__)
+
+#: Consecutive unacknowledged batches before the scorer gives up (and exits non-zero).
+MAX_DELIVERY_RETRIES = 5
+RETRY_BACKOFF_S = 1.0
+
+
+class ScorerLoop:
+    """One scorer: a consumer, a publisher and a model, driven by :meth:`run`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        options: ScoreOptions,
+        *,
+        scorer: Scorer | None = None,
+        observers: Sequence[ScorerObserver] = (),
+    ) -> None:
+        self.settings = settings
+        self.options = options
+        self.scorer = scorer or Scorer.load(options.model_path)
+        self.hooks = Observers(observers)
+        self.summary = ScoreSummary(mode=options.mode, model_version=self.scorer.version)
+        # The model's training profile, so every window summary carries its drift block.
+        self.window = Window(
+            mode=options.mode,
+            top_k=options.top_k,
+            drift=drift_reference(self.scorer.metadata, settings.observability),
+        )
+        self.assigned = threading.Event()
+        self.watcher = (
+            ModelWatcher(options.model_path, self.scorer, interval_s=options.reload_interval_s)
+            if options.reload_interval_s is not None
+            else None
+        )
+        self.shadow = Scorer.load(options.shadow_model_path) if options.shadow_model_path else None
+        if self.shadow is not None and not options.shadow_topic:
+            raise ConfigError("a shadow model needs a shadow topic")
+
+    def run(self, stop: threading.Event) -> ScoreSummary:
+        """Score until ``stop`` is set (or, in batch mode, until the topic is idle)."""
+        opts = self.options
+        wait_for_broker(
+            self.settings.kafka, timeout_s=opts.connect_timeout_s, stop=stop, what="scorer"
+        )
+        consumer = Consumer(
+            self.settings.kafka.consumer_config(self.settings.consumer, opts.group_id)
+        )
+        publisher = open_publisher(self.settings, opts)
+        started = last_message = last_report = time.monotonic()
+        retries = 0
+        self._starting()
+        try:
+            consumer.subscribe([opts.input_topic], on_assign=self._on_assign)
+            while not stop.is_set():
+                self._maybe_reload()
+                want = self._room()
+                if want <= 0:
+                    break
+                messages = consumer.consume(
+                    num_messages=want, timeout=opts.max_batch_wait_ms / 1000
+                )
+                batch = usable(messages)
+                self.hooks.on_poll(consumer)
+                now = time.monotonic()
+                if opts.mode == "streaming" and now - last_report >= opts.summary_interval_s:
+                    self._close_window()
+                    last_report = now
+                if not batch:
+                    if opts.mode == "batch" and now - last_message >= opts.idle_timeout_ms / 1000:
+                        logger.info(
+                            "no new message for %d ms; closing the window", opts.idle_timeout_ms
+                        )
+                        break
+                    continue
+                last_message = now
+                if self._process(batch, consumer, publisher):
+                    retries = 0
+                else:
+                    retries = self._retry(retries, publisher)
+                    stop.wait(RETRY_BACKOFF_S * retries)
+        finally:
+            self.summary.duration_s = time.monotonic() - started
+            publisher.close()
+            try:
+                consumer.close()
+            except KafkaException as exc:  # closing must not hide the real outcome
+                logger.warning("consumer close: %s", exc)
+        self._close_window()
+        self.hooks.on_stop(self.summary)
+        logger.info(
+            "scorer finished: %s",
+            self.summary.line(),
+            extra={TOPIC: self.options.input_topic, MODEL_VERSION: self.scorer.version},
+        )
+        return self.summary
+
+    # -- one batch -----------------------------------------------------------------------
+    def _process(self, batch: list[RawMessage], consumer: Consumer, publisher: Publisher) -> bool:
+        """Score, publish and account for one batch; False if it must be scored again."""
+        tap = ShadowTap(self.scorer, self.shadow) if self.shadow is not None else None
+        if tap is not None:
+            tap.begin()
+        result = score_batch(
+            batch,
+            tap.predict_features if tap is not None else self.scorer.predict_features,
+            threshold=self.scorer.threshold,
+            model_version=self.scorer.version,
+            consumer_group=self.options.group_id,
+        )
+        shadow = self._shadow_outputs(result, tap)
+        error = publisher.publish(batch, result, consumer, shadow)
+        if error is not None:
+            self._rewind(batch, consumer, publisher, error)
+            return False
+        self._account(batch, result, shadow)
+        return True
+
+    def _shadow_outputs(self, result: BatchResult, tap: ShadowTap | None) -> list[ShadowRecord]:
+        """Shadow predictions aligned with the champion's (none if they cannot be aligned)."""
+        if tap is None or tap.shadow_proba is None or self.shadow is None:
+            return []
+        if len(tap.shadow_proba) != len(result.predictions):
+            return []  # the champion lost rows to inference errors: skip this batch's shadow
+        return shadow_records(
+            result, tap.shadow_proba, threshold=self.shadow.threshold, version=self.shadow.version
+        )
+
+    def _rewind(
+        self, batch: list[RawMessage], consumer: Consumer, publisher: Publisher, error: str
+    ) -> None:
+        logger.error(
+            "batch of %d not %s (%s); rewinding to score it again",
+            len(batch),
+            publisher.failure,
+            error,
+            extra={
+                TOPIC: self.options.input_topic,
+                BATCH_SIZE: len(batch),
+                OFFSETS: {tp.partition: tp.offset for tp in first_offsets(batch)},
+            },
+        )
+        self.hooks.on_redelivery(len(batch), error)
+        for tp in first_offsets(batch):
+            try:
+                consumer.seek(tp)
+            except KafkaException as exc:  # partition revoked meanwhile: its new owner rereads
+                logger.warning(
+                    "seek %s[%d]: %s",
+                    tp.topic,
+                    tp.partition,
+                    exc,
+                    extra={TOPIC: tp.topic, PARTITION: tp.partition, OFFSET: tp.offset},
+                )
+
+    def _retry(self, retries: int, publisher: Publisher) -> int:
+        """Count one more failed attempt in a row; give up after MAX_DELIVERY_RETRIES."""
+        retries += 1
+        self.summary.redelivered_batches += 1
+        if retries > MAX_DELIVERY_RETRIES:
+            raise DeliveryError(
+                f"{retries} batches in a row were not acknowledged "
+                f"({publisher.last_error}); offsets were not committed, "
+                "so a restart scores them again"
+            )
+        return retries
+
+    def _account(
+        self, batch: list[RawMessage], result: BatchResult, shadow: Sequence[ShadowRecord] = ()
+    ) -> None:
+        s = self.summary
+        s.consumed += len(batch)
+        s.scored += len(result.predictions)
+        s.dead_lettered += len(result.dead_letters)
+        s.batches += 1
+        self.window.add(len(batch), result, shadow)
+        if result.dead_letters:
+            logger.info(
+                "batch %d: %d dead-lettered %s",
+                s.batches,
+                len(result.dead_letters),
+                result.dead_letter_codes,
+                extra={BATCH_SIZE: len(batch), MODEL_VERSION: self.scorer.version},
+            )
+        self.hooks.on_batch(batch, result, s)
+
+    # -- between batches -------------------------------------------------------------------
+    def _room(self) -> int:
+        """How many messages the next batch may hold (0: max_messages reached)."""
+        opts = self.options
+        if opts.max_messages is None:
+            return opts.max_batch_records
+        return min(opts.max_batch_records, opts.max_messages - self.summary.consumed)
+
+    def _close_window(self) -> None:
+        summary = self.window.close(
+            model_version=self.scorer.version,
+            shadow_version=self.shadow.version if self.shadow is not None else None,
+        )
+        self.summary.last_summary = summary
+        self.hooks.on_window(summary)
+
+    def _maybe_reload(self) -> None:
+        if self.watcher is None or not self.watcher.enabled:
+            return
+        fresh = self.watcher.poll()
+        if fresh is None:
+            return
+        old = self.scorer.version
+        self.scorer = fresh
+        self.summary.model_version = fresh.version
+        self.window.drift = drift_reference(fresh.metadata, self.settings.observability)
+        self.hooks.on_model_change(old, fresh.version)
+
+    def _starting(self) -> None:
+        opts = self.options
+        logger.info(
+            "scoring %s -> %s (dead letters: %s) as group %s with model %s, mode %s, %s",
+            opts.input_topic,
+            opts.output_topic,
+            opts.deadletter_topic,
+            opts.group_id,
+            self.scorer.version,
+            opts.mode,
+            "exactly-once" if opts.exactly_once else "at-least-once",
+            extra={
+                TOPIC: opts.input_topic,
+                CONSUMER_GROUP: opts.group_id,
+                MODEL_VERSION: self.scorer.version,
+            },
+        )
+        self.hooks.on_start(
+            model_version=self.scorer.version, group_id=opts.group_id, input_topic=opts.input_topic
+        )
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        logger.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
+        if self.options.start_offsets is not None:
+            for tp in partitions:
+                if tp.partition in self.options.start_offsets:
+                    tp.offset = self.options.start_offsets[tp.partition]
+            consumer.assign(partitions)
+        self.assigned.set()

@@ -1,0 +1,87 @@
+"""ScoreOptions from settings, and the hooks through which the scorer loop reports."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+from churnstream.reports.files import SummaryWriter
+from churnstream.settings import load_settings
+from churnstream.streaming.observers import Observers, ScorerObserver, WindowCallback
+from churnstream.streaming.options import ScoreOptions
+from tests.unit.test_reports import make_summary
+
+
+def test_options_come_from_the_settings() -> None:
+    settings = load_settings(
+        **{
+            "topics.raw.name": "in",
+            "topics.predictions.name": "out",
+            "topics.deadletter.name": "dead",
+            "consumer.group_id": "g",
+            "consumer.idle_timeout_ms": 1234,
+            "consumer.max_batch_records": 77,
+            "consumer.max_batch_wait_ms": 9,
+            "consumer.summary_interval_s": 12.5,
+            "consumer.top_k": 4,
+            "model.models_dir": "somewhere/models",
+        }
+    )
+    options = ScoreOptions.from_settings(settings, mode="batch", max_messages=10)
+    assert options == ScoreOptions(
+        mode="batch",
+        input_topic="in",
+        output_topic="out",
+        deadletter_topic="dead",
+        group_id="g",
+        model_path=Path("somewhere/models"),
+        idle_timeout_ms=1234,
+        max_messages=10,
+        max_batch_records=77,
+        max_batch_wait_ms=9,
+        summary_interval_s=12.5,
+        top_k=4,
+    )
+
+
+def test_exactly_once_gets_a_stable_id_per_worker() -> None:
+    settings = load_settings(**{"topics.raw.name": "in", "consumer.group_id": "g"})
+    host = socket.gethostname()
+    second = ScoreOptions.from_settings(settings, mode="streaming", exactly_once=True, worker=1)
+    assert second.transactional_id == f"churnstream-g-in-{host}-1"
+    given = ScoreOptions.from_settings(
+        settings, mode="streaming", exactly_once=True, transactional_id="mine", worker=1
+    )
+    assert given.transactional_id == "mine"
+    assert ScoreOptions.from_settings(settings, mode="streaming").transactional_id is None
+
+
+def test_a_shadow_model_defaults_to_the_predictions_topic_dot_shadow() -> None:
+    settings = load_settings(**{"topics.predictions.name": "out"})
+    plain = ScoreOptions.from_settings(settings, mode="streaming", shadow_topic="ignored")
+    assert plain.shadow_topic is None
+    shadow = ScoreOptions.from_settings(settings, mode="streaming", shadow_model_path=Path("m"))
+    assert shadow.shadow_topic == "out.shadow"
+    named = ScoreOptions.from_settings(
+        settings, mode="streaming", shadow_model_path=Path("m"), shadow_topic="cand"
+    )
+    assert named.shadow_topic == "cand"
+
+
+class _AddsBlock(ScorerObserver):
+    def on_window(self, window: dict[str, Any]) -> None:
+        window["extra"] = {"added": True}
+
+
+def test_window_hooks_run_in_order_and_the_writer_sees_what_came_before(
+    tmp_path: Path,
+) -> None:
+    writer = SummaryWriter(tmp_path / "reports")
+    hooks = Observers([_AddsBlock(), WindowCallback(writer)])
+    summary = make_summary()
+    hooks.on_window(summary)
+    json_path, md_path = writer.paths
+    assert json_path.suffix == ".json" and md_path.suffix == ".md"
+    assert md_path.is_file()
+    assert '"extra"' in json_path.read_text()
