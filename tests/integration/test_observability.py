@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from churnstream.observability import names
 from churnstream.observability.cluster import collect_status
-from churnstream.observability.metrics import ProducerMetrics
+from churnstream.observability.metrics.producer import ProducerMetrics
 from churnstream.settings import load_settings
 from tests.integration.kafka_io import read_topic, send_raw
 from tests.integration.streams import Pump, http_get, records, start_scorer, wait_for
@@ -231,7 +231,7 @@ def test_a_shifted_stream_is_flagged_in_the_window(
         mode="batch",
         idle_timeout_ms=2000,
     )
-    with caplog.at_level(logging.WARNING, logger="churnstream.observability.metrics"):
+    with caplog.at_level(logging.WARNING, logger="churnstream.observability.metrics.drift"):
         run.thread.join(90)
         values = scrape(run.url)
         summary = run.finish()

@@ -13,7 +13,8 @@ from churnstream.dashboard.follower import (
     DashboardState,
     parse_scorer_metrics,
 )
-from churnstream.observability.metrics import DriftObserver, PrometheusScorerObserver
+from churnstream.observability.metrics.drift import DriftObserver
+from churnstream.observability.metrics.scorer import PrometheusScorerObserver
 
 
 def prediction(customer: str, probability: float, *, yes: bool | None = None) -> dict[str, Any]:

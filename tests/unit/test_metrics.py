@@ -14,15 +14,12 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from churnstream.model.feature_batch import FeatureBatch
-from churnstream.observability import metrics as m
 from churnstream.observability import names
 from churnstream.observability.health import ScorerHealth
-from churnstream.observability.metrics import (
-    ArrayHistogram,
-    ProducerMetrics,
-    PrometheusScorerObserver,
-    partition_lags,
-)
+from churnstream.observability.metrics.drift import DriftObserver
+from churnstream.observability.metrics.histogram import ArrayHistogram
+from churnstream.observability.metrics.producer import ProducerMetrics
+from churnstream.observability.metrics.scorer import PrometheusScorerObserver, partition_lags
 from churnstream.scoring.batch import score_batch
 from churnstream.scoring.messages import RawMessage
 from churnstream.streaming.options import ScoreSummary
@@ -104,7 +101,7 @@ def test_metric_names_follow_prometheus_conventions() -> None:
     registry = CollectorRegistry()
     PrometheusScorerObserver(registry)
     ProducerMetrics(registry)
-    m.DriftObserver(None, registry)
+    DriftObserver(None, registry)
     families = list(text_string_to_metric_families(generate_latest(registry).decode()))
     # prometheus_client adds a *_created gauge per counter/histogram: not ours to name.
     kinds = {f.name: f.type for f in families if not f.name.endswith("_created")}
@@ -367,11 +364,11 @@ def test_drift_observer_adds_the_block_exports_gauges_and_warns(
         churn_rate_basis="test",
         min_samples=2,
     )
-    observer = m.DriftObserver(reference)
+    observer = DriftObserver(reference)
     batch, result = fake_batch()  # tenure 1, 1, 60, 70; all Month-to-month
     observer.on_batch(batch, result, ScoreSummary(mode="batch"))
     window: dict[str, Any] = {}
-    with caplog.at_level(logging.WARNING, logger="churnstream.observability.metrics"):
+    with caplog.at_level(logging.WARNING, logger="churnstream.observability.metrics.drift"):
         observer.on_window(window)
 
     block = window["drift"]
@@ -398,7 +395,7 @@ def test_drift_observer_without_accumulation_only_exports() -> None:
     from churnstream.windows.drift import DriftReference
 
     reference = DriftReference("m1", {}, {}, expected_churn_rate=0.3, churn_rate_basis="t")
-    observer = m.DriftObserver(reference, accumulate=False)
+    observer = DriftObserver(reference, accumulate=False)
     batch, result = fake_batch()
     observer.on_batch(batch, result, ScoreSummary(mode="batch"))
     window: dict[str, Any] = {}

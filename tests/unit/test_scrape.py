@@ -6,11 +6,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from churnstream.observability import names
-from churnstream.observability.metrics import (
-    DriftObserver,
-    ProducerMetrics,
-    PrometheusScorerObserver,
-)
+from churnstream.observability.metrics.drift import DriftObserver
+from churnstream.observability.metrics.producer import ProducerMetrics
+from churnstream.observability.metrics.scorer import PrometheusScorerObserver
 from churnstream.observability.scrape import parse_metrics
 
 

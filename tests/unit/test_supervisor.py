@@ -7,7 +7,7 @@ import json
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from churnstream.observability.metrics import PrometheusScorerObserver
+from churnstream.observability.metrics.scorer import PrometheusScorerObserver
 from churnstream.ops.scorer_health import parse_health, scorer_counters
 from churnstream.ops.supervisor import Action, ScorerRecord, consume_argv, decide
 

@@ -17,7 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from churnstream.observability.metrics import partition_lags
+from churnstream.observability.metrics.scorer import partition_lags
 from churnstream.streaming.observers import ScorerObserver
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from churnstream.observability.metrics import PrometheusScorerObserver
+from churnstream.observability.metrics.scorer import PrometheusScorerObserver
 from churnstream.observability.server import Health
 from churnstream.settings import KafkaSettings
 

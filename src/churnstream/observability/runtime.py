@@ -25,11 +25,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from churnstream.observability.health import KafkaBrokerProbe, ScorerHealth
-from churnstream.observability.metrics import (
-    DriftObserver,
-    ProducerMetrics,
-    PrometheusScorerObserver,
-)
+from churnstream.observability.metrics.drift import DriftObserver
+from churnstream.observability.metrics.producer import ProducerMetrics
+from churnstream.observability.metrics.scorer import PrometheusScorerObserver
 from churnstream.observability.server import Health, MetricsServer, start_metrics_server
 from churnstream.settings import Settings
 from churnstream.streaming.observers import ScorerObserver

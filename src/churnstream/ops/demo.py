@@ -13,7 +13,7 @@ from typing import Any
 
 from churnstream.exceptions import ChurnstreamError
 from churnstream.kafka import admin
-from churnstream.observability.metrics import ProducerMetrics
+from churnstream.observability.metrics.producer import ProducerMetrics
 from churnstream.ops import devbroker
 from churnstream.reports.files import SummaryWriter
 from churnstream.scoring.messages import BatchResult, RawMessage
@@ -102,7 +102,7 @@ def run_demo(
     broker_started, fetched, trained = prepare(settings, say=say)
     # One registry and one server for both halves: a scrape shows producer and scorer.
     from churnstream.model.artifacts import read_metadata, resolve_version_dir
-    from churnstream.observability.metrics import ProducerMetrics
+    from churnstream.observability.metrics.producer import ProducerMetrics
     from churnstream.observability.runtime import instrument_scorer
 
     metadata = read_metadata(resolve_version_dir(settings.model.models_dir))
