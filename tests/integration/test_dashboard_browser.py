@@ -22,7 +22,9 @@ from typing import Any
 import pytest
 
 from churnstream.dashboard.app import DashboardServer, create_app
-from churnstream.dashboard.follower import DashboardState, Follower, FollowOptions, MetricsScraper
+from churnstream.dashboard.follower import Follower, FollowOptions
+from churnstream.dashboard.scraper import MetricsScraper
+from churnstream.dashboard.state import DashboardState
 from churnstream.settings import load_settings
 from tests.integration.kafka_io import send_raw
 from tests.integration.streams import Pump, records, start_scorer, wait_for

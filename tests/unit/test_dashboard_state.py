@@ -7,12 +7,8 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
-from churnstream.dashboard.follower import (
-    JOIN_WAIT_S,
-    BoundedSet,
-    DashboardState,
-    parse_scorer_metrics,
-)
+from churnstream.dashboard.scraper import parse_scorer_metrics
+from churnstream.dashboard.state import JOIN_WAIT_S, BoundedSet, DashboardState
 from churnstream.observability.metrics.drift import DriftObserver
 from churnstream.observability.metrics.scorer import PrometheusScorerObserver
 

@@ -72,12 +72,9 @@ def dashboard(
     """Serve a live dashboard: throughput, churn over time and by segment, latency, lag,
     dead letters and the highest-risk customers. Stop with Ctrl-C."""
     from churnstream.dashboard.app import DashboardServer, create_app
-    from churnstream.dashboard.follower import (
-        DashboardState,
-        Follower,
-        FollowOptions,
-        MetricsScraper,
-    )
+    from churnstream.dashboard.follower import Follower, FollowOptions
+    from churnstream.dashboard.scraper import MetricsScraper
+    from churnstream.dashboard.state import DashboardState
     from churnstream.kafka import admin
 
     settings = get_kafka_settings(**{"kafka.bootstrap_servers": broker})

@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from churnstream.dashboard.follower import DashboardState
+from churnstream.dashboard.state import DashboardState
 
 logger = logging.getLogger(__name__)
 
