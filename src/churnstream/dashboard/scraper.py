@@ -9,6 +9,7 @@ import urllib.request
 from typing import Any
 
 from churnstream.dashboard.state import DashboardState
+from churnstream.observability import names
 from churnstream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -27,21 +28,21 @@ def parse_scorer_metrics(text: str) -> dict[str, Any]:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             name, labels, value = sample.name, sample.labels, sample.value
-            if name == "churnstream_scorer_consumer_lag_messages":
+            if name == names.SCORER_LAG:
                 lag[f"{labels.get('topic')}[{labels.get('partition')}]"] = value
-            elif name == "churnstream_scorer_consumed_messages_total":
+            elif name == names.SCORER_CONSUMED:
                 out["consumed"] = value
-            elif name == "churnstream_scorer_scored_messages_total":
+            elif name == names.SCORER_SCORED:
                 out["scored"] = value
-            elif name == "churnstream_scorer_redelivered_batches_total":
+            elif name == names.SCORER_REDELIVERED:
                 out["redelivered_batches"] = value
-            elif name == "churnstream_model_info" and value == 1:
+            elif name == names.MODEL_INFO and value == 1:
                 out["model_version"] = labels.get("version")
-            elif name == "churnstream_drift_psi":
+            elif name == names.DRIFT_PSI:
                 psi[labels.get("feature", "?")] = value
-            elif name == "churnstream_drift_detected":
+            elif name == names.DRIFT_DETECTED:
                 out["drift_detected"] = bool(value)
-            elif name == "churnstream_scorer_running":
+            elif name == names.SCORER_RUNNING:
                 out["running"] = bool(value)
     out["lag_by_partition"] = lag
     out["lag"] = sum(lag.values()) if lag else None
