@@ -81,9 +81,16 @@ def scorer(bootstrap: str, model_dir: Path, tmp_path: Path, *extra: str) -> subp
         *extra,
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-    return subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    # A file, not a pipe: nothing reads a pipe while the broker is down, and librdkafka's
+    # reconnect warnings fill one (64 KiB) and then block the scorer on its next log line.
+    with (tmp_path / "scorer.out").open("w") as out:
+        return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+
+
+def output_of(proc: subprocess.Popen[str], tmp_path: Path, timeout_s: float) -> str:
+    """Wait for the scorer to exit; what it printed."""
+    proc.wait(timeout_s)
+    return (tmp_path / "scorer.out").read_text()
 
 
 def test_scorer_started_while_broker_down_waits_then_scores(
@@ -105,7 +112,7 @@ def test_scorer_started_while_broker_down_waits_then_scores(
     time.sleep(6)
     assert proc.poll() is None, "the scorer gave up while it should be retrying"
     devbroker.start(own_broker)
-    output, _ = proc.communicate(timeout=120)
+    output = output_of(proc, tmp_path, 120)
     assert proc.returncode == 0, output
     assert "not reachable (attempt 1); retrying" in output
     assert "Traceback" not in output
@@ -121,7 +128,7 @@ def test_scorer_gives_up_after_connect_timeout_with_one_line(
     proc = scorer(
         own_broker.bootstrap, model_dir, tmp_path, "--mode", "batch", "--connect-timeout", "4"
     )
-    output, _ = proc.communicate(timeout=60)
+    output = output_of(proc, tmp_path, 60)
     assert proc.returncode == 1, output
     assert time.monotonic() - started < 30
     errors = [line for line in output.splitlines() if line.startswith("error:")]
@@ -154,7 +161,7 @@ def test_scorer_survives_a_broker_restart_mid_stream(
             ):
                 break
         proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=30)
+        output = output_of(proc, tmp_path, 30)
     finally:
         if proc.poll() is None:
             proc.kill()
