@@ -1,1 +1,0 @@
-"""The streaming pipeline: transform, producer and scorer loops."""
