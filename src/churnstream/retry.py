@@ -205,3 +205,16 @@ def retrying(
         on_retry=on_retry,
         sleep=sleep,
     )
+
+
+def backoff_delay_s(attempt: int, *, first_delay_s: float, max_delay_s: float) -> float:
+    """The wait after the ``attempt``-th failure in a row under this policy (1 for the first).
+
+    For loops that cannot be wrapped in :meth:`Retrier.call`, such as a supervisor that
+    restarts several processes independently: the same jittered backoff, one draw at a time.
+    """
+    if attempt < 1:
+        raise ValueError("attempt counts from 1")
+    state = RetryCallState(retry_object=tenacity.Retrying(), fn=None, args=(), kwargs={})
+    state.attempt_number = attempt
+    return float(jittered_backoff(first_delay_s, max_delay_s)(state))

@@ -1,18 +1,16 @@
-"""`churnstream consume --workers N`: the worker command lines and the supervisor."""
+"""`churnstream consume --workers N`: the worker command lines and how the CLI ends."""
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
-import threading
-import time
-from typing import Any
 
 import pytest
+from click.testing import Result
 from typer.testing import CliRunner
 
-from churnstream.cli import app, consume_cmd
+from churnstream.cli import app
+from churnstream.ops import workers
+from churnstream.ops.workers import WorkersGaveUpError, WorkersResult
 
 
 def test_workers_run_the_same_command_with_one_worker_each(
@@ -20,16 +18,20 @@ def test_workers_run_the_same_command_with_one_worker_each(
 ) -> None:
     captured: list[list[str]] = []
 
-    def fake_supervise(commands: list[list[str]]) -> int:
-        captured.extend(commands)
-        return 0
+    class FakeSupervisor:
+        def __init__(self, commands: list[list[str]]) -> None:
+            captured.extend(commands)
 
-    monkeypatch.setattr(consume_cmd, "supervise", fake_supervise)
+        def run(self) -> WorkersResult:
+            return WorkersResult(returncodes=[0, 0], restarts=0, killed=[])
+
+    monkeypatch.setattr(workers, "WorkerSupervisor", FakeSupervisor)
     args = ["--log-level", "WARNING", "consume", "--mode", "batch", "--broker", "h:1"]
     args += ["--batch-records", "200", "--no-reports", "--exactly-once"]
     args += ["--transactional-id", "scorer", "--workers", "2", "--metrics-port", "9108"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
+    assert "workers: 2, exit codes [0, 0]" in result.output
     assert len(captured) == 2
     for index, command in enumerate(captured):
         assert command[:3] == [sys.executable, "-m", "churnstream"]
@@ -52,31 +54,34 @@ def test_default_transactional_ids_differ_per_worker() -> None:
     assert default_transactional_id("g", "t", 1) == default_transactional_id("g", "t", 1)
 
 
-def _python(code: str) -> list[str]:
-    return [sys.executable, "-c", code]
+def _consume_with(monkeypatch: pytest.MonkeyPatch, outcome: WorkersResult | Exception) -> Result:
+    """``consume --workers 2`` with a supervisor whose run ends with ``outcome``."""
+
+    class FakeSupervisor:
+        def __init__(self, commands: list[list[str]]) -> None:
+            pass
+
+        def run(self) -> WorkersResult:
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+
+    monkeypatch.setattr(workers, "WorkerSupervisor", FakeSupervisor)
+    args = ["consume", "--mode", "batch", "--broker", "h:1", "--workers", "2"]
+    return CliRunner().invoke(app, args)
 
 
-def test_exit_code_is_the_worst_one() -> None:
-    assert consume_cmd.supervise([_python("pass"), _python("raise SystemExit(3)")]) == 3
-    killed = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
-    assert consume_cmd.supervise([_python("raise SystemExit(1)"), _python(killed)]) == 128 + 9
-
-
-def test_sigterm_is_forwarded_to_every_worker() -> None:
-    waits = (
-        "import signal, sys, time\n"
-        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
-        "time.sleep(60)\n"
-        "sys.exit(5)\n"
+def test_the_worst_worker_outcome_is_the_exit_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    result = _consume_with(monkeypatch, WorkersResult(returncodes=[0, -9], restarts=1, killed=[1]))
+    assert result.exit_code == 128 + 9
+    assert result.output.strip().splitlines()[-1] == (
+        "workers: 2, exit codes [0, -9], 1 restart(s), "
+        "SIGKILLed after the stop grace period: workers [1]"
     )
-    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))
-    previous: Any = signal.getsignal(signal.SIGTERM)
-    started = time.monotonic()
-    timer.start()
-    try:
-        code = consume_cmd.supervise([_python(waits), _python(waits)])
-    finally:
-        timer.cancel()
-    assert code == 0  # both stopped by the forwarded SIGTERM, not by the 60 s sleep
-    assert time.monotonic() - started < 30
-    assert signal.getsignal(signal.SIGTERM) is previous  # handlers restored
+
+
+def test_giving_up_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    error = WorkersGaveUpError("worker 1 died 6 times within 60 s (last: exit code 1)")
+    result = _consume_with(monkeypatch, error)
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: worker 1 died 6 times within 60 s (last: exit code 1)"

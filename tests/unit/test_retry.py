@@ -14,7 +14,7 @@ import pytest
 
 from churnstream.exceptions import AuthenticationError, BrokerUnavailableError
 from churnstream.kafka import connect
-from churnstream.retry import NotYet, RetryNote, jittered_backoff, retrying
+from churnstream.retry import NotYet, RetryNote, backoff_delay_s, jittered_backoff, retrying
 from churnstream.settings import load_settings
 
 
@@ -76,6 +76,17 @@ def test_jittered_backoff_alone_is_bounded() -> None:
         state.attempt_number = attempt
         nominal = min(1.0, 0.2 * 2 ** (attempt - 1))
         assert nominal / 2 <= wait(state) <= nominal  # type: ignore[arg-type]
+
+
+def test_one_draw_at_a_time_follows_the_same_schedule() -> None:
+    # The workers supervisor draws each restart delay on its own, from the same policy.
+    for attempt in range(1, 12):
+        nominal = min(8.0, 0.5 * 2 ** (attempt - 1))
+        draws = [backoff_delay_s(attempt, first_delay_s=0.5, max_delay_s=8.0) for _ in range(20)]
+        assert all(nominal / 2 <= d <= nominal for d in draws), (attempt, draws)
+        assert len(set(draws)) > 1  # jittered
+    with pytest.raises(ValueError, match="from 1"):
+        backoff_delay_s(0, first_delay_s=0.5, max_delay_s=8.0)
 
 
 def test_on_retry_hears_each_failed_attempt_with_the_wait_taken() -> None:

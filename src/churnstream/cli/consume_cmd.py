@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
-import signal
-import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -129,9 +125,12 @@ def consume(
     if mode not in ("streaming", "batch"):
         raise ConfigError(f"--mode must be 'streaming' or 'batch', not {mode!r}")
     if workers > 1:
-        code = supervise(worker_commands(ctx, workers))
-        if code:
-            raise typer.Exit(code)
+        from churnstream.ops.workers import WorkerSupervisor
+
+        result = WorkerSupervisor(worker_commands(ctx, workers)).run()
+        typer.echo(result.line())
+        if result.exit_code:
+            raise typer.Exit(result.exit_code)
         return
     settings = get_kafka_settings(
         **{
@@ -198,11 +197,7 @@ def consume(
         typer.echo(f"reports: {', '.join(str(p) for p in writer.paths[-2:])}")
 
 
-# -- --workers N: a supervisor over N copies of this command --------------------------------
-#: How long the supervisor waits for workers after forwarding a signal before killing them.
-WORKER_STOP_TIMEOUT_S = 60.0
-
-
+# -- --workers N: N copies of this command under churnstream.ops.workers --------------------
 def worker_commands(ctx: typer.Context, workers: int) -> list[list[str]]:
     """The argv of each worker: this same command line with ``--workers 1``.
 
@@ -243,51 +238,3 @@ def _options(command: Any, values: dict[str, Any], skip: set[str]) -> list[str]:
             continue
         argv.extend([param.opts[0], str(value)])
     return argv
-
-
-def supervise(commands: list[list[str]]) -> int:
-    """Run the workers until all exit; SIGINT/SIGTERM are forwarded to each of them.
-
-    Workers run in their own sessions, so a terminal's Ctrl-C reaches them once, through
-    here (a second one still aborts them, as it would a single scorer). Returns the worst
-    exit code: the largest, with a worker killed by signal N counted as 128 + N.
-    """
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def forward(signum: int, _frame: object) -> None:
-        logger.warning(
-            "%s received: forwarding to %d worker(s)", signal.Signals(signum).name, len(procs)
-        )
-        for proc in procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signum)
-
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = (
-        {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-        if in_main
-        else {}
-    )
-    try:
-        for command in commands:
-            procs.append(subprocess.Popen(command, start_new_session=True))  # noqa: S603
-        logger.info(
-            "supervising %d scorer workers (pids %s)",
-            len(procs),
-            ", ".join(str(p.pid) for p in procs),
-        )
-        codes = [proc.wait() for proc in procs]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:  # we are leaving abnormally: do not orphan workers
-                proc.terminate()
-                try:
-                    proc.wait(WORKER_STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-    worst = max(128 - code if code < 0 else code for code in codes)
-    typer.echo(f"workers: {len(codes)}, exit codes {codes}")
-    return worst
