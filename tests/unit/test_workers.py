@@ -83,7 +83,7 @@ def stop_later(
 def test_workers_that_exit_0_are_not_restarted(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     result = WorkerSupervisor([worker(runs, [0]), worker(runs, [0])], FAST).run()
-    assert result == WorkersResult(returncodes=[0, 0], restarts=0, killed=[])
+    assert result == WorkersResult(returncodes=[0, 0], restarts=0, killed=[])  # no signal
     assert result.exit_code == 0
     assert len(pids(runs)) == 2
     assert result.line() == "workers: 2, exit codes [0, 0]"
@@ -221,6 +221,21 @@ def test_a_worker_stuck_past_the_grace_period_is_sigkilled(
     assert any("still running 1 s after the stop signal: SIGKILL" in r.message
                for r in caplog.records)  # fmt: skip
     assert result.line().endswith(", SIGKILLed after the stop grace period: workers [0]")
+
+
+def test_a_worker_ended_by_the_stop_signal_itself_stopped_cleanly(tmp_path: Path) -> None:
+    # A worker still starting (no handler yet) dies of the forwarded SIGTERM: as asked.
+    starting, failing = tmp_path / "starting", tmp_path / "failing"
+    on_sigterm_exit_1 = "signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))\n"
+    supervisor = WorkerSupervisor(
+        [worker(starting, ["hang"]), worker(failing, ["hang"], then=on_sigterm_exit_1)], FAST
+    )
+    stop_later(supervisor, lambda: len(pids(starting)) + len(pids(failing)) == 2)
+    result = supervisor.run()
+    assert result.returncodes[0] == -signal.SIGTERM
+    assert result.exit_code == 1  # worker 1's own failure, not the SIGTERM of worker 0
+    assert WorkersResult([-signal.SIGTERM, 0], 0, [], frozenset({signal.SIGTERM})).exit_code == 0
+    assert WorkersResult([-signal.SIGTERM, 0], 0, []).exit_code == 128 + signal.SIGTERM
 
 
 def test_a_stop_cancels_a_pending_restart(tmp_path: Path) -> None:

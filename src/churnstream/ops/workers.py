@@ -110,11 +110,17 @@ class WorkersResult:
     restarts: int
     #: Indexes of the workers SIGKILLed because they outlived the stop grace period.
     killed: list[int]
+    #: The stop signals forwarded to the workers. One that ended a worker outright (a worker
+    #: still starting, before it handles them) stopped that worker as asked: not a failure.
+    stop_signals: frozenset[int] = frozenset()
 
     @property
     def exit_code(self) -> int:
         """The worst outcome: the largest exit status, non-zero if any worker was killed."""
-        return max((exit_status(code) for code in self.returncodes), default=0)
+        return max(
+            (0 if -code in self.stop_signals else exit_status(code) for code in self.returncodes),
+            default=0,
+        )
 
     def line(self) -> str:
         text = f"workers: {len(self.returncodes)}, exit codes {self.returncodes}"
@@ -187,6 +193,7 @@ class WorkerSupervisor:
             returncodes=[w.returncode if w.returncode is not None else 0 for w in self._workers],
             restarts=self._restarts,
             killed=killed,
+            stop_signals=frozenset(self._signals),
         )
 
     # -- the loop ---------------------------------------------------------------------------

@@ -1,0 +1,121 @@
+"""Scorer processes for fault tests: their metrics ports, the supervisor's workers, cleanup."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from churnstream.ops.scorer_health import fetch_counters
+
+HOST = "127.0.0.1"
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports (``--metrics-port P`` gives worker i P+i)."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind((HOST, 0))
+            first = int(probe.getsockname()[1])
+        if first + count > 65535:
+            continue
+        socks = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind((HOST, port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise AssertionError(f"no {count} consecutive free ports")
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (Linux: /proc/<pid>/task/<pid>/children)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def worker_pids(supervisor_pid: int) -> dict[int, int]:
+    """Worker index -> pid of the supervisor's live workers (from their command lines)."""
+    out: dict[int, int] = {}
+    for pid in children(supervisor_pid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--worker-index" in argv:
+            out[int(argv[argv.index(b"--worker-index") + 1])] = pid
+    return out
+
+
+def consumed(port: int) -> float | None:
+    """The scorer's consumed-messages counter at ``port``; None while it does not answer."""
+    return fetch_counters(f"http://{HOST}:{port}", timeout_s=2.0).get("consumed")
+
+
+def wait_until_scoring(port: int, pid: Callable[[], int | None], timeout_s: float) -> int:
+    """Wait until the scorer at ``port`` counts new messages between two looks; its pid then.
+
+    ``pid()`` names the process expected behind the port (None: none yet), so a counter
+    read from a process that has just died does not count.
+    """
+    deadline = time.monotonic() + timeout_s
+    last: tuple[int | None, float | None] = (None, None)
+    while time.monotonic() < deadline:
+        now = (pid(), consumed(port))
+        if now[0] is not None and now[1] is not None and now[0] == last[0]:
+            if last[1] is not None and now[1] > last[1]:
+                return now[0]
+        last = now
+        time.sleep(0.1)
+    raise AssertionError(f"the scorer on port {port} did not score within {timeout_s:g}s")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped) is not alive
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
+    """SIGTERM (and SIGCONT, in case it is stopped), then SIGKILL after ``timeout_s``."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGCONT)
+        try:
+            return proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait(10)
+
+
+def kill_leftovers(pids: set[int], marker: str) -> None:
+    """SIGKILL whichever of ``pids`` still runs with ``marker`` (e.g. the test's unique group)
+    in its command line: orphaned workers after a failure, never a recycled pid."""
+    for pid in pids:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in argv.split(b"\0") and alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,233 @@
+"""Scale-out under kills: ``consume --workers 2`` while its workers are SIGKILLed at random.
+
+The supervisor restarts each killed worker, so its partitions move to the other worker and
+back, mid-batch (mid-transaction with ``--exactly-once``). After at least six kills that
+landed while the input was unfinished, the stream drains and the supervisor is stopped with
+SIGTERM. Then the predictions topic is checked: nothing lost; with ``--exactly-once``
+nothing doubled for read_committed readers; at-least-once duplicates are bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from churnstream.pipeline.transform import SOURCE_HEADER
+from tests.integration.kafka_io import read_topic, send_raw
+from tests.integration.scorers import (
+    free_ports,
+    kill_leftovers,
+    stop_process,
+    wait_until_scoring,
+    worker_pids,
+)
+from tests.integration.test_crash import (
+    CommittedOffsets,
+    KillLoop,
+    cli,
+    customer_events,
+    scorer_args,
+    unique_id,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+WORKERS = 2
+PARTITIONS = 6
+EVENTS = 200_000
+KILLS = 6
+#: Micro-batch size while the kills land: what one kill may leave to be scored again.
+BATCH_RECORDS = 200
+#: Input added whenever the workers get within LOW_WATER of the end before the kills are done.
+TOP_UP = 20_000
+LOW_WATER = 10_000
+#: Bounds on each phase; a loaded 2-core machine needs the generous ones.
+TARGET_TIMEOUT_S = 120.0
+SCORING_TIMEOUT_S = 90.0
+DRAIN_TIMEOUT_S = 180.0
+#: The supervisor's stop grace period (20 s) plus the workers' own drain.
+STOP_TIMEOUT_S = 40.0
+#: send_raw's producer queues at most 100,000 messages.
+SEND_CHUNK = 50_000
+TopicFactory = Callable[..., str]
+
+
+def send_events(bootstrap: str, topic: str, first: int, count: int) -> None:
+    for start in range(first, first + count, SEND_CHUNK):
+        send_raw(bootstrap, topic, customer_events(start, min(SEND_CHUNK, first + count - start)))
+
+
+class Feeder(threading.Thread):
+    """Tops up the input whenever the group's committed progress nears the end of it."""
+
+    def __init__(self, bootstrap: str, raw: str, group: str, sent: int) -> None:
+        super().__init__(name="feeder", daemon=True)
+        self.bootstrap, self.raw = bootstrap, raw
+        self.progress = CommittedOffsets(bootstrap, group, raw)
+        self.sent = sent
+        self.stop_event = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stop_event.wait(0.5):
+                if self.sent - self.progress() < LOW_WATER:
+                    send_events(self.bootstrap, self.raw, self.sent, TOP_UP)
+                    self.sent += TOP_UP
+        except BaseException as exc:  # reported by finish(): a thread cannot fail the test
+            self.error = exc
+        finally:
+            self.progress.close()
+
+    def finish(self) -> int:
+        self.stop_event.set()
+        self.join(60)
+        assert not self.is_alive(), "the feeder did not stop"
+        if self.error is not None:
+            raise self.error
+        return self.sent
+
+
+def kill_workers(
+    supervisor: subprocess.Popen[bytes],
+    metrics_port: int,
+    rng: random.Random,
+    progress: Callable[[], int],
+    total: Callable[[], int],
+    seen: set[int],
+) -> KillLoop:
+    """SIGKILL scoring workers until KILLS kills landed with the input unfinished.
+
+    Each kill waits for a random point of what is left (so the kills spread over the run),
+    then for the victim to be scoring, then up to 0.2 s more (so some land mid-batch). The
+    victim is the worker killed least so far, so neither worker crash-loops past the
+    supervisor's restart limit.
+    """
+    loop = KillLoop()
+    kills = [0] * WORKERS
+    while loop.mid_run < KILLS and loop.attempts < 3 * KILLS:
+        start = progress()
+        step = max(1, (total() - start) // (KILLS - loop.mid_run + 1))
+        target = start + rng.randint(1, step)
+        deadline = time.monotonic() + TARGET_TIMEOUT_S
+        while supervisor.poll() is None and time.monotonic() < deadline and progress() < target:
+            time.sleep(0.05)
+        assert supervisor.poll() is None, f"the supervisor exited ({supervisor.returncode})"
+        fewest = min(kills)
+        victim = rng.choice([i for i in range(WORKERS) if kills[i] == fewest])
+        pid = wait_until_scoring(
+            metrics_port + victim,
+            lambda: worker_pids(supervisor.pid).get(victim),  # noqa: B023 - read at once
+            SCORING_TIMEOUT_S,
+        )
+        seen.update(worker_pids(supervisor.pid).values())
+        time.sleep(rng.uniform(0.0, 0.2))
+        os.kill(pid, signal.SIGKILL)
+        kills[victim] += 1
+        loop.attempts += 1
+        done = progress()
+        print(f"SIGKILL worker {victim} (pid {pid}) past {target}: {done} of {total()} done")
+        loop.mid_run += done < total()
+    return loop
+
+
+def wait_drained(
+    progress: Callable[[], int], events: int, supervisor: subprocess.Popen[bytes]
+) -> None:
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while progress() < events:
+        assert supervisor.poll() is None, f"the supervisor exited ({supervisor.returncode})"
+        assert time.monotonic() < deadline, f"not drained: {progress()} of {events} committed"
+        time.sleep(0.5)
+
+
+@pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
+def test_workers_survive_sigkills_and_partitions_move(
+    exactly_once: bool,
+    kafka_bootstrap: str,
+    topic_factory: TopicFactory,
+    model_dir: Path,
+    tmp_path: Path,
+) -> None:
+    raw, preds, dlq = topic_factory(PARTITIONS), topic_factory(PARTITIONS), topic_factory(1)
+    send_events(kafka_bootstrap, raw, 0, EVENTS)
+    group = f"scaleout-{uuid.uuid4().hex[:8]}"
+    port = free_ports(WORKERS)
+    argv = cli(
+        *scorer_args(
+            kafka_bootstrap, (raw, preds, dlq), group, model_dir, tmp_path, "streaming",
+            BATCH_RECORDS,
+        ),
+        "--no-reports", "--reload-interval", "0", "--metrics-port", str(port),
+        "--workers", str(WORKERS), *(["--exactly-once"] if exactly_once else []),
+    )  # fmt: skip
+    out, err = tmp_path / "supervisor.out", tmp_path / "supervisor.err"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        # wide log lines, so that none is wrapped
+        env = {**os.environ, "COLUMNS": "240"}
+        supervisor = subprocess.Popen(argv, stdout=stdout, stderr=stderr, env=env)  # noqa: S603
+    feeder = Feeder(kafka_bootstrap, raw, group, EVENTS)
+    committed = CommittedOffsets(kafka_bootstrap, group, raw)
+    seen: set[int] = set()
+    try:
+        feeder.start()
+        loop = kill_workers(
+            supervisor, port, random.Random(20261127 + exactly_once), committed,
+            lambda: feeder.sent, seen,
+        )  # fmt: skip
+        events = feeder.finish()
+        wait_drained(committed, events, supervisor)
+        seen.update(worker_pids(supervisor.pid).values())
+        started = time.monotonic()
+        code = stop_process(supervisor, STOP_TIMEOUT_S)
+        stop_s = time.monotonic() - started
+    finally:
+        feeder.stop_event.set()
+        committed.close()
+        if supervisor.poll() is None:
+            stop_process(supervisor, STOP_TIMEOUT_S)
+        kill_leftovers(seen, group)
+    log = err.read_text(errors="replace")
+    final = out.read_text(errors="replace").strip().splitlines()[-1]
+    assert loop.mid_run == KILLS, f"only {loop.mid_run} kill(s) landed mid-stream"
+    assert code == 0, f"supervisor exit {code}: {final}\n{log[-3000:]}"
+    assert stop_s < STOP_TIMEOUT_S
+    assert "Traceback" not in log, log[-3000:]
+    # 0 or -15: a worker restarted just before the SIGTERM may still have been starting
+    match = re.fullmatch(
+        r"workers: 2, exit codes \[(?:0|-15), (?:0|-15)\](?:, (\d+) restart\(s\))?", final
+    )
+    assert match is not None, final
+    restarts = int(match.group(1) or 0)
+    assert restarts >= loop.attempts  # every killed worker came back
+    assert len(re.findall(r"restarting in [0-9.]+ s", log)) == restarts
+
+    isolation = "read_committed" if exactly_once else "read_uncommitted"
+    records = read_topic(kafka_bootstrap, preds, expect=events, isolation=isolation, timeout_s=120)
+    sources = Counter(r.headers[SOURCE_HEADER] for r in records)
+    duplicates = len(records) - len(sources)
+    print(
+        f"\n{'exactly' if exactly_once else 'at-least'}-once, {WORKERS} workers: "
+        f"{loop.attempts} SIGKILLs ({loop.mid_run} mid-stream), {events} events, "
+        f"{len(records)} predictions, {duplicates} duplicate(s), {restarts} restart(s), "
+        f"stopped in {stop_s:.1f}s"
+    )
+    assert len(sources) == events, f"lost {events - len(sources)} input message(s)"
+    assert {r.json()["customerID"] for r in records} == {unique_id(i) for i in range(events)}
+    if exactly_once:
+        assert duplicates == 0, f"{duplicates} duplicate(s) visible to read_committed readers"
+    else:
+        # the uncommitted batch in flight at each kill is scored again by the new owner
+        assert duplicates <= loop.attempts * BATCH_RECORDS
+    assert read_topic(kafka_bootstrap, dlq, idle_s=1.0, isolation=isolation) == []
