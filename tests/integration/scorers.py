@@ -1,4 +1,5 @@
-"""Scorer processes for fault tests: their metrics ports, the supervisor's workers, cleanup."""
+"""Scorer processes for fault tests: input that keeps coming, metrics ports, the supervisor's
+workers, cleanup."""
 
 from __future__ import annotations
 
@@ -7,13 +8,71 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from churnstream.ops.scorer_health import fetch_counters
+from tests.integration.kafka_io import send_raw
+from tests.integration.test_crash import CommittedOffsets, customer_events
 
 HOST = "127.0.0.1"
+#: Input added whenever the scorers get within LOW_WATER of its end.
+TOP_UP = 20_000
+LOW_WATER = 10_000
+#: send_raw's producer queues at most 100,000 messages.
+SEND_CHUNK = 50_000
+DRAIN_TIMEOUT_S = 180.0
+
+
+def send_events(bootstrap: str, topic: str, first: int, count: int) -> None:
+    """Unique customer events ``first`` .. ``first + count - 1``, in chunks send_raw can queue."""
+    for start in range(first, first + count, SEND_CHUNK):
+        send_raw(bootstrap, topic, customer_events(start, min(SEND_CHUNK, first + count - start)))
+
+
+class Feeder(threading.Thread):
+    """Tops up the input whenever the group's committed progress nears the end of it."""
+
+    def __init__(self, bootstrap: str, raw: str, group: str, sent: int) -> None:
+        super().__init__(name="feeder", daemon=True)
+        self.bootstrap, self.raw = bootstrap, raw
+        self.progress = CommittedOffsets(bootstrap, group, raw)
+        self.sent = sent
+        self.stop_event = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stop_event.wait(0.5):
+                if self.sent - self.progress() < LOW_WATER:
+                    send_events(self.bootstrap, self.raw, self.sent, TOP_UP)
+                    self.sent += TOP_UP
+        except BaseException as exc:  # reported by finish(): a thread cannot fail the test
+            self.error = exc
+        finally:
+            self.progress.close()
+
+    def finish(self) -> int:
+        self.stop_event.set()
+        self.join(60)
+        assert not self.is_alive(), "the feeder did not stop"
+        if self.error is not None:
+            raise self.error
+        return self.sent
+
+
+def wait_drained(
+    progress: Callable[[], int], events: int, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """Wait until the group has committed all ``events``, while every one of ``procs`` runs."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while progress() < events:
+        for proc in procs:
+            assert proc.poll() is None, f"process {proc.pid} exited ({proc.returncode})"
+        assert time.monotonic() < deadline, f"not drained: {progress()} of {events} committed"
+        time.sleep(0.5)
 
 
 def free_ports(count: int) -> int:

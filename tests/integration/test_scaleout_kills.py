@@ -14,7 +14,6 @@ import random
 import re
 import signal
 import subprocess
-import threading
 import time
 import uuid
 from collections import Counter
@@ -24,11 +23,14 @@ from pathlib import Path
 import pytest
 
 from churnstream.pipeline.transform import SOURCE_HEADER
-from tests.integration.kafka_io import read_topic, send_raw
+from tests.integration.kafka_io import read_topic
 from tests.integration.scorers import (
+    Feeder,
     free_ports,
     kill_leftovers,
+    send_events,
     stop_process,
+    wait_drained,
     wait_until_scoring,
     worker_pids,
 )
@@ -36,7 +38,6 @@ from tests.integration.test_crash import (
     CommittedOffsets,
     KillLoop,
     cli,
-    customer_events,
     scorer_args,
     unique_id,
 )
@@ -49,54 +50,12 @@ EVENTS = 200_000
 KILLS = 6
 #: Micro-batch size while the kills land: what one kill may leave to be scored again.
 BATCH_RECORDS = 200
-#: Input added whenever the workers get within LOW_WATER of the end before the kills are done.
-TOP_UP = 20_000
-LOW_WATER = 10_000
 #: Bounds on each phase; a loaded 2-core machine needs the generous ones.
 TARGET_TIMEOUT_S = 120.0
 SCORING_TIMEOUT_S = 90.0
-DRAIN_TIMEOUT_S = 180.0
 #: The supervisor's stop grace period (20 s) plus the workers' own drain.
 STOP_TIMEOUT_S = 40.0
-#: send_raw's producer queues at most 100,000 messages.
-SEND_CHUNK = 50_000
 TopicFactory = Callable[..., str]
-
-
-def send_events(bootstrap: str, topic: str, first: int, count: int) -> None:
-    for start in range(first, first + count, SEND_CHUNK):
-        send_raw(bootstrap, topic, customer_events(start, min(SEND_CHUNK, first + count - start)))
-
-
-class Feeder(threading.Thread):
-    """Tops up the input whenever the group's committed progress nears the end of it."""
-
-    def __init__(self, bootstrap: str, raw: str, group: str, sent: int) -> None:
-        super().__init__(name="feeder", daemon=True)
-        self.bootstrap, self.raw = bootstrap, raw
-        self.progress = CommittedOffsets(bootstrap, group, raw)
-        self.sent = sent
-        self.stop_event = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            while not self.stop_event.wait(0.5):
-                if self.sent - self.progress() < LOW_WATER:
-                    send_events(self.bootstrap, self.raw, self.sent, TOP_UP)
-                    self.sent += TOP_UP
-        except BaseException as exc:  # reported by finish(): a thread cannot fail the test
-            self.error = exc
-        finally:
-            self.progress.close()
-
-    def finish(self) -> int:
-        self.stop_event.set()
-        self.join(60)
-        assert not self.is_alive(), "the feeder did not stop"
-        if self.error is not None:
-            raise self.error
-        return self.sent
 
 
 def kill_workers(
@@ -142,16 +101,6 @@ def kill_workers(
     return loop
 
 
-def wait_drained(
-    progress: Callable[[], int], events: int, supervisor: subprocess.Popen[bytes]
-) -> None:
-    deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    while progress() < events:
-        assert supervisor.poll() is None, f"the supervisor exited ({supervisor.returncode})"
-        assert time.monotonic() < deadline, f"not drained: {progress()} of {events} committed"
-        time.sleep(0.5)
-
-
 @pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
 def test_workers_survive_sigkills_and_partitions_move(
     exactly_once: bool,
@@ -187,7 +136,7 @@ def test_workers_survive_sigkills_and_partitions_move(
             lambda: feeder.sent, seen,
         )  # fmt: skip
         events = feeder.finish()
-        wait_drained(committed, events, supervisor)
+        wait_drained(committed, events, [supervisor])
         seen.update(worker_pids(supervisor.pid).values())
         started = time.monotonic()
         code = stop_process(supervisor, STOP_TIMEOUT_S)

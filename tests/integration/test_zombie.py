@@ -1,0 +1,246 @@
+"""Zombie fencing: an exactly-once scorer frozen (SIGSTOP) past its session, then resumed.
+
+Two ``consume --exactly-once`` processes share a group, each with its own stable
+``--transactional-id``. One is frozen while scoring, so most likely in the middle of a
+transaction, for longer than the session timeout; the group gives all its partitions to the
+other, which scores on. Then the zombie is resumed (SIGCONT). Whatever it still had in
+flight must be fenced (KIP-447: the group generation check on the offsets it sends with its
+transaction, or, once the coordinator has aborted the transaction, the bumped producer
+epoch), so a read_committed reader sees every event exactly once. The zombie must either
+rejoin the group and score on, or exit with one error line and no traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import ConsumerGroupState
+from confluent_kafka.admin import AdminClient
+
+from churnstream.pipeline.transform import SOURCE_HEADER
+from tests.integration.kafka_io import read_topic
+from tests.integration.scorers import (
+    Feeder,
+    consumed,
+    free_ports,
+    send_events,
+    stop_process,
+    wait_drained,
+    wait_until_scoring,
+)
+from tests.integration.test_crash import CommittedOffsets, cli, scorer_args, unique_id
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PARTITIONS = 4
+EVENTS = 60_000
+BATCH_RECORDS = 200
+SESSION_TIMEOUT_S = 6.0  # kafka.session_timeout_ms's default
+SCORING_TIMEOUT_S = 90.0
+#: How long the survivor may take to be given the zombie's partitions and score them.
+TAKEOVER_TIMEOUT_S = 60.0
+#: How long the resumed zombie has to rejoin and score, or to exit.
+OBSERVE_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 40.0
+TopicFactory = Callable[..., str]
+
+
+@dataclass(frozen=True)
+class Pause:
+    """How long the zombie is frozen, at least (and until the survivor scored its share)."""
+
+    stop_s: float
+    #: librdkafka's max.poll.interval.ms for both scorers (None: its default, 300 s).
+    max_poll_interval_ms: int | None = None
+
+
+PAUSES = {
+    # Past the session timeout only: the zombie's transaction is most likely still open when
+    # it resumes, so the offsets it sends carry a stale group generation.
+    "past-session": Pause(stop_s=10.0),
+    # Past the session timeout, max.poll.interval.ms and the transaction timeout (10 s) plus
+    # the coordinator's sweep for timed-out transactions (every 10 s): the coordinator has
+    # aborted the transaction and bumped the producer epoch.
+    "past-transaction-timeout": Pause(stop_s=25.0, max_poll_interval_ms=8000),
+}
+
+
+class Group:
+    """The scoring group as the coordinator describes it."""
+
+    def __init__(self, bootstrap: str, group: str) -> None:
+        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+        self.group = group
+
+    def members(self) -> list[set[int]] | None:
+        """Each member's partitions while the group is stable (None while it rebalances)."""
+        try:
+            future = self.admin.describe_consumer_groups([self.group], request_timeout=10)
+            desc = future[self.group].result()
+        except Exception:  # coordinator moving or loading: ask again later
+            return None
+        if desc.state != ConsumerGroupState.STABLE:
+            return None
+        return [{tp.partition for tp in m.assignment.topic_partitions} for m in desc.members]
+
+    def wait_for(self, condition: Callable[[list[set[int]]], bool], timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            members = self.members()
+            if members is not None and condition(members):
+                return True
+            time.sleep(0.2)
+        return False
+
+
+def start_scorer(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)  # noqa: S603
+
+
+def wait_rises(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    """Whether the scorer's consumed counter rises within ``timeout_s`` (False if it exits)."""
+    first = consumed(port)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        now = consumed(port)
+        if now is not None and (first is None or now > first):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def fencing_evidence(output: str) -> list[str]:
+    """The zombie's lines about its stale transaction (rejected, aborted or fenced)."""
+    pattern = re.compile(r"fenc|generation|not committed|epoch|abort|member", re.IGNORECASE)
+    return [line.strip() for line in output.splitlines() if pattern.search(line)]
+
+
+@pytest.mark.parametrize("pause", list(PAUSES.values()), ids=list(PAUSES))
+def test_a_frozen_exactly_once_scorer_is_fenced(
+    pause: Pause,
+    kafka_bootstrap: str,
+    topic_factory: TopicFactory,
+    model_dir: Path,
+    tmp_path: Path,
+) -> None:
+    raw, preds, dlq = topic_factory(PARTITIONS), topic_factory(PARTITIONS), topic_factory(1)
+    send_events(kafka_bootstrap, raw, 0, EVENTS)
+    group = f"zombie-{uuid.uuid4().hex[:8]}"
+    port = free_ports(2)
+    env = {**os.environ, "COLUMNS": "240"}
+    if pause.max_poll_interval_ms is not None:
+        env["CHURNSTREAM_KAFKA__LIBRDKAFKA_CONSUMER"] = orjson.dumps(
+            {"max.poll.interval.ms": pause.max_poll_interval_ms}
+        ).decode()
+    base = scorer_args(
+        kafka_bootstrap, (raw, preds, dlq), group, model_dir, tmp_path, "streaming", BATCH_RECORDS
+    )
+    logs = [tmp_path / "zombie.log", tmp_path / "survivor.log"]
+    procs = [
+        start_scorer(
+            cli(
+                *base,
+                "--no-reports",
+                "--reload-interval",
+                "0",
+                "--exactly-once",
+                "--transactional-id",
+                f"{group}-{i}",
+                "--metrics-port",
+                str(port + i),
+            ),
+            logs[i],
+            env,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    zombie, survivor = procs
+    feeder = Feeder(kafka_bootstrap, raw, group, EVENTS)
+    committed = CommittedOffsets(kafka_bootstrap, group, raw)
+    coordinator = Group(kafka_bootstrap, group)
+    rng = random.Random(20261127)
+    try:
+        feeder.start()
+        for i, proc in enumerate(procs):
+            wait_until_scoring(port + i, lambda p=proc: p.pid if p.poll() is None else None,
+                               SCORING_TIMEOUT_S)  # fmt: skip
+        assert coordinator.wait_for(lambda m: len(m) == 2 and all(m), SCORING_TIMEOUT_S)
+        time.sleep(rng.uniform(0.0, 0.2))  # somewhere in a batch, most likely in a transaction
+        zombie.send_signal(signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        # The coordinator drops the frozen member and gives every partition to the survivor.
+        took_over = coordinator.wait_for(
+            lambda m: m == [set(range(PARTITIONS))], pause.stop_s + TAKEOVER_TIMEOUT_S
+        )
+        takeover_s = time.monotonic() - frozen_at
+        scored_on = took_over and wait_rises(port + 1, survivor, TAKEOVER_TIMEOUT_S)
+        time.sleep(max(0.0, pause.stop_s - (time.monotonic() - frozen_at)))
+        frozen_s = time.monotonic() - frozen_at
+        zombie.send_signal(signal.SIGCONT)
+        assert took_over, f"the survivor was not given every partition in {takeover_s:.0f}s"
+        assert scored_on, "the survivor did not score on while the other one was frozen"
+        assert frozen_s > SESSION_TIMEOUT_S
+        # The zombie now either rejoins and scores on, or exits.
+        rejoined = coordinator.wait_for(
+            lambda m: len(m) == 2 and all(m) or zombie.poll() is not None, OBSERVE_TIMEOUT_S
+        )
+        scores_on = zombie.poll() is None and wait_rises(port, zombie, OBSERVE_TIMEOUT_S)
+        outcome = zombie.poll()
+        assert rejoined and (scores_on or outcome is not None), (
+            "the zombie neither scored on nor exited"
+        )
+        events = feeder.finish()
+        wait_drained(committed, events, [p for p in procs if p.poll() is None])
+        codes = [stop_process(p, STOP_TIMEOUT_S) for p in procs]
+    finally:
+        feeder.stop_event.set()
+        committed.close()
+        for proc in procs:
+            if proc.poll() is None:
+                stop_process(proc, STOP_TIMEOUT_S)
+
+    zombie_log, survivor_log = (log.read_text(errors="replace") for log in logs)
+    records = read_topic(kafka_bootstrap, preds, expect=events, isolation="read_committed",
+                         timeout_s=120)  # fmt: skip
+    sources = Counter(r.headers[SOURCE_HEADER] for r in records)
+    duplicates = len(records) - len(sources)
+    errors = [line for line in zombie_log.splitlines() if line.startswith("error: ")]
+    if outcome is None:
+        fate = f"rejoined and scored on, exit {codes[0]} on SIGTERM"
+    else:
+        fate = f"exited {outcome}: {errors[-1] if errors else '(no error line)'}"
+    evidence = fencing_evidence(zombie_log)
+    limits = (
+        f"max.poll.interval.ms {pause.max_poll_interval_ms}, " if pause.max_poll_interval_ms else ""
+    )
+    print(
+        f"\nzombie, {limits}SIGSTOP {frozen_s:.1f}s: survivor had all {PARTITIONS} partitions "
+        f"{takeover_s:.1f}s after the SIGSTOP and scored on; zombie {fate}; {events} events, "
+        f"{len(records)} predictions, {duplicates} duplicate(s)"
+    )
+    for line in evidence[:4]:
+        print(f"  zombie: {line[:200]}")
+    assert "Traceback" not in zombie_log, zombie_log[-4000:]
+    assert "Traceback" not in survivor_log, survivor_log[-4000:]
+    assert len(sources) == events, f"lost {events - len(sources)} input message(s)"
+    assert {r.json()["customerID"] for r in records} == {unique_id(i) for i in range(events)}
+    assert duplicates == 0, f"{duplicates} duplicate(s) visible to read_committed readers"
+    assert codes[1] == 0, f"survivor exit {codes[1]}:\n{survivor_log[-3000:]}"
+    if outcome is None:
+        assert codes[0] == 0, f"zombie exit {codes[0]} on SIGTERM:\n{zombie_log[-3000:]}"
+    else:
+        assert outcome != 0 and len(errors) == 1, zombie_log[-3000:]  # one line, non-zero
+    assert read_topic(kafka_bootstrap, dlq, idle_s=1.0) == []
