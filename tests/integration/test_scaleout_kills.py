@@ -26,6 +26,7 @@ from churnstream.pipeline.transform import SOURCE_HEADER
 from tests.integration.kafka_io import read_topic
 from tests.integration.scorers import (
     Feeder,
+    consumed,
     free_ports,
     kill_leftovers,
     send_events,
@@ -101,6 +102,15 @@ def kill_workers(
     return loop
 
 
+def wait_all_up(supervisor: subprocess.Popen[bytes], metrics_port: int) -> None:
+    deadline = time.monotonic() + SCORING_TIMEOUT_S
+    while len(worker_pids(supervisor.pid)) < WORKERS or any(
+        consumed(metrics_port + i) is None for i in range(WORKERS)
+    ):
+        assert time.monotonic() < deadline, "a worker did not come back"
+        time.sleep(0.2)
+
+
 @pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
 def test_workers_survive_sigkills_and_partitions_move(
     exactly_once: bool,
@@ -137,6 +147,8 @@ def test_workers_survive_sigkills_and_partitions_move(
         )  # fmt: skip
         events = feeder.finish()
         wait_drained(committed, events, [supervisor])
+        # the last one killed is back (not waiting for its restart) before the SIGTERM
+        wait_all_up(supervisor, port)
         seen.update(worker_pids(supervisor.pid).values())
         started = time.monotonic()
         code = stop_process(supervisor, STOP_TIMEOUT_S)
