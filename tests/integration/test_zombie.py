@@ -67,8 +67,11 @@ class Pause:
 
 
 PAUSES = {
-    # Past the session timeout only: the zombie's transaction is most likely still open when
-    # it resumes, so the offsets it sends carry a stale group generation.
+    # Past the session timeout. If the zombie froze before its offsets reached the
+    # transaction, the survivor scores its partitions at once, and the zombie's late offsets
+    # are refused (stale group generation) or time out, so it aborts; if after, the
+    # survivor's offset fetch waits for that transaction to end (KIP-447), and the pause
+    # lasts until the coordinator aborts it, as below.
     "past-session": Pause(stop_s=10.0),
     # Past the session timeout, max.poll.interval.ms and the transaction timeout (10 s) plus
     # the coordinator's sweep for timed-out transactions (every 10 s): the coordinator has
