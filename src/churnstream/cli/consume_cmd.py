@@ -108,7 +108,8 @@ def consume(
         typer.Option(
             "--workers",
             min=1,
-            help="Run N scorer processes of this command in one consumer group, supervised.",
+            help="Run N scorer processes of this command in one consumer group; one that dies "
+            "is restarted.",
         ),
     ] = 1,
 ) -> None:
