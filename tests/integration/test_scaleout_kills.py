@@ -21,8 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from churnstream.pipeline.transform import SOURCE_HEADER
 
+from churnstream.headers import SOURCE_HEADER
 from tests.integration.kafka_io import read_topic
 from tests.integration.scorers import (
     Feeder,

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from churnstream.pipeline.transform import SOURCE_HEADER
 from confluent_kafka import ConsumerGroupState
 from confluent_kafka.admin import AdminClient
 
+from churnstream.headers import SOURCE_HEADER
 from tests.integration.kafka_io import read_topic
 from tests.integration.scorers import (
     Feeder,
