@@ -20,20 +20,34 @@ logger = logging.getLogger(__name__)
 FILE_MODE = 0o644
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, mode: int = FILE_MODE) -> Path:
-    """Write ``data`` to ``path`` atomically; returns ``path``.
+def write_temp(directory: Path, data: bytes, *, mode: int = FILE_MODE, name: str = "") -> Path:
+    """``data`` in a new, fsynced temporary file in ``directory``; returns its path.
 
-    The parent directory must exist. On any failure the target is untouched and the
-    temporary file is removed.
+    The first half of an atomic write, for callers that publish the file themselves (with
+    ``os.link`` to claim a name that must not exist yet, say).
     """
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    temp = Path(name)
+    fd, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    temp = Path(temp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return temp
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, mode: int = FILE_MODE) -> Path:
+    """Write ``data`` to ``path`` atomically; returns ``path``.
+
+    The parent directory must exist. On any failure the target is untouched and the
+    temporary file is removed.
+    """
+    temp = write_temp(path.parent, data, mode=mode, name=path.name)
+    try:
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)

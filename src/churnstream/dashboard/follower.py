@@ -27,6 +27,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from churnstream.dashboard.state import DashboardState
 from churnstream.headers import ERROR_CODE_HEADER, SOURCE_HEADER
+from churnstream.kafka import clients
 from churnstream.logging import ATTEMPT, DELAY_S
 from churnstream.retry import RetryNote, retrying
 from churnstream.settings import Settings
@@ -73,19 +74,12 @@ class Follower(threading.Thread):
             self.join(timeout_s)
 
     def _consumer(self) -> Consumer:
-        conf = self.settings.kafka.client_config("consumer")
-        conf.update(
-            {
-                "group.id": self.group_id,
-                "session.timeout.ms": self.settings.kafka.session_timeout_ms,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "enable.partition.eof": False,
-                "auto.offset.reset": "earliest" if self.options.from_beginning else "latest",
-                "isolation.level": "read_committed",
-            }
-        )
-        return Consumer(conf)
+        # A throwaway group that never commits: the dashboard only watches.
+        overrides = {
+            "auto.offset.reset": "earliest" if self.options.from_beginning else "latest",
+            "isolation.level": "read_committed",
+        }
+        return clients.consumer(self.settings, self.group_id, overrides=overrides)
 
     def run(self) -> None:
         opts = self.options

@@ -35,6 +35,7 @@ from sklearn.pipeline import Pipeline
 from skops.io.exceptions import UntrustedTypesFoundException
 
 from churnstream.exceptions import ModelError, ModelLoadError
+from churnstream.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def write_latest(models_dir: Path, version: str) -> Path:
     """Point ``models_dir/latest`` at ``version`` (atomic replace)."""
     if not (models_dir / version / METADATA_FILE).is_file():
         raise ModelError(f"{models_dir / version} is not a complete model version")
-    return _atomic_write_text(models_dir / LATEST_FILE, version + "\n")
+    return atomic_write_text(models_dir / LATEST_FILE, version + "\n")
 
 
 def write_metrics(models_dir: Path, metadata: dict[str, Any]) -> Path:
@@ -135,14 +136,7 @@ def write_metrics(models_dir: Path, metadata: dict[str, Any]) -> Path:
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
     """Pretty JSON written atomically (temp file in the same directory, then os.replace)."""
-    return _atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
-
-
-def _atomic_write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
 
 
 def resolve_version_dir(path: Path) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import orjson
 
 from churnstream.exceptions import ChurnstreamError, DataError
+from churnstream.files import atomic_write_bytes, write_temp
 from churnstream.reports.charts import render_charts
 from churnstream.reports.format import check_summary
 from churnstream.reports.markdown import render_markdown
@@ -71,10 +71,10 @@ def write_summary(
     images: dict[str, str] = {}
     for suffix, png in pngs.items():
         name = f"{chosen}_{suffix}.png"
-        _atomic_write(reports_dir / name, png)
+        atomic_write_bytes(reports_dir / name, png)
         images[suffix] = name
     md_path = reports_dir / f"{chosen}.md"
-    _atomic_write(md_path, render_markdown(summary, images).encode("utf-8"))
+    atomic_write_bytes(md_path, render_markdown(summary, images).encode("utf-8"))
     logger.info("wrote window summary %s (+ .md, %d charts)", json_path, len(images))
     return json_path, md_path
 
@@ -99,11 +99,11 @@ def render_summary(json_path: Path, output_dir: Path | None = None) -> tuple[Pat
     written: list[Path] = []
     for suffix, png in render_charts(summary).items():
         name = f"{stem}_{suffix}.png"
-        _atomic_write(target / name, png)
+        atomic_write_bytes(target / name, png)
         images[suffix] = name
         written.append(target / name)
     md_path = target / f"{stem}.md"
-    _atomic_write(md_path, render_markdown(summary, images).encode("utf-8"))
+    atomic_write_bytes(md_path, render_markdown(summary, images).encode("utf-8"))
     logger.info("re-rendered %s (+ %d charts) from %s", md_path, len(images), json_path)
     return md_path, written
 
@@ -137,38 +137,13 @@ def _compact_utc(iso: str) -> str:
     return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def _temp_file(directory: Path, data: bytes) -> Path:
-    # Same directory as the target, so os.link/os.replace never cross a file system.
-    fd, name = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            # mkstemp creates 0600; reports are meant to be read by dashboards and people.
-            os.chmod(name, REPORT_FILE_MODE)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-    return Path(name)
-
-
-def _atomic_write(target: Path, data: bytes) -> None:
-    temp = _temp_file(target.parent, data)
-    try:
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
 def _claim_stem(directory: Path, base: str, payload: bytes) -> str:
     """Publish the JSON under the first free stem and return that stem.
 
     ``os.link`` creates the name atomically with its full content and fails if it exists,
     so two writers racing for the same second cannot overwrite each other.
     """
-    temp = _temp_file(directory, payload)
+    temp = write_temp(directory, payload, mode=REPORT_FILE_MODE)
     try:
         for attempt in range(MAX_NAME_ATTEMPTS):
             stem = base if attempt == 0 else f"{base}_{attempt}"
@@ -197,7 +172,7 @@ def _publish_exclusive(temp: Path, target: Path) -> bool:
         os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, REPORT_FILE_MODE))
     except FileExistsError:
         return False
-    os.replace(_temp_file(temp.parent, temp.read_bytes()), target)
+    os.replace(write_temp(temp.parent, temp.read_bytes(), mode=REPORT_FILE_MODE), target)
     return True
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from churnstream.exceptions import DataError
+from churnstream.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +53,4 @@ def load_checkpoint(path: Path) -> Checkpoint | None:
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     """Write then rename, so that a crash leaves the old checkpoint or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        json.dump(asdict(checkpoint), fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(asdict(checkpoint), indent=2))
