@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: one-line errors, global options, settings with flag overrides."""
+"""Shared CLI plumbing: one-line errors, the app class, global options, logging, signals."""
 
 from __future__ import annotations
 
@@ -17,14 +17,13 @@ import typer
 
 from churnstream.exceptions import ChurnstreamError
 from churnstream.logging import configure_logging
-from churnstream.settings import CONFIG_ENV_VAR, Settings, load_settings
+from churnstream.settings import CONFIG_ENV_VAR, Settings
 
 logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_ERROR = 1
-BROKER_HELP = "Kafka bootstrap servers HOST:PORT; overrides kafka.bootstrap_servers."
 
 
 @dataclass
@@ -78,26 +77,6 @@ def cli_state(ctx: typer.Context | None) -> CliState:
 def set_config_path(path: Path | None) -> None:
     if path is not None:
         os.environ[CONFIG_ENV_VAR] = str(path)
-
-
-def get_settings(**overrides: Any) -> Settings:
-    """Effective settings: YAML < env < these dotted overrides (None means 'not given')."""
-    return load_settings(**overrides)
-
-
-def get_kafka_settings(**overrides: Any) -> Settings:
-    """:func:`get_settings` for a command that talks to Kafka.
-
-    librdkafka first judges every client configuration the command may build, with
-    throwaway clients that connect nowhere: a property it refuses (one of the
-    ``kafka.librdkafka*`` settings, typically) ends the command in one line, exit 2, before
-    any message moves.
-    """
-    from churnstream.kafka.clientcheck import check_client_configs
-
-    settings = get_settings(**overrides)
-    check_client_configs(settings)
-    return settings
 
 
 def init_logging(

@@ -9,7 +9,8 @@ from typing import Annotated, Literal
 
 import typer
 
-from churnstream.cli._common import get_settings, new_app
+from churnstream.cli._common import new_app
+from churnstream.cli.options import JsonOption, effective_settings
 from churnstream.ops import devbroker
 from churnstream.settings import BrokerSettings
 
@@ -32,8 +33,8 @@ def _settings(
     engine: str | None = None,
     timeout_s: float | None = None,
 ) -> BrokerSettings:
-    return get_settings(
-        **{
+    return effective_settings(
+        {
             "broker.port": port,
             "broker.state_dir": state_dir,
             "broker.engine": engine,
@@ -105,7 +106,7 @@ def stop(
 def status(
     state_dir: StateDirOption = None,
     port: PortOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Say whether the broker runs, with its engine, pid, bootstrap and log file."""
     settings = _settings(port, state_dir)

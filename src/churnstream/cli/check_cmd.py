@@ -10,7 +10,7 @@ from typing import Annotated
 import orjson
 import typer
 
-from churnstream.cli._common import get_settings
+from churnstream.cli.options import effective_settings
 from churnstream.exceptions import DataError
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def check(
 
     if (summary is None) == (not latest):
         raise typer.BadParameter("give either --summary FILE or --latest", param_hint="--summary")
-    settings = get_settings(**{"paths.reports_dir": reports_dir})
+    settings = effective_settings({"paths.reports_dir": reports_dir})
     path = summary if summary is not None else newest_summary(settings.paths.reports_dir)
     thresholds = Thresholds.from_settings(
         settings.observability,

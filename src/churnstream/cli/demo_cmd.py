@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from churnstream.cli._common import BROKER_HELP, get_kafka_settings, init_logging, stop_signals
+from churnstream.cli._common import init_logging, stop_signals
+from churnstream.cli.options import BrokerOption, effective_settings, metrics_port_option
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +25,9 @@ def demo(
     events_per_sec: Annotated[
         float, typer.Option("--events-per-sec", help="Producer rate.", min=0.1)
     ] = 10.0,
-    broker: Annotated[str | None, typer.Option("--broker", help=BROKER_HELP)] = None,
+    broker: BrokerOption = None,
     metrics_port: Annotated[
-        int | None,
-        typer.Option("--metrics-port", min=0, max=65535, help="Serve /metrics during the demo."),
+        int | None, metrics_port_option("Serve /metrics during the demo.")
     ] = None,
     keep_broker: Annotated[
         bool,
@@ -38,9 +38,7 @@ def demo(
     from churnstream.ops.demo import DemoState, run_demo
     from churnstream.reports.console import render_console
 
-    settings = get_kafka_settings(
-        **{"kafka.bootstrap_servers": broker, "observability.metrics_port": metrics_port}
-    )
+    settings = effective_settings(broker=broker, metrics_port=metrics_port, kafka=True)
     # The demo narrates on the console; the full INFO log goes to logs/demo.log.
     init_logging(ctx, "demo", settings, console_level="WARNING")
     console = Console()

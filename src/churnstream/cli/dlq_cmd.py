@@ -10,13 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from churnstream.cli._common import (
-    BROKER_HELP,
-    EXIT_ERROR,
-    get_kafka_settings,
-    init_logging,
-    new_app,
-)
+from churnstream.cli._common import EXIT_ERROR, init_logging, new_app
+from churnstream.cli.options import BrokerOption, effective_settings
 from churnstream.exceptions import ConfigError
 from churnstream.kafka.admin import ADMIN_TIMEOUT_S
 
@@ -40,7 +35,6 @@ SHOWN_REFUSALS = 10
 SHOWN_PLANNED = 20
 MESSAGE_CHARS = 70
 
-BrokerOption = Annotated[str | None, typer.Option("--broker", help=BROKER_HELP)]
 IdleOption = Annotated[
     float,
     typer.Option("--idle", min=0.1, help="Stop reading after this many seconds without news."),
@@ -80,7 +74,7 @@ def inspect(
     """Summarise dead letters by error type and reason code, each input counted once."""
     from churnstream.deadletters import commands
 
-    settings = get_kafka_settings(**{"kafka.bootstrap_servers": broker})
+    settings = effective_settings(broker=broker, kafka=True)
     init_logging(ctx, console_level=JSON_CONSOLE_LEVEL if as_json else None)
     name = topic or settings.topics.deadletter.name
     summary = commands.inspect(
@@ -202,7 +196,7 @@ def replay(
         window = {k: parse_when(v) if v else None for k, v in (("since", since), ("until", until))}
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    settings = get_kafka_settings(**{"kafka.bootstrap_servers": broker})
+    settings = effective_settings(broker=broker, kafka=True)
     init_logging(ctx, "dlq", settings, console_level=JSON_CONSOLE_LEVEL if as_json else None)
     request = commands.ReplayRequest(
         from_topic=from_topic or settings.topics.deadletter.name,

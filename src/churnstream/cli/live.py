@@ -12,6 +12,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -34,6 +35,18 @@ REFRESH_S = 0.5
 RATE_WINDOW_S = 5.0
 
 
+def bar_columns(title: str) -> list[ProgressColumn]:
+    """A bar towards a total: title, bar, done/total, the task's ``line`` field, elapsed, ETA."""
+    return [
+        TextColumn(f"[bold]{title}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[line]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+
+
 class LiveConsole(ScorerObserver):
     """Batch: a bar towards consumed + lag, with rate and ETA. Streaming: one live line with
     rate, scored, dead-lettered and lag. Drawn on stderr, so stdout stays clean."""
@@ -45,14 +58,7 @@ class LiveConsole(ScorerObserver):
         self._last_refresh = 0.0
         self._rate_marks: list[tuple[float, int]] = []
         columns = (
-            [
-                TextColumn("[bold]scoring"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[line]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-            ]
+            bar_columns("scoring")
             if mode == "batch"
             else [TextColumn("[bold]streaming[/] {task.fields[line]}")]
         )

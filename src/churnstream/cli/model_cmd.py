@@ -12,22 +12,27 @@ from typing import Annotated
 
 import typer
 
-from churnstream.cli._common import get_settings, new_app
+from churnstream.cli._common import new_app
+from churnstream.cli.options import effective_settings
 
 logger = logging.getLogger(__name__)
 
 app = new_app("Model versions tracked in MLflow: list runs, promote one to models/latest.")
 
-TRACKING_URI_HELP = "MLflow tracking URI (default $MLFLOW_TRACKING_URI, else file:./mlruns)."
+TrackingUriOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else file:./mlruns).",
+    ),
+]
 EXPERIMENT_HELP = "MLflow experiment (default $MLFLOW_EXPERIMENT_NAME, else churnstream)."
 _RUN_METRICS = ("roc_auc", "f1", "brier", "cv_roc_auc_mean")
 
 
 @app.command("runs")
 def runs(
-    tracking_uri: Annotated[
-        str | None, typer.Option("--tracking-uri", help=TRACKING_URI_HELP)
-    ] = None,
+    tracking_uri: TrackingUriOption = None,
     experiment: Annotated[str | None, typer.Option("--experiment", help=EXPERIMENT_HELP)] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Newest N runs.")] = 20,
 ) -> None:
@@ -62,9 +67,7 @@ def runs(
 @app.command("promote")
 def promote(
     run_id: Annotated[str, typer.Option("--run-id", help="The MLflow run to promote.")],
-    tracking_uri: Annotated[
-        str | None, typer.Option("--tracking-uri", help=TRACKING_URI_HELP)
-    ] = None,
+    tracking_uri: TrackingUriOption = None,
     models_dir: Annotated[
         Path | None,
         typer.Option("--models-dir", help="Default model.models_dir (models)."),
@@ -78,7 +81,7 @@ def promote(
     """
     from churnstream.model import tracking
 
-    target = models_dir or get_settings().model.models_dir
+    target = models_dir or effective_settings().model.models_dir
     result = tracking.promote(run_id, target, tracking_uri=tracking_uri)
     source = "downloaded to" if result.downloaded else "already in"
     typer.echo(f"run {result.run_id}: model {result.version} {source} {result.version_dir}")

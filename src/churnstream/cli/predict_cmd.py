@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from churnstream.cli._common import get_settings
+from churnstream.cli.options import ModelPathOption, effective_settings
 from churnstream.exceptions import DataError, InvalidEventError
 
 logger = logging.getLogger(__name__)
@@ -31,10 +31,7 @@ def predict(
     record: Annotated[
         str | None, typer.Option("--json", help="Score one JSON record and print the prediction.")
     ] = None,
-    model_path: Annotated[
-        Path | None,
-        typer.Option("--model-path", help="Model version dir or models root (default: latest)."),
-    ] = None,
+    model_path: ModelPathOption = None,
 ) -> None:
     """Score customers with the trained model."""
     # Imported late: loading scikit-learn costs about a second that --help should not pay.
@@ -43,7 +40,7 @@ def predict(
 
     if (record is None) == (input_path is None):
         raise DataError("give either --input FILE --output FILE, or --json RECORD")
-    settings = get_settings()
+    settings = effective_settings()
     # Check the cheap things first, so a typo is reported before the model loads.
     if record is not None:
         try:

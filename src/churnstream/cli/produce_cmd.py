@@ -8,16 +8,17 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
 
-from churnstream.cli._common import BROKER_HELP, get_kafka_settings, init_logging, stop_signals
+from churnstream.cli._common import init_logging, stop_signals
+from churnstream.cli.options import (
+    CONNECT_TIMEOUT_S,
+    BrokerOption,
+    ConnectTimeoutOption,
+    ModeOption,
+    effective_settings,
+    metrics_port_option,
+)
 from churnstream.exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -25,8 +26,8 @@ logger = logging.getLogger(__name__)
 
 def produce(
     ctx: typer.Context,
-    mode: Annotated[str, typer.Option("--mode", help="streaming or batch.")] = "streaming",
-    broker: Annotated[str | None, typer.Option("--broker", help=BROKER_HELP)] = None,
+    mode: ModeOption = "streaming",
+    broker: BrokerOption = None,
     topic: Annotated[
         str | None, typer.Option("--topic", help="Target topic (default topics.raw).")
     ] = None,
@@ -64,32 +65,28 @@ def produce(
     ] = True,
     metrics_port: Annotated[
         int | None,
-        typer.Option(
-            "--metrics-port",
-            min=0,
-            max=65535,
-            help="Serve Prometheus /metrics and /health on this port (0: any free port).",
+        metrics_port_option(
+            "Serve Prometheus /metrics and /health on this port (0: any free port)."
         ),
     ] = None,
-    connect_timeout: Annotated[
-        float,
-        typer.Option("--connect-timeout", help="Seconds to retry an unreachable broker.", min=0),
-    ] = 60.0,
+    connect_timeout: ConnectTimeoutOption = CONNECT_TIMEOUT_S,
 ) -> None:
     """Send customer events to Kafka, streaming at a steady rate or the file in chunks."""
+    from churnstream.cli.live import bar_columns
     from churnstream.observability.runtime import instrument_producer
     from churnstream.streaming.events_producer import ProduceOptions, run_producer
 
     if mode not in ("streaming", "batch"):
         raise ConfigError(f"--mode must be 'streaming' or 'batch', not {mode!r}")
-    settings = get_kafka_settings(
-        **{
-            "kafka.bootstrap_servers": broker,
+    settings = effective_settings(
+        {
             "producer.events_per_sec": events_per_sec,
             "producer.batch_size": batch_size,
             "producer.checkpoint_file": checkpoint_file,
-            "observability.metrics_port": metrics_port,
-        }
+        },
+        broker=broker,
+        metrics_port=metrics_port,
+        kafka=True,
     )
     init_logging(ctx, "producer", settings)
     options = ProduceOptions(
@@ -112,25 +109,15 @@ def produce(
     show = progress and console.is_terminal and mode == "batch"
     with (
         stop_signals() as stop,
-        Progress(
-            TextColumn("[bold]batch"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not show,
-            transient=False,
-        ) as bar,
+        Progress(*bar_columns("batch"), console=console, disable=not show, transient=False) as bar,
     ):
-        task = bar.add_task("produce", total=None, rate="")
+        task = bar.add_task("produce", total=None, line="")
 
         def on_progress(done: int, total: int | None) -> None:
             inst.metrics.on_progress(done, total)
             elapsed = bar.tasks[task].elapsed or 0.0
             rate = f"{bar.tasks[task].completed / elapsed:,.0f}/s" if elapsed > 0 else ""
-            bar.update(task, completed=done, total=total, rate=rate)
+            bar.update(task, completed=done, total=total, line=rate)
 
         inst = instrument_producer(settings)
         if inst.server is not None:

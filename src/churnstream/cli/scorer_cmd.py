@@ -15,12 +15,13 @@ from typing import Annotated
 import orjson
 import typer
 
-from churnstream.cli._common import (
-    BROKER_HELP,
-    cli_state,
-    get_kafka_settings,
-    get_settings,
-    new_app,
+from churnstream.cli._common import cli_state, new_app
+from churnstream.cli.options import (
+    BrokerOption,
+    JsonOption,
+    effective_settings,
+    metrics_port_option,
+    model_path_option,
 )
 from churnstream.ops.supervisor import DEFAULT_STATE_DIR
 
@@ -41,10 +42,9 @@ StateDirOption = Annotated[
 
 @app.command("preflight")
 def preflight(
-    broker: Annotated[str | None, typer.Option("--broker", help=BROKER_HELP)] = None,
+    broker: BrokerOption = None,
     model_path: Annotated[
-        Path | None,
-        typer.Option("--model-path", help="Model version dir or models root (model.models_dir)."),
+        Path | None, model_path_option("Model version dir or models root (model.models_dir).")
     ] = None,
     timeout: Annotated[
         float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the broker.")
@@ -57,7 +57,7 @@ def preflight(
     from churnstream.kafka import admin
     from churnstream.model.scorer import Scorer
 
-    settings = get_kafka_settings(**{"kafka.bootstrap_servers": broker})
+    settings = effective_settings(broker=broker, kafka=True)
     failures: list[str] = []
     try:
         topics = {
@@ -104,12 +104,9 @@ def ensure(
     state_dir: StateDirOption = DEFAULT_STATE_DIR,
     metrics_port: Annotated[
         int | None,
-        typer.Option(
-            "--metrics-port",
-            min=0,
-            max=65535,
-            help="The scorer's /metrics and /health port (observability.metrics_port; "
-            "unset or 0: a free port, recorded).",
+        metrics_port_option(
+            "The scorer's /metrics and /health port (observability.metrics_port; "
+            "unset or 0: a free port, recorded)."
         ),
     ] = None,
     ready_timeout: Annotated[
@@ -133,7 +130,7 @@ def ensure(
     from churnstream.ops.devbroker import find_free_port
     from churnstream.ops.supervisor import Action, Supervisor
 
-    settings = get_settings(**{"observability.metrics_port": metrics_port})
+    settings = effective_settings(metrics_port=metrics_port)
     host = settings.observability.metrics_host
     port = settings.observability.metrics_port or find_free_port()
     state = cli_state(ctx)
@@ -170,7 +167,7 @@ def status(
         int | None,
         typer.Option("--max-lag", min=0, help="Also fail when the total lag is above this."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Is the supervised scorer running, live and ready? With its lag and counters.
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from churnstream.cli._common import get_settings, init_logging
+from churnstream.cli._common import init_logging
+from churnstream.cli.options import ModelPathOption, effective_settings
 from churnstream.exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -27,10 +27,7 @@ def serve(
         int | None,
         typer.Option("--port", help="Default api.port (8000); 0: any free port.", min=0, max=65535),
     ] = None,
-    model_path: Annotated[
-        Path | None,
-        typer.Option("--model-path", help="Model version dir or models root (default: latest)."),
-    ] = None,
+    model_path: ModelPathOption = None,
     max_batch_records: Annotated[
         int | None,
         typer.Option(
@@ -48,8 +45,8 @@ def serve(
     from churnstream.dashboard.app import bind_socket
     from churnstream.model.scorer import Scorer
 
-    settings = get_settings(
-        **{"api.host": host, "api.port": port, "api.max_batch_records": max_batch_records}
+    settings = effective_settings(
+        {"api.host": host, "api.port": port, "api.max_batch_records": max_batch_records}
     )
     init_logging(ctx, "api", settings)
     api = settings.api

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from churnstream.cli._common import BROKER_HELP, get_kafka_settings
+from churnstream.cli.options import BrokerOption, effective_settings
 from churnstream.observability.status import ClusterStatus, lag_rows
 
 logger = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ EXIT_UNREACHABLE = 3
 
 
 def status(
-    broker: Annotated[str | None, typer.Option("--broker", help=BROKER_HELP)] = None,
+    broker: BrokerOption = None,
     models_dir: Annotated[
         Path | None, typer.Option("--models-dir", help="Default model.models_dir.")
     ] = None,
@@ -43,7 +43,7 @@ def status(
     """
     from churnstream.observability.cluster import collect_status
 
-    settings = get_kafka_settings(**{"kafka.bootstrap_servers": broker})
+    settings = effective_settings(broker=broker, kafka=True)
     result = collect_status(
         settings, models_dir=models_dir, dead_letters=dead_letters, timeout_s=timeout
     )

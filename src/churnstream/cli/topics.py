@@ -11,29 +11,24 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from churnstream.cli._common import BROKER_HELP, get_kafka_settings, new_app
+from churnstream.cli._common import new_app
+from churnstream.cli.options import BrokerOption, effective_settings
 from churnstream.files import atomic_write_bytes
 from churnstream.kafka import admin, reader
-from churnstream.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 app = new_app("Create, list, describe and dump Kafka topics.")
 
-BrokerOption = Annotated[str | None, typer.Option("--broker", help=BROKER_HELP)]
 TimeoutOption = Annotated[
     float, typer.Option("--timeout", help="Seconds to wait for the broker to answer.")
 ]
 
 
-def _settings(broker: str | None) -> Settings:
-    return get_kafka_settings(**{"kafka.bootstrap_servers": broker})
-
-
 @app.command("create")
 def create(broker: BrokerOption = None, timeout: TimeoutOption = admin.ADMIN_TIMEOUT_S) -> None:
     """Create the raw, predictions and dead-letter topics from settings (idempotent)."""
-    outcomes = admin.ensure_topics(_settings(broker), timeout_s=timeout)
+    outcomes = admin.ensure_topics(effective_settings(broker=broker, kafka=True), timeout_s=timeout)
     table = Table(title="topics")
     table.add_column("topic", overflow="fold")
     table.add_column("partitions", justify="right")
@@ -57,7 +52,9 @@ def list_(
 ) -> None:
     """List the topics on the cluster."""
     topics = admin.list_topics(
-        _settings(broker).kafka, include_internal=include_internal, timeout_s=timeout
+        effective_settings(broker=broker, kafka=True).kafka,
+        include_internal=include_internal,
+        timeout_s=timeout,
     )
     table = Table(title=f"{len(topics)} topics")
     table.add_column("topic", overflow="fold")
@@ -77,7 +74,9 @@ def describe(
     timeout: TimeoutOption = admin.ADMIN_TIMEOUT_S,
 ) -> None:
     """Partitions, leaders, replicas, ISR and low/high watermarks of each topic."""
-    described = admin.describe_topics(_settings(broker).kafka, topics or None, timeout_s=timeout)
+    described = admin.describe_topics(
+        effective_settings(broker=broker, kafka=True).kafka, topics or None, timeout_s=timeout
+    )
     console = Console()
     for topic in described:
         table = Table(title=topic.name)
@@ -113,7 +112,11 @@ def dump(
 ) -> None:
     """Read up to --limit messages from the beginning of a topic into a JSON array."""
     records = reader.dump_topic(
-        _settings(broker).kafka, topic, limit=limit, idle_s=idle, timeout_s=timeout
+        effective_settings(broker=broker, kafka=True).kafka,
+        topic,
+        limit=limit,
+        idle_s=idle,
+        timeout_s=timeout,
     )
     payload = orjson.dumps(records, option=orjson.OPT_INDENT_2) + b"\n"
     if output is None:

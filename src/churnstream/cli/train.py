@@ -10,7 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from churnstream.cli._common import get_settings, one_line_errors
+from churnstream.cli._common import one_line_errors
+from churnstream.cli.options import effective_settings
 
 if TYPE_CHECKING:
     from churnstream.model.train import TrainRun
@@ -70,8 +71,8 @@ def train(
 
         tracking.require_mlflow()  # before training, not after
 
-    settings = get_settings(
-        **{
+    settings = effective_settings(
+        {
             "model.models_dir": models_dir,
             "model.algorithm": algorithm,
             "model.random_state": seed,

@@ -1,0 +1,75 @@
+"""Options that several commands share, declared once, and the settings that flags override."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from churnstream.settings import Settings, load_settings
+
+logger = logging.getLogger(__name__)
+
+#: The settings the shared --broker and --metrics-port flags override.
+BROKER_SETTING = "kafka.bootstrap_servers"
+METRICS_PORT_SETTING = "observability.metrics_port"
+
+BROKER_HELP = f"Kafka bootstrap servers HOST:PORT; overrides {BROKER_SETTING}."
+#: How long a producer or scorer retries an unreachable broker at start-up by default.
+CONNECT_TIMEOUT_S = 60.0
+
+
+def metrics_port_option(help_text: str) -> Any:
+    """``--metrics-port``: a TCP port (0: any free one); each command says what it serves."""
+    return typer.Option("--metrics-port", min=0, max=65535, help=help_text)
+
+
+def model_path_option(help_text: str) -> Any:
+    """``--model-path``: a model version directory, or a models root (its ``latest``)."""
+    return typer.Option("--model-path", help=help_text)
+
+
+BrokerOption = Annotated[str | None, typer.Option("--broker", help=BROKER_HELP)]
+ModeOption = Annotated[str, typer.Option("--mode", help="streaming or batch.")]
+ConnectTimeoutOption = Annotated[
+    float,
+    typer.Option("--connect-timeout", help="Seconds to retry an unreachable broker.", min=0),
+]
+DeadletterTopicOption = Annotated[
+    str | None, typer.Option("--deadletter-topic", help="Default topics.deadletter.")
+]
+ModelPathOption = Annotated[
+    Path | None, model_path_option("Model version dir or models root (default: latest).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def effective_settings(
+    overrides: Mapping[str, object] | None = None,
+    *,
+    broker: str | None = None,
+    metrics_port: int | None = None,
+    kafka: bool = False,
+) -> Settings:
+    """A command's settings: YAML < environment < its flags.
+
+    ``broker`` and ``metrics_port`` are the shared --broker and --metrics-port flags;
+    ``overrides`` maps the dotted names of other settings to the command's flag values. A
+    None value is a flag not given: the lower layers' value stays.
+
+    ``kafka`` is for a command that talks to Kafka: librdkafka first judges every client
+    configuration the command may build, with throwaway clients that connect nowhere, so a
+    property it refuses (one of the ``kafka.librdkafka*`` settings, typically) ends the
+    command in one line, exit 2, before any message moves.
+    """
+    settings = load_settings(
+        **{BROKER_SETTING: broker, METRICS_PORT_SETTING: metrics_port, **(overrides or {})}
+    )
+    if kafka:
+        from churnstream.kafka.clientcheck import check_client_configs
+
+        check_client_configs(settings)
+    return settings
