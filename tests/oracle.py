@@ -135,7 +135,7 @@ def score_batch_reference(
     return BatchResult(
         predictions=predictions,
         dead_letters=rejects.letters,
-        scored={column: scored[column].to_numpy() for column in SCORED_COLUMNS},
+        scored_columns={column: scored[column].to_numpy() for column in SCORED_COLUMNS},
         dead_letter_types=rejects.types,
         dead_letter_codes=rejects.codes,
         inference_ms=inference_ms,

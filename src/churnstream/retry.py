@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
 import tenacity
@@ -80,43 +80,36 @@ def jittered_backoff(first_delay_s: float, max_delay_s: float) -> wait_base:
     )
 
 
+@dataclass(eq=False, kw_only=True)
 class Retrier:
     """One configured retry policy; :meth:`call` runs a function under it.
 
-    Build it with :func:`retrying`. Not shared between threads: :attr:`attempts` describes the
-    latest call.
+    Build it with :func:`retrying`, which says what the bounds mean. Not shared between
+    threads: :attr:`attempts` describes the latest call.
     """
 
-    def __init__(
-        self,
-        *,
-        deadline_s: float | None,
-        attempts: int | None,
-        first_delay_s: float,
-        max_delay_s: float,
-        retry_on: RetryOn,
-        stop: threading.Event | None,
-        on_retry: Callable[[RetryNote], None] | None,
-        sleep: Callable[[float], object] | None,
-    ) -> None:
-        if deadline_s is None and attempts is None and stop is None:
+    first_delay_s: float
+    max_delay_s: float
+    retry_on: RetryOn
+    deadline_s: float | None = None
+    max_attempts: int | None = None
+    stop_event: threading.Event | None = None
+    on_retry: Callable[[RetryNote], None] | None = None
+    sleep: Callable[[float], object] | None = None
+    #: Attempts made by the latest :meth:`call`.
+    attempts: int = field(default=0, init=False)
+    _last_error: BaseException | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.deadline_s is None and self.max_attempts is None and self.stop_event is None:
             raise ValueError("a retry policy needs a deadline, an attempt limit or a stop event")
-        if first_delay_s < 0 or max_delay_s < first_delay_s:
+        if self.first_delay_s < 0 or self.max_delay_s < self.first_delay_s:
             raise ValueError("need 0 <= first_delay_s <= max_delay_s")
-        self.deadline_s = deadline_s
-        self.max_attempts = attempts
-        self.first_delay_s = first_delay_s
-        self.max_delay_s = max_delay_s
-        self.stop_event = stop
-        self.on_retry = on_retry
-        self._sleep = sleep if sleep is not None else (stop.wait if stop else time.sleep)
-        if isinstance(retry_on, type | tuple):
-            self._retry: tenacity.retry_base = tenacity.retry_if_exception_type(retry_on)
-        else:
-            self._retry = tenacity.retry_if_exception(retry_on)
-        #: Attempts made by the latest :meth:`call`.
-        self.attempts = 0
-        self._last_error: BaseException | None = None
+
+    def _retry_condition(self) -> tenacity.retry_base:
+        if isinstance(self.retry_on, type | tuple):
+            return tenacity.retry_if_exception_type(self.retry_on)
+        return tenacity.retry_if_exception(self.retry_on)
 
     def _stop_condition(self) -> tenacity.stop.stop_base:
         conditions: list[tenacity.stop.stop_base] = []
@@ -142,7 +135,8 @@ class Retrier:
             )
 
     def _wait(self, delay_s: float) -> None:
-        self._sleep(delay_s)
+        sleep = self.sleep or (self.stop_event.wait if self.stop_event else time.sleep)
+        sleep(delay_s)
         if self.stop_event is not None and self.stop_event.is_set():
             raise _Stopped
 
@@ -165,7 +159,7 @@ class Retrier:
             wait=_UntilDeadline(
                 jittered_backoff(self.first_delay_s, self.max_delay_s), self.deadline_s
             ),
-            retry=self._retry,
+            retry=self._retry_condition(),
             before_sleep=self._before_sleep,
             reraise=True,
         )
@@ -196,12 +190,12 @@ def retrying(
     ``sleep`` replaces the wait (tests); by default it is ``stop.wait`` or ``time.sleep``.
     """
     return Retrier(
-        deadline_s=deadline_s,
-        attempts=attempts,
         first_delay_s=first_delay_s,
         max_delay_s=max_delay_s,
         retry_on=retry_on,
-        stop=stop,
+        deadline_s=deadline_s,
+        max_attempts=attempts,
+        stop_event=stop,
         on_retry=on_retry,
         sleep=sleep,
     )

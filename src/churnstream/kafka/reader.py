@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Generator, Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
@@ -53,43 +54,31 @@ BATCH_RECORDS = 500
 Until = Literal["idle", "end"]
 
 
+@dataclass(eq=False)
 class TopicReader:
     """Iterate over the records of ``topic``; use as a context manager.
 
     ``start`` maps partitions to the offset to read from; the others are read from the
     beginning. ``partitions`` (default: every partition of the topic) limits the read.
     After the iteration, ``complete`` says whether the topic was read to its end (False
-    when ``max_duration_s`` ran out or the caller stopped early). Raises ChurnstreamError
-    when the topic does not exist.
+    when ``max_duration_s`` ran out or the caller stopped early) and ``read`` how many
+    records it yielded. Raises ChurnstreamError when the topic does not exist.
     """
 
-    def __init__(
-        self,
-        kafka: KafkaSettings,
-        topic: str,
-        *,
-        purpose: str,
-        start: Mapping[int, int] | None = None,
-        partitions: Sequence[int] | None = None,
-        until: Until = "idle",
-        idle_s: float = READ_IDLE_S,
-        timeout_s: float = READ_TIMEOUT_S,
-        max_duration_s: float | None = None,
-        isolation_level: str = "read_committed",
-    ) -> None:
-        self.kafka = kafka
-        self.topic = topic
-        self.purpose = purpose
-        self.start = dict(start or {})
-        self.partitions = list(partitions) if partitions is not None else None
-        self.until = until
-        self.idle_s = idle_s
-        self.timeout_s = timeout_s
-        self.max_duration_s = max_duration_s
-        self.isolation_level = isolation_level
-        self.complete = False
-        self.read = 0
-        self._messages: Generator[Message, None, None] | None = None
+    kafka: KafkaSettings
+    topic: str
+    _: KW_ONLY
+    purpose: str
+    start: Mapping[int, int] = field(default_factory=dict)
+    partitions: Sequence[int] | None = None
+    until: Until = "idle"
+    idle_s: float = READ_IDLE_S
+    timeout_s: float = READ_TIMEOUT_S
+    max_duration_s: float | None = None
+    isolation_level: str = "read_committed"
+    complete: bool = field(default=False, init=False)
+    read: int = field(default=0, init=False)
+    _messages: Generator[Message, None, None] | None = field(default=None, init=False, repr=False)
 
     def __enter__(self) -> TopicReader:
         return self

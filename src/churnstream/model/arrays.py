@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 import numpy as np
@@ -81,35 +82,43 @@ class OneHotGroup:
     columns: np.ndarray  # our code -> design column, -1 when the encoder lacks that level
 
 
+@dataclass(frozen=True, eq=False)
 class CompiledPipeline:
-    """``pipeline.predict_proba(frame)[:, 1]`` from level codes and numbers, bit-identical."""
+    """``pipeline.predict_proba(frame)[:, 1]`` from level codes and numbers, bit-identical.
 
-    def __init__(
-        self,
-        groups: list[OneHotGroup],
-        n_onehot: int,
-        numeric: list[str],
-        mean: np.ndarray | None,
-        scale: np.ndarray | None,
-        classifier: Probability,
-    ) -> None:
-        self._groups = groups
-        self._n_onehot = n_onehot
-        self._numeric = numeric
-        self._mean = mean
-        self._scale = scale
-        self._probability = classifier
-        self.width = n_onehot + len(numeric)
-        widest = max((g.columns.shape[0] for g in groups), default=0)
-        self._column_table = np.full((len(groups), widest), -1, dtype=np.intp)
-        for position, group in enumerate(groups):
-            self._column_table[position, : group.columns.shape[0]] = group.columns
-        self._group_index = np.arange(len(groups))[None, :]
+    The design matrix is the ``n_onehot`` columns of the one-hot ``groups``, then the
+    ``numeric`` features, less ``mean`` and over ``scale`` (StandardScaler's, when it has them).
+    """
+
+    groups: list[OneHotGroup]
+    n_onehot: int
+    numeric: list[str]
+    mean: np.ndarray | None
+    scale: np.ndarray | None
+    classifier: Probability
+
+    @property
+    def width(self) -> int:
+        """Columns of the design matrix."""
+        return self.n_onehot + len(self.numeric)
+
+    @cached_property
+    def _column_table(self) -> np.ndarray:
+        """(groups, widest): each group's design column per level code, -1 where unknown."""
+        widest = max((g.columns.shape[0] for g in self.groups), default=0)
+        table = np.full((len(self.groups), widest), -1, dtype=np.intp)
+        for position, group in enumerate(self.groups):
+            table[position, : group.columns.shape[0]] = group.columns
+        return table
+
+    @cached_property
+    def _group_index(self) -> np.ndarray:
+        return np.arange(len(self.groups))[None, :]
 
     def group_codes(self, batch: FeatureBatch) -> np.ndarray:
         """(n, groups) level codes of every one-hot group, contract_internet included."""
-        codes = np.empty((len(batch), len(self._groups)), dtype=np.intp)
-        for position, group in enumerate(self._groups):
+        codes = np.empty((len(batch), len(self.groups)), dtype=np.intp)
+        for position, group in enumerate(self.groups):
             if group.name == CONTRACT_INTERNET:
                 codes[:, position] = (
                     batch.codes[:, _CONTRACT].astype(np.intp) * _N_INTERNET
@@ -128,15 +137,15 @@ class CompiledPipeline:
         known = columns >= 0
         design[np.nonzero(known)[0], columns[known]] = 1.0
         values = _numeric_values(batch)
-        block = np.empty((n, len(self._numeric)), dtype=np.float64)
-        for position, name in enumerate(self._numeric):
+        block = np.empty((n, len(self.numeric)), dtype=np.float64)
+        for position, name in enumerate(self.numeric):
             block[:, position] = values[name]
         # StandardScaler.transform: subtract, then divide, in place.
-        if self._mean is not None:
-            block -= self._mean
-        if self._scale is not None:
-            block /= self._scale
-        design[:, self._n_onehot :] = block
+        if self.mean is not None:
+            block -= self.mean
+        if self.scale is not None:
+            block /= self.scale
+        design[:, self.n_onehot :] = block
         return design
 
     def predict_proba(self, batch: FeatureBatch) -> np.ndarray:
@@ -147,7 +156,7 @@ class CompiledPipeline:
         design = self.design_matrix(batch, groups)
         if not np.isfinite(design).all():
             raise UnsupportedModelError("non-finite features: score them with the pipeline")
-        return self._probability(design, groups)
+        return self.classifier(design, groups)
 
 
 def _numeric_values(batch: FeatureBatch) -> dict[str, np.ndarray]:

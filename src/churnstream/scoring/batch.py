@@ -150,7 +150,7 @@ def score_batch(
     return BatchResult(
         predictions=predictions,
         dead_letters=rejects.letters,
-        scored=functools.partial(
+        scored_columns=functools.partial(
             _scored_columns,
             kept,
             [messages[positions[i]] for i in kept],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -76,39 +77,30 @@ class Predicted(NamedTuple):
     inference_ms: float
 
 
+@dataclass(eq=False, repr=False)
 class BatchResult:
     """What a batch became: messages to produce, plus what window analytics need.
 
-    ``scored`` holds one row per prediction (groups, probability, latencies, source) as
-    :data:`ScoredColumns`. It may be given as a function that builds it: the columns are
+    :attr:`scored` holds one row per prediction (groups, probability, latencies, source) as
+    :data:`ScoredColumns`. ``scored_columns`` may be a function that builds them: they are
     then made on first access, so a caller that only needs the messages (or needs them
     first, as the poll loop does: it reads ``scored`` after the batch is committed) does not
     wait for them.
     """
 
-    def __init__(
-        self,
-        predictions: list[OutMessage],
-        dead_letters: list[OutMessage],
-        scored: ScoredColumns | Callable[[], ScoredColumns],
-        dead_letter_types: dict[str, int],
-        dead_letter_codes: dict[str, int],
-        inference_ms: float,
-        predicted: Predicted,
-    ) -> None:
-        self.predictions = predictions
-        self.dead_letters = dead_letters
-        self._scored = scored
-        self.dead_letter_types = dead_letter_types
-        self.dead_letter_codes = dead_letter_codes
-        self.inference_ms = inference_ms
-        self.predicted = predicted
+    predictions: list[OutMessage]
+    dead_letters: list[OutMessage]
+    scored_columns: ScoredColumns | Callable[[], ScoredColumns]
+    dead_letter_types: dict[str, int]
+    dead_letter_codes: dict[str, int]
+    inference_ms: float
+    predicted: Predicted
 
     @property
     def scored(self) -> ScoredColumns:
-        if callable(self._scored):
-            self._scored = self._scored()
-        return self._scored
+        if callable(self.scored_columns):
+            self.scored_columns = self.scored_columns()
+        return self.scored_columns
 
     def __repr__(self) -> str:
         return (
