@@ -14,6 +14,7 @@ from churnstream.exceptions import BrokerError
 from churnstream.kafka.reader import decode_value
 from churnstream.ops import devbroker
 from churnstream.ops.devbroker import jars
+from churnstream.ops.devbroker.tools import failure_detail, run_tool
 from churnstream.settings import BrokerSettings
 
 
@@ -201,6 +202,28 @@ def test_fetch_without_maven_is_a_one_line_error(
     with pytest.raises(BrokerError, match=r"Maven \('mvn'\) is not on PATH") as info:
         devbroker.fetch_jars(_settings(tmp_path))
     assert "\n" not in str(info.value)
+
+
+def test_run_tool_reports_a_tool_that_cannot_start_or_overruns(tmp_path: Path) -> None:
+    secret = "s3cret-in-argv"
+    with pytest.raises(BrokerError) as info:
+        run_tool(
+            [str(tmp_path / "no-such-tool"), secret], doing="formatting", timeout_s=5, cwd=tmp_path
+        )
+    assert str(info.value).startswith("formatting failed: cannot run no-such-tool: ")
+    assert secret not in str(info.value)  # argv may hold passwords (StorageTool's SCRAM)
+    with pytest.raises(BrokerError) as info:
+        run_tool(["sh", "-c", "sleep 5", secret], doing="sleeping", timeout_s=0.2, cwd=tmp_path)
+    assert str(info.value) == "sleeping took over 0.2s"  # no argv, no secret
+    proc = run_tool(
+        ["sh", "-c", "echo out; echo err >&2; exit 3"], doing="x", timeout_s=5, cwd=tmp_path
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (3, "out\n", "err\n")
+
+
+def test_failure_detail_quotes_the_last_lines_or_the_exit_status() -> None:
+    assert failure_detail(" a \n\n b\n c \n", 1, 2) == "b | c"
+    assert failure_detail("\n  \n", 7, 2) == "exit 7"
 
 
 def test_maven_error_picks_the_first_real_error() -> None:

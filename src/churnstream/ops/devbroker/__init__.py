@@ -8,8 +8,9 @@ Engine ``auto`` prefers Kafka and falls back to tansu with a warning naming tans
 Modules, one job each: ``jars`` (the Maven fetch), ``jvm`` (java and its class-data
 archive), ``config`` (server.properties, cluster identity, KRaft format), ``tansu`` (its
 binary and command line), ``launch`` (what each engine is started from), ``probe`` (ports
-and readiness), ``logs`` (why a start failed) and ``lifecycle`` (engine choice, start,
-stop, status). This package exports what callers use.
+and readiness), ``logs`` (why a start failed), ``tools`` (running Maven, the StorageTool and
+openssl to their end) and ``lifecycle`` (engine choice, start, stop, status). This package
+exports what callers use.
 
 Typical use::
 

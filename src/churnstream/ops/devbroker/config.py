@@ -11,7 +11,6 @@ import base64
 import json
 import logging
 import re
-import subprocess
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Literal
 
 from churnstream.exceptions import BrokerError
 from churnstream.ops.devbroker.probe import free_port_except, port_is_free
+from churnstream.ops.devbroker.tools import failure_detail, run_tool
 from churnstream.settings import BrokerSettings
 
 logger = logging.getLogger(__name__)
@@ -203,20 +203,11 @@ def format_storage(
         *extra_args,  # may hold SCRAM passwords: never logged
     ]
     logger.info("formatting Kafka storage in %s (cluster id %s)", state_dir, cluster_id)
-    try:
-        proc = subprocess.run(  # noqa: S603 - fixed argv, no shell
-            cmd,
-            capture_output=True,
-            text=True,
-            timeout=FORMAT_TIMEOUT_S,
-            check=False,
-            cwd=state_dir,
-        )
-    except subprocess.TimeoutExpired:
-        raise BrokerError(f"formatting Kafka storage took over {FORMAT_TIMEOUT_S:g}s") from None
+    proc = run_tool(
+        cmd, doing="formatting Kafka storage", timeout_s=FORMAT_TIMEOUT_S, cwd=state_dir
+    )
     if proc.returncode != 0:
-        lines = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
-        detail = " | ".join(lines[-FORMAT_ERROR_LINES:]) or f"exit {proc.returncode}"
+        detail = failure_detail(proc.stdout + proc.stderr, proc.returncode, FORMAT_ERROR_LINES)
         raise BrokerError(f"could not format Kafka storage in {state_dir}: {detail}")
 
 

@@ -6,12 +6,12 @@ import json
 import logging
 import re
 import shutil
-import subprocess
 import time
 from importlib import resources
 from pathlib import Path
 
 from churnstream.exceptions import BrokerError
+from churnstream.ops.devbroker.tools import run_tool
 from churnstream.settings import BrokerSettings
 
 logger = logging.getLogger(__name__)
@@ -80,21 +80,12 @@ def fetch_jars(settings: BrokerSettings, *, force: bool = False) -> Path:
             f"-DoutputDirectory={jars_dir}",
             f"-Dkafka.version={settings.kafka_version}",
         ]
-        try:
-            proc = subprocess.run(  # noqa: S603 - fixed argv, no shell
-                cmd,
-                capture_output=True,
-                text=True,
-                timeout=MVN_TIMEOUT_S,
-                check=False,
-                cwd=jars_dir,
-            )
-        except subprocess.TimeoutExpired:
-            raise BrokerError(
-                f"Maven did not finish downloading the Kafka jars within {MVN_TIMEOUT_S:g}s"
-            ) from None
-        except OSError as exc:
-            raise BrokerError(f"could not run Maven ({mvn}): {exc}") from None
+        proc = run_tool(
+            cmd,
+            doing=f"downloading Apache Kafka {settings.kafka_version}'s jars with Maven",
+            timeout_s=MVN_TIMEOUT_S,
+            cwd=jars_dir,
+        )
     if proc.returncode != 0:
         raise BrokerError(
             f"Maven could not download Apache Kafka {settings.kafka_version}'s jars "

@@ -29,7 +29,6 @@ import os
 import re
 import secrets
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,12 +36,15 @@ from pydantic import SecretStr
 
 from churnstream.exceptions import BrokerError
 from churnstream.ops import devbroker as broker
+from churnstream.ops.devbroker.tools import failure_detail, run_tool
 from churnstream.settings import BrokerSettings
 
 logger = logging.getLogger(__name__)
 
 PKI_VALID_DAYS = 2
 OPENSSL_TIMEOUT_S = 30.0
+#: Lines of openssl's stderr quoted when it fails.
+OPENSSL_ERROR_LINES = 3
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 SASL_MECHANISMS = (*SCRAM_MECHANISMS, "PLAIN")
 LISTENER_NAMES = ("SASL_PLAINTEXT", "SSL", "MTLS", "SASL_SSL")
@@ -309,19 +311,8 @@ def _openssl(openssl: str, args: list[str], cwd: Path, password: SecretStr | Non
     env = dict(os.environ)
     if password is not None:
         env[_PASS_ENV] = password.get_secret_value()
-    try:
-        proc = subprocess.run(  # noqa: S603 - fixed argv, no shell
-            [openssl, *args],
-            capture_output=True,
-            text=True,
-            timeout=OPENSSL_TIMEOUT_S,
-            check=False,
-            cwd=cwd,
-            env=env,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise BrokerError(f"openssl {args[0]} failed: {exc}") from None
+    doing = f"openssl {args[0]}"
+    proc = run_tool([openssl, *args], doing=doing, timeout_s=OPENSSL_TIMEOUT_S, cwd=cwd, env=env)
     if proc.returncode != 0:
-        lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
-        detail = " | ".join(lines[-3:]) or f"exit {proc.returncode}"
-        raise BrokerError(f"openssl {args[0]} failed: {detail}")
+        detail = failure_detail(proc.stderr, proc.returncode, OPENSSL_ERROR_LINES)
+        raise BrokerError(f"{doing} failed: {detail}")
