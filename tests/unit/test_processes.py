@@ -109,6 +109,25 @@ def test_state_reads_writes_and_clears_its_record(
     assert "ignoring unreadable pid file" in caplog.text
 
 
+def test_state_reads_its_record_as_the_owners_own(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def parse(record: PidRecord) -> int:
+        if "port" not in record.fields:
+            raise ValueError("no port")
+        return int(record.fields["port"])
+
+    st = state(tmp_path)
+    assert st.read_as(parse) is None  # no record
+    st.write(PidRecord(pid=NEVER_A_PID, log_file=st.log_path, started_at=1.0, fields={"port": 9}))
+    assert st.read_as(parse) == 9
+    st.write(PidRecord(pid=NEVER_A_PID, log_file=st.log_path, started_at=1.0, fields={"a": 1}))
+    with caplog.at_level(logging.WARNING):
+        assert st.read_as(parse) is None  # a pid record, but not the owner's
+    assert "ignoring unreadable pid file" in caplog.text
+    assert "no port" in caplog.text
+
+
 def test_lock_excludes_another_holder(tmp_path: Path) -> None:
     st = state(tmp_path)
     with st.lock(), (tmp_path / ".lock").open("a") as other:

@@ -30,12 +30,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from churnstream.exceptions import ChurnstreamError
 from churnstream.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
+
+R = TypeVar("R")
 
 KILL_WAIT_S = 10.0
 POLL_S = 0.05
@@ -281,6 +283,18 @@ class ProcessState:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
+            logger.warning("ignoring unreadable pid file %s: %s", self.record_path, exc)
+            return None
+
+    def read_as(self, parse: Callable[[PidRecord], R]) -> R | None:
+        """The pid record as its owner's own, by ``parse``; None when there is none or it
+        cannot be read or parsed (``parse`` raises ValueError; logged)."""
+        record = self.read()
+        if record is None:
+            return None
+        try:
+            return parse(record)
+        except ValueError as exc:
             logger.warning("ignoring unreadable pid file %s: %s", self.record_path, exc)
             return None
 

@@ -266,14 +266,7 @@ class Supervisor:
 
     # -- queries ----------------------------------------------------------------------------
     def read_record(self) -> ScorerRecord | None:
-        record = self.state.read()
-        if record is None:
-            return None
-        try:
-            return ScorerRecord.from_pid_record(record)
-        except ValueError as exc:
-            logger.warning("ignoring unreadable scorer record %s: %s", self.record_path, exc)
-            return None
+        return self.state.read_as(ScorerRecord.from_pid_record)
 
     def is_alive(self, record: ScorerRecord) -> bool:
         """The recorded process runs and is still the one we started (not a recycled pid)."""

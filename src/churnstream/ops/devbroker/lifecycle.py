@@ -193,7 +193,7 @@ def status(settings: BrokerSettings) -> BrokerStatus:
     A pid file whose process is gone is removed.
     """
     state = _state(settings.state_dir.resolve())
-    record = _read_record(state)
+    record = state.read_as(_BrokerRecord.parse)
     if record is not None and record.is_running():
         return BrokerStatus(
             running=True,
@@ -296,7 +296,7 @@ def stop(settings: BrokerSettings, *, timeout_s: float = STOP_TIMEOUT_S) -> bool
         return False
     state = _state(state_dir)
     with state.lock():
-        record = _read_record(state)
+        record = state.read_as(_BrokerRecord.parse)
         if record is None or not record.is_running():
             state.clear()
             return False
@@ -346,17 +346,6 @@ def _state(state_dir: Path) -> processes.ProcessState:
         what="the broker",
         error=BrokerError,
     )
-
-
-def _read_record(state: processes.ProcessState) -> _BrokerRecord | None:
-    record = state.read()
-    if record is None:
-        return None
-    try:
-        return _BrokerRecord.parse(record)
-    except ValueError as exc:
-        logger.warning("ignoring unreadable pid file %s: %s", state.record_path, exc)
-        return None
 
 
 def _note_already_running(current: BrokerStatus, settings: BrokerSettings) -> None:
