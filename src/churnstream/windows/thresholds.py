@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -108,14 +108,7 @@ class Finding:
         return f"{text} ({self.detail})" if self.detail else text
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "check": self.check,
-            "subject": self.subject,
-            "value": self.value,
-            "limit": self.limit,
-            "crossed": self.crossed,
-            "detail": self.detail,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
