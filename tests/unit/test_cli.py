@@ -10,6 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from churnstream.cli import app
+from churnstream.cli.options import effective_settings
+from churnstream.exceptions import ConfigError
 from tests.unit.test_data import GOOD, HEADER, NEW_CUSTOMER
 from tests.unit.test_schemas import EVENT
 
@@ -26,6 +28,19 @@ def assert_one_line_error(code: int, output: str, needle: str) -> None:
     assert "Traceback" not in output
     lines = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and needle in lines[0], output
+
+
+def test_effective_settings_apply_the_shared_and_the_commands_flags() -> None:
+    base = effective_settings()
+    flags = {"consumer.group_id": "g1", "paths.reports_dir": None}
+    settings = effective_settings(flags, broker="broker-host:1", metrics_port=9109)
+    assert settings.kafka.bootstrap_servers == "broker-host:1"
+    assert settings.observability.metrics_port == 9109
+    assert settings.consumer.group_id == "g1"
+    assert settings.paths.reports_dir == base.paths.reports_dir  # None: the flag was not given
+    assert base.kafka.bootstrap_servers != "broker-host:1"
+    with pytest.raises(ConfigError, match="unknown setting 'consumer.no_such'"):
+        effective_settings({"consumer.no_such": 1})
 
 
 def test_bad_flag_is_a_usage_error() -> None:
