@@ -109,8 +109,13 @@ def test_scorer_started_while_broker_down_waits_then_scores(
         "--connect-timeout",
         "90",
     )
-    time.sleep(6)
-    assert proc.poll() is None, "the scorer gave up while it should be retrying"
+    # Start the broker only once the scorer has found it down: on a loaded machine the
+    # scorer's own start-up (imports, model load) can take longer than any fixed sleep.
+    deadline = time.monotonic() + 60
+    while "not reachable (attempt 2)" not in (tmp_path / "scorer.out").read_text():
+        assert proc.poll() is None, "the scorer gave up while it should be retrying"
+        assert time.monotonic() < deadline, "the scorer never reported the broker down"
+        time.sleep(0.2)
     devbroker.start(own_broker)
     output = output_of(proc, tmp_path, 120)
     assert proc.returncode == 0, output
