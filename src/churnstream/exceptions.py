@@ -84,3 +84,11 @@ class AuthenticationError(BrokerError):
 
     The message names the address, the failure and the settings to check; never a secret.
     """
+
+
+class ProducerFatalError(DeliveryError):
+    """The producer hit a fatal error (Kafka's term): that instance can never send again.
+
+    The remedy is a new producer (for a transactional one, with the same transactional id,
+    whose ``init_transactions`` fences the old one) and resending from the last commit.
+    """
