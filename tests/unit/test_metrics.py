@@ -92,8 +92,10 @@ def test_a_fake_batch_through_the_observer() -> None:
     assert observer.last_batch is not None
 
     observer.on_redelivery(6, "boom")
+    observer.on_producer_recovered("INVALID_TXN_STATE (fatal): Broker: invalid state")
     observer.on_stop(ScoreSummary(mode="batch"))
     assert value(reg, names.SCORER_REDELIVERED) == 1
+    assert value(reg, names.SCORER_PRODUCER_RECOVERIES) == 1
     assert value(reg, names.SCORER_RUNNING) == 0
 
 
@@ -117,6 +119,7 @@ def test_metric_names_follow_prometheus_conventions() -> None:
                     "_total",
                     "_batches",
                     "_failures",
+                    "_recoveries",
                     "_letters",
                     "_codes",
                     "_churn_messages",

@@ -18,6 +18,13 @@ from churnstream.settings.sections import ConsumerSettings, ProducerSettings, _F
 logger = logging.getLogger(__name__)
 
 TRANSACTION_TIMEOUT_MS = 10_000
+#: librdkafka evicts a group member that has not called poll/consume for this long (checked
+#: twice a second): its partitions go to the other members, and its next consume returns
+#: _MAX_POLL_EXCEEDED and rejoins. The scorer's longest stretch without a poll is one batch's
+#: publish, bounded to about 30-40 s by churnstream.streaming.publish (LONGEST_PUBLISH_S; a
+#: unit test keeps them apart), so a scorer stuck longer than this loses its partitions to a
+#: healthy peer after one minute instead of librdkafka's default five.
+MAX_POLL_INTERVAL_MS = 60_000
 SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
 TLS_PROTOCOLS = ("SSL", "SASL_SSL")
 _TLS_SETTINGS = (
@@ -165,6 +172,7 @@ class KafkaSettings(_Frozen):
                 "group.id": group_id,
                 "session.timeout.ms": self.session_timeout_ms,
                 "heartbeat.interval.ms": max(500, self.session_timeout_ms // 3),
+                "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
                 "auto.offset.reset": consumer.auto_offset_reset,
                 # Offsets are committed by hand, only after the batch's outputs are acknowledged.
                 "enable.auto.commit": False,

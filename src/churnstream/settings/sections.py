@@ -66,6 +66,9 @@ class ConsumerSettings(_Frozen):
     queued_max_kbytes: int = Field(default=16_384, ge=1)
     summary_interval_s: float = Field(default=60.0, gt=0)
     top_k: int = Field(default=10, ge=1)
+    # A broken producer is replaced and failed batches are retried for this long without
+    # anything published (a broker restart takes seconds to minutes); then the scorer exits.
+    recovery_timeout_s: float = Field(default=300.0, gt=0)
 
 
 class BrokerSettings(_Frozen):

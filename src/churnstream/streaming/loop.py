@@ -2,8 +2,11 @@
 
 Consume a batch, score it, publish it (:mod:`~churnstream.streaming.publish`: at-least-once,
 or one transaction per batch with ``exactly_once=True``), account for it. A batch that was
-not published whole is rewound and scored again. Between batches the loop may swap in a new
-model (:mod:`~churnstream.streaming.models`) and close a window. Everything it reports goes
+not published whole is rewound and scored again; a producer that became unusable is replaced
+and the consumer rewound to the committed offsets (:mod:`~churnstream.streaming.recovery`).
+The scorer gives up only after ``consumer.recovery_timeout_s`` without publishing anything.
+Between batches the loop may swap in a new model (:mod:`~churnstream.streaming.models`) and
+close a window. Everything it reports goes
 through its observers' hooks (:mod:`~churnstream.streaming.observers`), which the command
 that runs it wires: metrics, the console, the report files.
 """
@@ -17,7 +20,7 @@ from collections.abc import Sequence
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from churnstream.exceptions import ConfigError, DeliveryError
+from churnstream.exceptions import ConfigError
 from churnstream.kafka.connect import wait_for_broker
 from churnstream.logging import (
     BATCH_SIZE,
@@ -38,14 +41,18 @@ from churnstream.streaming.models import ModelWatcher, ShadowTap
 from churnstream.streaming.observers import Observers, ScorerObserver
 from churnstream.streaming.options import ScoreOptions, ScoreSummary
 from churnstream.streaming.publish import Publisher, open_publisher
+from churnstream.streaming.recovery import Failure, ProgressClock, Recovery
 from churnstream.streaming.window import Window
 from churnstream.windows.drift import drift_reference
 
 logger = logging.getLogger(__name__)
 
-#: Consecutive unacknowledged batches before the scorer gives up (and exits non-zero).
-MAX_DELIVERY_RETRIES = 5
+#: Wait before scoring a failed batch again: this times the failures in a row, capped.
 RETRY_BACKOFF_S = 1.0
+MAX_RETRY_BACKOFF_S = 8.0
+#: Empty polls for this long with a working producer count as progress: after a failure
+#: there was nothing left to publish (a rewound batch comes back well within it).
+QUIET_PROGRESS_S = 5.0
 
 
 class ScorerLoop:
@@ -71,6 +78,7 @@ class ScorerLoop:
             drift=drift_reference(self.scorer.metadata, settings.observability),
         )
         self.assigned = threading.Event()
+        self.progress = ProgressClock(options.recovery_timeout_s)
         self.watcher = (
             ModelWatcher(options.model_path, self.scorer, interval_s=options.reload_interval_s)
             if options.reload_interval_s is not None
@@ -90,12 +98,26 @@ class ScorerLoop:
             self.settings.kafka.consumer_config(self.settings.consumer, opts.group_id)
         )
         publisher = open_publisher(self.settings, opts)
+        recovery = Recovery(
+            self.progress,
+            self.hooks,
+            topic=opts.input_topic,
+            auto_offset_reset=self.settings.consumer.auto_offset_reset,
+            start_offsets=opts.start_offsets,
+        )
         started = last_message = last_report = time.monotonic()
+        quiet_since: float | None = None
         retries = 0
         self._starting()
         try:
             consumer.subscribe([opts.input_topic], on_assign=self._on_assign)
             while not stop.is_set():
+                if publisher.broken:
+                    if not recovery.run(consumer, publisher, self.progress.last_error or "", stop):
+                        break
+                    self.summary.producer_recoveries += 1
+                    last_message = time.monotonic()  # batch mode: the rewound input is not idle
+                    continue
                 self._maybe_reload()
                 want = self._room()
                 if want <= 0:
@@ -110,6 +132,9 @@ class ScorerLoop:
                     self._close_window()
                     last_report = now
                 if not batch:
+                    quiet_since = quiet_since or now
+                    if now - quiet_since >= QUIET_PROGRESS_S:
+                        self.progress.progressed()
                     if opts.mode == "batch" and now - last_message >= opts.idle_timeout_ms / 1000:
                         logger.info(
                             "no new message for %d ms; closing the window", opts.idle_timeout_ms
@@ -117,11 +142,16 @@ class ScorerLoop:
                         break
                     continue
                 last_message = now
-                if self._process(batch, consumer, publisher):
+                quiet_since = None
+                failure = self._process(batch, consumer, publisher)
+                if failure is None:
                     retries = 0
-                else:
-                    retries = self._retry(retries, publisher)
-                    stop.wait(RETRY_BACKOFF_S * retries)
+                    self.progress.progressed()
+                elif not failure.replace:  # rewound: try again after a pause
+                    retries += 1
+                    self.progress.check()
+                    stop.wait(min(RETRY_BACKOFF_S * retries, MAX_RETRY_BACKOFF_S))
+                    last_message = time.monotonic()
         finally:
             self.summary.duration_s = time.monotonic() - started
             publisher.close()
@@ -139,8 +169,10 @@ class ScorerLoop:
         return self.summary
 
     # -- one batch -----------------------------------------------------------------------
-    def _process(self, batch: list[RawMessage], consumer: Consumer, publisher: Publisher) -> bool:
-        """Score, publish and account for one batch; False if it must be scored again."""
+    def _process(
+        self, batch: list[RawMessage], consumer: Consumer, publisher: Publisher
+    ) -> Failure | None:
+        """Score, publish and account for one batch; why not, if it must be scored again."""
         tap = ShadowTap(self.scorer, self.shadow) if self.shadow is not None else None
         if tap is not None:
             tap.begin()
@@ -152,12 +184,16 @@ class ScorerLoop:
             consumer_group=self.options.group_id,
         )
         shadow = self._shadow_outputs(result, tap)
-        error = publisher.publish(batch, result, consumer, shadow)
-        if error is not None:
-            self._rewind(batch, consumer, publisher, error)
-            return False
+        failure = publisher.publish(batch, result, consumer, shadow)
+        if failure is not None:
+            self.progress.failed(failure.reason)
+            self.summary.redelivered_batches += 1
+            self.hooks.on_redelivery(len(batch), failure.reason)
+            if not failure.replace:  # else the recovery rewinds to the committed offsets
+                self._rewind(batch, consumer, publisher, failure.reason)
+            return failure
         self._account(batch, result, shadow)
-        return True
+        return None
 
     def _shadow_outputs(self, result: BatchResult, tap: ShadowTap | None) -> list[ShadowRecord]:
         """Shadow predictions aligned with the champion's (none if they cannot be aligned)."""
@@ -183,7 +219,6 @@ class ScorerLoop:
                 OFFSETS: {tp.partition: tp.offset for tp in first_offsets(batch)},
             },
         )
-        self.hooks.on_redelivery(len(batch), error)
         for tp in first_offsets(batch):
             try:
                 consumer.seek(tp)
@@ -195,18 +230,6 @@ class ScorerLoop:
                     exc,
                     extra={TOPIC: tp.topic, PARTITION: tp.partition, OFFSET: tp.offset},
                 )
-
-    def _retry(self, retries: int, publisher: Publisher) -> int:
-        """Count one more failed attempt in a row; give up after MAX_DELIVERY_RETRIES."""
-        retries += 1
-        self.summary.redelivered_batches += 1
-        if retries > MAX_DELIVERY_RETRIES:
-            raise DeliveryError(
-                f"{retries} batches in a row were not acknowledged "
-                f"({publisher.last_error}); offsets were not committed, "
-                "so a restart scores them again"
-            )
-        return retries
 
     def _account(
         self, batch: list[RawMessage], result: BatchResult, shadow: Sequence[ShadowRecord] = ()

@@ -42,6 +42,10 @@ class ScorerObserver:
     def on_redelivery(self, batch_size: int, error: str | None) -> None:
         """A batch was not fully acknowledged and will be processed again."""
 
+    def on_producer_recovered(self, cause: str) -> None:
+        """The producer was replaced after ``cause`` and the consumer rewound to the committed
+        offsets (:mod:`churnstream.streaming.recovery`)."""
+
     def on_window(self, window: dict[str, Any]) -> None:
         """A window closed; ``window`` is its summary (observers may add blocks to it)."""
 
@@ -86,6 +90,10 @@ class Observers(ScorerObserver):
     def on_redelivery(self, batch_size: int, error: str | None) -> None:
         for o in self.observers:
             o.on_redelivery(batch_size, error)
+
+    def on_producer_recovered(self, cause: str) -> None:
+        for o in self.observers:
+            o.on_producer_recovered(cause)
 
     def on_window(self, window: dict[str, Any]) -> None:
         for o in self.observers:

@@ -51,6 +51,9 @@ class ScoreOptions:
     #: A second model scoring every batch too; its predictions go to ``shadow_topic``.
     shadow_model_path: Path | None = None
     shadow_topic: str | None = None
+    #: How long the scorer may go without publishing (a broken producer being replaced, a
+    #: batch failing again and again) before it gives up and exits non-zero.
+    recovery_timeout_s: float = 300.0
 
     @classmethod
     def from_settings(
@@ -90,6 +93,7 @@ class ScoreOptions:
             max_batch_wait_ms=consumer.max_batch_wait_ms,
             summary_interval_s=consumer.summary_interval_s,
             top_k=consumer.top_k,
+            recovery_timeout_s=consumer.recovery_timeout_s,
             start_offsets=start_offsets,
             exactly_once=exactly_once,
             transactional_id=transactional_id,
@@ -112,6 +116,8 @@ class ScoreSummary:
     dead_lettered: int = 0
     batches: int = 0
     redelivered_batches: int = 0
+    #: Producers replaced after a fatal error (see churnstream.streaming.recovery).
+    producer_recoveries: int = 0
     duration_s: float = 0.0
     model_version: str = ""
     last_summary: dict[str, Any] | None = None
@@ -121,8 +127,11 @@ class ScoreSummary:
         return self.consumed / self.duration_s if self.duration_s > 0 else 0.0
 
     def line(self) -> str:
+        recovered = (
+            f", producer recovered {self.producer_recoveries}x" if self.producer_recoveries else ""
+        )
         return (
             f"{self.mode}: consumed {self.consumed}, scored {self.scored}, dead-lettered "
             f"{self.dead_lettered} in {self.duration_s:.2f}s ({self.rate:,.1f} msgs/s), "
-            f"model {self.model_version}"
+            f"model {self.model_version}{recovered}"
         )

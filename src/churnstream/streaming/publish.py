@@ -9,30 +9,72 @@ its input offsets (``send_offsets_to_transaction``). Readers with
 is stable per scorer instance, so a restarted scorer fences its crashed predecessor and
 aborts its open transaction at once.
 
-Either way :meth:`Publisher.publish` returns None on success, or why the batch must be
-scored again.
+Either way :meth:`Publisher.publish` returns None on success, or a
+:class:`~churnstream.streaming.recovery.Failure` saying why the batch must be scored again
+and whether the producer must be replaced first (:meth:`Publisher.reopen`; see
+:mod:`~churnstream.streaming.recovery`). No call here blocks without a bound: the consumer
+must be polled again within ``max.poll.interval.ms`` (see :data:`LONGEST_PUBLISH_S`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaException
 
-from churnstream.exceptions import BrokerUnavailableError, DeliveryError
-from churnstream.kafka.producer import SafeProducer
+from churnstream.exceptions import BrokerUnavailableError, ProducerFatalError
+from churnstream.kafka.producer import FLUSH_TIMEOUT_S, SafeProducer
 from churnstream.logging import BATCH_SIZE, OFFSETS
+from churnstream.retry import retrying
 from churnstream.scoring.messages import BatchResult, RawMessage
 from churnstream.scoring.shadow import ShadowRecord
 from churnstream.settings import Settings
 from churnstream.streaming.batches import next_offsets
 from churnstream.streaming.options import ScoreOptions, default_transactional_id
+from churnstream.streaming.recovery import Failure, Verdict, describe, verdict
 
 logger = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 10.0
-TXN_TIMEOUT_S = 30.0
+#: One transactional call (librdkafka may overrun it by up to a request timeout; a call
+#: that times out is retriable and is simply made again).
+TXN_CALL_TIMEOUT_S = 5.0
+#: Retrying send_offsets_to_transaction and commit_transaction, per batch: past this the
+#: producer is replaced instead (its transaction is then settled by the fencing).
+TXN_PUBLISH_BUDGET_S = 20.0
+#: Retrying abort_transaction; past this the producer is replaced too.
+TXN_ABORT_BUDGET_S = 10.0
+#: init_transactions of a new producer, per recovery attempt.
+TXN_INIT_TIMEOUT_S = 10.0
+#: At start-up the group and transaction coordinators may still be loading: init_transactions
+#: is retried this long before the scorer gives up.
+TXN_STARTUP_INIT_S = 30.0
+#: The longest a publish can keep the loop from polling its consumer (plus librdkafka's
+#: overrun of the last call): the consumer's max.poll.interval.ms must be well above it.
+LONGEST_PUBLISH_S = max(FLUSH_TIMEOUT_S, TXN_PUBLISH_BUDGET_S + TXN_ABORT_BUDGET_S)
+
+
+T = TypeVar("T")
+
+
+def _retriable(exc: BaseException) -> bool:
+    return (
+        isinstance(exc, KafkaException) and bool(exc.args) and verdict(exc.args[0]) is Verdict.RETRY
+    )
+
+
+def _until(deadline: float, call: Callable[[float], T]) -> T:
+    """``call(timeout)`` again while it fails retriably, until ``deadline`` (monotonic)."""
+    policy = retrying(
+        deadline_s=max(0.0, deadline - time.monotonic()),
+        first_delay_s=0.1,
+        max_delay_s=1.0,
+        retry_on=_retriable,
+    )
+    return policy.call(lambda: call(max(0.1, min(TXN_CALL_TIMEOUT_S, deadline - time.monotonic()))))
 
 
 class Publisher:
@@ -44,10 +86,8 @@ class Publisher:
     def __init__(self, producer: SafeProducer, options: ScoreOptions) -> None:
         self.producer = producer
         self.options = options
-
-    @property
-    def last_error(self) -> str | None:
-        return self.producer.stats.last_error
+        #: Set when a publish found the producer unusable; :meth:`reopen` clears it.
+        self.broken = False
 
     def publish(
         self,
@@ -55,21 +95,26 @@ class Publisher:
         result: BatchResult,
         consumer: Consumer,
         shadow: Sequence[ShadowRecord] = (),
-    ) -> str | None:
+    ) -> Failure | None:
         """Produce the batch's outputs, wait for their acknowledgement, commit its offsets."""
         producer = self.producer
         failed_before = producer.stats.failed
-        self._produce(result, shadow)
-        remaining = producer.flush()
+        try:
+            self._produce(result, shadow)
+            remaining = producer.flush()
+        except ProducerFatalError as exc:
+            return self._broken(str(exc))
+        except KafkaException as exc:  # refused locally (e.g. an unknown topic)
+            return Failure(describe(exc))
         if remaining or producer.stats.failed > failed_before:
-            return producer.stats.last_error or f"{remaining} still queued"
+            return Failure(producer.stats.last_error or f"{remaining} still queued")
         try:
             consumer.commit(offsets=next_offsets(batch), asynchronous=False)
         except KafkaException as exc:
             # Typically a rebalance: the partition's new owner re-scores from the last commit.
             logger.warning(
                 "commit failed (%s); those messages will be scored again",
-                exc,
+                describe(exc),
                 extra={
                     BATCH_SIZE: len(batch),
                     OFFSETS: {tp.partition: tp.offset for tp in next_offsets(batch)},
@@ -77,13 +122,26 @@ class Publisher:
             )
         return None
 
+    def reopen(self) -> str:
+        """A new producer if this one is broken (no-op otherwise); returns what was done."""
+        if not self.broken:
+            return "producer kept"
+        self.producer.reopen()
+        self.broken = False
+        return "new idempotent producer"
+
     def close(self) -> None:
-        """Wait for what is still queued (bounded); what is left was not committed."""
-        remaining = self.producer.flush(CLOSE_TIMEOUT_S)
+        """Wait for what is still queued (bounded); what is left was not committed. Never
+        raises: a producer that failed fatally is reported, not flushed."""
+        remaining = self.producer.close(CLOSE_TIMEOUT_S)
         if remaining:
             logger.error(
                 "%d output message(s) unacknowledged at shutdown (not committed)", remaining
             )
+
+    def _broken(self, reason: str) -> Failure:
+        self.broken = True
+        return Failure(reason, replace=True)
 
     def _produce(self, result: BatchResult, shadow: Sequence[ShadowRecord]) -> None:
         opts, producer = self.options, self.producer
@@ -102,9 +160,12 @@ class TransactionalPublisher(Publisher):
 
     failure = "committed"
 
-    def __init__(self, producer: SafeProducer, options: ScoreOptions) -> None:
+    def __init__(self, producer: SafeProducer, options: ScoreOptions, txn_id: str) -> None:
         super().__init__(producer, options)
+        self.txn_id = txn_id
         self._in_txn = False
+        #: init_transactions has succeeded on the current producer.
+        self._ready = False
 
     def publish(
         self,
@@ -112,38 +173,79 @@ class TransactionalPublisher(Publisher):
         result: BatchResult,
         consumer: Consumer,
         shadow: Sequence[ShadowRecord] = (),
-    ) -> str | None:
-        """Begin, produce, add the offsets, commit; abort (and say why) on a soft error."""
+    ) -> Failure | None:
+        """Begin, produce, add the offsets, commit; abort or replace (and say why) on errors."""
         raw = self.producer.raw
+        offsets = next_offsets(batch)
+        deadline = time.monotonic() + TXN_PUBLISH_BUDGET_S
         try:
             raw.begin_transaction()
             self._in_txn = True
             self._produce(result, shadow)
-            raw.send_offsets_to_transaction(
-                next_offsets(batch), consumer.consumer_group_metadata(), TXN_TIMEOUT_S
+            _until(
+                deadline,
+                lambda timeout: raw.send_offsets_to_transaction(
+                    offsets, consumer.consumer_group_metadata(), timeout
+                ),
             )
-            raw.commit_transaction(TXN_TIMEOUT_S)
+            _until(deadline, raw.commit_transaction)
             self._in_txn = False
             return None
+        except ProducerFatalError as exc:
+            return self._broken(str(exc))
         except KafkaException as exc:
-            err = exc.args[0]
-            if err.fatal():
-                # Fenced by a newer instance with our id, or a broken producer: stop now.
-                raise DeliveryError(f"exactly-once producer failed fatally: {err.str()}") from exc
-            self._abort()
-            return str(err.str())
+            reason = describe(exc)
+            match verdict(exc.args[0]):
+                case Verdict.ABORT:
+                    problem = self._abort()
+                    if problem is None:
+                        return Failure(reason)
+                    return self._broken(f"{reason}; then the abort failed: {problem}")
+                case Verdict.RETRY:
+                    return self._broken(f"{reason}, still after {TXN_PUBLISH_BUDGET_S:g}s")
+                case _:
+                    return self._broken(reason)
+        finally:
+            self.producer.report_failures()
+
+    def reopen(self) -> str:
+        """A new producer if this one is broken, then init_transactions (fencing the old).
+
+        Raises:
+            KafkaException: init_transactions failed (retriable: call again; otherwise the
+                producer is marked broken, and replaced on the next call).
+        """
+        done = []
+        if self.broken:
+            self.producer.reopen()
+            self.broken = self._ready = self._in_txn = False
+            done.append("new transactional producer")
+        if not self._ready:
+            try:
+                self.producer.raw.init_transactions(TXN_INIT_TIMEOUT_S)
+            except KafkaException as exc:
+                if not _retriable(exc):
+                    self.broken = True
+                raise
+            self._ready = True
+            done.append(f"transactions initialised as {self.txn_id}")
+        return ", ".join(done) or "producer kept"
 
     def close(self) -> None:
-        if self._in_txn:
-            self._abort()
+        if self._in_txn and not self.broken:
+            problem = self._abort(budget_s=TXN_CALL_TIMEOUT_S)
+            if problem is not None:
+                logger.warning("abort at shutdown: %s", problem)
         super().close()
 
-    def _abort(self) -> None:
+    def _abort(self, budget_s: float = TXN_ABORT_BUDGET_S) -> str | None:
+        """Abort the open transaction; None when done, else why it could not be."""
         try:
-            self.producer.raw.abort_transaction(TXN_TIMEOUT_S)
-        except KafkaException as exc:
-            logger.warning("abort_transaction: %s", exc)
+            _until(time.monotonic() + budget_s, self.producer.raw.abort_transaction)
+        except (KafkaException, ProducerFatalError) as exc:
+            return describe(exc)
         self._in_txn = False
+        return None
 
 
 def open_publisher(settings: Settings, options: ScoreOptions) -> Publisher:
@@ -159,12 +261,15 @@ def open_publisher(settings: Settings, options: ScoreOptions) -> Publisher:
         options.group_id, options.input_topic
     )
     producer = SafeProducer(kafka.transactional_producer_config(settings.producer, txn_id))
+    publisher = TransactionalPublisher(producer, options, txn_id)
     try:
         # Fences any earlier instance with this id and aborts its open transaction.
-        producer.raw.init_transactions(TXN_TIMEOUT_S)
+        retrying(
+            deadline_s=TXN_STARTUP_INIT_S, first_delay_s=0.5, max_delay_s=2.0, retry_on=_retriable
+        ).call(publisher.reopen)
     except KafkaException as exc:
         raise BrokerUnavailableError(
-            f"could not initialise transactions as {txn_id!r}: {exc.args[0].str()}"
+            f"could not initialise transactions as {txn_id!r}: {describe(exc)}"
         ) from exc
     logger.info("exactly-once: transactional id %s", txn_id)
-    return TransactionalPublisher(producer, options)
+    return publisher

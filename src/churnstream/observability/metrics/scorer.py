@@ -35,6 +35,7 @@ from churnstream.observability.names import (
     SCORER_LAST_POLL,
     SCORER_PREDICTED_CHURN,
     SCORER_PRODUCED,
+    SCORER_PRODUCER_RECOVERIES,
     SCORER_REDELIVERED,
     SCORER_RUNNING,
     SCORER_SCORED,
@@ -108,6 +109,11 @@ class PrometheusScorerObserver(ScorerObserver):
         self.batches = counter(SCORER_BATCHES, "Micro-batches committed.", r)
         self.redelivered = counter(
             SCORER_REDELIVERED, "Micro-batches not fully acknowledged, to be processed again.", r
+        )
+        self.producer_recoveries = counter(
+            SCORER_PRODUCER_RECOVERIES,
+            "Producers replaced after a fatal error, the consumer rewound to its commits.",
+            r,
         )
         self.batch_size = ArrayHistogram(
             SCORER_BATCH_SIZE, "Messages per micro-batch.", BATCH_SIZE_BUCKETS, r
@@ -201,6 +207,9 @@ class PrometheusScorerObserver(ScorerObserver):
 
     def on_redelivery(self, batch_size: int, error: str | None) -> None:
         self.redelivered.inc()
+
+    def on_producer_recovered(self, cause: str) -> None:
+        self.producer_recoveries.inc()
 
     def on_stop(self, summary: ScoreSummary) -> None:
         self.stopped = True

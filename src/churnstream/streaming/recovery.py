@@ -1,0 +1,274 @@
+"""Coming back from a broken producer without a restart, the way Kafka prescribes.
+
+A transactional call either succeeds, or fails in one of three ways (:func:`verdict`):
+retriable (call it again), abortable (abort the transaction, score the batch again), or
+fatal (this producer instance is finished). A fatal error, an abort that fails, or a call
+still retriable when its time is up all end the same way: the producer is replaced by a new
+one with the same configuration (with a transactional id, ``init_transactions`` fences the
+old epoch and settles its open transaction), and the consumer is rewound to the group's
+committed offsets, which are then exactly what was published. The same holds for the
+at-least-once (idempotent) producer, which can fail fatally too (e.g. an
+OUT_OF_ORDER_SEQUENCE_NUMBER after a broker crash).
+
+:class:`Recovery` does that in attempts with the project's retry policy while the broker is
+away, polling the consumer between attempts so that the group does not evict it, and gives
+up only when :class:`ProgressClock` says nothing was published for
+``consumer.recovery_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
+
+from churnstream.exceptions import DeliveryError
+from churnstream.kafka.producer import is_fatal
+from churnstream.logging import ATTEMPT, DELAY_S, OFFSETS, TOPIC
+from churnstream.retry import RetryNote, retrying
+from churnstream.streaming.batches import usable
+
+if TYPE_CHECKING:
+    from churnstream.streaming.observers import ScorerObserver
+
+logger = logging.getLogger(__name__)
+
+FIRST_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 8.0
+#: Bound of the committed-offsets request of one attempt.
+COMMITTED_TIMEOUT_S = 10.0
+#: Longest single consumer poll while waiting between attempts.
+IDLE_POLL_S = 0.5
+#: Messages taken per poll while waiting; they are dropped, the rewind reads them again.
+IDLE_POLL_MESSAGES = 1000
+
+
+class Verdict(enum.Enum):
+    """What to do after a failed transactional call."""
+
+    #: It timed out or met a passing condition: the same call may be made again.
+    RETRY = "retry"
+    #: The transaction failed: abort it and score the batch again.
+    ABORT = "abort"
+    #: The producer is unusable: replace it and rewind to the committed offsets.
+    REPLACE = "replace"
+
+
+def verdict(err: KafkaError) -> Verdict:
+    """Kafka's rule for ``err`` from a transactional call.
+
+    Fatal first (a fatal error may also say it is retriable), then abortable, then
+    retriable; librdkafka asks to treat any other error as fatal.
+    """
+    if is_fatal(err):
+        return Verdict.REPLACE
+    if err.txn_requires_abort():
+        return Verdict.ABORT
+    if err.retriable():
+        return Verdict.RETRY
+    return Verdict.REPLACE
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a batch was not published, and whether its producer must be replaced first."""
+
+    reason: str
+    replace: bool = False
+
+
+class Reopenable(Protocol):
+    """What :class:`Recovery` needs of a publisher."""
+
+    def reopen(self) -> str:
+        """Make the producer usable again (replace, initialise); returns what was done."""
+        ...
+
+
+class ProgressClock:
+    """How long the scorer has gone without publishing, against its budget.
+
+    Started by the first failure, cleared by a published batch or by an empty poll with a
+    working producer (nothing to publish is not being stuck).
+    """
+
+    def __init__(self, timeout_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.timeout_s = timeout_s
+        self._clock = clock
+        self.since: float | None = None
+        self.last_error: str | None = None
+
+    def failed(self, error: str) -> None:
+        self.last_error = error
+        if self.since is None:
+            self.since = self._clock()
+
+    def progressed(self) -> None:
+        self.since = None
+        self.last_error = None
+
+    def stalled_s(self) -> float:
+        return 0.0 if self.since is None else self._clock() - self.since
+
+    def remaining_s(self) -> float:
+        return self.timeout_s - self.stalled_s()
+
+    def check(self) -> None:
+        """Raise DeliveryError (one line) once nothing was published for ``timeout_s``."""
+        if self.since is not None and self.remaining_s() <= 0:
+            raise self.exhausted()
+
+    def exhausted(self) -> DeliveryError:
+        """The error that ends the scorer: nothing published for too long."""
+        return DeliveryError(
+            f"nothing published for {self.stalled_s():.0f}s "
+            f"(consumer.recovery_timeout_s is {self.timeout_s:g}s); last error: "
+            f"{self.last_error}; offsets were not committed, so a restart scores them again"
+        )
+
+
+def describe(exc: BaseException) -> str:
+    """One readable phrase for an error, a KafkaException's code and text included."""
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    if isinstance(err, KafkaError):
+        return f"{err.name()}{' (fatal)' if is_fatal(err) else ''}: {err.str()}"
+    return str(exc)
+
+
+def rewind_to_committed(
+    consumer: Consumer,
+    *,
+    auto_offset_reset: str,
+    start_offsets: Mapping[int, int] | None = None,
+    timeout_s: float = COMMITTED_TIMEOUT_S,
+) -> dict[int, int]:
+    """Seek every assigned partition to the group's committed offset; returns them by
+    partition (the scorer reads one topic).
+
+    A partition without one goes where a fresh assignment would: its ``start_offsets``
+    entry, else the ``auto_offset_reset`` end. With ``isolation.level=read_committed``
+    librdkafka asks for stable offsets, so a transaction still being settled is waited for.
+    """
+    assignment = consumer.assignment()
+    if not assignment:
+        return {}
+    positions: dict[int, int] = {}
+    for tp in consumer.committed(assignment, timeout=timeout_s):
+        if tp.error is not None:
+            raise KafkaException(tp.error)
+        offset = tp.offset
+        if offset < 0:
+            if start_offsets is not None and tp.partition in start_offsets:
+                offset = start_offsets[tp.partition]
+            else:
+                offset = OFFSET_BEGINNING if auto_offset_reset == "earliest" else OFFSET_END
+        consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+        positions[tp.partition] = offset
+    return positions
+
+
+class Recovery:
+    """Replaces a broken producer and rewinds the consumer, in attempts, within the budget."""
+
+    def __init__(
+        self,
+        clock: ProgressClock,
+        hooks: ScorerObserver,
+        *,
+        topic: str,
+        auto_offset_reset: str,
+        start_offsets: Mapping[int, int] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.hooks = hooks
+        self.topic = topic
+        self.auto_offset_reset = auto_offset_reset
+        self.start_offsets = start_offsets
+
+    def run(
+        self, consumer: Consumer, publisher: Reopenable, cause: str, stop: threading.Event
+    ) -> bool:
+        """Recover; True once done, False if ``stop`` was set first.
+
+        Raises:
+            DeliveryError: still not recovered when the progress clock ran out.
+        """
+        started = time.monotonic()
+        self.clock.failed(cause)
+        logger.error(
+            "producer unusable (%s); replacing it and rewinding to the committed offsets", cause
+        )
+
+        def note(retry: RetryNote) -> None:
+            self.clock.last_error = describe(retry.error)
+            logger.info(
+                "recovery attempt %d failed (%s); retrying in %.1fs",
+                retry.attempt,
+                self.clock.last_error,
+                retry.delay_s,
+                extra={ATTEMPT: retry.attempt, DELAY_S: round(retry.delay_s, 3)},
+            )
+
+        policy = retrying(
+            deadline_s=max(0.0, self.clock.remaining_s()),
+            first_delay_s=FIRST_BACKOFF_S,
+            max_delay_s=MAX_BACKOFF_S,
+            retry_on=(KafkaException, DeliveryError),
+            stop=stop,
+            on_retry=note,
+            sleep=lambda delay_s: self._idle(consumer, delay_s, stop),
+        )
+        try:
+            done, positions = policy.call(self._attempt, consumer, publisher)
+        except (KafkaException, DeliveryError) as exc:
+            if stop.is_set():
+                logger.info("stopping while recovering the producer (%s)", exc)
+                return False
+            self.clock.last_error = describe(exc)
+            raise self.clock.exhausted() from None
+        logger.warning(
+            "producer recovered in %.1fs (%d attempt(s)) after: %s; %s; rewound to the "
+            "committed offsets %s",
+            time.monotonic() - started,
+            policy.attempts,
+            cause,
+            done,
+            positions,
+            extra={TOPIC: self.topic, OFFSETS: positions},
+        )
+        self.hooks.on_producer_recovered(cause)
+        return True
+
+    def _attempt(self, consumer: Consumer, publisher: Reopenable) -> tuple[str, dict[int, int]]:
+        done = publisher.reopen()
+        positions = rewind_to_committed(
+            consumer, auto_offset_reset=self.auto_offset_reset, start_offsets=self.start_offsets
+        )
+        return done, positions
+
+    def _idle(self, consumer: Consumer, delay_s: float, stop: threading.Event) -> None:
+        """Wait ``delay_s`` while polling the consumer (its group membership needs it).
+
+        What the polls return is dropped: the rewind that ends the recovery reads it again.
+        """
+        deadline = time.monotonic() + delay_s
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            polled = consumer.consume(IDLE_POLL_MESSAGES, timeout=min(left, IDLE_POLL_S))
+            usable(polled)  # dropped, but a fatal consumer error still ends the scorer
+            self.hooks.on_poll(consumer)

@@ -1,0 +1,477 @@
+"""Recovery decisions with a faked librdkafka producer and consumer. No network.
+
+Fatal producer errors cannot be caused on demand against a real broker (only a broker crash
+sometimes raises them: tests/integration/test_broker_crash.py), so here they are injected.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, KafkaException
+
+from churnstream.exceptions import DeliveryError, ProducerFatalError
+from churnstream.kafka import producer as producer_module
+from churnstream.kafka.producer import DeliveryStats, SafeProducer, is_fatal
+from churnstream.pipeline.transform import BatchResult, OutMessage, RawMessage
+from churnstream.settings.kafka import MAX_POLL_INTERVAL_MS
+from churnstream.streaming import publish
+from churnstream.streaming.observers import ScorerObserver
+from churnstream.streaming.options import ScoreOptions
+from churnstream.streaming.publish import Publisher, TransactionalPublisher
+from churnstream.streaming.recovery import (
+    Failure,
+    ProgressClock,
+    Recovery,
+    Verdict,
+    rewind_to_committed,
+    verdict,
+)
+
+
+def kafka_exc(
+    code: int, *, fatal: bool = False, retriable: bool = False, abort: bool = False
+) -> KafkaException:
+    return KafkaException(
+        KafkaError(code, fatal=fatal, retriable=retriable, txn_requires_abort=abort)
+    )
+
+
+FATAL = kafka_exc(KafkaError.INVALID_TXN_STATE, fatal=True)
+ABORTABLE = kafka_exc(KafkaError._MSG_TIMED_OUT, abort=True)
+TIMED_OUT = kafka_exc(KafkaError._TIMED_OUT, retriable=True)
+
+
+# -- the decision --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (FATAL, Verdict.REPLACE),
+        # a fatal error wins over its other flags
+        (kafka_exc(KafkaError._TIMED_OUT, fatal=True, retriable=True), Verdict.REPLACE),
+        (kafka_exc(KafkaError._FATAL), Verdict.REPLACE),  # produce() after a fatal error
+        (ABORTABLE, Verdict.ABORT),
+        (kafka_exc(KafkaError._TIMED_OUT, retriable=True, abort=True), Verdict.ABORT),
+        (TIMED_OUT, Verdict.RETRY),
+        (kafka_exc(KafkaError._STATE), Verdict.REPLACE),  # librdkafka: "treat as fatal"
+    ],
+)
+def test_verdict_follows_kafkas_rule(exc: KafkaException, expected: Verdict) -> None:
+    assert verdict(exc.args[0]) is expected
+
+
+def test_is_fatal_knows_the_local_fatal_code() -> None:
+    assert is_fatal(KafkaError(KafkaError._FATAL))
+    assert not is_fatal(KafkaError(KafkaError._MSG_TIMED_OUT))
+
+
+def test_publish_bounds_fit_within_max_poll_interval() -> None:
+    # librdkafka may overrun a call by a request timeout (about 10 s seen): keep a margin
+    assert publish.LONGEST_PUBLISH_S + 15 < MAX_POLL_INTERVAL_MS / 1000
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_clock_runs_from_the_first_failure_until_progress() -> None:
+    clock = FakeClock()
+    progress = ProgressClock(300.0, clock)
+    progress.check()  # nothing failed: never expires
+    progress.failed("first")
+    clock.now += 200
+    progress.failed("second")  # does not restart the clock
+    progress.check()
+    clock.now += 100
+    with pytest.raises(DeliveryError) as raised:
+        progress.check()
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "nothing published for 300s" in message
+    assert "consumer.recovery_timeout_s is 300s" in message and "second" in message
+    progress.progressed()
+    clock.now += 1000
+    progress.check()
+
+
+# -- a fake librdkafka producer ------------------------------------------------------------
+@dataclass
+class FakeMessage:
+    _topic: str
+    _partition: int | None = 0
+    _offset: int | None = None
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int | None:
+        return self._partition
+
+    def offset(self) -> int | None:
+        return self._offset
+
+
+@dataclass
+class FakeRaw:
+    """Stands in for confluent_kafka.Producer; ``script[name]`` lists each call's outcome."""
+
+    config: dict[str, Any]
+    script: dict[str, list[BaseException | None]] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+    queued: list[Any] = field(default_factory=list)
+    purged: bool = False
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        outcomes = self.script.get(name)
+        if outcomes:
+            outcome = outcomes.pop(0)
+            if outcome is not None:
+                raise outcome
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        self._call("produce")
+        self.queued.append((topic, kwargs["on_delivery"]))
+
+    def poll(self, timeout: float = 0.0) -> int:
+        self._call("poll")
+        return 0
+
+    def flush(self, timeout: float = -1) -> int:
+        self._call("flush")
+        for topic, callback in self.queued:
+            callback(None, FakeMessage(topic, 0, 1))
+        self.queued.clear()
+        return 0
+
+    def purge(self, **kwargs: Any) -> None:
+        self.purged = True
+
+    def __len__(self) -> int:
+        return len(self.queued)
+
+    def begin_transaction(self) -> None:
+        self._call("begin_transaction")
+
+    def send_offsets_to_transaction(self, offsets: Any, metadata: Any, timeout: float) -> None:
+        self._call("send_offsets_to_transaction")
+
+    def commit_transaction(self, timeout: float) -> None:
+        self._call("commit_transaction")
+        self.flush()
+
+    def abort_transaction(self, timeout: float) -> None:
+        self._call("abort_transaction")
+        self.queued.clear()
+
+    def init_transactions(self, timeout: float) -> None:
+        self._call("init_transactions")
+
+
+@pytest.fixture
+def raws(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FakeRaw]]:
+    """Every fake producer made, in order; set ``raws.scripts`` before it is made."""
+    made: list[FakeRaw] = []
+    monkeypatch.setattr(
+        producer_module, "Producer", lambda config: made.append(FakeRaw(config)) or made[-1]
+    )
+    yield made
+
+
+class FakeConsumer:
+    def __init__(self, committed: list[Any] | None = None) -> None:
+        self._committed = committed or []
+        self.committed_script: list[BaseException | None] = []
+        self.seeks: list[tuple[int, int]] = []
+        self.commits = 0
+        self.polls = 0
+
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+    def commit(self, **kwargs: Any) -> None:
+        self.commits += 1
+
+    def assignment(self) -> list[Any]:
+        return list(self._committed)
+
+    def committed(self, partitions: list[Any], timeout: float) -> list[Any]:
+        if self.committed_script:
+            outcome = self.committed_script.pop(0)
+            if outcome is not None:
+                raise outcome
+        return list(self._committed)
+
+    def seek(self, tp: Any) -> None:
+        self.seeks.append((tp.partition, tp.offset))
+
+    def consume(self, num_messages: int = 1, timeout: float = 0.0) -> list[Any]:
+        self.polls += 1
+        return []
+
+
+OPTIONS = ScoreOptions(
+    mode="streaming",
+    input_topic="in",
+    output_topic="out",
+    deadletter_topic="dlq",
+    group_id="g",
+    model_path=Path("models"),
+    idle_timeout_ms=1000,
+)
+BATCH = [RawMessage("in", 0, 5, b"k", b"v"), RawMessage("in", 1, 9, b"k", b"v")]
+RESULT = BatchResult([OutMessage(b"k", b"p", [])] * 2, [], lambda: None, {}, {}, 0.0)  # type: ignore[arg-type,return-value]
+
+
+def txn_publisher(raws: list[FakeRaw]) -> TransactionalPublisher:
+    publisher = TransactionalPublisher(SafeProducer({}), OPTIONS, "txn-1")
+    publisher.reopen()
+    assert raws[-1].calls == ["init_transactions"]
+    return publisher
+
+
+def test_a_committed_batch(raws: list[FakeRaw]) -> None:
+    publisher = txn_publisher(raws)
+    assert publisher.publish(BATCH, RESULT, FakeConsumer()) is None  # type: ignore[arg-type]
+    calls = raws[0].calls
+    assert calls.index("begin_transaction") < calls.index("produce")
+    assert calls.index("send_offsets_to_transaction") < calls.index("commit_transaction")
+    assert "abort_transaction" not in calls
+
+
+def test_an_abortable_error_aborts_and_rewinds_the_batch_only(raws: list[FakeRaw]) -> None:
+    publisher = txn_publisher(raws)
+    raws[0].script = {"commit_transaction": [ABORTABLE]}
+    failure = publisher.publish(BATCH, RESULT, FakeConsumer())  # type: ignore[arg-type]
+    assert failure is not None and not failure.replace
+    assert "_MSG_TIMED_OUT" in failure.reason
+    assert raws[0].calls[-1] == "abort_transaction"
+    assert not publisher.broken and len(raws) == 1
+
+
+def test_an_abort_that_fails_fatally_replaces_the_producer(raws: list[FakeRaw]) -> None:
+    """The observed case: commit timed out as abortable, then abort raised INVALID_TXN_STATE."""
+    publisher = txn_publisher(raws)
+    raws[0].script = {"commit_transaction": [ABORTABLE], "abort_transaction": [FATAL]}
+    failure = publisher.publish(BATCH, RESULT, FakeConsumer())  # type: ignore[arg-type]
+    assert failure == Failure(failure.reason, replace=True)
+    assert "then the abort failed: INVALID_TXN_STATE (fatal)" in failure.reason
+    assert publisher.broken
+    done = publisher.reopen()
+    assert len(raws) == 2 and raws[0].purged
+    assert raws[1].calls == ["init_transactions"]
+    assert raws[1].config == raws[0].config  # same transactional id: it fences the old epoch
+    assert done == "new transactional producer, transactions initialised as txn-1"
+    assert not publisher.broken
+    assert publisher.publish(BATCH, RESULT, FakeConsumer()) is None  # type: ignore[arg-type]
+
+
+def test_a_fatal_error_replaces_without_trying_to_abort(raws: list[FakeRaw]) -> None:
+    publisher = txn_publisher(raws)
+    raws[0].script = {"send_offsets_to_transaction": [FATAL]}
+    failure = publisher.publish(BATCH, RESULT, FakeConsumer())  # type: ignore[arg-type]
+    assert failure is not None and failure.replace
+    assert "abort_transaction" not in raws[0].calls
+
+
+def test_retriable_timeouts_are_retried_within_the_budget(raws: list[FakeRaw]) -> None:
+    publisher = txn_publisher(raws)
+    raws[0].script = {"send_offsets_to_transaction": [TIMED_OUT, TIMED_OUT, None]}
+    assert publisher.publish(BATCH, RESULT, FakeConsumer()) is None  # type: ignore[arg-type]
+    assert raws[0].calls.count("send_offsets_to_transaction") == 3
+
+
+def test_a_call_still_timing_out_when_the_budget_is_spent_replaces(
+    raws: list[FakeRaw], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(publish, "TXN_PUBLISH_BUDGET_S", 0.3)
+    publisher = txn_publisher(raws)
+    raws[0].script = {"commit_transaction": [TIMED_OUT] * 1000}
+    failure = publisher.publish(BATCH, RESULT, FakeConsumer())  # type: ignore[arg-type]
+    assert failure is not None and failure.replace
+    assert "still after 0.3s" in failure.reason
+    assert raws[0].calls.count("commit_transaction") >= 2
+
+
+def test_init_transactions_timing_out_keeps_the_new_producer(raws: list[FakeRaw]) -> None:
+    publisher = TransactionalPublisher(SafeProducer({}), OPTIONS, "txn-1")
+    raws[0].script = {"init_transactions": [TIMED_OUT]}
+    with pytest.raises(KafkaException):
+        publisher.reopen()
+    assert not publisher.broken  # retriable: the same producer is asked again
+    assert publisher.reopen() == "transactions initialised as txn-1"
+    assert len(raws) == 1 and raws[0].calls == ["init_transactions"] * 2
+
+
+def test_init_transactions_failing_fatally_asks_for_another_producer(raws: list[FakeRaw]) -> None:
+    publisher = TransactionalPublisher(SafeProducer({}), OPTIONS, "txn-1")
+    raws[0].script = {"init_transactions": [FATAL]}
+    with pytest.raises(KafkaException):
+        publisher.reopen()
+    assert publisher.broken
+    publisher.reopen()
+    assert len(raws) == 2 and not publisher.broken
+
+
+def test_close_never_raises_on_a_broken_producer(
+    raws: list[FakeRaw], caplog: pytest.LogCaptureFixture
+) -> None:
+    publisher = txn_publisher(raws)
+    raws[0].script = {"commit_transaction": [FATAL], "flush": [FATAL]}
+    publisher.publish(BATCH, RESULT, FakeConsumer())  # type: ignore[arg-type]
+    publisher.close()  # neither abort nor flush may raise out of here
+    plain = Publisher(SafeProducer({}), OPTIONS)
+    raws[-1].script = {"flush": [FATAL]}
+    with caplog.at_level(logging.ERROR):
+        plain.close()
+    assert "at shutdown: producer failed fatally" in caplog.text
+
+
+def test_at_least_once_replaces_a_producer_that_failed_fatally(raws: list[FakeRaw]) -> None:
+    """The idempotent producer's fatal error (e.g. OUT_OF_ORDER_SEQUENCE_NUMBER) surfaces
+    from flush(); the batch is not committed and the producer is replaced."""
+    publisher = Publisher(SafeProducer({}), OPTIONS)
+    raws[0].script = {"flush": [kafka_exc(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, fatal=True)]}
+    consumer = FakeConsumer()
+    failure = publisher.publish(BATCH, RESULT, consumer)  # type: ignore[arg-type]
+    assert failure is not None and failure.replace
+    assert "failed fatally: OUT_OF_ORDER_SEQUENCE_NUMBER" in failure.reason
+    assert consumer.commits == 0
+    assert publisher.reopen() == "new idempotent producer"
+    assert len(raws) == 2 and raws[0].purged
+    assert publisher.publish(BATCH, RESULT, consumer) is None  # type: ignore[arg-type]
+    assert consumer.commits == 1
+
+
+# -- the recovery ----------------------------------------------------------------------------
+class Hooks(ScorerObserver):
+    def __init__(self) -> None:
+        self.recovered: list[str] = []
+        self.polls = 0
+
+    def on_producer_recovered(self, cause: str) -> None:
+        self.recovered.append(cause)
+
+    def on_poll(self, consumer: Any) -> None:
+        self.polls += 1
+
+
+class FlakyPublisher:
+    def __init__(self, failures: list[BaseException]) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    def reopen(self) -> str:
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return "new transactional producer"
+
+
+def tp(partition: int, offset: int) -> Any:
+    from confluent_kafka import TopicPartition
+
+    return TopicPartition("in", partition, offset)
+
+
+def test_recovery_retries_then_rewinds_to_the_committed_offsets(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    consumer = FakeConsumer([tp(0, 120), tp(1, -1001)])
+    consumer.committed_script = [kafka_exc(KafkaError.COORDINATOR_LOAD_IN_PROGRESS, retriable=True)]
+    hooks = Hooks()
+    clock = ProgressClock(60.0)
+    recovery = Recovery(clock, hooks, topic="in", auto_offset_reset="earliest")
+    publisher = FlakyPublisher([TIMED_OUT])
+    with caplog.at_level(logging.INFO):
+        assert recovery.run(consumer, publisher, "INVALID_TXN_STATE (fatal)", threading.Event())  # type: ignore[arg-type]
+    assert publisher.calls == 3  # init timed out; then the committed offsets were not ready
+    assert consumer.seeks == [(0, 120), (1, OFFSET_BEGINNING)]
+    assert hooks.recovered == ["INVALID_TXN_STATE (fatal)"]
+    assert consumer.polls > 0 and hooks.polls > 0  # the group saw us between attempts
+    recovered = [r for r in caplog.records if "producer recovered" in r.getMessage()]
+    assert len(recovered) == 1
+    assert "rewound to the committed offsets {0: 120, 1: -2}" in recovered[0].getMessage()
+
+
+def test_recovery_gives_up_with_one_line_when_the_budget_is_spent() -> None:
+    clock = ProgressClock(1.0)
+    recovery = Recovery(clock, Hooks(), topic="in", auto_offset_reset="latest")
+    publisher = FlakyPublisher([TIMED_OUT] * 100)
+    with pytest.raises(DeliveryError) as raised:
+        recovery.run(FakeConsumer([tp(0, 1)]), publisher, "fatal", threading.Event())  # type: ignore[arg-type]
+    assert "consumer.recovery_timeout_s is 1s" in str(raised.value)
+    assert "_TIMED_OUT" in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_recovery_stops_quietly_when_asked_to() -> None:
+    stop = threading.Event()
+    stop.set()
+    recovery = Recovery(ProgressClock(60.0), Hooks(), topic="in", auto_offset_reset="earliest")
+    publisher = FlakyPublisher([TIMED_OUT] * 100)
+    assert not recovery.run(FakeConsumer([tp(0, 1)]), publisher, "fatal", stop)  # type: ignore[arg-type]
+
+
+def test_rewind_without_a_commit_uses_start_offsets_then_auto_offset_reset() -> None:
+    consumer = FakeConsumer([tp(0, -1001), tp(1, -1001), tp(2, 7)])
+    positions = rewind_to_committed(
+        consumer,  # type: ignore[arg-type]
+        auto_offset_reset="latest",
+        start_offsets={0: 42},
+    )
+    assert positions == {0: 42, 1: OFFSET_END, 2: 7}
+
+
+# -- delivery failures: one line per kind ------------------------------------------------------
+def test_a_failed_batch_is_one_line_per_error_kind(caplog: pytest.LogCaptureFixture) -> None:
+    stats = DeliveryStats()
+    timed_out = KafkaError(KafkaError._MSG_TIMED_OUT)
+    for offset in range(5000):
+        stats.on_delivery(timed_out, FakeMessage("out", offset % 3, None))
+    stats.on_delivery(KafkaError(KafkaError._PURGE_QUEUE), FakeMessage("out", None))
+    stats.on_delivery(None, FakeMessage("out", 1, 17))
+    producer = SafeProducer.__new__(SafeProducer)
+    producer.stats = stats
+    with caplog.at_level(logging.INFO, logger="churnstream.kafka.producer"):
+        producer.report_failures()
+        producer.report_failures()  # nothing new: nothing logged
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert lines == [
+        ("ERROR", "5000 deliveries failed: Local: Message timed out (first: out[0])"),
+        ("INFO", "1 delivery failed: Local: Purged in queue (first: out[?])"),
+    ]
+    assert stats.failed == 5001 and stats.delivered == 1
+    assert stats.errors_by_code == {"_MSG_TIMED_OUT": 5000, "_PURGE_QUEUE": 1}
+
+
+def test_flush_reports_the_batchs_failures_once(
+    raws: list[FakeRaw], caplog: pytest.LogCaptureFixture
+) -> None:
+    producer = SafeProducer({})
+    err = KafkaError(KafkaError._MSG_TIMED_OUT)
+    for offset in range(3):
+        producer.stats.on_delivery(err, FakeMessage("out", 2, offset))
+    with caplog.at_level(logging.ERROR):
+        assert producer.flush(1.0) == 0
+    assert caplog.messages == ["3 deliveries failed: Local: Message timed out (first: out[2]@0)"]
+
+
+def test_a_fatal_error_from_poll_is_a_producer_fatal_error(raws: list[FakeRaw]) -> None:
+    producer = SafeProducer({})
+    raws[0].script = {"poll": [FATAL]}
+    with pytest.raises(ProducerFatalError, match="failed fatally: INVALID_TXN_STATE"):
+        producer.produce("out", b"v")
+    assert producer.fatal_error is not None
+    raws[0].script = {"poll": [kafka_exc(KafkaError.MSG_SIZE_TOO_LARGE)]}
+    with pytest.raises(KafkaException):  # not fatal: raised as it is
+        producer.produce("out", b"v")
