@@ -92,3 +92,10 @@ class ProducerFatalError(DeliveryError):
     The remedy is a new producer (for a transactional one, with the same transactional id,
     whose ``init_transactions`` fences the old one) and resending from the last commit.
     """
+
+
+class ClientStuckError(DeliveryError):
+    """A Kafka client call did not return within its hard bound, past its own timeout.
+
+    That client is abandoned (never used again) and replaced.
+    """

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, KafkaException
 
-from churnstream.exceptions import DeliveryError, ProducerFatalError
+from churnstream.exceptions import ClientStuckError, DeliveryError, ProducerFatalError
 from churnstream.kafka import producer as producer_module
+from churnstream.kafka.bounded import BoundedCalls
 from churnstream.kafka.producer import DeliveryStats, SafeProducer, is_fatal
 from churnstream.pipeline.transform import BatchResult, OutMessage, RawMessage
 from churnstream.settings.kafka import MAX_POLL_INTERVAL_MS
@@ -26,6 +27,7 @@ from churnstream.streaming.observers import ScorerObserver
 from churnstream.streaming.options import ScoreOptions
 from churnstream.streaming.publish import Publisher, TransactionalPublisher
 from churnstream.streaming.recovery import (
+    COMMITTED_TIMEOUT_S,
     Failure,
     ProgressClock,
     Recovery,
@@ -72,8 +74,13 @@ def test_is_fatal_knows_the_local_fatal_code() -> None:
 
 
 def test_publish_bounds_fit_within_max_poll_interval() -> None:
-    # librdkafka may overrun a call by a request timeout (about 10 s seen): keep a margin
-    assert publish.LONGEST_PUBLISH_S + 15 < MAX_POLL_INTERVAL_MS / 1000
+    """The loop polls its consumer again before librdkafka evicts it from the group."""
+    max_poll_s = MAX_POLL_INTERVAL_MS / 1000
+    # a batch's publish, its scoring and the poll itself
+    assert publish.LONGEST_PUBLISH_S + 10 <= max_poll_s
+    # one recovery attempt: init_transactions (hard bound), then the committed offsets
+    attempt_s = publish.TXN_INIT_TIMEOUT_S + publish.TXN_CALL_BOUND_S + COMMITTED_TIMEOUT_S
+    assert attempt_s + 10 <= max_poll_s
 
 
 class FakeClock:
@@ -126,7 +133,7 @@ class FakeRaw:
     """Stands in for confluent_kafka.Producer; ``script[name]`` lists each call's outcome."""
 
     config: dict[str, Any]
-    script: dict[str, list[BaseException | None]] = field(default_factory=dict)
+    script: dict[str, list[Any]] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     queued: list[Any] = field(default_factory=list)
     purged: bool = False
@@ -136,7 +143,9 @@ class FakeRaw:
         outcomes = self.script.get(name)
         if outcomes:
             outcome = outcomes.pop(0)
-            if outcome is not None:
+            if isinstance(outcome, threading.Event):  # hang until released
+                outcome.wait(30)
+            elif outcome is not None:
                 raise outcome
 
     def produce(self, topic: str, **kwargs: Any) -> None:
@@ -351,6 +360,44 @@ def test_at_least_once_replaces_a_producer_that_failed_fatally(raws: list[FakeRa
     assert len(raws) == 2 and raws[0].purged
     assert publisher.publish(BATCH, RESULT, consumer) is None  # type: ignore[arg-type]
     assert consumer.commits == 1
+
+
+def test_bounded_calls_return_results_and_raise_errors() -> None:
+    calls = BoundedCalls("test")
+    assert calls.call(lambda: 42, bound_s=5, what="answer") == 42
+    with pytest.raises(KafkaException):
+        calls.call(lambda: (_ for _ in ()).throw(TIMED_OUT), bound_s=5, what="timeout")
+    calls.close()
+
+
+def test_a_call_past_its_bound_is_abandoned_and_the_next_gets_a_new_worker() -> None:
+    calls = BoundedCalls("test")
+    release = threading.Event()
+    with pytest.raises(ClientStuckError, match="send_offsets_to_transaction did not return"):
+        calls.call(release.wait, bound_s=0.2, what="send_offsets_to_transaction")
+    assert calls.abandoned == 1
+    assert calls.call(lambda: "fresh", bound_s=5, what="next") == "fresh"
+    release.set()  # the stuck worker finishes and ends; its result goes nowhere
+    calls.close()
+
+
+def test_a_stuck_send_offsets_abandons_the_producer_untouched(
+    raws: list[FakeRaw], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen after a broker SIGKILL: send_offsets_to_transaction blocked for minutes."""
+    monkeypatch.setattr(publish, "TXN_CALL_BOUND_S", 0.2)
+    publisher = txn_publisher(raws)
+    release = threading.Event()
+    raws[0].script = {"send_offsets_to_transaction": [release]}
+    failure = publisher.publish(BATCH, RESULT, FakeConsumer())  # type: ignore[arg-type]
+    assert failure is not None and failure.replace
+    assert "did not return within 0.2s" in failure.reason
+    assert publisher.reopen() == "new transactional producer, transactions initialised as txn-1"
+    assert not raws[0].purged  # a call is still inside it
+    assert raws[1].calls == ["init_transactions"]
+    assert publisher.publish(BATCH, RESULT, FakeConsumer()) is None  # type: ignore[arg-type]
+    release.set()
+    publisher.close()
 
 
 # -- the recovery ----------------------------------------------------------------------------

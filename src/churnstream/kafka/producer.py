@@ -221,18 +221,22 @@ class SafeProducer:
         self.report_failures()
         return remaining
 
-    def reopen(self) -> None:
+    def reopen(self, *, purge: bool = True) -> None:
         """Replace the librdkafka producer with a new one of the same configuration.
 
         What the old one still held is purged without waiting (and without callbacks): the
         caller sends it again. A transactional producer must then ``init_transactions()``,
         which fences the old one's epoch and completes or aborts its open transaction.
+        ``purge=False`` leaves the old one untouched (a call of another thread is stuck in
+        it; that thread's reference keeps it from being destroyed under the call).
         """
         self.report_failures()
         old = self._producer
         # The new one does not connect before it is used, by which time the old one is gone.
         self._producer = producer_from_config(self._config)
         self.fatal_error = None
+        if not purge:
+            return
         try:
             old.purge(in_queue=True, in_flight=True, blocking=False)
             old.poll(0)  # serve the purged messages' callbacks that are ready (counted)

@@ -25,7 +25,8 @@ from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaException
 
-from churnstream.exceptions import BrokerUnavailableError, ProducerFatalError
+from churnstream.exceptions import BrokerUnavailableError, ClientStuckError, ProducerFatalError
+from churnstream.kafka.bounded import BoundedCalls
 from churnstream.kafka.producer import FLUSH_TIMEOUT_S, SafeProducer
 from churnstream.logging import BATCH_SIZE, OFFSETS
 from churnstream.retry import retrying
@@ -39,22 +40,29 @@ from churnstream.streaming.recovery import Failure, Verdict, describe, verdict
 logger = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 10.0
-#: One transactional call (librdkafka may overrun it by up to a request timeout; a call
-#: that times out is retriable and is simply made again).
+#: The timeout given to one transactional call; one that times out is retriable and is
+#: simply made again (librdkafka resumes it).
 TXN_CALL_TIMEOUT_S = 5.0
+#: How long to wait for one transactional call whatever its timeout says: librdkafka may
+#: overrun it by a request timeout (10 s seen), or never return (seen after a broker crash).
+#: Past it the producer is abandoned and replaced (see churnstream.kafka.bounded).
+TXN_CALL_BOUND_S = 12.0
 #: Retrying send_offsets_to_transaction and commit_transaction, per batch: past this the
 #: producer is replaced instead (its transaction is then settled by the fencing).
-TXN_PUBLISH_BUDGET_S = 20.0
+TXN_PUBLISH_BUDGET_S = 15.0
 #: Retrying abort_transaction; past this the producer is replaced too.
-TXN_ABORT_BUDGET_S = 10.0
+TXN_ABORT_BUDGET_S = 5.0
 #: init_transactions of a new producer, per recovery attempt.
 TXN_INIT_TIMEOUT_S = 10.0
 #: At start-up the group and transaction coordinators may still be loading: init_transactions
 #: is retried this long before the scorer gives up.
 TXN_STARTUP_INIT_S = 30.0
-#: The longest a publish can keep the loop from polling its consumer (plus librdkafka's
-#: overrun of the last call): the consumer's max.poll.interval.ms must be well above it.
-LONGEST_PUBLISH_S = max(FLUSH_TIMEOUT_S, TXN_PUBLISH_BUDGET_S + TXN_ABORT_BUDGET_S)
+#: The longest a publish can keep the loop from polling its consumer: the last call of each
+#: budget may start just before it ends and run for its whole bound. The consumer's
+#: max.poll.interval.ms must be well above it (a unit test checks).
+LONGEST_PUBLISH_S = max(
+    FLUSH_TIMEOUT_S, TXN_PUBLISH_BUDGET_S + TXN_ABORT_BUDGET_S + 2 * TXN_CALL_BOUND_S
+)
 
 
 T = TypeVar("T")
@@ -66,15 +74,25 @@ def _retriable(exc: BaseException) -> bool:
     )
 
 
-def _until(deadline: float, call: Callable[[float], T]) -> T:
-    """``call(timeout)`` again while it fails retriably, until ``deadline`` (monotonic)."""
+def _until(calls: BoundedCalls, deadline: float, call: Callable[[float], T], what: str) -> T:
+    """``call(timeout)`` again while it fails retriably, until ``deadline`` (monotonic); each
+    attempt on ``calls``'s worker, waited for at most TXN_CALL_BOUND_S.
+
+    Raises:
+        ClientStuckError: an attempt did not return in time.
+    """
     policy = retrying(
         deadline_s=max(0.0, deadline - time.monotonic()),
         first_delay_s=0.1,
         max_delay_s=1.0,
         retry_on=_retriable,
     )
-    return policy.call(lambda: call(max(0.1, min(TXN_CALL_TIMEOUT_S, deadline - time.monotonic()))))
+
+    def attempt() -> T:
+        timeout = max(0.1, min(TXN_CALL_TIMEOUT_S, deadline - time.monotonic()))
+        return calls.call(lambda: call(timeout), bound_s=TXN_CALL_BOUND_S, what=what)
+
+    return policy.call(attempt)
 
 
 class Publisher:
@@ -166,6 +184,9 @@ class TransactionalPublisher(Publisher):
         self._in_txn = False
         #: init_transactions has succeeded on the current producer.
         self._ready = False
+        #: A call on the current producer never returned: replace it without touching it.
+        self._abandoned = False
+        self._calls = BoundedCalls("txn")
 
     def publish(
         self,
@@ -175,23 +196,27 @@ class TransactionalPublisher(Publisher):
         shadow: Sequence[ShadowRecord] = (),
     ) -> Failure | None:
         """Begin, produce, add the offsets, commit; abort or replace (and say why) on errors."""
-        raw = self.producer.raw
+        raw, calls = self.producer.raw, self._calls
         offsets = next_offsets(batch)
         deadline = time.monotonic() + TXN_PUBLISH_BUDGET_S
         try:
             raw.begin_transaction()
             self._in_txn = True
             self._produce(result, shadow)
+            group = consumer.consumer_group_metadata()
             _until(
+                calls,
                 deadline,
-                lambda timeout: raw.send_offsets_to_transaction(
-                    offsets, consumer.consumer_group_metadata(), timeout
-                ),
+                lambda timeout: raw.send_offsets_to_transaction(offsets, group, timeout),
+                "send_offsets_to_transaction",
             )
-            _until(deadline, raw.commit_transaction)
+            _until(calls, deadline, raw.commit_transaction, "commit_transaction")
             self._in_txn = False
             return None
         except ProducerFatalError as exc:
+            return self._broken(str(exc))
+        except ClientStuckError as exc:
+            self._abandoned = True
             return self._broken(str(exc))
         except KafkaException as exc:
             reason = describe(exc)
@@ -217,12 +242,20 @@ class TransactionalPublisher(Publisher):
         """
         done = []
         if self.broken:
-            self.producer.reopen()
-            self.broken = self._ready = self._in_txn = False
+            self.producer.reopen(purge=not self._abandoned)
+            self.broken = self._ready = self._in_txn = self._abandoned = False
             done.append("new transactional producer")
         if not self._ready:
+            init = self.producer.raw.init_transactions
             try:
-                self.producer.raw.init_transactions(TXN_INIT_TIMEOUT_S)
+                self._calls.call(
+                    lambda: init(TXN_INIT_TIMEOUT_S),
+                    bound_s=TXN_INIT_TIMEOUT_S + TXN_CALL_BOUND_S,
+                    what="init_transactions",
+                )
+            except ClientStuckError:
+                self.broken = self._abandoned = True
+                raise
             except KafkaException as exc:
                 if not _retriable(exc):
                     self.broken = True
@@ -236,12 +269,24 @@ class TransactionalPublisher(Publisher):
             problem = self._abort(budget_s=TXN_CALL_TIMEOUT_S)
             if problem is not None:
                 logger.warning("abort at shutdown: %s", problem)
-        super().close()
+        if self._abandoned:  # a call is still inside it: leave it alone
+            logger.warning("producer abandoned in a call that never returned; not flushed")
+        else:
+            super().close()
+        self._calls.close()
 
     def _abort(self, budget_s: float = TXN_ABORT_BUDGET_S) -> str | None:
         """Abort the open transaction; None when done, else why it could not be."""
         try:
-            _until(time.monotonic() + budget_s, self.producer.raw.abort_transaction)
+            _until(
+                self._calls,
+                time.monotonic() + budget_s,
+                self.producer.raw.abort_transaction,
+                "abort_transaction",
+            )
+        except ClientStuckError as exc:
+            self._abandoned = True
+            return describe(exc)
         except (KafkaException, ProducerFatalError) as exc:
             return describe(exc)
         self._in_txn = False
@@ -267,7 +312,7 @@ def open_publisher(settings: Settings, options: ScoreOptions) -> Publisher:
         retrying(
             deadline_s=TXN_STARTUP_INIT_S, first_delay_s=0.5, max_delay_s=2.0, retry_on=_retriable
         ).call(publisher.reopen)
-    except KafkaException as exc:
+    except (KafkaException, ClientStuckError) as exc:
         raise BrokerUnavailableError(
             f"could not initialise transactions as {txn_id!r}: {describe(exc)}"
         ) from exc
