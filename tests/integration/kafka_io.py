@@ -1,14 +1,16 @@
-"""Small real-Kafka helpers for tests: read a whole topic, send raw messages."""
+"""Small real-Kafka helpers for tests: read a whole topic, send raw messages, follow a
+group's committed offsets."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 
 @dataclass(frozen=True)
@@ -94,3 +96,39 @@ def send_raw(bootstrap: str, topic: str, messages: list[tuple[bytes | None, byte
         producer.poll(0)
     assert producer.flush(30) == 0
     assert not failures, failures
+
+
+class CommittedOffsets:
+    """Sum of a group's committed offsets on a topic, read without joining the group.
+
+    One consumer is kept open for the whole test so that each poll is a single
+    OffsetFetch round trip: a slow poll lets a fast scorer run far past its kill point.
+    (AdminClient's list_consumer_group_offsets crashed librdkafka 2.16 with SIGSEGV while
+    the group coordinator was still loading, so Consumer.committed is used instead.)
+    """
+
+    def __init__(self, bootstrap: str, group: str, topic: str) -> None:
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group,
+                "enable.auto.commit": False,
+                # through logging (captured by pytest), not raw lines on stderr while a
+                # test has the broker down on purpose
+                "logger": logging.getLogger("tests.librdkafka"),
+            }
+        )
+        parts = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self._partitions = [TopicPartition(topic, p) for p in parts]
+
+    def __call__(self) -> int:
+        for attempt in range(10):
+            try:
+                committed = self._consumer.committed(self._partitions, 10)
+                return sum(max(tp.offset, 0) for tp in committed)
+            except KafkaException:
+                time.sleep(0.5 * (attempt + 1))  # coordinator moving or loading: ask again
+        return 0
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -1,7 +1,9 @@
-"""Helpers for observability tests: a paced event pump and a scorer run in a thread."""
+"""Helpers for stream tests: uniquely numbered events and files, a paced event pump, and a
+scorer run in a thread."""
 
 from __future__ import annotations
 
+import string
 import threading
 import time
 import urllib.error
@@ -11,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pandas as pd
 
 from churnstream.data import load_dataset
@@ -24,6 +27,35 @@ from churnstream.settings import Settings
 from churnstream.streaming.loop import ScorerLoop
 from churnstream.streaming.observers import ScorerObserver, WindowCallback
 from churnstream.streaming.options import ScoreOptions, ScoreSummary
+from tests.unit.test_schemas import EVENT
+
+
+def unique_id(i: int) -> str:
+    """A valid customerID that no other ``i`` shares (``0042-AAAAB``)."""
+    letters = ""
+    n = i // 10_000
+    for _ in range(5):
+        letters = string.ascii_uppercase[n % 26] + letters
+        n //= 26
+    return f"{i % 10_000:04d}-{letters}"
+
+
+def customer_events(first: int, count: int) -> list[tuple[bytes | None, bytes | None]]:
+    """Events ``first`` .. ``first + count - 1`` as (key, value), each with its own id."""
+    messages: list[tuple[bytes | None, bytes | None]] = []
+    for i in range(first, first + count):
+        body = {**EVENT, "customerID": unique_id(i), "tenure": i % 72}
+        messages.append((body["customerID"].encode(), orjson.dumps(body)))
+    return messages
+
+
+def unique_rows_csv(dataset_path: Path, rows: int, path: Path) -> Path:
+    """The dataset repeated to ``rows`` rows, each with its own customerID, written to ``path``."""
+    base = pd.read_csv(dataset_path, dtype=str, keep_default_na=False)
+    big = pd.concat([base] * (rows // len(base) + 1), ignore_index=True).iloc[:rows].copy()
+    big["customerID"] = [unique_id(i) for i in range(len(big))]
+    big.to_csv(path, index=False)
+    return path
 
 
 def records(

@@ -8,7 +8,6 @@ readers; the batch producer leaves every row of the file exactly once.
 from __future__ import annotations
 
 import random
-import string
 import subprocess
 import sys
 import time
@@ -18,15 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
-import pandas as pd
 import pytest
-from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from churnstream.headers import ROW_INDEX_HEADER, SOURCE_HEADER
 from churnstream.streaming.checkpoint import load_checkpoint
-from tests.integration.kafka_io import read_topic, send_raw
-from tests.unit.test_schemas import EVENT
+from tests.integration.kafka_io import CommittedOffsets, read_topic, send_raw
+from tests.integration.streams import customer_events, unique_id, unique_rows_csv
 
 pytestmark = pytest.mark.integration
 
@@ -40,46 +36,8 @@ BATCH_RECORDS = {False: 100, True: 100}
 TopicFactory = Callable[..., str]
 
 
-def unique_id(i: int) -> str:
-    letters = ""
-    n = i // 10_000
-    for _ in range(5):
-        letters = string.ascii_uppercase[n % 26] + letters
-        n //= 26
-    return f"{i % 10_000:04d}-{letters}"
-
-
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "churnstream", "--log-level", "WARNING", *args]
-
-
-class CommittedOffsets:
-    """Sum of a group's committed offsets on a topic, read without joining the group.
-
-    One consumer is kept open for the whole test so that each poll is a single
-    OffsetFetch round trip: a slow poll lets a fast scorer run far past its kill point.
-    (AdminClient's list_consumer_group_offsets crashed librdkafka 2.16 with SIGSEGV while
-    the group coordinator was still loading, so Consumer.committed is used instead.)
-    """
-
-    def __init__(self, bootstrap: str, group: str, topic: str) -> None:
-        self._consumer = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
-        )
-        parts = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        self._partitions = [TopicPartition(topic, p) for p in parts]
-
-    def __call__(self) -> int:
-        for attempt in range(10):
-            try:
-                committed = self._consumer.committed(self._partitions, 10)
-                return sum(max(tp.offset, 0) for tp in committed)
-            except KafkaException:
-                time.sleep(0.5 * (attempt + 1))  # coordinator moving or loading: ask again
-        return 0
-
-    def close(self) -> None:
-        self._consumer.close()
 
 
 @dataclass
@@ -150,14 +108,6 @@ def scorer_args(
         "--model-path", str(model_dir), "--batch-records", str(batch_records),
         "--timeout-ms", "6000", "--reports-dir", str(tmp_path / "reports"),
     ]  # fmt: skip
-
-
-def customer_events(first: int, count: int) -> list[tuple[bytes | None, bytes | None]]:
-    messages: list[tuple[bytes | None, bytes | None]] = []
-    for i in range(first, first + count):
-        body = {**EVENT, "customerID": unique_id(i), "tenure": i % 72}
-        messages.append((body["customerID"].encode(), orjson.dumps(body)))
-    return messages
 
 
 @pytest.fixture
@@ -242,11 +192,7 @@ def test_batch_producer_survives_sigkill_loop(
     kafka_bootstrap: str, topic_factory: TopicFactory, dataset_path: Path, tmp_path: Path
 ) -> None:
     """After SIGKILLs and resumes the topic holds every row of the file once: no gap, no dup."""
-    base = pd.read_csv(dataset_path, dtype=str, keep_default_na=False)
-    big = pd.concat([base] * 6, ignore_index=True).iloc[:PRODUCER_ROWS].copy()
-    big["customerID"] = [unique_id(i) for i in range(len(big))]
-    data = tmp_path / "big.csv"
-    big.to_csv(data, index=False)
+    data = unique_rows_csv(dataset_path, PRODUCER_ROWS, tmp_path / "big.csv")
     raw = topic_factory(3)
     ckpt = tmp_path / "ckpt.json"
     argv = cli(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -173,7 +174,7 @@ def test_scorer_survives_a_broker_restart_mid_stream(
     assert proc.returncode == 0, output
     assert "Traceback" not in output
     sources = Counter(r.headers[SOURCE_HEADER] for r in read_topic(bootstrap, PREDS, expect=5000))
-    assert len(sources) == 5000, f"lost {5000 - len(sources)} across the restart"
+    assert len(sources) == 5000, f"lost {5000 - len(sources)} across the restart:\n{output}"
 
 
 def test_producer_survives_a_broker_restart(own_broker: BrokerSettings, dataset_path: Path) -> None:
@@ -201,7 +202,10 @@ def test_producer_survives_a_broker_restart(own_broker: BrokerSettings, dataset_
 
 
 def test_producer_reports_what_it_could_not_deliver(
-    own_broker: BrokerSettings, dataset_path: Path, monkeypatch: pytest.MonkeyPatch
+    own_broker: BrokerSettings,
+    dataset_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("CHURNSTREAM_PRODUCER__DELIVERY_TIMEOUT_MS", "2000")
     settings = load_settings(**{"kafka.bootstrap_servers": own_broker.bootstrap})
@@ -215,8 +219,15 @@ def test_producer_reports_what_it_could_not_deliver(
         duration_s=6.0,
     )
     threading.Timer(2.0, lambda: devbroker.stop(own_broker)).start()
-    summary = run_producer(settings, options, threading.Event())
+    with caplog.at_level(logging.ERROR, logger="churnstream.kafka.producer"):
+        summary = run_producer(settings, options, threading.Event())
     assert summary.failed > 0, "events sent while the broker was gone must count as failed"
+    # one summary line per error kind and report (at the flush, or every 5 s), not per event
+    lines = [r.getMessage() for r in caplog.records if r.name == "churnstream.kafka.producer"]
+    assert 1 <= len(lines) <= 6, lines
+    counts = [int(line.split()[0]) for line in lines]
+    assert all(" failed: " in line and "(first: " in line for line in lines), lines
+    assert sum(counts) == summary.failed, (lines, summary.failed)
     devbroker.start(own_broker)
     delivered = read_topic(own_broker.bootstrap, RAW, idle_s=2)
     assert len(delivered) == summary.sent

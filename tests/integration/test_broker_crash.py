@@ -1,0 +1,306 @@
+"""The broker itself crashes: its JVM SIGKILLed mid-stream and restarted on its state dir.
+
+Each test runs an embedded Apache Kafka of its own (not the session one) so that it can kill
+it. The scorer must come back by itself, without a restart of its process: under
+``--exactly-once`` every event ends with exactly one prediction for read_committed readers;
+under at-least-once none is lost and the duplicates stay bounded. The batch producer either
+rides the crash out or exits non-zero with one line, and a resume completes the file
+exactly (no gap, no duplicate).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from churnstream.events import ROW_INDEX_HEADER
+from churnstream.kafka import admin
+from churnstream.observability import names
+from churnstream.ops import devbroker
+from churnstream.pipeline.transform import SOURCE_HEADER
+from churnstream.settings import BrokerSettings, KafkaSettings, TopicSettings
+from churnstream.streaming.checkpoint import load_checkpoint
+from tests.integration.kafka_io import CommittedOffsets, read_topic, send_raw
+from tests.integration.streams import (
+    customer_events,
+    http_get,
+    unique_id,
+    unique_rows_csv,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+EVENTS = 50_000
+#: Unscored input kept ahead of the scorer before each kill, so that every kill lands mid-stream.
+BACKLOG = 15_000
+#: Events scored between the kill decision and the kill: the kill lands mid-stream.
+PAST = 5_000
+#: Sent after the last restart: the scorer that lived through the crashes scores them too.
+NEW_EVENTS = 5_000
+KILLS = 2
+DOWN_S = 3.0
+BATCH_RECORDS = 500
+PRODUCER_ROWS = 50_000
+#: Generous but bounded on a shared 2-core machine: a Kafka start there takes 10-20 s.
+PROGRESS_TIMEOUT_S = 180.0
+DRAIN_TIMEOUT_S = 120.0
+
+
+@pytest.fixture
+def crash_broker(
+    embedded_settings: Callable[..., BrokerSettings], tmp_path: Path
+) -> Iterator[BrokerSettings]:
+    settings = embedded_settings("kafka", tmp_path / "broker")
+    devbroker.start(settings)
+    try:
+        yield settings
+    finally:
+        devbroker.stop(settings)
+
+
+def kill_broker(settings: BrokerSettings) -> int:
+    """SIGKILL the broker's JVM (no shutdown hook, no flush, no controlled shutdown)."""
+    status = devbroker.status(settings)
+    assert status.running and status.pid is not None, "the broker is not running"
+    os.kill(status.pid, signal.SIGKILL)
+    try:
+        os.waitpid(status.pid, 0)  # started by this process: reap it
+    except ChildProcessError:
+        wait_for(lambda: not devbroker.status(settings).running, 30, "the JVM to die")
+    return status.pid
+
+
+def crash_and_restart(settings: BrokerSettings) -> float:
+    """Kill the broker, leave it down DOWN_S, start it on the same state dir; seconds down."""
+    killed = time.monotonic()
+    kill_broker(settings)
+    time.sleep(DOWN_S)
+    devbroker.start(settings)
+    return time.monotonic() - killed
+
+
+@dataclass
+class Process:
+    """A churnstream command run in the background, its output (JSON logs) collected."""
+
+    proc: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, *args: str, env: dict[str, str] | None = None) -> Process:
+        argv = [sys.executable, "-m", "churnstream", "--log-format", "json", *args]
+        # faulthandler: a stalled process dumps its threads' stacks on SIGABRT
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1", **(env or {})}
+        proc = subprocess.Popen(  # noqa: S603 - fixed argv
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        run = cls(proc)
+        threading.Thread(target=run._read, daemon=True).start()
+        return run
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def logs(self, starting: str) -> list[dict[str, Any]]:
+        """The JSON log records whose message starts with ``starting``."""
+        found = []
+        for line in list(self.lines):
+            if line.startswith("{"):
+                record = orjson.loads(line)
+                if str(record.get("message", "")).startswith(starting):
+                    found.append(record)
+        return found
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_until(self, progress: Callable[[], int], target: int, timeout_s: float) -> None:
+        """Until ``progress()`` reaches ``target``; fails (with the output) if it exits first."""
+        deadline = time.monotonic() + timeout_s
+        while (done := progress()) < target:
+            tail = "\n".join(self.lines[-30:])
+            assert self.proc.poll() is None, f"exited with {self.proc.returncode}:\n{tail}"
+            if time.monotonic() >= deadline:  # stalled: where is it stuck?
+                self.proc.send_signal(signal.SIGABRT)
+                time.sleep(3)
+                tail = "\n".join(x for x in self.lines if "librdkafka" not in x)
+            assert time.monotonic() < deadline, f"{done} of {target} after {timeout_s:g}s:\n{tail}"
+            time.sleep(0.05)
+
+    def wait(self, timeout_s: float) -> int:
+        try:
+            return self.proc.wait(timeout_s)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def make_topics(bootstrap: str) -> tuple[str, str, str]:
+    raw, preds, dlq = (f"crash-{name}-{uuid.uuid4().hex[:6]}" for name in ("raw", "preds", "dlq"))
+    admin.create_topics(
+        KafkaSettings(bootstrap_servers=bootstrap),
+        [
+            TopicSettings(name=raw, partitions=3),
+            TopicSettings(name=preds, partitions=3),
+            TopicSettings(name=dlq, partitions=1),
+        ],
+    )
+    return raw, preds, dlq
+
+
+def metric(url: str, name: str) -> float:
+    status, text = http_get(url)
+    assert status == 200, text
+    for line in text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not on {url}")
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("exactly_once", [True, False], ids=["exactly-once", "at-least-once"])
+def test_scorer_recovers_from_broker_sigkill_by_itself(
+    exactly_once: bool, crash_broker: BrokerSettings, model_dir: Path, tmp_path: Path
+) -> None:
+    bootstrap = crash_broker.bootstrap
+    raw, preds, dlq = make_topics(bootstrap)
+    send_raw(bootstrap, raw, customer_events(0, EVENTS))
+    sent = EVENTS
+    group = f"crash-{uuid.uuid4().hex[:8]}"
+    scorer = Process.start(
+        "consume", "--mode", "streaming", "--broker", bootstrap, "--input-topic", raw,
+        "--output-topic", preds, "--deadletter-topic", dlq, "--consumer-group", group,
+        "--model-path", str(model_dir), "--batch-records", str(BATCH_RECORDS),
+        "--reports-dir", str(tmp_path / "reports"), "--metrics-port", "0",
+        *(["--exactly-once"] if exactly_once else []),
+    )  # fmt: skip
+    committed = CommittedOffsets(bootstrap, group, raw)
+    mid_stream = 0
+    try:
+        for _ in range(KILLS):
+            if sent - committed() < BACKLOG:
+                send_raw(bootstrap, raw, customer_events(sent, BACKLOG))
+                sent += BACKLOG
+            scorer.wait_until(committed, committed() + PAST, PROGRESS_TIMEOUT_S)
+            done = committed()
+            down_s = crash_and_restart(crash_broker)
+            mid_stream += done < sent
+            print(f"broker SIGKILLed at {done} of {sent} scored, down {down_s:.1f}s")
+            # resumed by itself: its committed offsets move on again after the restart
+            scorer.wait_until(committed, done + 1, PROGRESS_TIMEOUT_S)
+        send_raw(bootstrap, raw, customer_events(sent, NEW_EVENTS))
+        sent += NEW_EVENTS
+        scorer.wait_until(committed, sent, DRAIN_TIMEOUT_S)
+        assert scorer.proc.poll() is None, "the scorer exited:\n" + scorer.output
+        urls = [line.split("metrics: ", 1)[1] for line in scorer.lines if "metrics: " in line]
+        assert urls, scorer.output
+        recoveries = metric(urls[0], names.SCORER_PRODUCER_RECOVERIES)
+        rewound = metric(urls[0], names.SCORER_REDELIVERED)
+        scorer.proc.send_signal(signal.SIGTERM)
+        code = scorer.wait(60)
+    finally:
+        committed.close()
+        if scorer.proc.poll() is None:
+            scorer.proc.kill()
+        (tmp_path / "scorer.log").write_text(scorer.output)  # for a post-mortem
+    assert code == 0, scorer.output
+    assert "Traceback" not in scorer.output
+    assert mid_stream == KILLS, f"only {mid_stream} kill(s) landed mid-stream"
+    assert len(scorer.logs("producer recovered")) == recoveries
+    failed_lines = [r for r in scorer.logs("") if r["logger"] == "churnstream.kafka.producer"]
+    assert all(
+        re.fullmatch(r"\d+ deliver(y|ies) failed: .+ \(first: .+\[\d+\](@\d+)?\)", r["message"])
+        for r in failed_lines
+    ), failed_lines[:5]
+    stuck = [r for r in scorer.logs("producer unusable") if "did not return" in r["message"]]
+    # a failed batch is one line per error kind, never one per message
+    assert len(failed_lines) <= 3 * (rewound + recoveries), failed_lines[:5]
+
+    isolation = "read_committed" if exactly_once else "read_uncommitted"
+    records = read_topic(bootstrap, preds, expect=sent, isolation=isolation, timeout_s=120)
+    sources = Counter(r.headers[SOURCE_HEADER] for r in records)
+    duplicates = len(records) - len(sources)
+    print(
+        f"\n{'exactly' if exactly_once else 'at-least'}-once: {KILLS} broker SIGKILLs "
+        f"({mid_stream} mid-stream), {sent} events, {len(records)} predictions, "
+        f"{duplicates} duplicate(s), {recoveries:.0f} producer recoveries, "
+        f"{rewound:.0f} batches rewound ({len(stuck)} after a call stuck past its bound), "
+        f"{len(failed_lines)} delivery-failure log lines"
+    )
+    assert len(sources) == sent, f"lost {sent - len(sources)} input message(s)"
+    assert {r.json()["customerID"] for r in records} == {unique_id(i) for i in range(sent)}
+    if exactly_once:
+        assert duplicates == 0, f"{duplicates} duplicate(s) visible to read_committed readers"
+    else:
+        # each crash can re-score what was published but not committed: the batch in flight,
+        # one more whose commit the restarted coordinator refused, and each rewound batch
+        assert duplicates <= (2 * KILLS + rewound + recoveries) * BATCH_RECORDS
+    assert read_topic(bootstrap, dlq, idle_s=1.0, isolation=isolation) == []
+
+
+@pytest.mark.timeout(900)
+def test_batch_producer_survives_broker_sigkill(
+    crash_broker: BrokerSettings, dataset_path: Path, tmp_path: Path
+) -> None:
+    bootstrap = crash_broker.bootstrap
+    raw = make_topics(bootstrap)[0]
+    data = unique_rows_csv(dataset_path, PRODUCER_ROWS, tmp_path / "big.csv")
+    ckpt = tmp_path / "ckpt.json"
+    args = (
+        "produce", "--mode", "batch", "--broker", bootstrap, "--topic", raw,
+        "--data-path", str(data), "--batch-size", "300", "--checkpoint-file", str(ckpt),
+        "--no-progress",
+    )  # fmt: skip
+
+    def sent_rows() -> int:
+        saved = load_checkpoint(ckpt) if ckpt.is_file() else None
+        return saved.next_row if saved is not None else 0
+
+    first = Process.start(*args)
+    wait_for(lambda: sent_rows() >= 5_000, PROGRESS_TIMEOUT_S, "5,000 rows checkpointed")
+    at_row = sent_rows()
+    down_s = crash_and_restart(crash_broker)
+    first_code = first.wait(DRAIN_TIMEOUT_S)
+    assert "Traceback" not in first.output
+    runs = [first_code]
+    if first_code != 0:
+        errors = [line for line in first.lines if line.startswith("error:")]
+        assert len(errors) == 1, first.output  # one readable line, then resume
+        resume = Process.start(*args)
+        runs.append(resume.wait(DRAIN_TIMEOUT_S))
+        assert runs[-1] == 0, resume.output
+        assert "Traceback" not in resume.output
+
+    records = read_topic(bootstrap, raw, expect=PRODUCER_ROWS, timeout_s=120)
+    rows = Counter(int(r.headers[ROW_INDEX_HEADER]) for r in records)
+    missing = PRODUCER_ROWS - len(set(rows) & set(range(PRODUCER_ROWS)))
+    duplicates = sum(n - 1 for n in rows.values())
+    print(
+        f"\nbatch producer: broker SIGKILLed at row {at_row} of {PRODUCER_ROWS}, down "
+        f"{down_s:.1f}s; exit codes {runs} "
+        f"({'rode it out' if first_code == 0 else 'resumed'}); {len(records)} records, "
+        f"{missing} missing, {duplicates} duplicate(s)"
+    )
+    assert at_row < PRODUCER_ROWS, "the producer had finished before the kill"
+    assert missing == 0, f"{missing} row(s) missing"
+    assert duplicates == 0, f"{duplicates} duplicate row(s)"
+    assert len(records) == PRODUCER_ROWS
