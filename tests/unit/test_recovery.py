@@ -17,10 +17,10 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, KafkaException
 
 from churnstream.exceptions import ClientStuckError, DeliveryError, ProducerFatalError
-from churnstream.kafka import producer as producer_module
+from churnstream.kafka import clients
 from churnstream.kafka.bounded import BoundedCalls
 from churnstream.kafka.producer import DeliveryStats, SafeProducer, is_fatal
-from churnstream.pipeline.transform import BatchResult, OutMessage, RawMessage
+from churnstream.scoring.messages import BatchResult, OutMessage, RawMessage
 from churnstream.settings.kafka import MAX_POLL_INTERVAL_MS
 from churnstream.streaming import publish
 from churnstream.streaming.observers import ScorerObserver
@@ -94,9 +94,12 @@ class FakeClock:
 def test_progress_clock_runs_from_the_first_failure_until_progress() -> None:
     clock = FakeClock()
     progress = ProgressClock(300.0, clock)
+    clock.now += 1000
     progress.check()  # nothing failed: never expires
+    progress.progressed()
+    clock.now += 20  # a publish that takes 20 s, then fails: the clock runs from its start
     progress.failed("first")
-    clock.now += 200
+    clock.now += 180
     progress.failed("second")  # does not restart the clock
     progress.check()
     clock.now += 100
@@ -192,7 +195,7 @@ def raws(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FakeRaw]]:
     """Every fake producer made, in order; set ``raws.scripts`` before it is made."""
     made: list[FakeRaw] = []
     monkeypatch.setattr(
-        producer_module, "Producer", lambda config: made.append(FakeRaw(config)) or made[-1]
+        clients, "Producer", lambda config: made.append(FakeRaw(config)) or made[-1]
     )
     yield made
 
@@ -239,7 +242,16 @@ OPTIONS = ScoreOptions(
     idle_timeout_ms=1000,
 )
 BATCH = [RawMessage("in", 0, 5, b"k", b"v"), RawMessage("in", 1, 9, b"k", b"v")]
-RESULT = BatchResult([OutMessage(b"k", b"p", [])] * 2, [], lambda: None, {}, {}, 0.0)  # type: ignore[arg-type,return-value]
+# The publisher reads only the messages to produce.
+RESULT = BatchResult(
+    predictions=[OutMessage(b"k", b"p", [])] * 2,
+    dead_letters=[],
+    scored_columns=dict,  # type: ignore[arg-type]
+    dead_letter_types={},
+    dead_letter_codes={},
+    inference_ms=0.0,
+    predicted=None,  # type: ignore[arg-type]
+)
 
 
 def txn_publisher(raws: list[FakeRaw]) -> TransactionalPublisher:

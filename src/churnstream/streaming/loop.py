@@ -109,6 +109,7 @@ class ScorerLoop:
         quiet_since: float | None = None
         retries = 0
         self._starting()
+        self.progress.progressed()  # waiting for the broker at start-up is not a stall
         try:
             consumer.subscribe([opts.input_topic], on_assign=self._on_assign)
             while not stop.is_set():

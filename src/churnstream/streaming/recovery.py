@@ -101,22 +101,26 @@ class Reopenable(Protocol):
 class ProgressClock:
     """How long the scorer has gone without publishing, against its budget.
 
-    Started by the first failure, cleared by a published batch or by an empty poll with a
-    working producer (nothing to publish is not being stuck).
+    Progress is a published batch, or an empty poll with a working producer (nothing to
+    publish is not being stuck). A failure starts the clock from the last progress; the
+    next progress stops it.
     """
 
     def __init__(self, timeout_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.timeout_s = timeout_s
         self._clock = clock
+        self._last_progress = clock()
+        #: The last progress before the current run of failures (None: no failure).
         self.since: float | None = None
         self.last_error: str | None = None
 
     def failed(self, error: str) -> None:
         self.last_error = error
         if self.since is None:
-            self.since = self._clock()
+            self.since = self._last_progress
 
     def progressed(self) -> None:
+        self._last_progress = self._clock()
         self.since = None
         self.last_error = None
 
