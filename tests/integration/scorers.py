@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from churnstream.ops.scorer_health import fetch_counters
-from tests.integration.kafka_io import send_raw
-from tests.integration.test_crash import CommittedOffsets, customer_events
+from tests.integration.kafka_io import CommittedOffsets, send_raw
+from tests.integration.streams import customer_events
 
 HOST = "127.0.0.1"
 #: Input added whenever the scorers get within LOW_WATER of its end.

@@ -27,11 +27,10 @@ from typing import Any
 import orjson
 import pytest
 
-from churnstream.events import ROW_INDEX_HEADER
+from churnstream.headers import ROW_INDEX_HEADER, SOURCE_HEADER
 from churnstream.kafka import admin
 from churnstream.observability import names
 from churnstream.ops import devbroker
-from churnstream.pipeline.transform import SOURCE_HEADER
 from churnstream.settings import BrokerSettings, KafkaSettings, TopicSettings
 from churnstream.streaming.checkpoint import load_checkpoint
 from tests.integration.kafka_io import CommittedOffsets, read_topic, send_raw
@@ -255,6 +254,42 @@ def test_scorer_recovers_from_broker_sigkill_by_itself(
         # one more whose commit the restarted coordinator refused, and each rewound batch
         assert duplicates <= (2 * KILLS + rewound + recoveries) * BATCH_RECORDS
     assert read_topic(bootstrap, dlq, idle_s=1.0, isolation=isolation) == []
+
+
+@pytest.mark.timeout(600)
+def test_scorer_gives_up_after_recovery_timeout_with_one_line(
+    crash_broker: BrokerSettings, model_dir: Path, tmp_path: Path
+) -> None:
+    """The broker killed mid-transaction and not restarted: the scorer keeps trying for
+    consumer.recovery_timeout_s without publishing anything, then exits 1 with one line."""
+    bootstrap = crash_broker.bootstrap
+    raw, preds, dlq = make_topics(bootstrap)
+    send_raw(bootstrap, raw, customer_events(0, EVENTS))
+    group = f"crash-{uuid.uuid4().hex[:8]}"
+    scorer = Process.start(
+        "consume", "--mode", "streaming", "--broker", bootstrap, "--input-topic", raw,
+        "--output-topic", preds, "--deadletter-topic", dlq, "--consumer-group", group,
+        "--model-path", str(model_dir), "--batch-records", str(BATCH_RECORDS),
+        "--reports-dir", str(tmp_path / "reports"), "--exactly-once",
+        env={"CHURNSTREAM_CONSUMER__RECOVERY_TIMEOUT_S": "20"},
+    )  # fmt: skip
+    committed = CommittedOffsets(bootstrap, group, raw)
+    try:
+        scorer.wait_until(committed, PAST, PROGRESS_TIMEOUT_S)
+    finally:
+        committed.close()
+    kill_broker(crash_broker)
+    killed = time.monotonic()
+    code = scorer.wait(DRAIN_TIMEOUT_S)
+    took_s = time.monotonic() - killed
+    (tmp_path / "scorer.log").write_text(scorer.output)
+    errors = [line for line in scorer.lines if line.startswith("error:")]
+    print(f"\ngave up {took_s:.0f}s after the broker died, exit {code}: {errors}")
+    assert code == 1, scorer.output
+    assert "Traceback" not in scorer.output
+    assert len(errors) == 1, scorer.output
+    assert "consumer.recovery_timeout_s is 20s" in errors[0]
+    assert 20 <= took_s <= 20 + 60  # the budget, plus at most one bounded publish and attempt
 
 
 @pytest.mark.timeout(900)

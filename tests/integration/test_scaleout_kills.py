@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from churnstream.headers import SOURCE_HEADER
-from tests.integration.kafka_io import read_topic
+from tests.integration.kafka_io import CommittedOffsets, read_topic
 from tests.integration.scorers import (
     Feeder,
     consumed,
@@ -35,13 +35,8 @@ from tests.integration.scorers import (
     wait_until_scoring,
     worker_pids,
 )
-from tests.integration.test_crash import (
-    CommittedOffsets,
-    KillLoop,
-    cli,
-    scorer_args,
-    unique_id,
-)
+from tests.integration.streams import unique_id
+from tests.integration.test_crash import KillLoop, cli, scorer_args
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

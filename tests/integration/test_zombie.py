@@ -30,7 +30,7 @@ from confluent_kafka import ConsumerGroupState
 from confluent_kafka.admin import AdminClient
 
 from churnstream.headers import SOURCE_HEADER
-from tests.integration.kafka_io import read_topic
+from tests.integration.kafka_io import CommittedOffsets, read_topic
 from tests.integration.scorers import (
     Feeder,
     consumed,
@@ -40,7 +40,8 @@ from tests.integration.scorers import (
     wait_drained,
     wait_until_scoring,
 )
-from tests.integration.test_crash import CommittedOffsets, cli, scorer_args, unique_id
+from tests.integration.streams import unique_id
+from tests.integration.test_crash import cli, scorer_args
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -62,7 +63,7 @@ class Pause:
     """How long the zombie is frozen, at least (and until the survivor scored its share)."""
 
     stop_s: float
-    #: librdkafka's max.poll.interval.ms for both scorers (None: its default, 300 s).
+    #: max.poll.interval.ms for both scorers (None: churnstream's, 60 s).
     max_poll_interval_ms: int | None = None
 
 
