@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from churnstream.exceptions import ConfigError
+from churnstream.kafka import clients
 from churnstream.kafka.connect import wait_for_broker
 from churnstream.logging import (
     BATCH_SIZE,
@@ -94,9 +95,7 @@ class ScorerLoop:
         wait_for_broker(
             self.settings.kafka, timeout_s=opts.connect_timeout_s, stop=stop, what="scorer"
         )
-        consumer = Consumer(
-            self.settings.kafka.consumer_config(self.settings.consumer, opts.group_id)
-        )
+        consumer = clients.consumer(self.settings, opts.group_id)
         publisher = open_publisher(self.settings, opts)
         recovery = Recovery(
             self.progress,
