@@ -15,7 +15,7 @@ from churnstream.exceptions import ChurnstreamError
 from churnstream.kafka import admin
 from churnstream.observability.metrics.producer import ProducerMetrics
 from churnstream.ops import devbroker
-from churnstream.reports.files import SummaryWriter
+from churnstream.reports.writer import SummaryWriter
 from churnstream.scoring.messages import BatchResult, RawMessage
 from churnstream.settings import Settings
 from churnstream.streaming.events_producer import ProduceOptions, ProduceSummary, run_producer
@@ -125,6 +125,7 @@ def run_demo(
         result.reports = writer.paths
         return result
     finally:
+        writer.close()  # waits (bounded) for the report's Markdown and charts
         inst.close()
         if broker_started and not keep_broker:
             devbroker.stop(settings.broker)
