@@ -174,3 +174,15 @@ def test_a_closed_renderer_takes_no_more_work(tmp_path: Path) -> None:
     assert renderer.close() == [] and renderer.starts == 0  # never needed, never started
     with pytest.raises(ValueError, match="closed"):
         renderer.submit(write_summary_json(make_summary(), tmp_path))
+
+
+def test_a_renderer_started_ahead_and_never_used_exits_at_close() -> None:
+    renderer = ReportRenderer()
+    renderer.start()
+    assert renderer.running and renderer.starts == 1
+    renderer.start()  # already running: the same child
+    assert renderer.starts == 1
+    pid = renderer.pid
+
+    assert renderer.close() == []
+    assert pid is not None and not Path(f"/proc/{pid}").exists()  # exited and reaped

@@ -181,6 +181,7 @@ def consume(
     observers: list[ScorerObserver] = [*inst.observers, live]
     writer = SummaryWriter(settings.paths.reports_dir) if reports else None
     if writer is not None:
+        writer.start()  # the report renderer, a child process, loads while the scorer does
         # Last, so the files hold whatever the observers before it added to the summary.
         observers.append(WindowCallback(writer))
     loop = ScorerLoop(settings, options, scorer=scorer, observers=observers)

@@ -112,6 +112,7 @@ def run_demo(
         say(f"metrics: {inst.server.url}/metrics")
     writer = SummaryWriter(settings.paths.reports_dir)
     try:
+        writer.start()
         result = _run_pipeline(
             settings,
             duration_s=duration_s,

@@ -42,7 +42,8 @@ _RERENDER_HINT = "`churnstream report --input %s` renders it"
 class ReportRenderer:
     """The scorer's handle on its report renderer: one child process, fed through a pipe.
 
-    The child is started at the first :meth:`submit`. Requests go down its stdin, which is
+    The child is started by :meth:`start` or the first :meth:`submit`, and restarted at the
+    next window if it died. Requests go down its stdin, which is
     non-blocking here, so a submit never waits; replies come back on its stdout and are
     logged by a thread of ours. Only one render runs at a time (see the worker for how a
     backlog is coalesced).
@@ -63,7 +64,7 @@ class ReportRenderer:
 
     @property
     def running(self) -> bool:
-        """Whether the child is alive (it is started at the first :meth:`submit`)."""
+        """Whether the child is alive."""
         return self._proc is not None and self._proc.poll() is None
 
     @property
@@ -71,6 +72,13 @@ class ReportRenderer:
         """Summaries handed over whose rendering has not been reported yet."""
         with self._lock:
             return [Path(p) for p in self._pending]
+
+    def start(self) -> None:
+        """Start the child now rather than at the first window: it imports matplotlib while
+        the scorer starts up, not while a window closes or the scorer exits."""
+        if self._closed:
+            raise ValueError("the report renderer is closed")
+        self._running_stdin()
 
     def submit(self, json_path: Path) -> bool:
         """Hand ``json_path`` to the renderer; False if it could not be (logged)."""
@@ -214,6 +222,10 @@ class SummaryWriter:
         json_path = write_summary_json(summary, self.reports_dir)
         self.paths.extend([json_path, json_path.with_suffix(".md")])
         self.renderer.submit(json_path)
+
+    def start(self) -> None:
+        """Start the renderer ahead of the first window (see :meth:`ReportRenderer.start`)."""
+        self.renderer.start()
 
     def close(self, timeout_s: float = RENDER_WAIT_S) -> list[Path]:
         """Wait (at most ``timeout_s``) for the windows' Markdown and charts; returns the
