@@ -1,9 +1,10 @@
 """The Markdown and PNG renderings of a window summary, written next to its JSON.
 
-Drawing the charts takes matplotlib and about a second of CPU per window, so the scorer
-never calls this module: it writes the JSON (:mod:`churnstream.reports.files`) and hands
-the path to the report renderer, a child process (:mod:`churnstream.reports.render_worker`),
-which calls :func:`render_summary`, as ``churnstream report --input`` does.
+Drawing the charts takes matplotlib and 0.3-0.4 s of CPU per window (seconds of wall time
+on a busy machine), so the scorer never calls this module: it writes the JSON
+(:mod:`churnstream.reports.files`) and hands the path to the report renderer, a child
+process (:mod:`churnstream.reports.render_worker`), which calls :func:`render_summary`, as
+``churnstream report --input`` does.
 """
 
 from __future__ import annotations
