@@ -21,7 +21,7 @@ from churnstream.events import encode_event, frame_to_records
 from churnstream.kafka.producer import SafeProducer
 from churnstream.model.scorer import Scorer
 from churnstream.observability.runtime import ScorerInstrumentation, instrument_scorer
-from churnstream.reports.files import SummaryWriter
+from churnstream.reports.writer import SummaryWriter
 from churnstream.schemas import utc_now_iso
 from churnstream.settings import Settings
 from churnstream.streaming.loop import ScorerLoop
@@ -130,6 +130,8 @@ class ScorerRun:
         self.thread.join(timeout_s)
         assert not self.thread.is_alive(), "scorer did not stop"
         self.inst.close()
+        if self.reports is not None:
+            assert self.reports.close() == []  # every window's Markdown and charts, as the CLI
         return self.result[0]
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from churnstream.headers import CHAMPION_VERSION_HEADER, MODEL_VERSION_HEADER, SOURCE_HEADER
 from churnstream.model.train import run_training
-from churnstream.reports.files import SummaryWriter
+from churnstream.reports.writer import SummaryWriter
 from churnstream.settings import load_settings
 from churnstream.streaming.loop import ScorerLoop
 from churnstream.streaming.observers import WindowCallback
@@ -99,9 +99,10 @@ def options(
     )
 
 
-def reports(tmp_path: Path) -> list[WindowCallback]:
-    """The window hook the CLI wires: each window's report files under tmp_path/reports."""
-    return [WindowCallback(SummaryWriter(tmp_path / "reports"))]
+def reports(tmp_path: Path) -> SummaryWriter:
+    """The report writer the CLI wires: each window's report files under tmp_path/reports
+    (the CLI closes it after the loop, waiting for the Markdown and charts)."""
+    return SummaryWriter(tmp_path / "reports")
 
 
 def test_hot_reload_during_a_stream_and_refusing_a_bad_model(
@@ -118,10 +119,11 @@ def test_hot_reload_during_a_stream_and_refusing_a_bad_model(
     topics = (topic_factory(3), topic_factory(3), topic_factory(1))
     raw, preds, _ = topics
     settings = load_settings(**{"kafka.bootstrap_servers": kafka_bootstrap})
+    writer = reports(tmp_path)
     loop = ScorerLoop(
         settings,
         options(topics, models, tmp_path, reload_interval_s=0.5),
-        observers=reports(tmp_path),
+        observers=[WindowCallback(writer)],
     )
     with Running(loop) as running:
         send_raw(kafka_bootstrap, raw, events(0, 1000))
@@ -142,6 +144,7 @@ def test_hot_reload_during_a_stream_and_refusing_a_bad_model(
             send_raw(kafka_bootstrap, raw, events(2000, 500))
             records = wait_for(kafka_bootstrap, preds, 2500)
         summary = running.finish()
+    assert writer.close() == []
 
     assert any("refused new model 29991231T000000Z-broken" in r.message for r in caplog.records)
     assert summary.model_version == second  # the bad model never served
@@ -175,11 +178,13 @@ def test_shadow_model_scores_every_batch_and_is_compared(
     opts = options(
         topics, model_dir, tmp_path, shadow_model_path=candidate, shadow_topic=shadow_topic
     )
-    with Running(ScorerLoop(settings, opts, observers=reports(tmp_path))) as running:
+    writer = reports(tmp_path)
+    with Running(ScorerLoop(settings, opts, observers=[WindowCallback(writer)])) as running:
         send_raw(kafka_bootstrap, raw, events(0, 600))
         champion = wait_for(kafka_bootstrap, preds, 600)
         shadow = wait_for(kafka_bootstrap, shadow_topic, 600)
         summary = running.finish()
+    assert writer.close() == []
 
     assert len(shadow) == 600
     assert {r.headers[SOURCE_HEADER] for r in shadow} == {

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from churnstream.observability import names
 from churnstream.observability.cluster import collect_status
 from churnstream.observability.metrics.producer import ProducerMetrics
+from churnstream.reports.render import write_summary
 from churnstream.settings import load_settings
 from tests.integration.kafka_io import read_topic, send_raw
 from tests.integration.streams import Pump, http_get, records, start_scorer, wait_for
@@ -158,6 +159,12 @@ def test_scorer_metrics_health_drift_and_status(
     assert json.loads(report_json.read_text())["drift"]["samples"] == EVENTS
     markdown = report_json.with_suffix(".md").read_text()
     assert "## Drift against the training data" in markdown and "no drift" in markdown
+    # The renderer child wrote, from the JSON, the same bytes as rendering the window's own
+    # dict in this process (what the scorer did before rendering moved out of it).
+    write_summary(summary.last_summary, tmp_path / "inline")
+    inline = {p.name: p.read_bytes() for p in (tmp_path / "inline").iterdir()}
+    assert len(inline) == 6  # JSON, Markdown, four charts
+    assert inline == {n: (report_json.parent / n).read_bytes() for n in inline}
 
     # churnstream status: end offsets, the group's lag, dead letters deduped on source.
     letters = read_topic(kafka_bootstrap, dlq, expect=4, idle_s=1.0)

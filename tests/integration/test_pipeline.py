@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -267,6 +268,50 @@ def test_mixed_batch_scores_good_and_dead_letters_bad(
     assert any(e.startswith("Contract:") for e in weekly["validation_errors"])
 
 
+def test_batch_consume_returns_with_its_report_and_never_imports_matplotlib(
+    kafka_bootstrap: str, topic_factory: TopicFactory, model_dir: Path, tmp_path: Path
+) -> None:
+    raw, preds, dlq = topics(topic_factory)
+    send_raw(
+        kafka_bootstrap,
+        raw,
+        [(b"7590-VHVEG", orjson.dumps({**EVENT, "tenure": t})) for t in range(50)],
+    )
+    args = consume_args(kafka_bootstrap, raw, preds, dlq, model_dir, tmp_path)
+    # -X importtime: one stderr line per module the scorer process imported. Files, not
+    # pipes: the renderer child shares the scorer's stderr, and reading a pipe to its end
+    # would wait for the child too, not just for the scorer.
+    with (tmp_path / "out").open("w") as out, (tmp_path / "err").open("w") as err:
+        code = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "churnstream", *args],
+            env={**os.environ, "COLUMNS": "200"},
+            stdout=out,
+            stderr=err,
+            timeout=180,
+        ).returncode
+    stdout, stderr = (tmp_path / "out").read_text(), (tmp_path / "err").read_text()
+    assert code == 0, stdout + stderr[-3000:]
+    assert "consumed 50, scored 50, dead-lettered 0" in stdout
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert {"churnstream.reports.writer", "churnstream.streaming.loop"} <= imported
+    assert not {m for m in imported if m.split(".")[0] == "matplotlib"}
+
+    # Returned with the report complete: the paths it printed, and every chart they link.
+    (json_path,) = (tmp_path / "reports").glob("summary_*.json")
+    md_path = json_path.with_suffix(".md")
+    assert f"reports: {json_path}, {md_path}" in stdout
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md_path.read_text(encoding="utf-8"))
+    assert sorted(links) == [
+        f"{json_path.stem}_{suffix}.png"
+        for suffix in ("contract", "internet_service", "latency", "risk")
+    ]
+    assert all((tmp_path / "reports" / link).stat().st_size > 0 for link in links)
+
+
 @pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
 def test_sigterm_during_streaming_loses_nothing(
     exactly_once: bool,
@@ -321,6 +366,9 @@ def test_sigterm_during_streaming_loses_nothing(
     assert proc.returncode == 0, output
     assert "SIGTERM received" in output
     assert drained_in < 10, f"took {drained_in:.1f}s to drain, flush and commit"
+    # The last window's report was rendered (by the renderer child) before the scorer exited.
+    windows = list((tmp_path / "reports").glob("summary_*.json"))
+    assert windows and all(w.with_suffix(".md").is_file() for w in windows), output
     first_run = read_topic(kafka_bootstrap, preds, idle_s=1.0)
     # restart in batch mode with the same group: it scores only what was not committed
     restart = consume_args(kafka_bootstrap, raw, preds, dlq, model_dir, tmp_path, group)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from churnstream.reports.files import load_summary, render_summary, write_summary
+from churnstream.reports.files import load_summary
+from churnstream.reports.render import render_summary, write_summary
 from churnstream.windows.drift import DriftReference
 from churnstream.windows.fields import LATENCY_BIN_EDGES_MS
 from churnstream.windows.stats import WindowStats

@@ -15,7 +15,8 @@ from rich.console import Console
 
 from churnstream.exceptions import ChurnstreamError, DataError
 from churnstream.reports.console import render_console
-from churnstream.reports.files import load_summary, write_summary
+from churnstream.reports.files import load_summary
+from churnstream.reports.render import write_summary
 from churnstream.windows.stats import WindowStats
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from churnstream.reports.files import SummaryWriter
+from churnstream.reports.writer import SummaryWriter
 from churnstream.settings import load_settings
 from churnstream.streaming.observers import Observers, ScorerObserver, WindowCallback
 from churnstream.streaming.options import ScoreOptions
@@ -81,6 +81,7 @@ def test_window_hooks_run_in_order_and_the_writer_sees_what_came_before(
     hooks = Observers([_AddsBlock(), WindowCallback(writer)])
     summary = make_summary()
     hooks.on_window(summary)
+    assert writer.close() == []
     json_path, md_path = writer.paths
     assert json_path.suffix == ".json" and md_path.suffix == ".md"
     assert md_path.is_file()

@@ -120,7 +120,7 @@ def consume(
     from churnstream.model.scorer import Scorer
     from churnstream.observability.runtime import instrument_scorer
     from churnstream.reports.console import render_console
-    from churnstream.reports.files import SummaryWriter
+    from churnstream.reports.writer import SummaryWriter
     from churnstream.streaming.loop import ScorerLoop
     from churnstream.streaming.observers import ScorerObserver, WindowCallback
     from churnstream.streaming.options import ScoreOptions
@@ -181,6 +181,7 @@ def consume(
     observers: list[ScorerObserver] = [*inst.observers, live]
     writer = SummaryWriter(settings.paths.reports_dir) if reports else None
     if writer is not None:
+        writer.start()  # the report renderer, a child process, loads while the scorer does
         # Last, so the files hold whatever the observers before it added to the summary.
         observers.append(WindowCallback(writer))
     loop = ScorerLoop(settings, options, scorer=scorer, observers=observers)
@@ -194,6 +195,8 @@ def consume(
             summary = loop.run(stop)
     finally:
         inst.close()
+        if writer is not None:
+            writer.close()  # the last windows' Markdown and charts, waited for (bounded)
     if summary.last_summary is not None:
         render_console(summary.last_summary, Console())
     typer.echo(summary.line())

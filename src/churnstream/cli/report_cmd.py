@@ -26,7 +26,7 @@ def report(
 ) -> None:
     """Re-render the Markdown and PNG charts (churn by segment, risk, latency) of a summary."""
     from churnstream.reports.console import render_console
-    from churnstream.reports.files import render_summary
+    from churnstream.reports.render import render_summary
 
     md_path, charts = render_summary(input_path, output_dir)
     if show:

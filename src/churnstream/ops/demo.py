@@ -15,7 +15,7 @@ from churnstream.exceptions import ChurnstreamError
 from churnstream.kafka import admin
 from churnstream.observability.metrics.producer import ProducerMetrics
 from churnstream.ops import devbroker
-from churnstream.reports.files import SummaryWriter
+from churnstream.reports.writer import SummaryWriter
 from churnstream.scoring.messages import BatchResult, RawMessage
 from churnstream.settings import Settings
 from churnstream.streaming.events_producer import ProduceOptions, ProduceSummary, run_producer
@@ -112,6 +112,7 @@ def run_demo(
         say(f"metrics: {inst.server.url}/metrics")
     writer = SummaryWriter(settings.paths.reports_dir)
     try:
+        writer.start()
         result = _run_pipeline(
             settings,
             duration_s=duration_s,
@@ -125,6 +126,7 @@ def run_demo(
         result.reports = writer.paths
         return result
     finally:
+        writer.close()  # waits (bounded) for the report's Markdown and charts
         inst.close()
         if broker_started and not keep_broker:
             devbroker.stop(settings.broker)

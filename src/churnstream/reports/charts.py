@@ -1,4 +1,8 @@
-"""PNG charts of a window summary, rendered with a bare matplotlib Figure (no pyplot)."""
+"""PNG charts of a window summary, rendered with a bare matplotlib Figure (no pyplot).
+
+The only report module that imports matplotlib; the scorer process never imports it (the
+charts are drawn by the report renderer, a child process; see reports.writer).
+"""
 
 from __future__ import annotations
 
@@ -9,19 +13,12 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from churnstream.reports.format import pct
+from churnstream.reports.format import GROUP_CHARTS, LATENCY_CHART, RISK_CHART, pct
 
 logger = logging.getLogger(__name__)
 
 CHART_SIZE_IN = (6.4, 3.6)
 CHART_DPI = 100
-# (file suffix, summary section, title); the Markdown embeds each chart under its section.
-GROUP_CHARTS = (
-    ("contract", "by_contract", "Churn rate by contract"),
-    ("internet_service", "by_internet_service", "Churn rate by internet service"),
-)
-RISK_CHART = ("risk", "risk_histogram", "Churn-probability distribution")
-LATENCY_CHART = ("latency", "latency_histogram", "Latency distribution")
 
 
 def render_charts(summary: Mapping[str, Any]) -> dict[str, bytes]:

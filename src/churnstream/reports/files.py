@@ -1,8 +1,10 @@
-"""Window-summary report files: JSON, Markdown and PNG charts.
+"""Window-summary JSON files: naming, writing and reading them.
 
 The summary dict comes from :meth:`churnstream.windows.stats.WindowStats.summary`. Every
 file is written to a temporary name and then moved into place, so a reader never sees half
-a report, and an existing report is never overwritten: a clashing name gets a suffix.
+a report, and an existing report is never overwritten: a clashing name gets a suffix. The
+Markdown and PNG renderings of a JSON are :mod:`churnstream.reports.render`'s; this module
+imports no plotting library, because the scorer process uses it.
 """
 
 from __future__ import annotations
@@ -18,10 +20,8 @@ from typing import Any
 import orjson
 
 from churnstream.exceptions import ChurnstreamError, DataError
-from churnstream.files import atomic_write_bytes, write_temp
-from churnstream.reports.charts import render_charts
+from churnstream.files import write_temp
 from churnstream.reports.format import check_summary
-from churnstream.reports.markdown import render_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -32,28 +32,29 @@ _STEM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _JSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY
 
 
-def write_summary(
-    summary: Mapping[str, Any],
-    reports_dir: Path,
-    *,
-    stem: str | None = None,
-    charts: bool = True,
-) -> tuple[Path, Path]:
-    """Write ``<stem>.json``, ``<stem>.md`` and the PNG charts into ``reports_dir``.
+def write_summary_json(
+    summary: Mapping[str, Any], reports_dir: Path, *, stem: str | None = None
+) -> Path:
+    """Write ``<stem>.json`` into ``reports_dir`` atomically and return its path.
 
     The stem defaults to ``summary_<window end, UTC, like 20261123T031500Z>``. If a report
     with that stem exists (two windows ending in the same second), ``_1``, ``_2``... is
-    appended. Charts are ``<stem>_contract.png``, ``<stem>_internet_service.png``,
-    ``<stem>_risk.png`` and (if the summary has a latency histogram) ``<stem>_latency.png``;
-    ``charts=False`` skips them (rendering takes ~0.1 s each).
-
-    Returns:
-        The paths of the JSON and the Markdown files.
+    appended. The Markdown and the charts are rendered from this file afterwards, under the
+    same stem (:mod:`churnstream.reports.render`).
 
     Raises:
         DataError: ``summary`` is not a window summary or cannot be serialised.
         ValueError: ``stem`` is not a plain file-name stem.
     """
+    base, payload = _serialise(summary, stem)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    json_path = reports_dir / f"{_claim_stem(reports_dir, base, payload)}.json"
+    logger.info("wrote window summary %s", json_path)
+    return json_path
+
+
+def _serialise(summary: Mapping[str, Any], stem: str | None) -> tuple[str, bytes]:
+    """The base stem and the JSON bytes of ``summary`` (see :func:`write_summary_json`)."""
     check_summary(summary, source="summary")
     base = stem if stem is not None else REPORT_PREFIX + _compact_utc(summary["window"]["ended_at"])
     if not _STEM_RE.fullmatch(base):
@@ -62,54 +63,11 @@ def write_summary(
         payload = orjson.dumps(summary, option=_JSON_OPTIONS)
     except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
         raise DataError(f"summary is not JSON-serialisable: {exc}") from exc
-    # Render before claiming the name, so a plotting error leaves no orphan JSON behind.
-    pngs = render_charts(summary) if charts else {}
-
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    chosen = _claim_stem(reports_dir, base, payload)
-    json_path = reports_dir / f"{chosen}.json"
-    images: dict[str, str] = {}
-    for suffix, png in pngs.items():
-        name = f"{chosen}_{suffix}.png"
-        atomic_write_bytes(reports_dir / name, png)
-        images[suffix] = name
-    md_path = reports_dir / f"{chosen}.md"
-    atomic_write_bytes(md_path, render_markdown(summary, images).encode("utf-8"))
-    logger.info("wrote window summary %s (+ .md, %d charts)", json_path, len(images))
-    return json_path, md_path
-
-
-def render_summary(json_path: Path, output_dir: Path | None = None) -> tuple[Path, list[Path]]:
-    """Re-render the Markdown and PNG charts of a summary JSON written earlier.
-
-    They go next to the JSON (or into ``output_dir``) under the JSON's stem, replacing the
-    previous rendering atomically; the JSON itself is never touched.
-
-    Returns:
-        The Markdown path and the chart paths.
-
-    Raises:
-        DataError: the file is missing or not a window summary.
-    """
-    summary = load_summary(json_path)
-    target = output_dir if output_dir is not None else json_path.parent
-    target.mkdir(parents=True, exist_ok=True)
-    stem = json_path.name.removesuffix(".json")
-    images: dict[str, str] = {}
-    written: list[Path] = []
-    for suffix, png in render_charts(summary).items():
-        name = f"{stem}_{suffix}.png"
-        atomic_write_bytes(target / name, png)
-        images[suffix] = name
-        written.append(target / name)
-    md_path = target / f"{stem}.md"
-    atomic_write_bytes(md_path, render_markdown(summary, images).encode("utf-8"))
-    logger.info("re-rendered %s (+ %d charts) from %s", md_path, len(images), json_path)
-    return md_path, written
+    return base, payload
 
 
 def load_summary(path: Path) -> dict[str, Any]:
-    """Read a summary written by :func:`write_summary`.
+    """Read a summary written by :func:`write_summary_json`.
 
     Raises:
         DataError: the file is missing, unreadable, not JSON, or not a window summary.
@@ -174,20 +132,3 @@ def _publish_exclusive(temp: Path, target: Path) -> bool:
         return False
     os.replace(write_temp(temp.parent, temp.read_bytes(), mode=REPORT_FILE_MODE), target)
     return True
-
-
-class SummaryWriter:
-    """Writes each window summary it is called with into ``reports_dir``.
-
-    The CLI wires one into the scorer's window hook; ``paths`` lists the JSON and Markdown
-    files written so far, in order.
-    """
-
-    def __init__(self, reports_dir: Path) -> None:
-        self.reports_dir = reports_dir
-        self.paths: list[Path] = []
-
-    def __call__(self, summary: Mapping[str, Any]) -> None:
-        json_path, md_path = write_summary(summary, self.reports_dir)
-        self.paths.extend([json_path, md_path])
-        logger.info("window summary written to %s", md_path)

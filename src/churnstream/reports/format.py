@@ -1,4 +1,5 @@
-"""What every report rendering shares: recognising a summary, and formatting its numbers."""
+"""What every report rendering shares: recognising a summary, formatting its numbers, and
+which charts there are (the Markdown links them; only the charts module draws them)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,14 @@ from churnstream.exceptions import DataError
 from churnstream.windows.fields import SUMMARY_KEYS, SUMMARY_SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
+
+# (file suffix, summary section, title); the Markdown embeds each chart under its section.
+GROUP_CHARTS = (
+    ("contract", "by_contract", "Churn rate by contract"),
+    ("internet_service", "by_internet_service", "Churn rate by internet service"),
+)
+RISK_CHART = ("risk", "risk_histogram", "Churn-probability distribution")
+LATENCY_CHART = ("latency", "latency_histogram", "Latency distribution")
 
 
 def check_summary(summary: Any, *, source: str) -> None:

@@ -6,8 +6,15 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from churnstream.reports.charts import GROUP_CHARTS, LATENCY_CHART, RISK_CHART
-from churnstream.reports.format import cell, num, pct, table
+from churnstream.reports.format import (
+    GROUP_CHARTS,
+    LATENCY_CHART,
+    RISK_CHART,
+    cell,
+    num,
+    pct,
+    table,
+)
 
 logger = logging.getLogger(__name__)
 

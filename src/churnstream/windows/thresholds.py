@@ -253,7 +253,8 @@ def latest_summary_name(names: Iterable[str]) -> str | None:
     """The newest window summary among file names (``summary_<end, UTC>[_N].json``).
 
     Ordered by the window end in the name, then by the ``_N`` suffix that
-    :func:`churnstream.reports.files.write_summary` adds when two windows end in the same second.
+    :func:`churnstream.reports.files.write_summary_json` adds when two windows end in the same
+    second.
     Other names (Markdown, charts, other JSON) are ignored; None if there is no summary.
     """
     best: tuple[str, int, str] | None = None
