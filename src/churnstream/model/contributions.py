@@ -60,6 +60,9 @@ logger = logging.getLogger(__name__)
 
 #: How many reasons a prediction carries.
 TOP_REASONS = 3
+#: The analytics column of a scored batch that holds each row's reason features, joined by
+#: "," (e.g. ``tenure,Contract,TotalCharges``); present only when predictions carry reasons.
+REASONS_COLUMN = "reasons"
 #: Model columns computed from one customer field, reported as that field.
 FOLDED_INTO = {"log_tenure": "tenure", "auto_pay": "PaymentMethod"}
 #: Every reason a prediction can name: the 19 customer fields, then the engineered features

@@ -23,7 +23,7 @@ import numpy as np
 
 from churnstream.exceptions import InvalidEventError
 from churnstream.headers import source_key
-from churnstream.model.contributions import TopReasons
+from churnstream.model.contributions import REASONS_COLUMN, TopReasons
 from churnstream.model.feature_batch import FeatureBatch
 from churnstream.schemas import CustomerEvent, format_ts, parse_ts
 from churnstream.scoring.dead_letter import Rejects
@@ -31,7 +31,6 @@ from churnstream.scoring.decode import decode_event, features_of_events
 from churnstream.scoring.encode import encode_predictions
 from churnstream.scoring.infer import Predict, score_features
 from churnstream.scoring.messages import (
-    REASONS_COLUMN,
     BatchResult,
     Predicted,
     RawMessage,

@@ -33,10 +33,8 @@ SCORED_COLUMNS = (
     "source_partition",
     "source_offset",
 )
-#: An extra analytics column when predictions carry reasons: each row's top reason features,
-#: joined by "," (e.g. ``tenure,Contract,TotalCharges``; empty when none pushed it up).
-REASONS_COLUMN = "reasons"
-#: One array per name of :data:`SCORED_COLUMNS` (all of the same length), in that order:
+#: One array per name of :data:`SCORED_COLUMNS` (all of the same length), in that order,
+#: plus :data:`~churnstream.model.contributions.REASONS_COLUMN` when the batch has reasons:
 #: ``pandas.DataFrame(columns)`` is the analytics frame.
 ScoredColumns = dict[str, np.ndarray]
 
