@@ -26,6 +26,7 @@ from bench import (
     env,
     latency,
     peers,
+    reasons,
     single,
     stages,
     throughput,
@@ -41,7 +42,7 @@ RESULTS = env.REPO / "bench" / "results"
 BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
 ALL = (
     "throughput", "scaling", "latency", "single", "stages", "baseline", "ceiling", "peers",
-    "compression",
+    "compression", "reasons",
 )  # fmt: skip
 
 TARGETS = {
@@ -85,6 +86,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--codecs",
         default=",".join(compression.CODECS),
         help="compression: comma list of codecs to compare",
+    )
+    parser.add_argument(
+        "--reasons-rounds",
+        type=int,
+        default=2,
+        help="reasons: rounds of throughput without, then with, consume --reasons",
     )
     parser.add_argument("--only", default=",".join(ALL), help=f"comma list of {', '.join(ALL)}")
     parser.add_argument("--bootstrap", help="use this cluster instead of an embedded broker")
@@ -180,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
             results["ceiling"] = ceiling.measure(
                 bootstrap, rows, events=args.events, partitions=args.partitions
             ).as_dict()
+        if "reasons" in args.only:
+            results["reasons"] = reasons.measure(
+                bootstrap, rows, events=args.events, partitions=args.partitions,
+                models_dir=args.models_dir, rounds=args.reasons_rounds,
+            )  # fmt: skip
         if "compression" in args.only:
             results["compression"] = compression.measure(
                 bootstrap, rows, events=args.events, partitions=args.partitions,
@@ -327,6 +339,8 @@ def render(results: dict[str, Any]) -> str:
         lines += ["", f"Profile of the 1-worker loop: `{results['profile']}`."]
     if results.get("peers"):
         lines += ["", peers.render(results)]
+    if results.get("reasons"):
+        lines += ["", reasons.render(results["reasons"])]
     if results.get("stages"):
         lines += ["", stages.render(results["stages"])]
     if results.get("compression"):

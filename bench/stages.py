@@ -58,6 +58,17 @@ def measure(scorer: Scorer, rows: list[dict[str, Any]], batch: int = 5000) -> di
         ),
         "transform: fast (score_batch)": _us(whole(score_batch, scorer.predict_features), batch),
     }
+    if scorer.explains:
+        per_message["reasons: contributions (explain_features)"] = _us(
+            lambda: scorer.explain_features(fast.features), batch
+        )
+        per_message["transform: fast with reasons (score_batch, explain=)"] = _us(
+            lambda: score_batch(
+                messages, scorer.predict_features, threshold=scorer.threshold,
+                model_version="v", explain=scorer.explain_features,
+            ),
+            batch,
+        )  # fmt: skip
     single = {
         "model: Pipeline.predict_proba, 1 row (us)": _us(
             lambda: scorer.predict_proba(one_frame), 1

@@ -22,6 +22,10 @@ SOURCE_HEADER = "churnstream.source"
 RISK_BAND_HEADER = "churnstream.risk_band"
 #: The version of the model that scored a prediction.
 MODEL_VERSION_HEADER = "churnstream.model_version"
+#: A prediction's top reasons (``consume --reasons``): a JSON list of up to three
+#: ``{"feature", "value", "contribution"}``, largest contribution to the churn probability
+#: first (see docs/reasons.md).
+REASONS_HEADER = "churnstream.reasons"
 
 # -- on dead letters -------------------------------------------------------------------------
 #: Why a message was dead-lettered, as a short reason code (``not_json``, ``schema``...).

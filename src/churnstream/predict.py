@@ -22,16 +22,21 @@ from pydantic import ValidationError
 from churnstream.data import REJECT_REASON_COLUMN, read_table, validate_frame
 from churnstream.exceptions import DataError, InvalidEventError, ModelError
 from churnstream.files import atomic_write_bytes, atomic_write_text
+from churnstream.model.contributions import TOP_REASONS, TopReasons
 from churnstream.model.features import from_frame
 from churnstream.model.scorer import Scorer
 from churnstream.schemas import CustomerEvent, utc_now_iso, validation_messages
 from churnstream.scoring.decode import features_of_events
 from churnstream.scoring.encode import NEGATIVE_LABEL, POSITIVE_LABEL, encode_predictions
 from churnstream.scoring.infer import score_features
+from churnstream.scoring.reasons import reasons_of
 
 logger = logging.getLogger(__name__)
 
 OUTPUT_COLUMNS = ("churn_probability", "prediction", "model_version")
+#: With reasons, each scored row also gets these: ``feature=value (+contribution)``, the
+#: largest contribution to the churn probability first, empty where fewer pushed it up.
+REASON_COLUMNS = tuple(f"reason_{i + 1}" for i in range(TOP_REASONS))
 #: The reject reason of a row the model could not score.
 UNSCORED_REASON = "churn_probability: the model could not score this record"
 SUPPORTED_SUFFIXES = (".csv", ".parquet")
@@ -67,18 +72,27 @@ def rejects_path_for(output: Path) -> Path:
 
 
 def predict_file(
-    input_path: Path, output_path: Path, scorer: Scorer, *, rejects_path: Path | None = None
+    input_path: Path,
+    output_path: Path,
+    scorer: Scorer,
+    *,
+    rejects_path: Path | None = None,
+    reasons: bool = True,
 ) -> PredictResult:
-    """Score every valid row of a CSV/Parquet file; write rejects with their reason."""
+    """Score every valid row of a CSV/Parquet file; write rejects with their reason.
+
+    With ``reasons`` (and a model that can give them) the scored rows also get the
+    :data:`REASON_COLUMNS`.
+    """
     _check_suffix(input_path, "input")
     _check_suffix(output_path, "output")
     started = time.perf_counter()
     raw = read_table(input_path)
     valid, rejects = validate_frame(raw)
+    explain = reasons and scorer.explains
     if len(valid):
-        scores = score_features(
-            from_frame(valid), scorer.predict_features, threshold=scorer.threshold
-        )
+        features = from_frame(valid)
+        scores = score_features(features, scorer.predict_features, threshold=scorer.threshold)
         if not scores.finite.all():
             unscored = raw.loc[valid.index[~scores.finite]].copy()
             unscored[REJECT_REASON_COLUMN] = UNSCORED_REASON
@@ -90,9 +104,14 @@ def predict_file(
             scores.labels_yes[scores.finite], POSITIVE_LABEL, NEGATIVE_LABEL
         ).astype(object)
         out["model_version"] = np.full(len(out), scorer.version, dtype=object)
+        if explain:
+            rows = np.flatnonzero(scores.finite)
+            found = reasons_of(scorer.explain_features, features.take(rows))
+            for column, texts in zip(REASON_COLUMNS, _reason_cells(found, len(out)), strict=True):
+                out[column] = texts
     else:
         out = raw.iloc[0:0].copy()
-        for column in OUTPUT_COLUMNS:
+        for column in OUTPUT_COLUMNS + (REASON_COLUMNS if explain else ()):
             out[column] = pd.Series(dtype=object)
     _write_table(out, output_path)
 
@@ -114,6 +133,17 @@ def predict_file(
     )
 
 
+def _reason_cells(reasons: TopReasons | None, rows: int) -> list[list[str]]:
+    """The REASON_COLUMNS' cells: ``feature=value (+contribution)``, empty for no reason."""
+    columns: list[list[str]] = [[""] * rows for _ in REASON_COLUMNS]
+    if reasons is None:
+        return columns
+    for row, found in enumerate(reasons.rows()):
+        for position, reason in enumerate(found):
+            columns[position][row] = f"{reason.feature}={reason.value} ({reason.contribution:+.4f})"
+    return columns
+
+
 def parse_record(text: str | bytes) -> CustomerEvent:
     """Parse one JSON customer record; ``event_ts`` defaults to now when absent."""
     try:
@@ -130,11 +160,11 @@ def parse_record(text: str | bytes) -> CustomerEvent:
         raise InvalidEventError("; ".join(details), details=details) from exc
 
 
-def predict_record(event: CustomerEvent, scorer: Scorer) -> bytes:
-    """The prediction body of one record (the ``Prediction`` contract, as JSON)."""
-    scores = score_features(
-        features_of_events([event]), scorer.predict_features, threshold=scorer.threshold
-    )
+def predict_record(event: CustomerEvent, scorer: Scorer, *, reasons: bool = True) -> bytes:
+    """The prediction body of one record (the ``Prediction`` contract, as JSON), with a last
+    field ``reasons`` when asked for and the model can give them."""
+    features = features_of_events([event])
+    scores = score_features(features, scorer.predict_features, threshold=scorer.threshold)
     if not scores.finite.all():
         raise ModelError(f"the model could not score customer {event.customerID}")
     (prediction,) = encode_predictions(
@@ -145,5 +175,8 @@ def predict_record(event: CustomerEvent, scorer: Scorer) -> bytes:
         processed_ts=utc_now_iso(),
         model_version=scorer.version,
         inference_ms=scores.inference_ms,
+        reasons=(
+            reasons_of(scorer.explain_features, features) if reasons and scorer.explains else None
+        ),
     )
     return prediction.value

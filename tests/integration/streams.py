@@ -147,6 +147,7 @@ def start_scorer(
     mode: str = "streaming",
     summary_interval_s: float = 3600.0,
     idle_timeout_ms: int = 3000,
+    reasons: bool = False,
 ) -> ScorerRun:
     scorer = Scorer.load(model_dir)
     inst = instrument_scorer(settings, metadata=scorer.metadata, port=0)
@@ -161,6 +162,7 @@ def start_scorer(
         max_batch_records=200,
         max_batch_wait_ms=100,
         summary_interval_s=summary_interval_s,
+        reasons=reasons,
     )
     observers: list[ScorerObserver] = list(inst.observers)
     reports = SummaryWriter(reports_dir) if reports_dir is not None else None

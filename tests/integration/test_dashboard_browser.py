@@ -114,6 +114,7 @@ def test_dashboard_updates_live_in_chromium(
         dlq=dlq,
         group=f"g-dash-{uuid.uuid4().hex[:8]}",
         reports_dir=None,
+        reasons=True,
     )
     state = DashboardState()
     follower = Follower(
@@ -172,6 +173,8 @@ def test_dashboard_updates_live_in_chromium(
         assert rows.count() == 15
         first_probability = float(rows.nth(0).locator("td").nth(2).inner_text())
         assert 0.5 < first_probability <= 1.0
+        # The scorer's churnstream.reasons header, as "feature=value, ..." per customer.
+        reasons = [rows.nth(i).locator("td").nth(6).inner_text() for i in range(rows.count())]
         status = page.inner_text("#status")
         footer = page.inner_text("#footer")
     finally:
@@ -196,6 +199,7 @@ def test_dashboard_updates_live_in_chromium(
     assert max(charts["chart-throughput"]["datasets"][0]["data"]) > RATE / 4
     assert status in ("live", "idle 10 s") or status.startswith("idle")
     assert "customers scored" in footer
+    assert all(re.fullmatch(r"\w+=[^,]+(, \w+=[^,]+){0,2}", text) for text in reasons), reasons
     assert ARTIFACT.read_bytes().startswith(b"\x89PNG")
     if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1":
         DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)

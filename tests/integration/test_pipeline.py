@@ -14,14 +14,19 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from typer.testing import CliRunner
 
 from churnstream.cli import app
-from churnstream.data import load_dataset
-from churnstream.headers import ROW_INDEX_HEADER, SOURCE_HEADER
+from churnstream.data import load_dataset, read_table, validate_frame
+from churnstream.headers import REASONS_HEADER, ROW_INDEX_HEADER, SOURCE_HEADER
+from churnstream.model.contributions import top_reasons
+from churnstream.model.features import from_frame
+from churnstream.model.scorer import Scorer
 from churnstream.schemas import DeadLetter, Prediction
 from churnstream.settings import load_settings
 from churnstream.streaming.checkpoint import load_checkpoint
@@ -77,7 +82,13 @@ def consume_args(
 
 
 def batch_roundtrip(
-    bootstrap: str, topic_factory: TopicFactory, dataset_path: Path, model_dir: Path, tmp_path: Path
+    bootstrap: str,
+    topic_factory: TopicFactory,
+    dataset_path: Path,
+    model_dir: Path,
+    tmp_path: Path,
+    *,
+    reasons: bool = False,
 ) -> None:
     raw, preds, dlq = topics(topic_factory)
     out = invoke(
@@ -99,7 +110,8 @@ def batch_roundtrip(
         ]
     )
     assert "sent 7043, failed 0" in out
-    out = invoke(consume_args(bootstrap, raw, preds, dlq, model_dir, tmp_path))
+    extra = ["--reasons"] if reasons else []
+    out = invoke(consume_args(bootstrap, raw, preds, dlq, model_dir, tmp_path) + extra)
     assert "consumed 7043, scored 7043, dead-lettered 0" in out
 
     records = read_topic(bootstrap, preds, expect=7043)
@@ -120,6 +132,37 @@ def batch_roundtrip(
     summary = json.loads(summaries[0].read_text())
     assert summary["counts"]["scored"] == 7043
     assert 0.15 < summary["churn"]["predicted_churn_rate"] < 0.5
+    if reasons:
+        check_reasons(records, dataset_path, model_dir, summary)
+
+
+def check_reasons(
+    records: list[Any], dataset_path: Path, model_dir: Path, summary: dict[str, Any]
+) -> None:
+    """Every prediction's churnstream.reasons header: the largest positive contributions of an
+    explanation whose base plus sum is the body's probability."""
+    valid, _ = validate_frame(read_table(dataset_path))
+    scorer = Scorer.load(model_dir)
+    features = from_frame(valid)
+    explained = scorer.explain_features(features)
+    expected = dict(zip(valid["customerID"], top_reasons(explained, features).rows(), strict=True))
+    total = dict(
+        zip(valid["customerID"], explained.base + explained.values.sum(axis=1), strict=True)
+    )
+    for record in records:
+        body = record.json()
+        header = orjson.loads(record.headers[REASONS_HEADER])
+        want = expected[body["customerID"]]
+        # Same reasons and values; contributions to float rounding (the scorer's batches are
+        # smaller than the whole dataset, and numpy's row sums may round differently by size).
+        assert [(r["feature"], r["value"]) for r in header] == [(r[0], r[1]) for r in want]
+        got = [r["contribution"] for r in header]
+        assert np.allclose(got, [r.contribution for r in want], rtol=0, atol=1e-12)
+        assert 1 <= len(header) <= 3
+        assert abs(total[body["customerID"]] - body["churn_probability"]) < 1e-9
+    top = summary["reasons"]["top"]
+    assert summary["reasons"]["predicted_churners"] == summary["churn"]["predicted_churn_count"]
+    assert {row["feature"] for row in top[:3]} & {"Contract", "tenure"}
 
 
 def test_whole_dataset_batch_roundtrip(
@@ -129,7 +172,7 @@ def test_whole_dataset_batch_roundtrip(
     model_dir: Path,
     tmp_path: Path,
 ) -> None:
-    batch_roundtrip(kafka_bootstrap, topic_factory, dataset_path, model_dir, tmp_path)
+    batch_roundtrip(kafka_bootstrap, topic_factory, dataset_path, model_dir, tmp_path, reasons=True)
 
 
 def test_whole_dataset_batch_roundtrip_on_tansu(

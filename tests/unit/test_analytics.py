@@ -433,3 +433,33 @@ def test_invalid_arguments_raise_value_error(call: Any) -> None:
 def test_batch_missing_a_column_raises_data_error() -> None:
     with pytest.raises(DataError, match="source_offset"):
         WindowStats().add_scored(batch(row("A", 1)).drop(columns=["source_offset"]))
+
+
+def test_the_most_frequent_reasons_among_predicted_churners() -> None:
+    from churnstream.reports.markdown import render_markdown
+
+    stats = WindowStats()
+    plain = summarize(stats)
+    assert "reasons" not in plain  # no reasons, no block
+    with_reasons = batch(row("A", 1, 0.9), row("B", 2, 0.7), row("C", 3, 0.2), row("D", 4, 0.8))
+    with_reasons["reasons"] = [
+        "tenure,Contract,TotalCharges",
+        "Contract,tenure",
+        "PaymentMethod,Contract",  # not a predicted churner: not counted
+        "",  # a churner nothing pushed up
+    ]
+    stats.add_scored(with_reasons)
+    stats.add_scored(batch(row("E", 5, 0.95)))  # a batch scored without reasons
+    stats.add_scored(with_reasons.iloc[:1])  # a replay: counted once
+    summary = summarize(stats)
+    assert summary["reasons"] == {
+        "predicted_churners": 3,
+        "top": [
+            {"feature": "Contract", "count": 2, "share": 2 / 3},
+            {"feature": "tenure", "count": 2, "share": 2 / 3},
+            {"feature": "TotalCharges", "count": 1, "share": 1 / 3},
+        ],
+    }
+    text = render_markdown(summary, {})
+    assert "## Why customers are predicted to churn" in text
+    assert "| Contract | 2 | 0.667 |" in text

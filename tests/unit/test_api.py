@@ -81,6 +81,7 @@ def test_one_record_gives_one_prediction_body(client: TestClient, scorer: Scorer
     response = post_json(client, EXAMPLE_RECORD)
     assert response.status_code == 200, response.text
     body = response.json()
+    reasons = body.pop("reasons")
     prediction = Prediction.model_validate(body)  # the contract, extra fields forbidden
     event = CustomerEvent.model_validate({**EXAMPLE_RECORD, "event_ts": body["event_ts"]})
     expected = float(scorer.predict_proba(events_to_frame([event]))[0])
@@ -90,7 +91,11 @@ def test_one_record_gives_one_prediction_body(client: TestClient, scorer: Scorer
     assert prediction.inference_latency_ms is not None and prediction.inference_latency_ms >= 0
     # event_ts defaults to the time of the request, as `predict --json` does.
     assert before - 1 <= parse_ts(body["event_ts"]).timestamp() <= time.time() + 1
-    assert response.content == orjson.dumps(dump_body(prediction))
+    # The contract's bytes, then the reasons: up to three, largest first, all positive.
+    assert response.content == orjson.dumps({**dump_body(prediction), "reasons": reasons})
+    assert [r["feature"] for r in reasons][:2] == ["tenure", "Contract"]
+    contributions = [r["contribution"] for r in reasons]
+    assert contributions == sorted(contributions, reverse=True) and min(contributions) > 0
 
 
 def test_a_list_is_scored_in_one_model_call_in_order(
@@ -110,6 +115,8 @@ def test_a_list_is_scored_in_one_model_call_in_order(
     assert response.status_code == 200, response.text
     assert calls == [len(records)]
     bodies = response.json()
+    reasons = [b.pop("reasons") for b in bodies]
+    assert all(1 <= len(r) <= 3 for r in reasons)
     assert [b["customerID"] for b in bodies] == [r["customerID"] for r in records]
     events = [CustomerEvent.model_validate(r) for r in sent]
     expected = scorer.predict_proba(events_to_frame(events)).tolist()
@@ -133,7 +140,8 @@ def test_a_list_is_scored_in_one_model_call_in_order(
         )
         for event, probability, body in zip(events, expected, bodies, strict=True)
     ]
-    assert response.content == orjson.dumps(contract)
+    answers = [{**c, "reasons": r} for c, r in zip(contract, reasons, strict=True)]
+    assert response.content == orjson.dumps(answers)
 
 
 def test_records_the_model_cannot_score_are_a_500(

@@ -94,6 +94,19 @@ def test_latest_score_per_customer_and_top_k() -> None:
     assert state.snapshot()["totals"]["customers"] == 3
 
 
+def test_the_top_risk_rows_show_the_reasons_header() -> None:
+    state = DashboardState(top_k=2)
+    reasons = [
+        {"feature": "tenure", "value": 1, "contribution": 0.38},
+        {"feature": "Contract", "value": "Month-to-month", "contribution": 0.29},
+        "not a reason",
+    ]
+    state.add_prediction("r:0:1", prediction("0001-AAAAA", 0.9), reasons=reasons)
+    state.add_prediction("r:0:2", prediction("0002-BBBBB", 0.8))  # scored without reasons
+    top = state.snapshot()["top_risk"]
+    assert [r["reasons"] for r in top] == [["tenure=1", "Contract=Month-to-month"], []]
+
+
 def test_dead_letters_by_type_and_code_deduplicated() -> None:
     state = DashboardState()
     assert state.add_dead_letter("r:0:1", {"error_type": "validation_error"}, "not_json")

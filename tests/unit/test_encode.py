@@ -15,10 +15,12 @@ import numpy as np
 import orjson
 import pytest
 
+from churnstream.model.contributions import REASON_FEATURES, Contributions, top_reasons
 from churnstream.model.feature_batch import FeatureBatch
-from churnstream.schemas import Prediction, dump_body
+from churnstream.schemas import CustomerEvent, Prediction, dump_body
 from churnstream.scoring.bands import RISK_BANDS, band_indices, risk_band
 from churnstream.scoring.batch import score_batch
+from churnstream.scoring.decode import features_of_events
 from churnstream.scoring.encode import Champion, encode_predictions
 from churnstream.scoring.messages import BatchResult, RawMessage
 from churnstream.scoring.shadow import shadow_records
@@ -290,3 +292,77 @@ def test_band_indices_pick_what_risk_band_picks() -> None:
     p = np.concatenate([np.linspace(-1, 2, 3001), edges])
     names = [name for _, name in RISK_BANDS]
     assert band_indices(p) == [names.index(risk_band(x)) for x in p.tolist()]
+
+
+def explain_fixed(batch: FeatureBatch) -> Contributions:
+    """Contract +0.3 and tenure +0.1 for every row; one row has a negative tenure effect."""
+    values = np.zeros((len(batch), len(REASON_FEATURES)))
+    values[:, REASON_FEATURES.index("Contract")] = 0.3
+    values[:, REASON_FEATURES.index("tenure")] = 0.1
+    values[1:2, REASON_FEATURES.index("tenure")] = -0.1
+    values[:, REASON_FEATURES.index("charge_ratio")] = 1 / 3
+    return Contributions(model(batch), 0.0, values)
+
+
+def test_reasons_go_in_a_header_and_leave_the_body_as_pinned() -> None:
+    result = score_batch(
+        messages(), model, threshold=0.4, model_version=VERSION, consumer_group="g",
+        clock=lambda: NOW, explain=explain_fixed,
+    )  # fmt: skip
+    got = [(o.key, LATENCY.sub(b'"inference_latency_ms":LAT', o.value), o.headers[:3])
+           for o in result.predictions]  # fmt: skip
+    assert got == PREDICTIONS  # bodies and the other headers: byte for byte as before
+    reasons = [o.headers[3] for o in result.predictions]
+    assert {name for name, _ in reasons} == {"churnstream.reasons"}
+    first = orjson.loads(reasons[0][1])
+    assert first == [
+        {"feature": "charge_ratio", "value": 1.0, "contribution": 1 / 3},
+        {"feature": "Contract", "value": "Month-to-month", "contribution": 0.3},
+        {"feature": "tenure", "value": 1, "contribution": 0.1},
+    ]
+    # Only what pushed the probability up: the second row's tenure is not a reason.
+    assert [r["feature"] for r in orjson.loads(reasons[1][1])] == ["charge_ratio", "Contract"]
+    assert result.scored["reasons"].tolist()[:2] == [
+        "charge_ratio,Contract,tenure",
+        "charge_ratio,Contract",
+    ]
+
+
+def test_reasons_that_fail_cost_no_prediction(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(batch: FeatureBatch) -> Contributions:
+        raise ValueError("no paths")
+
+    result = score_batch(
+        messages(), model, threshold=0.4, model_version=VERSION, consumer_group="g",
+        clock=lambda: NOW, explain=broken,
+    )  # fmt: skip
+    assert [len(o.headers) for o in result.predictions] == [3] * len(PREDICTIONS)
+    assert "without reasons: ValueError: no paths" in caplog.text
+
+
+def test_reasons_in_an_answer_are_a_last_body_field() -> None:
+    batch = features_of_events([CustomerEvent.model_validate(EVENT)])
+    reasons = top_reasons(explain_fixed(batch), batch)
+    (plain,) = encode_predictions(
+        ["7590-VHVEG"], ["2025-10-03T04:00:00Z"], np.array([0.7]), np.array([True]),
+        processed_ts="2025-10-03T04:00:01.000000Z", model_version=VERSION, inference_ms=0.5,
+    )  # fmt: skip
+    (answer,) = encode_predictions(
+        ["7590-VHVEG"], ["2025-10-03T04:00:00Z"], np.array([0.7]), np.array([True]),
+        processed_ts="2025-10-03T04:00:01.000000Z", model_version=VERSION, inference_ms=0.5,
+        reasons=reasons,
+    )  # fmt: skip
+    assert answer.headers == []
+    assert (
+        answer.value
+        == plain.value[:-1]
+        + b',"reasons":'
+        + orjson.dumps(
+            [
+                {"feature": "charge_ratio", "value": 1.0, "contribution": 1 / 3},
+                {"feature": "Contract", "value": "Month-to-month", "contribution": 0.3},
+                {"feature": "tenure", "value": 1, "contribution": 0.1},
+            ]
+        )
+        + b"}"
+    )

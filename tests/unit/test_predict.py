@@ -18,9 +18,12 @@ import pytest
 from churnstream.data import read_table, validate_frame
 from churnstream.events import events_to_frame
 from churnstream.exceptions import ModelError
+from churnstream.model.contributions import REASON_FEATURES
 from churnstream.model.feature_batch import FeatureBatch
+from churnstream.model.features import from_frame
 from churnstream.model.scorer import Scorer
 from churnstream.predict import (
+    REASON_COLUMNS,
     UNSCORED_REASON,
     _write_table,
     parse_record,
@@ -42,7 +45,7 @@ def test_output_file_is_what_the_pipeline_gave(
     tmp_path: Path, scorer: Scorer, dataset_path: Path, suffix: str
 ) -> None:
     out = tmp_path / f"out{suffix}"
-    result = predict_file(dataset_path, out, scorer)
+    result = predict_file(dataset_path, out, scorer, reasons=False)
     assert result.scored == 7043 and result.rejects is None
 
     raw = read_table(dataset_path)
@@ -58,6 +61,29 @@ def test_output_file_is_what_the_pipeline_gave(
         assert out.read_bytes() == pinned.read_bytes()
     else:
         pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(pinned))
+
+
+def test_reason_columns_name_the_largest_contributions(
+    tmp_path: Path, scorer: Scorer, dataset_path: Path
+) -> None:
+    out = tmp_path / "out.csv"
+    predict_file(dataset_path, out, scorer)
+    scored = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert list(scored.columns[-3:]) == list(REASON_COLUMNS)
+    valid, _ = validate_frame(read_table(dataset_path))
+    explained = scorer.explain_features(from_frame(valid))
+    names = np.array(REASON_FEATURES)
+    for row in (0, 1, 2, 7042):
+        values = explained.values[row]
+        order = [i for i in np.argsort(-values, kind="stable")[:3] if values[i] > 0]
+        cells = [scored[c].iloc[row] for c in REASON_COLUMNS]
+        assert [cell.split("=")[0] for cell in cells if cell] == list(names[order])
+        assert [float(cell.rsplit("(", 1)[1].rstrip(")")) for cell in cells if cell] == [
+            round(float(values[i]), 4) for i in order
+        ]
+    # The first customer: a first-month month-to-month contract.
+    assert scored["reason_1"].iloc[0].startswith("tenure=1 (+")
+    assert scored["reason_2"].iloc[0].startswith("Contract=Month-to-month (+")
 
 
 def test_rows_the_model_cannot_score_go_to_the_rejects(
@@ -82,7 +108,7 @@ def test_rows_the_model_cannot_score_go_to_the_rejects(
 
 def test_one_record_body_is_the_prediction_contract(scorer: Scorer) -> None:
     event = parse_record(orjson.dumps({k: v for k, v in EVENT.items() if k != "event_ts"}))
-    body = predict_record(event, scorer)
+    body = predict_record(event, scorer, reasons=False)
     data = orjson.loads(body)
     expected = Prediction(
         customerID=event.customerID,
@@ -95,6 +121,13 @@ def test_one_record_body_is_the_prediction_contract(scorer: Scorer) -> None:
     )
     assert body == orjson.dumps(dump_body(expected))
     assert math.isfinite(data["inference_latency_ms"])
+    # With reasons: the same contract fields, then the reasons as a last field.
+    explained = predict_record(event, scorer)
+    data = orjson.loads(explained)
+    reasons = data.pop("reasons")
+    assert [r["feature"] for r in reasons][:2] == ["tenure", "Contract"]
+    assert reasons[0]["value"] == 1 and reasons[1]["value"] == "Month-to-month"
+    assert orjson.dumps({**data, "reasons": reasons}) == explained
 
 
 def test_one_record_the_model_cannot_score_is_a_model_error(

@@ -43,7 +43,13 @@ from starlette.concurrency import run_in_threadpool
 
 from churnstream import __version__
 from churnstream.api.auth import auth_dependencies
-from churnstream.api.bodies import HealthBody, ModelInfo, ReloadResult, ValidationErrorBody
+from churnstream.api.bodies import (
+    HealthBody,
+    ModelInfo,
+    PredictionAnswer,
+    ReloadResult,
+    ValidationErrorBody,
+)
 from churnstream.api.decode import check_media_type, json_safe, read_body
 from churnstream.api.holder import LoadedModel, ModelHolder, describe
 from churnstream.api.metrics import ApiMetrics, RequestMetricsMiddleware
@@ -55,7 +61,6 @@ from churnstream.api.openapi import (
 )
 from churnstream.api.scoring import predict_body
 from churnstream.exceptions import ModelError, ModelLoadError
-from churnstream.schemas import Prediction
 from churnstream.settings import Settings
 
 if TYPE_CHECKING:
@@ -129,7 +134,7 @@ def create_app(
         "/predict",
         tags=["predict"],
         summary="Score one customer record, or a list of them",
-        response_model=Prediction | list[Prediction],
+        response_model=PredictionAnswer | list[PredictionAnswer],
         responses={
             200: {
                 "description": "One prediction for one record; a list, in order, for a list.",
@@ -148,7 +153,9 @@ def create_app(
     )
     async def predict(request: Request) -> Response:
         """Each record follows the `CustomerEvent` contract (`event_ts` optional, default
-        now); each answer the `Prediction` contract. A list is scored in one model call."""
+        now); each answer the `Prediction` contract, then `reasons`: the top 3 fields that
+        raised the churn probability, with their contributions. A list is scored in one
+        model call."""
         loaded = loaded_or_503()
         check_media_type(request)
         body = await read_body(request, api.max_body_bytes)

@@ -7,7 +7,27 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from churnstream.schemas import Prediction
+
 logger = logging.getLogger(__name__)
+
+
+class ReasonBody(BaseModel):
+    """One reason: a customer field (or engineered feature), the customer's value of it, and
+    how much it added to the churn probability."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feature: str
+    value: str | int | float
+    contribution: float
+
+
+class PredictionAnswer(Prediction):
+    """A prediction over HTTP: the ``Prediction`` contract, then its top reasons (up to
+    three, largest contribution first; absent when the model cannot give them)."""
+
+    reasons: list[ReasonBody] | None = None
 
 
 class ErrorBody(BaseModel):

@@ -68,6 +68,11 @@ EXAMPLE_PREDICTION: dict[str, Any] = {
     "processed_ts": "2026-11-23T03:45:56.586452Z",
     "model_version": "20261123T034451Z-ensemble",
     "inference_latency_ms": 0.41,
+    "reasons": [
+        {"feature": "tenure", "value": 1, "contribution": 0.3855996425889299},
+        {"feature": "Contract", "value": "Month-to-month", "contribution": 0.28723814005508036},
+        {"feature": "TotalCharges", "value": 29.85, "contribution": 0.11415090535263143},
+    ],
 }
 
 

@@ -1,7 +1,8 @@
 """POST /predict's answer: the records scored by the scoring core, in ONE model call.
 
 The bodies are the core's (:func:`churnstream.scoring.encode.encode_predictions`), the same
-bytes a prediction has on Kafka; a list answer is those bodies in a JSON array.
+bytes a prediction has on Kafka followed by a last field ``reasons`` (what Kafka carries in
+the ``churnstream.reasons`` header); a list answer is those bodies in a JSON array.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from churnstream.schemas import CustomerEvent, utc_now_iso
 from churnstream.scoring.decode import features_of_events
 from churnstream.scoring.encode import encode_predictions
 from churnstream.scoring.infer import score_features
+from churnstream.scoring.reasons import reasons_of
 
 logger = logging.getLogger(__name__)
 
@@ -25,13 +27,13 @@ logger = logging.getLogger(__name__)
 def score_events(
     events: list[CustomerEvent], loaded: LoadedModel, metrics: ApiMetrics
 ) -> list[bytes]:
-    """Prediction bodies (the contract's fields, in its order) from ONE model call."""
+    """Prediction bodies (the contract's fields, in its order, then ``reasons`` when the model
+    can give them) from ONE model call."""
     scorer = loaded.scorer
     if not events:
         return []
-    scores = score_features(
-        features_of_events(events), scorer.predict_features, threshold=scorer.threshold
-    )
+    features = features_of_events(events)
+    scores = score_features(features, scorer.predict_features, threshold=scorer.threshold)
     if not scores.finite.all():
         unscored = int(np.count_nonzero(~scores.finite))
         raise ModelError(f"the model could not score {unscored} of {len(events)} record(s)")
@@ -50,6 +52,7 @@ def score_events(
         processed_ts=utc_now_iso(),
         model_version=scorer.version,
         inference_ms=scores.inference_ms,
+        reasons=reasons_of(scorer.explain_features, features) if scorer.explains else None,
     )
     return [prediction.value for prediction in predictions]
 

@@ -104,6 +104,13 @@ def consume(
             help="Seconds between looks at models/latest for a new model (0: never reload).",
         ),
     ] = 5.0,
+    reasons: Annotated[
+        bool,
+        typer.Option(
+            "--reasons/--no-reasons",
+            help="Add each prediction's top 3 reasons as the churnstream.reasons header.",
+        ),
+    ] = False,
     worker_index: Annotated[int, typer.Option("--worker-index", hidden=True, min=0)] = 0,
     workers: Annotated[
         int,
@@ -164,6 +171,7 @@ def consume(
         reload_interval_s=reload_interval or None,
         shadow_model_path=shadow_model,
         shadow_topic=shadow_topic,
+        reasons=reasons,
     )
     if options.shadow_topic:
         from churnstream.kafka.admin import create_topics

@@ -32,6 +32,14 @@ def predict(
         str | None, typer.Option("--json", help="Score one JSON record and print the prediction.")
     ] = None,
     model_path: ModelPathOption = None,
+    reasons: Annotated[
+        bool,
+        typer.Option(
+            "--reasons/--no-reasons",
+            help="Add each prediction's top 3 reasons (columns reason_1..3; with --json, a "
+            "reasons field).",
+        ),
+    ] = True,
 ) -> None:
     """Score customers with the trained model."""
     # Imported late: loading scikit-learn costs about a second that --help should not pay.
@@ -48,7 +56,7 @@ def predict(
         except InvalidEventError as exc:
             raise DataError(f"invalid record: {exc.reason}") from exc
         scorer = Scorer.load(model_path or settings.model.models_dir)
-        typer.echo(predict_record(event, scorer).decode())
+        typer.echo(predict_record(event, scorer, reasons=reasons).decode())
         return
     assert input_path is not None  # noqa: S101 - guaranteed by the check above
     if output_path is None:
@@ -56,7 +64,9 @@ def predict(
     if not input_path.is_file():
         raise DataError(f"{input_path} does not exist")
     scorer = Scorer.load(model_path or settings.model.models_dir)
-    result = predict_file(input_path, output_path, scorer, rejects_path=rejects_path)
+    result = predict_file(
+        input_path, output_path, scorer, rejects_path=rejects_path, reasons=reasons
+    )
     rejects = f", rejects in {result.rejects}" if result.rejects else ""
     typer.echo(
         f"scored {result.scored} rows, rejected {result.rejected} "

@@ -26,7 +26,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from churnstream.dashboard.state import DashboardState
-from churnstream.headers import ERROR_CODE_HEADER, SOURCE_HEADER
+from churnstream.headers import ERROR_CODE_HEADER, REASONS_HEADER, SOURCE_HEADER
 from churnstream.kafka import clients
 from churnstream.logging import ATTEMPT, DELAY_S
 from churnstream.retry import RetryNote, retrying
@@ -148,7 +148,10 @@ class Follower(threading.Thread):
                 self.state.add_raw(f"{topic}:{msg.partition()}:{msg.offset()}", body)
         elif topic == opts.predictions_topic:
             if isinstance(body, dict):
-                self.state.add_prediction(source, body)
+                reasons = _json(headers.get(REASONS_HEADER))
+                self.state.add_prediction(
+                    source, body, reasons=reasons if isinstance(reasons, list) else None
+                )
         elif topic == opts.deadletter_topic:
             code = headers.get(ERROR_CODE_HEADER)
             self.state.add_dead_letter(

@@ -95,6 +95,15 @@ def _parse_ts(value: Any) -> float | None:
     return moment.timestamp()
 
 
+def _reason_texts(reasons: list[Any] | None) -> list[str]:
+    """``feature=value`` of each reason, largest first (whatever is malformed is skipped)."""
+    texts = []
+    for reason in reasons or []:
+        if isinstance(reason, dict) and isinstance(reason.get("feature"), str):
+            texts.append(f"{reason['feature']}={reason.get('value')}")
+    return texts
+
+
 class DashboardState:
     """Live aggregations of the followed topics. Thread-safe; memory is bounded."""
 
@@ -144,8 +153,13 @@ class DashboardState:
             if len(self._segments) > MAX_SEGMENTS:
                 self._segments.popitem(last=False)
 
-    def add_prediction(self, source: str | None, body: Mapping[str, Any]) -> bool:
-        """Count one prediction; False if its source was already counted (a replay)."""
+    def add_prediction(
+        self, source: str | None, body: Mapping[str, Any], *, reasons: list[Any] | None = None
+    ) -> bool:
+        """Count one prediction; False if its source was already counted (a replay).
+
+        ``reasons`` is its ``churnstream.reasons`` header, parsed (when the scorer adds it).
+        """
         now = self._clock()
         churn = body.get("prediction") == "Yes"
         with self._lock:
@@ -184,6 +198,7 @@ class DashboardState:
                     "source": source,
                     "Contract": segment[0] if segment else None,
                     "InternetService": segment[1] if segment else None,
+                    "reasons": _reason_texts(reasons),
                 }
             return True
 

@@ -211,6 +211,23 @@ class Code:
     domain: int
 
 
+@dataclass(frozen=True)
+class TreePaths:
+    """Each tree's Saabas path contributions, entry for entry of :attr:`TreeTables.leaves`.
+
+    A node's expected value is the training-count-weighted mean of the leaves below it. On a
+    row's path, each split adds (child's expected value - node's) to the code it reads, so a
+    tree's contributions sum to its leaf less its root's expected value.
+    """
+
+    #: The raw score's baseline plus every tree's root expected value.
+    expected: float
+    #: (entries, slots): a tree's contributions for the row landing on that entry.
+    values: np.ndarray
+    #: (trees, slots): the :attr:`TreeTables.codes` index each slot belongs to, -1 for none.
+    codes: np.ndarray
+
+
 #: Codes multiplied into one lookup group: (member code indexes, their radices, the table of
 #: per-tree index contributions for every packed value, shape (domain, trees)).
 Pack = tuple[list[int], list[int], np.ndarray]
@@ -233,6 +250,8 @@ class TreeTables:
     n_trees: int
     packs: list[Pack]
     expit: Logistic
+    #: Saabas path contributions, for reason codes (:mod:`churnstream.model.contributions`).
+    paths: TreePaths | None = None
 
     def codes_for(self, design: np.ndarray, groups: np.ndarray) -> list[np.ndarray]:
         out = []
@@ -245,6 +264,10 @@ class TreeTables:
 
     def raw(self, design: np.ndarray, groups: np.ndarray) -> np.ndarray:
         """The raw score: baseline, then each tree's leaf added in order."""
+        return self.sum_leaves(self.leaf_index(design, groups))
+
+    def leaf_index(self, design: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """(rows, trees): each row's position in :attr:`leaves` for every tree."""
         n = design.shape[0]
         index: np.ndarray = np.broadcast_to(self.offsets_without_codes, (n, self.n_trees))
         if self.codes:
@@ -258,6 +281,11 @@ class TreeTables:
                     index = part
                 else:
                     index += part
+        return index
+
+    def sum_leaves(self, index: np.ndarray) -> np.ndarray:
+        """The raw score of rows whose leaves are ``index`` (see :meth:`leaf_index`)."""
+        n = index.shape[0]
         # Sum in scikit-learn's order, ((b + v1) + v2) + ..., one tree after the other.
         if n >= LOOP_SUM_MIN_ROWS:
             # Tree-major leaves: 150 whole-row additions beat a cumsum across each row.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ from churnstream.model.arrays import (
     Pack,
     Probability,
     SoftVote,
+    TreePaths,
     TreeTables,
     UnsupportedModelError,
 )
@@ -195,6 +197,7 @@ def _tree_tables(model: HistGradientBoostingClassifier, layout: _Layout) -> Tree
     # Second pass: each tree's table over the codes it uses.
     contributions = [np.zeros((c.domain, len(trees)), dtype=np.int64) for c in codes]
     leaf_tables: list[np.ndarray] = []
+    paths = _PathBuilder()
     offset = 0
     for t, nodes in enumerate(trees):
         used: list[int] = []
@@ -220,10 +223,12 @@ def _tree_tables(model: HistGradientBoostingClassifier, layout: _Layout) -> Tree
         size = int(np.prod(domains)) if used else 1
         table = np.empty(size, dtype=np.float64)
         plan = _node_plan(nodes, layout, index, local_thresholds)
+        paths.begin_tree(nodes, used)
         for combo in itertools.product(*(range(d) for d in domains)):
             local = dict(zip(used, combo, strict=True))
             flat = sum(int(s) * c for s, c in zip(strides, combo, strict=True))
             table[flat] = _leaf(plan, local)
+            paths.entry(plan, local, used)
         for k, stride in zip(used, strides, strict=True):
             code = codes[k]
             if k in local_thresholds:
@@ -244,7 +249,70 @@ def _tree_tables(model: HistGradientBoostingClassifier, layout: _Layout) -> Tree
         n_trees=len(trees),
         packs=_pack(codes, contributions),
         expit=expit,
+        paths=paths.build(float(baseline[0])),
     )
+
+
+class _PathBuilder:
+    """Saabas path contributions of every table entry, tree after tree (see TreePaths)."""
+
+    def __init__(self) -> None:
+        self.entries: list[list[float]] = []
+        self.tree_codes: list[list[int]] = []
+        self.roots: list[float] = []
+        self.expected: list[float] = []
+
+    def begin_tree(self, nodes: np.ndarray, used: list[int]) -> None:
+        self.expected = _expected_values(nodes)
+        self.tree_codes.append(list(used))
+        self.roots.append(self.expected[0])
+
+    def entry(self, plan: list[tuple[Any, ...]], local: dict[int, int], used: list[int]) -> None:
+        """The contributions of the one path that ``local`` codes take (as ``_leaf`` walks)."""
+        values = [0.0] * len(used)
+        node = 0
+        step = plan[0]
+        while step[0] == "split":
+            _, key, is_group, level, threshold, k, left, right = step
+            if is_group:
+                go_left = (1.0 if local[key] == level else 0.0) <= threshold
+            else:
+                go_left = local[key] <= k
+            child = left if go_left else right
+            values[used.index(key)] += self.expected[child] - self.expected[node]
+            node, step = child, plan[child]
+        self.entries.append(values)
+
+    def build(self, baseline: float) -> TreePaths:
+        slots = max((len(c) for c in self.tree_codes), default=0)
+        values = np.zeros((len(self.entries), slots), dtype=np.float64)
+        for row, entry in enumerate(self.entries):
+            values[row, : len(entry)] = entry
+        codes = np.full((len(self.tree_codes), slots), -1, dtype=np.intp)
+        for tree, used in enumerate(self.tree_codes):
+            codes[tree, : len(used)] = used
+        return TreePaths(baseline + math.fsum(self.roots), values, codes)
+
+
+def _expected_values(nodes: np.ndarray) -> list[float]:
+    """Each node's expected value: the training-count-weighted mean of its leaves."""
+    expected = [0.0] * len(nodes)
+    weight = [0.0] * len(nodes)
+    # Children always come after their parent, so a reverse sweep sees them first.
+    for i in range(len(nodes) - 1, -1, -1):
+        node = nodes[i]
+        if node["is_leaf"]:
+            expected[i], weight[i] = float(node["value"]), float(node["count"])
+            continue
+        left, right = int(node["left"]), int(node["right"])
+        weight[i] = weight[left] + weight[right]
+        if weight[i] > 0:
+            expected[i] = (
+                weight[left] * expected[left] + weight[right] * expected[right]
+            ) / weight[i]
+        else:
+            expected[i] = 0.5 * (expected[left] + expected[right])
+    return expected
 
 
 def _node_plan(

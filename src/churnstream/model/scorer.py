@@ -22,6 +22,7 @@ from churnstream.logging import MODEL_VERSION
 from churnstream.model import artifacts
 from churnstream.model.arrays import CompiledPipeline, UnsupportedModelError
 from churnstream.model.compile import compile_pipeline
+from churnstream.model.contributions import Contributions, Explainer, explainer
 from churnstream.model.feature_batch import RAW_CATEGORICAL, FeatureBatch
 from churnstream.model.features import to_frame
 from churnstream.schemas import CATEGORICAL_LEVELS, FEATURE_COLUMNS
@@ -53,6 +54,7 @@ class Scorer:
         self._columns = list(FEATURE_COLUMNS)
         #: The pipeline evaluated directly (bit-identical), or None: see enable_compiled().
         self.compiled: CompiledPipeline | None = None
+        self._explainer: Explainer | None = None
 
     @classmethod
     def load(cls, path: Path | str) -> Scorer:
@@ -148,6 +150,30 @@ class Scorer:
             except UnsupportedModelError:
                 pass  # e.g. non-finite inputs: the pipeline decides what they give
         return self.predict_proba(to_frame(batch))
+
+    @property
+    def explains(self) -> bool:
+        """Whether :meth:`explain_features` works for this model (it needs the compiled one)."""
+        try:
+            self._explain()
+        except UnsupportedModelError:
+            return False
+        return True
+
+    def explain_features(self, batch: FeatureBatch) -> Contributions:
+        """Each feature's contribution to each row's churn probability (reason codes).
+
+        Raises UnsupportedModelError when the model is not compiled (see
+        :mod:`churnstream.model.contributions`).
+        """
+        return self._explain()(batch)
+
+    def _explain(self) -> Explainer:
+        if self._explainer is None or self._explainer.compiled is not self.compiled:
+            if self.compiled is None:
+                raise UnsupportedModelError("reasons need the compiled model")
+            self._explainer = explainer(self.compiled)
+        return self._explainer
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Churn probability per row, as float64, in one call for the whole batch.

@@ -92,6 +92,10 @@ def render_markdown(summary: Mapping[str, Any], images: Mapping[str, str]) -> st
         ],
     )
 
+    reasons = summary.get("reasons")
+    if reasons:
+        lines += ["", "## Why customers are predicted to churn", "", *_reason_lines(reasons)]
+
     latency = summary["latency_ms"]
     lines += ["", "## Latency (ms)", ""]
     lines += table(
@@ -149,6 +153,21 @@ def render_markdown(summary: Mapping[str, Any], images: Mapping[str, str]) -> st
     if isinstance(shadow, Mapping):
         lines += ["", "## Champion and shadow model", "", *_shadow_lines(summary, shadow)]
     return "\n".join(lines) + "\n"
+
+
+def _reason_lines(reasons: Mapping[str, Any]) -> list[str]:
+    churners = reasons["predicted_churners"]
+    return [
+        f"The most frequent of the top three reasons of the {churners:,} predicted churners.",
+        "",
+        *table(
+            ["Reason", "Churners", "Share"],
+            [
+                [cell(row["feature"]), f"{row['count']:,}", num(row["share"], 3)]
+                for row in reasons["top"]
+            ],
+        ),
+    ]
 
 
 def _drift_lines(drift: Mapping[str, Any]) -> list[str]:

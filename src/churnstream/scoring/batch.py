@@ -23,6 +23,7 @@ import numpy as np
 
 from churnstream.exceptions import InvalidEventError
 from churnstream.headers import source_key
+from churnstream.model.contributions import REASONS_COLUMN, TopReasons
 from churnstream.model.feature_batch import FeatureBatch
 from churnstream.schemas import CustomerEvent, format_ts, parse_ts
 from churnstream.scoring.dead_letter import Rejects
@@ -35,6 +36,7 @@ from churnstream.scoring.messages import (
     RawMessage,
     ScoredColumns,
 )
+from churnstream.scoring.reasons import Explain, reason_features, reasons_of
 from churnstream.scoring.validate import check_batch, empty_rows
 
 logger = logging.getLogger(__name__)
@@ -48,13 +50,16 @@ def score_batch(
     model_version: str,
     consumer_group: str | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    explain: Explain | None = None,
 ) -> BatchResult:
     """Decode, validate and score a batch; every message ends as a prediction or a letter.
 
     ``predict`` gives a probability per row of a FeatureBatch (e.g.
     :meth:`churnstream.model.scorer.Scorer.predict_features`). It is called once for all
     valid events; if that call fails, each row is scored on its own so that only the rows the
-    model cannot handle become ``inference_error``.
+    model cannot handle become ``inference_error``. With ``explain`` (e.g.
+    :meth:`churnstream.model.scorer.Scorer.explain_features`) each prediction also carries
+    its top reasons (the ``churnstream.reasons`` header).
     """
     rejects = Rejects(consumer_group, format_ts(clock()))
     reject = rejects.add
@@ -127,6 +132,10 @@ def score_batch(
         source_key(m.topic, m.partition, m.offset).encode()
         for m in (messages[positions[i]] for i in kept)
     ]
+    reasons: TopReasons | None = None
+    if explain is not None and kept:
+        rows = None if len(kept) == len(positions) else np.asarray(kept, dtype=np.intp)
+        reasons = reasons_of(explain, features if rows is None else features.take(rows))
     predicted = Predicted(
         customer_ids=ids,
         event_ts=times,
@@ -136,6 +145,7 @@ def score_batch(
         processed_ts=processed_iso,
         model_version=model_version,
         inference_ms=scores.inference_ms,
+        reasons=reasons,
     )
     predictions = encode_predictions(
         ids,
@@ -146,6 +156,7 @@ def score_batch(
         model_version=model_version,
         inference_ms=scores.inference_ms,
         sources=sources,
+        reasons=reasons,
     )
     return BatchResult(
         predictions=predictions,
@@ -203,6 +214,8 @@ def _scored_columns(
         "source_partition": np.fromiter((m.partition for m in sources), np.int64, n),
         "source_offset": np.fromiter((m.offset for m in sources), np.int64, n),
     }
+    if predicted.reasons is not None:
+        columns[REASONS_COLUMN] = reason_features(predicted.reasons)
     return columns
 
 

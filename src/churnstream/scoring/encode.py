@@ -22,10 +22,12 @@ from churnstream.headers import (
     CHAMPION_PROBABILITY_HEADER,
     CHAMPION_VERSION_HEADER,
     MODEL_VERSION_HEADER,
+    REASONS_HEADER,
     RISK_BAND_HEADER,
     SOURCE_HEADER,
     Headers,
 )
+from churnstream.model.contributions import REASON_FEATURES, TopReasons
 from churnstream.scoring.bands import BAND_VALUES, band_indices
 from churnstream.scoring.messages import OutMessage
 
@@ -58,6 +60,7 @@ def encode_predictions(
     inference_ms: float,
     sources: Sequence[bytes] | None = None,
     champion: Champion | None = None,
+    reasons: TopReasons | None = None,
 ) -> list[OutMessage]:
     """One prediction message per row: key (the customerID), body and headers.
 
@@ -65,6 +68,11 @@ def encode_predictions(
     labelled "Yes". Headers: none without ``sources`` (an answer over HTTP or on the
     console); else the input's source, the risk band and the model version; for a shadow
     prediction (``champion`` given), the source, the champion's version and its probability.
+
+    ``reasons`` (each row's top reasons, see :func:`reason_texts`) go into the
+    ``churnstream.reasons`` header on Kafka (the body stays the contract's), or, in an answer
+    over HTTP or on the console, into a last body field ``reasons``. Shadow predictions
+    carry none.
     """
     n = len(customer_ids)
     values = np.asarray(probabilities, dtype=np.float64)
@@ -74,15 +82,22 @@ def encode_predictions(
         return []
     if not _within_unit_interval(values):
         raise ValueError("a prediction's probability must be finite and within [0, 1]")
+    if reasons is not None and (len(reasons) != n or champion is not None):
+        raise ValueError(f"{n} predictions but {len(reasons)} reasons, or reasons on a shadow")
     template = prediction_template(processed_ts, model_version, inference_ms)
     texts = number_texts(values.tolist())
     labels = [POSITIVE_LABEL if yes else NEGATIVE_LABEL for yes in np.asarray(labels_yes).tolist()]
-    bodies = [
-        (template % fields).encode()
-        for fields in zip(
-            json_texts(customer_ids), texts, labels, json_texts(event_ts), strict=True
-        )
-    ]
+    fields_of_rows = zip(json_texts(customer_ids), texts, labels, json_texts(event_ts), strict=True)
+    reason_json = reason_texts(reasons) if reasons is not None else None
+    if reason_json is not None and sources is None:
+        # An answer, not a Kafka record: the reasons are a last field of the body.
+        field = template[:-1] + ',"reasons":%s}'
+        bodies = [
+            (field % (*fields, text)).encode()
+            for fields, text in zip(fields_of_rows, reason_json, strict=True)
+        ]
+    else:
+        bodies = [(template % fields).encode() for fields in fields_of_rows]
     keys = [customer_id.encode() for customer_id in customer_ids]
     make = tuple.__new__  # a third faster than OutMessage(...) for thousands of rows
     if sources is None:
@@ -92,6 +107,25 @@ def encode_predictions(
     if champion is None:
         bands = [(RISK_BAND_HEADER, value) for value in BAND_VALUES]
         version = (MODEL_VERSION_HEADER, model_version.encode())
+        if reason_json is not None:
+            return [
+                make(
+                    OutMessage,
+                    (
+                        key,
+                        body,
+                        [
+                            (SOURCE_HEADER, source),
+                            bands[band],
+                            version,
+                            (REASONS_HEADER, text.encode()),
+                        ],
+                    ),
+                )
+                for key, body, source, band, text in zip(
+                    keys, bodies, sources, band_indices(values), reason_json, strict=True
+                )
+            ]
         return [
             make(OutMessage, (key, body, [(SOURCE_HEADER, source), bands[band], version]))
             for key, body, source, band in zip(
@@ -105,6 +139,35 @@ def encode_predictions(
             keys, bodies, sources, champion.probabilities, strict=True
         )
     ]
+
+
+def reason_texts(reasons: TopReasons) -> list[str]:
+    """Each row's reasons as JSON text: a list of ``{"feature", "value", "contribution"}``,
+    largest contribution first; numbers as orjson writes them, so they read back exactly."""
+    values = {reason: _value_texts(column) for reason, column in reasons.values.items()}
+    amounts = number_texts(reasons.contributions.ravel().tolist())
+    width = reasons.features.shape[1] if reasons.features.ndim == 2 else 0
+    out = []
+    for row, features in enumerate(reasons.features.tolist()):
+        items = [
+            _REASON_ITEM % (_FEATURE_TEXTS[f], values[f][row], amounts[row * width + j])
+            for j, f in enumerate(features)
+            if f >= 0
+        ]
+        out.append("[" + ",".join(items) + "]")
+    return out
+
+
+_REASON_ITEM = '{"feature":"%s","value":%s,"contribution":%s}'
+_FEATURE_TEXTS = [orjson.dumps(name).decode()[1:-1] for name in REASON_FEATURES]
+
+
+def _value_texts(column: np.ndarray) -> list[str]:
+    """JSON text of each value: numbers as orjson writes them, strings quoted and escaped."""
+    if column.dtype != object:
+        return number_texts(column.tolist())
+    quoted = {value: orjson.dumps(value).decode() for value in set(column.tolist())}
+    return [quoted[value] for value in column.tolist()]
 
 
 def _within_unit_interval(values: np.ndarray) -> bool:

@@ -11,6 +11,7 @@ from typing import NamedTuple
 import numpy as np
 
 from churnstream.headers import Headers
+from churnstream.model.contributions import TopReasons
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ SCORED_COLUMNS = (
     "source_partition",
     "source_offset",
 )
-#: One array per name of :data:`SCORED_COLUMNS` (all of the same length), in that order:
+#: One array per name of :data:`SCORED_COLUMNS` (all of the same length), in that order,
+#: plus :data:`~churnstream.model.contributions.REASONS_COLUMN` when the batch has reasons:
 #: ``pandas.DataFrame(columns)`` is the analytics frame.
 ScoredColumns = dict[str, np.ndarray]
 
@@ -75,6 +77,8 @@ class Predicted(NamedTuple):
     processed_ts: str
     model_version: str
     inference_ms: float
+    #: Each prediction's top reasons, when the batch was scored with them.
+    reasons: TopReasons | None = None
 
 
 @dataclass(eq=False, repr=False)

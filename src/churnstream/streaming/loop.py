@@ -88,6 +88,12 @@ class ScorerLoop:
         self.shadow = Scorer.load(options.shadow_model_path) if options.shadow_model_path else None
         if self.shadow is not None and not options.shadow_topic:
             raise ConfigError("a shadow model needs a shadow topic")
+        if options.reasons and not self.scorer.explains:
+            logger.warning(
+                "model %s cannot give reasons (it is not compiled); predictions carry none",
+                self.scorer.version,
+                extra={MODEL_VERSION: self.scorer.version},
+            )
 
     def run(self, stop: threading.Event) -> ScoreSummary:
         """Score until ``stop`` is set (or, in batch mode, until the topic is idle)."""
@@ -182,6 +188,11 @@ class ScorerLoop:
             threshold=self.scorer.threshold,
             model_version=self.scorer.version,
             consumer_group=self.options.group_id,
+            explain=(
+                self.scorer.explain_features
+                if self.options.reasons and self.scorer.explains
+                else None
+            ),
         )
         shadow = self._shadow_outputs(result, tap)
         failure = publisher.publish(batch, result, consumer, shadow)

@@ -54,6 +54,9 @@ class ScoreOptions:
     #: How long the scorer may go without publishing (a broken producer being replaced, a
     #: batch failing again and again) before it gives up and exits non-zero.
     recovery_timeout_s: float = 300.0
+    #: Put each prediction's top reasons in its ``churnstream.reasons`` header (costs
+    #: throughput: see docs/reasons.md).
+    reasons: bool = False
 
     @classmethod
     def from_settings(
@@ -70,6 +73,7 @@ class ScoreOptions:
         shadow_model_path: Path | None = None,
         shadow_topic: str | None = None,
         start_offsets: dict[int, int] | None = None,
+        reasons: bool = False,
     ) -> ScoreOptions:
         """Topics, group, model path, batching and windows from ``settings``; the rest as given.
 
@@ -103,6 +107,7 @@ class ScoreOptions:
             shadow_topic=(shadow_topic or f"{topics.predictions.name}.shadow")
             if shadow_model_path
             else None,
+            reasons=reasons,
         )
 
 

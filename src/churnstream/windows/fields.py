@@ -50,5 +50,7 @@ SUMMARY_KEYS = (
     "risk_histogram",
 )
 #: Keys newer summaries add; older summaries without them stay readable.
-OPTIONAL_SUMMARY_KEYS = ("latency_histogram", "drift", "shadow")
+OPTIONAL_SUMMARY_KEYS = ("latency_histogram", "drift", "shadow", "reasons")
+#: How many of the most frequent reasons a summary lists.
+TOP_REASON_FEATURES = 10
 UNKNOWN_LEVEL = "unknown"

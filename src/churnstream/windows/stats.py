@@ -26,6 +26,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from churnstream.exceptions import DataError
+from churnstream.model.contributions import REASONS_COLUMN
 from churnstream.model.features import PROFILE_NUMERIC
 from churnstream.windows.drift import DriftReference, ValueCounts, as_floats, drift_block
 from churnstream.windows.fields import (
@@ -36,6 +37,7 @@ from churnstream.windows.fields import (
     REQUIRED_COLUMNS,
     RISK_BINS,
     SUMMARY_SCHEMA_VERSION,
+    TOP_REASON_FEATURES,
     TOP_RISK_COLUMNS,
     UNKNOWN_LEVEL,
 )
@@ -82,6 +84,8 @@ class WindowStats:
         rng = np.random.default_rng(_RESERVOIR_SEED)
         self._consumed = 0
         self._scored = 0
+        self._churners_explained = 0
+        self._reasons: Counter[str] = Counter()
         self._duplicates = 0
         self._dead_by_type: Counter[str] = Counter({error_type: 0 for error_type in ERROR_TYPES})
         self._dead_by_code: Counter[str] = Counter()
@@ -188,6 +192,18 @@ class WindowStats:
             if column in fresh.columns:
                 values.add(as_floats(fresh[column]))
 
+        if REASONS_COLUMN in fresh.columns:
+            # Rows of batches scored without reasons are missing (NaN) once frames are joined.
+            explained = [
+                r for r in fresh[REASONS_COLUMN].to_numpy()[churned > 0] if isinstance(r, str)
+            ]
+            self._churners_explained += len(explained)
+            # A few distinct strings per batch: count those, then split each once.
+            for joined, count in Counter(explained).items():
+                for feature in joined.split(","):
+                    if feature:
+                        self._reasons[feature] += count
+
         self._inference.add(fresh["inference_latency_ms"].to_numpy(dtype=np.float64))
         self._end_to_end.add(fresh["e2e_latency_ms"].to_numpy(dtype=np.float64))
         return len(fresh)
@@ -274,7 +290,22 @@ class WindowStats:
         }
         if drift is not None:
             summary["drift"] = drift_block(_WindowDriftInputs(self), drift)
+        if self._churners_explained:
+            summary["reasons"] = self._reasons_block()
         return summary
+
+    def _reasons_block(self) -> dict[str, Any]:
+        """The most frequent reasons among predicted churners (a churner counts each of its
+        up to three reasons once)."""
+        n = self._churners_explained
+        top = sorted(self._reasons.items(), key=lambda item: (-item[1], item[0]))
+        return {
+            "predicted_churners": n,
+            "top": [
+                {"feature": feature, "count": count, "share": count / n}
+                for feature, count in top[:TOP_REASON_FEATURES]
+            ],
+        }
 
     def _fresh_mask(self, batch: pd.DataFrame) -> NDArray[np.bool_]:
         """True for the first row of each idempotency key that is new to this window."""

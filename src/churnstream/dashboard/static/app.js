@@ -136,7 +136,7 @@ function render(s) {
   body.replaceChildren(...s.top_risk.map((row, i) => {
     const tr = document.createElement("tr");
     const p = row.churn_probability;
-    const cells = [String(i + 1), row.customerID, null, row.prediction || "", row.Contract || "…", row.InternetService || "…", (row.processed_ts || "").replace("T", " ").slice(0, 19)];
+    const cells = [String(i + 1), row.customerID, null, row.prediction || "", row.Contract || "…", row.InternetService || "…", (row.reasons || []).join(", "), (row.processed_ts || "").replace("T", " ").slice(0, 19)];
     cells.forEach((text, j) => {
       const td = document.createElement("td");
       if (j === 2) {

@@ -1,0 +1,112 @@
+"""Reason codes: contributions computed from the compiled arrays add up to the model's output.
+
+The whole-dataset check uses the session's real model (the served ensemble); the structure
+checks fit each algorithm the compiler knows on a small frame.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churnstream.data import load_dataset, read_table, validate_frame
+from churnstream.model.compile import compile_pipeline
+from churnstream.model.contributions import (
+    REASON_FEATURES,
+    TOP_REASONS,
+    explainer,
+    top_reasons,
+)
+from churnstream.model.features import from_frame
+from churnstream.model.pipeline import build_pipeline
+from churnstream.model.scorer import Scorer
+from churnstream.schemas import FEATURE_COLUMNS, TARGET_COLUMN
+
+#: base + sum(contributions) must equal the probability to this (it is ~1e-14 here).
+SUM_TOLERANCE = 1e-9
+
+
+@pytest.fixture(scope="module")
+def scorer(model_dir: Path) -> Scorer:
+    return Scorer.load(model_dir)
+
+
+@pytest.fixture(scope="module")
+def customers(dataset_path: Path) -> pd.DataFrame:
+    valid, rejects = validate_frame(read_table(dataset_path))
+    assert len(rejects) == 0
+    return valid
+
+
+def test_contributions_sum_to_the_probability_on_the_whole_dataset(
+    scorer: Scorer, customers: pd.DataFrame
+) -> None:
+    features = from_frame(customers)
+    explained = scorer.explain_features(features)
+    # The explanation's probabilities are the model's, bit for bit (compiled and pipeline).
+    pipeline = scorer.pipeline.predict_proba(customers[list(FEATURE_COLUMNS)])[:, 1]
+    assert np.array_equal(explained.probabilities, pipeline)
+    assert np.array_equal(explained.probabilities, scorer.predict_features(features))
+    assert explained.values.shape == (7043, len(REASON_FEATURES))
+    error = np.abs(explained.base + explained.values.sum(axis=1) - explained.probabilities)
+    print(f"max |base + sum(contributions) - probability| over 7043 customers: {error.max():.3g}")
+    assert error.max() < SUM_TOLERANCE
+    assert 0.0 < explained.base < 1.0
+    # Every field matters for someone; contributions are not all of one sign.
+    assert (explained.values > 0).any(axis=0).sum() > len(FEATURE_COLUMNS) // 2
+    assert (explained.values < 0).any()
+
+
+def test_top_reasons_are_the_largest_positive_contributions_with_the_customer_value(
+    scorer: Scorer, customers: pd.DataFrame
+) -> None:
+    rows = customers.head(300)
+    features = from_frame(rows)
+    explained = scorer.explain_features(features)
+    found = top_reasons(explained, features).rows()
+    assert len(found) == 300
+    for (_, customer), reasons, values in zip(
+        rows.iterrows(), found, explained.values, strict=True
+    ):
+        expected = sorted((v for v in values if v > 0), reverse=True)[:TOP_REASONS]
+        assert [r.contribution for r in reasons] == expected
+        for reason in reasons:
+            if reason.feature in FEATURE_COLUMNS:
+                assert reason.value == customer[reason.feature], reason
+        by_name = {r.feature: r for r in reasons}
+        if "contract_internet" in by_name:
+            assert by_name["contract_internet"].value == (
+                f"{customer['Contract']}|{customer['InternetService']}"
+            )
+    # A high-risk first-month customer: short tenure and a monthly contract lead.
+    first = found[0]
+    assert {r.feature for r in first[:2]} == {"tenure", "Contract"}
+    assert first[1].value == "Month-to-month" or first[0].value == "Month-to-month"
+
+
+@pytest.mark.parametrize("algorithm", ["logreg", "hgb"])
+def test_every_compiled_algorithm_is_explained_exactly(dataset_path: Path, algorithm: str) -> None:
+    frame = load_dataset(dataset_path).sample(600, random_state=3)
+    valid, _ = validate_frame(frame)
+    pipeline = build_pipeline(algorithm)
+    if algorithm == "hgb":
+        pipeline.set_params(classifier__max_iter=30)  # the shape matters here, not the fit
+    pipeline.fit(valid, frame.loc[valid.index, TARGET_COLUMN] == "Yes")
+    features = from_frame(valid)
+    explained = explainer(compile_pipeline(pipeline))(features)
+    assert np.array_equal(explained.probabilities, pipeline.predict_proba(valid)[:, 1])
+    error = np.abs(explained.base + explained.values.sum(axis=1) - explained.probabilities)
+    assert error.max() < SUM_TOLERANCE
+    # Model columns folded into customer fields: no reason is left for log_tenure/auto_pay.
+    assert "log_tenure" not in REASON_FEATURES and "auto_pay" not in REASON_FEATURES
+    # One row at a time gives the same numbers (the trees sum differently by batch size).
+    one = explainer(compile_pipeline(pipeline))(features.take(slice(0, 1)))
+    assert np.allclose(one.values[0], explained.values[0], rtol=0, atol=1e-12)
+
+
+def test_a_model_that_is_not_compiled_gives_no_reasons(scorer: Scorer) -> None:
+    clone = Scorer(scorer.pipeline, scorer.metadata, scorer.path)  # enable_compiled not run
+    assert not clone.explains
