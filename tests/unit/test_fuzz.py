@@ -68,7 +68,7 @@ NOW = datetime(2025, 10, 3, 4, 0, 1, tzinfo=UTC)
 UNSCORABLE_TENURE = 13
 #: Messages per run, at least (the issue's figure); each example is a batch.
 MIN_MESSAGES = 10_000
-CORE_EXAMPLES = 250
+CORE_EXAMPLES = 170
 LOOP_EXAMPLES = 30
 BATCH_SIZE = (15, 17)  # families of messages: about 45 messages a batch
 
@@ -402,7 +402,7 @@ def message_family(draw: st.DrawFn) -> Family:
     if kind == "record":
         key, body = draw(record())
         family: Family = [(key, draw(damage(body, spare=True)))]
-        family += [(key, draw(damage(body))) for _ in range(draw(st.integers(2, 4)))]
+        family += [(key, draw(damage(body))) for _ in range(draw(st.integers(3, 7)))]
         return family
     key = draw(st.one_of(st.none(), st.binary(max_size=12)))
     if kind == "bytes":
