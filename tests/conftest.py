@@ -6,10 +6,33 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATASET = REPO_ROOT / "data" / "raw" / "telco_customer_churn.csv"
 CONTRACTS_DIR = REPO_ROOT.parent / "shared" / "contracts"
+
+# Property-based tests (tests/unit/test_fuzz.py). The default profile generates the same
+# inputs on every run (a seed derived from each test), so CI is repeatable. Hypothesis forbids
+# a fixed seed together with an example database (derandomize implies database=None), so the
+# database belongs to the exploring profile: random seeds, and every failing input saved under
+# .hypothesis/examples and replayed first on the next run (`pytest --hypothesis-profile=explore`).
+# Regressions worth keeping for everyone are pinned with @example in the test itself.
+settings.register_profile(
+    "churnstream",
+    derandomize=True,
+    deadline=None,  # a shared, busy machine: no per-example time limit
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "explore",
+    parent=settings.get_profile("churnstream"),
+    derandomize=False,
+    database=DirectoryBasedExampleDatabase(REPO_ROOT / ".hypothesis" / "examples"),
+)
+settings.load_profile("churnstream")
 
 
 @pytest.fixture(scope="session")

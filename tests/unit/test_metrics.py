@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -181,12 +182,14 @@ class TP:
 
 
 class FakeConsumer:
-    """assignment / position / cached watermarks, the only calls lag needs."""
+    """assignment / position / watermarks (asked of the broker, or cached), all lag needs."""
 
     def __init__(self, positions: dict[int, int], highs: dict[int, int]) -> None:
         self.positions = positions
         self.highs = highs
-        self.watermark_calls = 0
+        self.cached_highs = dict(highs)
+        self.reachable = True
+        self.watermark_calls = 0  # requests to the broker
 
     def assignment(self) -> list[TP]:
         return [TP("raw", p) for p in self.positions]
@@ -194,9 +197,16 @@ class FakeConsumer:
     def position(self, partitions: list[TP]) -> list[TP]:
         return [TP(tp.topic, tp.partition, self.positions[tp.partition]) for tp in partitions]
 
-    def get_watermark_offsets(self, tp: TP, cached: bool = False) -> tuple[int, int]:
-        assert cached, "lag must use cached watermarks (no broker round trip)"
+    def get_watermark_offsets(
+        self, tp: TP, timeout: float | None = None, cached: bool = False
+    ) -> tuple[int, int]:
+        if cached:
+            return 0, self.cached_highs[tp.partition]
+        assert timeout is not None and timeout <= 1.0, "a cut must not stall the loop long"
         self.watermark_calls += 1
+        if not self.reachable:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+        self.cached_highs[tp.partition] = self.highs[tp.partition]
         return 0, self.highs[tp.partition]
 
 
@@ -204,7 +214,12 @@ def test_lag_is_high_watermark_minus_position_clamped_at_zero() -> None:
     consumer = FakeConsumer({0: 10, 1: 50, 2: -1001, 3: 7}, {0: 25, 1: 40, 2: 9, 3: -1001})
 
     # p1: a tansu-style understated watermark gives 0, not -10; p2/p3 unknown are left out.
-    assert partition_lags(consumer) == {("raw", 0): 15, ("raw", 1): 0}  # type: ignore[arg-type]
+    lags = partition_lags(consumer)  # type: ignore[arg-type]
+    assert lags == ({("raw", 0): 15, ("raw", 1): 0}, True)
+    # The console's variant asks nothing of the broker.
+    calls = consumer.watermark_calls
+    assert partition_lags(consumer, timeout_s=None) == (lags[0], False)  # type: ignore[arg-type]
+    assert consumer.watermark_calls == calls
 
 
 def test_lag_is_refreshed_at_most_every_interval_and_stale_partitions_dropped() -> None:
@@ -229,6 +244,35 @@ def test_lag_is_refreshed_at_most_every_interval_and_stale_partitions_dropped() 
     assert value(reg, names.SCORER_LAG, topic="raw", partition="0") == 990
     assert value(reg, names.SCORER_LAG, topic="raw", partition="1") is None
     assert observer.total_lag == 990
+
+
+def test_a_broker_cut_shows_as_the_age_of_the_lag_which_never_reads_caught_up() -> None:
+    now = [100.0]
+    observer = PrometheusScorerObserver(lag_refresh_s=2.0, clock=lambda: now[0])
+    reg = observer.registry
+    assert value(reg, names.SCORER_LAG_AGE) == 0  # just started
+    consumer = FakeConsumer({0: 10, 1: 20}, {0: 40, 1: 20})
+    observer.on_poll(consumer)  # type: ignore[arg-type]
+    now[0] += 1.0
+    assert value(reg, names.SCORER_LAG_AGE) == 1.0
+
+    consumer.reachable = False  # the cut: events keep arriving, the scorer cannot know
+    consumer.highs[0] = 5000
+    consumer.positions[0] = 40  # it consumed what it had fetched before the cut
+    for _ in range(15):
+        now[0] += 2.0
+        observer.on_poll(consumer)  # type: ignore[arg-type]
+    # One failed request per refresh (the other partition uses its cache), the lag never
+    # drops below the last measured (30), and its age is the length of the cut.
+    assert consumer.watermark_calls == 2 + 15
+    assert value(reg, names.SCORER_LAG, topic="raw", partition="0") == 30
+    assert value(reg, names.SCORER_LAG_AGE) == 31.0
+
+    consumer.reachable = True  # healed: measured again, the backlog shows at once
+    now[0] += 2.0
+    observer.on_poll(consumer)  # type: ignore[arg-type]
+    assert value(reg, names.SCORER_LAG, topic="raw", partition="0") == 4960
+    assert value(reg, names.SCORER_LAG_AGE) == 0
 
 
 def test_lag_errors_never_reach_the_loop() -> None:

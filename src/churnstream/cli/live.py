@@ -79,7 +79,8 @@ class LiveConsole(ScorerObserver):
             return
         self._last_refresh = now
         try:
-            self.lag = sum(partition_lags(consumer).values())
+            # Cached watermarks only: the console must not wait on the broker.
+            self.lag = sum(partition_lags(consumer, timeout_s=None)[0].values())
         except Exception:  # noqa: BLE001 - a console must never stop the scorer
             logger.debug("lag unavailable", exc_info=True)
 

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 #: Reason codes whose letter always wraps the original (``raw_text`` / ``raw_base64``).
 WRAPPED_CODES = frozenset({"empty_body", "too_large", "not_utf8", "not_json", "not_object"})
 #: Reason codes whose original was a JSON object, kept as is in ``original_message``.
-OBJECT_CODES = frozenset({"schema", "key_mismatch", "inference"})
+OBJECT_CODES = frozenset({"schema", "duplicate_key", "key_mismatch", "inference"})
 #: Every reason code the scorer writes (see the table in the README).
 KNOWN_CODES = WRAPPED_CODES | OBJECT_CODES | {"processing"}
 KNOWN_ERROR_TYPES = frozenset(get_args(ErrorType))

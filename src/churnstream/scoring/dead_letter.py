@@ -25,13 +25,15 @@ from churnstream.headers import (
 )
 from churnstream.logging import ERROR_CODE, OFFSET, PARTITION, TOPIC
 from churnstream.schemas import DeadLetter, ErrorType, dump_body
-from churnstream.scoring.decode import MAX_BODY_BYTES
+from churnstream.scoring.decode import MAX_BODY_BYTES, nested_too_deep
 from churnstream.scoring.messages import OutMessage, RawMessage
 
 logger = logging.getLogger(__name__)
 
 #: How much of an oversized body the dead letter keeps, so the letter itself stays small.
 OVERSIZED_KEEP_BYTES = 1024
+#: A replay count above this is no count (the body's encoder takes 64-bit integers only).
+MAX_RETRY_COUNT = 2**63 - 1
 
 
 def original_message(value: bytes | None) -> dict[str, Any]:
@@ -52,17 +54,20 @@ def original_message(value: bytes | None) -> dict[str, Any]:
         parsed = orjson.loads(value)
     except orjson.JSONDecodeError:
         return {"raw_text": text}
-    return parsed if isinstance(parsed, dict) else {"raw_text": text}
+    if not isinstance(parsed, dict) or nested_too_deep(value):
+        return {"raw_text": text}  # too deep for the letter's encoder: kept as text instead
+    return parsed
 
 
 def retry_count(headers: Headers) -> int:
-    """How often the input was replayed already (0 for a first delivery)."""
+    """How often the input was replayed already (0 for a first delivery or an unreadable count)."""
     for name, value in headers:
         if name == RETRY_COUNT_HEADER:
             try:
-                return max(0, int(value))
+                count = int(value)
             except ValueError:
                 return 0
+            return count if 0 <= count <= MAX_RETRY_COUNT else 0
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 #: A customer record is about 600 bytes; anything far larger is not one.
 MAX_BODY_BYTES = 64 * 1024
+#: A customer record is flat; JSON nested deeper than this is refused as not a record.
+MAX_NESTING_DEPTH = 128
 
 
 def decode_event(message: RawMessage) -> CustomerEvent:
@@ -48,6 +51,14 @@ def decode_event(message: RawMessage) -> CustomerEvent:
     except orjson.JSONDecodeError as exc:
         # orjson also refuses NaN and Infinity, which are not JSON.
         raise InvalidEventError(f"body is not valid JSON: {exc}", value, code="not_json") from exc
+    if nested_too_deep(value):
+        # Checked before anything walks the body recursively (the duplicate-key check, the
+        # dead letter's encoders), which would fail on it instead of rejecting it.
+        raise InvalidEventError(
+            f"body is JSON nested more than {MAX_NESTING_DEPTH} levels deep, not a record",
+            value,
+            code="not_json",
+        )
     if not isinstance(data, dict):
         raise InvalidEventError(
             f"body is JSON {type(data).__name__}, not an object", value, code="not_object"
@@ -74,6 +85,26 @@ def decode_event(message: RawMessage) -> CustomerEvent:
             code="key_mismatch",
         )
     return event
+
+
+_BRACKETS = re.compile(rb"[\[\]{}]")
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def nested_too_deep(body: bytes, limit: int = MAX_NESTING_DEPTH) -> bool:
+    """Whether arrays and objects in the JSON ``body`` nest more than ``limit`` levels.
+
+    Read from the text, not the decoded value: a duplicate key's earlier value is gone from
+    the value but still parsed by the duplicate-key check. ``body`` must be valid JSON.
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False  # every record: one brace
+    depth = 0
+    for bracket in _BRACKETS.findall(_STRINGS.sub(b"", body)):
+        depth += 1 if bracket in (b"[", b"{") else -1
+        if depth > limit:
+            return True
+    return False
 
 
 def _duplicate_keys(value: bytes) -> list[str]:

@@ -5,9 +5,16 @@ Per-row values (end-to-end latency) are folded into histograms a batch at a time
 ``observe()`` per row, which would cost about 1 µs per message at 100k messages/s.
 
 Consumer lag is computed in :meth:`PrometheusScorerObserver.on_poll` at most every
-``lag_refresh_s`` from the consumer's own positions and its *cached* high watermarks (no
-request to the broker). It is clamped at 0. On tansu the high watermark is the last record
-batch's base offset + 1, not the last offset + 1, so lag there is understated (often 0).
+``lag_refresh_s``: the consumer's own positions against the end offsets the broker reports
+for each assigned partition (one short ListOffsets request each). It is clamped at 0. On
+tansu the high watermark is the last record batch's base offset + 1, not the last offset +
+1, so lag there is understated (often 0).
+
+A scorer cut off from its broker cannot learn how many events arrived meanwhile: its lag
+keeps the last measured values, and ``churnstream_scorer_consumer_lag_age_seconds`` says how
+old they are (computed when scraped, so it grows even while the loop waits on the network).
+That age is the honest signal of a network cut; the lag in messages catches up once the
+broker answers again.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+from confluent_kafka import KafkaException
 from prometheus_client import CollectorRegistry, Gauge
 
 from churnstream.observability.metrics.histogram import ArrayHistogram, counter
@@ -31,6 +39,7 @@ from churnstream.observability.names import (
     SCORER_END_TO_END,
     SCORER_INFERENCE,
     SCORER_LAG,
+    SCORER_LAG_AGE,
     SCORER_LAST_BATCH,
     SCORER_LAST_POLL,
     SCORER_PREDICTED_CHURN,
@@ -44,7 +53,7 @@ from churnstream.streaming.observers import ScorerObserver
 from churnstream.windows.fields import ERROR_TYPES
 
 if TYPE_CHECKING:
-    from confluent_kafka import Consumer
+    from confluent_kafka import Consumer, TopicPartition
 
     from churnstream.scoring.messages import BatchResult, RawMessage
     from churnstream.streaming.options import ScoreSummary
@@ -52,6 +61,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LAG_REFRESH_S = 2.0
+#: How long one end-offset request may wait. After the first that fails the rest of the
+#: refresh uses cached watermarks, so a cut stalls the loop at most this long per refresh.
+END_OFFSET_TIMEOUT_S = 0.5
 INFERENCE_BUCKETS_S = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 )  # fmt: skip
@@ -82,6 +94,10 @@ class PrometheusScorerObserver(ScorerObserver):
         self._wall_clock = wall_clock
         self._lag_refresh_s = lag_refresh_s
         self._last_lag_refresh: float | None = None
+        #: When the lag was last measured against end offsets the broker answered with.
+        self._lag_measured: float | None = None
+        self._created = clock()
+        self._lags: dict[tuple[str, int], int] = {}
         self._lag_labels: set[tuple[str, str]] = set()
         self.model_version: str | None = None
         self.started = False
@@ -137,6 +153,13 @@ class PrometheusScorerObserver(ScorerObserver):
             labelnames=["topic", "partition"],
             registry=r,
         )
+        self.lag_age = Gauge(
+            SCORER_LAG_AGE,
+            "Seconds since the consumer lag was last measured against end offsets the broker "
+            "reported (grows while the broker is unreachable; the lag shown is that old).",
+            registry=r,
+        )
+        self.lag_age.set_function(self._lag_age_s)
         self.last_batch_ts = Gauge(
             SCORER_LAST_BATCH, "Unix time of the last committed micro-batch.", registry=r
         )
@@ -175,11 +198,13 @@ class PrometheusScorerObserver(ScorerObserver):
             return
         self._last_lag_refresh = now
         try:
-            lags = partition_lags(consumer)
+            lags, measured = partition_lags(consumer)
         except Exception as exc:  # noqa: BLE001 - metrics must never stop the scorer
             logger.debug("consumer lag not available: %s", exc)
             return
-        self.set_lags(lags)
+        if measured:
+            self._lag_measured = self._clock()
+        self.set_lags(lags, keep=not measured)
 
     def on_batch(
         self, batch: Sequence[RawMessage], result: BatchResult, summary: ScoreSummary
@@ -216,33 +241,72 @@ class PrometheusScorerObserver(ScorerObserver):
         self.running.set(0)
 
     # -- lag -----------------------------------------------------------------------------
-    def set_lags(self, lags: Mapping[tuple[str, int], int]) -> None:
-        """Publish per-partition lags (and drop partitions no longer assigned)."""
+    def set_lags(self, lags: Mapping[tuple[str, int], int], *, keep: bool = False) -> None:
+        """Publish per-partition lags (and drop partitions no longer assigned).
+
+        With ``keep`` (the broker did not answer), a partition's lag never drops below the
+        last value measured: cached watermarks stop moving during a cut, and the lag must not
+        read as caught up when it is only unknown.
+        """
+        if keep:
+            lags = {key: max(lag, self._shown_lag(key)) for key, lag in lags.items()}
         labels = {(topic, str(partition)) for topic, partition in lags}
         for stale in self._lag_labels - labels:
             self.lag.remove(*stale)
         for (topic, partition), lag in lags.items():
             self.lag.labels(topic=topic, partition=str(partition)).set(lag)
         self._lag_labels = labels
+        self._lags = dict(lags)
         self.total_lag = sum(lags.values()) if lags else None
 
+    def _shown_lag(self, key: tuple[str, int]) -> int:
+        return self._lags.get(key, 0)
 
-def partition_lags(consumer: Consumer) -> dict[tuple[str, int], int]:
-    """Lag of each assigned partition from local state only (no broker round trip).
+    def _lag_age_s(self) -> float:
+        since = self._lag_measured if self._lag_measured is not None else self._created
+        return max(0.0, self._clock() - since)
 
-    ``position`` is the next offset to consume; the high watermark is the one cached from
-    the last fetch. Partitions without a known position or watermark are left out. Clamped
-    at 0: tansu's high watermark can be below the real end (see module docs).
+
+def partition_lags(
+    consumer: Consumer, timeout_s: float | None = END_OFFSET_TIMEOUT_S
+) -> tuple[dict[tuple[str, int], int], bool]:
+    """Lag of each assigned partition, and whether the broker gave every end offset.
+
+    ``timeout_s=None`` asks nothing of the broker: cached watermarks only (not measured).
+
+    ``position`` is the next offset to consume; the end offset (high watermark) is asked of
+    the broker. Once one request fails (the broker unreachable), the remaining partitions use
+    the watermark cached from the last fetch, and the result is not measured. Partitions
+    without a known position or watermark are left out. Clamped at 0: tansu's high
+    watermark can be below the real end (see module docs).
     """
     assignment = consumer.assignment()
     if not assignment:
-        return {}
+        return {}, True
     lags: dict[tuple[str, int], int] = {}
+    measured = True
     for tp in consumer.position(assignment):
         if tp.offset < 0:
             continue
-        _low, high = consumer.get_watermark_offsets(tp, cached=True)
+        high = _end_offset(consumer, tp, timeout_s if measured else None)
+        if high is None:
+            measured = False
+            _low, high = consumer.get_watermark_offsets(tp, cached=True)
         if high < 0:
             continue
         lags[(tp.topic, tp.partition)] = max(0, int(high) - int(tp.offset))
-    return lags
+    return lags, measured
+
+
+def _end_offset(consumer: Consumer, tp: TopicPartition, timeout_s: float | None) -> int | None:
+    """The partition's end offset as the broker reports it now; None if it did not answer."""
+    if timeout_s is None:
+        return None
+    try:
+        watermarks = consumer.get_watermark_offsets(tp, timeout=timeout_s, cached=False)
+    except KafkaException as exc:
+        logger.debug("end offset of %s[%d] not available: %s", tp.topic, tp.partition, exc)
+        return None
+    if watermarks is None:
+        return None
+    return int(watermarks[1])
