@@ -71,7 +71,7 @@ class Config:
 CONFIGS = (
     Config(
         "baseline",
-        "baseline: every delivery reported, `produce` per message, 3 headers",
+        "every delivery reported, `produce` per message, 3 headers",
         ("--delivery-reports", "all", "--produce", "classic"),
     ),
     Config(
@@ -350,7 +350,9 @@ def _median(values: list[Any]) -> float | None:
 
 def render(ablation: dict[str, Any]) -> str:
     rows = summarise(ablation)
-    labels = {c["name"]: c["label"].strip() for c in ablation["configs"]}
+    # The labels of this code when it knows the configuration (a kept run shows the same).
+    known = {c.name: c.label.strip() for c in CONFIGS}
+    labels = {c["name"]: known.get(c["name"], c["label"].strip()) for c in ablation["configs"]}
     setup = ablation.get("publish_path_setup", {})
     alone_head = (
         f"publish path alone, in-process ({setup['batches']} x {setup['batch']:,} messages, "
