@@ -20,6 +20,7 @@ The levers:
   list, a callback argument and a ``poll(0)`` per message);
 - **the cost of each header**: predictions without the ``source``, ``risk_band`` or
   ``model_version`` header, or without any (bench-only, on top of both levers above);
+- **compression** (``lz4`` instead of gzip), for scale: the codec is the path's largest cost;
 - **pipelining** is not a configuration: each run records the time its loop spent waiting
   in ``flush()`` and in the synchronous commit, the most that scoring the next batch during
   that wait could win back (see the notes under the table).
