@@ -50,6 +50,7 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--timings", type=Path)
     argv = list(argv)
     if "--" not in argv:
+        parser.parse_args(argv)  # --help, or an error about the options
         parser.error("give the consume arguments after --")
     split = argv.index("--")
     return parser.parse_args(argv[:split]), argv[split + 1 :]
