@@ -151,9 +151,10 @@ class FakeRaw:
             elif outcome is not None:
                 raise outcome
 
-    def produce(self, topic: str, **kwargs: Any) -> None:
+    def produce(self, topic: str, value: Any = None, key: Any = None, **kwargs: Any) -> None:
         self._call("produce")
-        self.queued.append((topic, kwargs["on_delivery"]))
+        # A callback per message, else the producer-wide one from the configuration.
+        self.queued.append((topic, kwargs.get("on_delivery") or self.config["on_delivery"]))
 
     def poll(self, timeout: float = 0.0) -> int:
         self._call("poll")
@@ -161,8 +162,11 @@ class FakeRaw:
 
     def flush(self, timeout: float = -1) -> int:
         self._call("flush")
+        failures = self.script.get("deliveries", [])
         for topic, callback in self.queued:
-            callback(None, FakeMessage(topic, 0, 1))
+            err = failures.pop(0) if failures else None
+            if err is not None or not self.config.get("delivery.report.only.error"):
+                callback(err, FakeMessage(topic, 0, 1))
         self.queued.clear()
         return 0
 
@@ -372,6 +376,38 @@ def test_at_least_once_replaces_a_producer_that_failed_fatally(raws: list[FakeRa
     assert len(raws) == 2 and raws[0].purged
     assert publisher.publish(BATCH, RESULT, consumer) is None  # type: ignore[arg-type]
     assert consumer.commits == 1
+
+
+def test_reports_on_error_only_commit_after_a_clean_flush_and_never_after_a_failure(
+    raws: list[FakeRaw],
+) -> None:
+    """With delivery.report.only.error, no callback says a message arrived: a clean flush
+    (nothing outstanding, no failure reported) is what lets the batch commit."""
+    publisher = Publisher(SafeProducer({"delivery.report.only.error": True}), OPTIONS)
+    assert publisher.producer.errors_only
+    consumer = FakeConsumer()
+    assert publisher.publish(BATCH, RESULT, consumer) is None  # type: ignore[arg-type]
+    assert consumer.commits == 1 and publisher.producer.stats.delivered == 0
+    raws[0].script = {"deliveries": [None, KafkaError(KafkaError._MSG_TIMED_OUT)]}
+    failure = publisher.publish(BATCH, RESULT, consumer)  # type: ignore[arg-type]
+    assert failure is not None and not failure.replace
+    assert "Message timed out" in failure.reason
+    assert consumer.commits == 1  # the failed batch was not committed
+
+
+def test_reports_on_error_only_still_report_a_real_failure() -> None:
+    """librdkafka itself (no broker at that address): the message that cannot be delivered
+    is reported to the producer-wide callback before flush returns."""
+    producer = SafeProducer(
+        {
+            "bootstrap.servers": "127.0.0.1:9",
+            "delivery.report.only.error": True,
+            "message.timeout.ms": 300,
+        }
+    )
+    producer.produce_all("out", [OutMessage(b"k", b"v", [("h", b"1")])] * 3)
+    assert producer.flush(10.0) == 0
+    assert producer.stats.failed == 3 and producer.stats.delivered == 0
 
 
 def test_bounded_calls_return_results_and_raise_errors() -> None:

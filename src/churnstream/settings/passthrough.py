@@ -51,6 +51,10 @@ REFUSED: dict[str, str] = {
     "enable.auto.commit": _OFFSETS,
     "enable.auto.offset.store": _OFFSETS,
     "enable.partition.eof": "churnstream's readers set it to what their loop expects",
+    "delivery.report.only.error": (
+        "set producer.delivery_reports (the scorer's producer only: churnstream produce and "
+        "dlq replay count every delivery)"
+    ),
     "logger": _CALLBACK,
     "error_cb": _CALLBACK,
     "throttle_cb": _CALLBACK,

@@ -43,6 +43,12 @@ class ProducerSettings(_Frozen):
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "gzip"
     delivery_timeout_ms: int = Field(default=30_000, ge=1000)
     queue_max_messages: int = Field(default=100_000, ge=1)
+    # The at-least-once scorer's producer only ("errors": librdkafka's
+    # delivery.report.only.error). A batch then counts as acknowledged when flush leaves
+    # nothing outstanding and no failed delivery was reported; the producers that count each
+    # delivery (produce, dlq replay) always get every report. Default "errors": no Python
+    # callback per acknowledged message (the ablation in docs/benchmarks.md measures it).
+    delivery_reports: Literal["all", "errors"] = "errors"
     checkpoint_file: Path = Path(".churnstream/producer_checkpoint.json")
 
 

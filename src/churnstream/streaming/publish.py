@@ -114,7 +114,13 @@ class Publisher:
         consumer: Consumer,
         shadow: Sequence[ShadowRecord] = (),
     ) -> Failure | None:
-        """Produce the batch's outputs, wait for their acknowledgement, commit its offsets."""
+        """Produce the batch's outputs, wait for their acknowledgement, commit its offsets.
+
+        Acknowledged means: flush() left nothing outstanding and no delivery of this batch
+        failed. That holds whether librdkafka reports every delivery or only the failed
+        ones (``producer.delivery_reports``): a failure is reported either way, and flush
+        serves its callback before it returns.
+        """
         producer = self.producer
         failed_before = producer.stats.failed
         try:
@@ -163,14 +169,11 @@ class Publisher:
 
     def _produce(self, result: BatchResult, shadow: Sequence[ShadowRecord]) -> None:
         opts, producer = self.options, self.producer
-        for out in result.predictions:
-            producer.produce(opts.output_topic, out.value, out.key, out.headers)
-        for out in result.dead_letters:
-            producer.produce(opts.deadletter_topic, out.value, out.key, out.headers)
-        if opts.shadow_topic:
-            for record in shadow:
-                producer.produce(opts.shadow_topic, record.out.value, record.out.key,
-                                 record.out.headers)  # fmt: skip
+        producer.produce_all(opts.output_topic, result.predictions)
+        if result.dead_letters:
+            producer.produce_all(opts.deadletter_topic, result.dead_letters)
+        if opts.shadow_topic and shadow:
+            producer.produce_all(opts.shadow_topic, [record.out for record in shadow])
 
 
 class TransactionalPublisher(Publisher):
@@ -301,7 +304,12 @@ def open_publisher(settings: Settings, options: ScoreOptions) -> Publisher:
     """
     kafka = settings.kafka
     if not options.exactly_once:
-        return Publisher(SafeProducer(kafka.producer_config(settings.producer)), options)
+        config = kafka.producer_config(settings.producer)
+        if settings.producer.delivery_reports == "errors":
+            # Success is then inferred: flush() returned with nothing outstanding and no
+            # failed delivery was reported during it (see Publisher.publish).
+            config["delivery.report.only.error"] = True
+        return Publisher(SafeProducer(config), options)
     txn_id = options.transactional_id or default_transactional_id(
         options.group_id, options.input_topic
     )
