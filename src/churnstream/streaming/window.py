@@ -92,5 +92,14 @@ class Window:
 
 
 def _concat(parts: Sequence[ScoredColumns]) -> ScoredColumns:
-    """The rows of several scored batches, in order, as one."""
-    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    """The rows of several scored batches, in order, as one; a column some batches lack is
+    None in their rows."""
+    names = list(dict.fromkeys(name for part in parts for name in part))
+    return {name: np.concatenate([_column(part, name) for part in parts]) for name in names}
+
+
+def _column(part: ScoredColumns, name: str) -> np.ndarray:
+    if name in part:
+        return part[name]
+    rows = len(next(iter(part.values()))) if part else 0
+    return np.full(rows, None, dtype=object)
