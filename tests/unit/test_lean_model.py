@@ -20,6 +20,7 @@ from churnstream.exceptions import ModelLoadError
 from churnstream.model import compiled_io
 from churnstream.model.artifacts import COMPILED_FILE, COMPILED_KEY, LATEST_FILE, METADATA_FILE
 from churnstream.model.compile import compile_pipeline
+from churnstream.model.contributions import explainer
 from churnstream.model.export import synthetic_features
 from churnstream.model.features import to_frame
 from churnstream.model.lean import LeanScorer
@@ -136,3 +137,15 @@ def test_export_of_a_missing_model_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["model", "export", str(tmp_path / "nothing")])
     assert result.exit_code == 1
     assert result.output.strip().startswith("error: ") and len(result.output.splitlines()) == 1
+
+
+def test_reasons_come_from_the_exported_arrays(model_dir: Path) -> None:
+    lean, full = LeanScorer.load(model_dir), Scorer.load(model_dir)
+    assert lean.explains
+    batch = synthetic_features(300, 4)
+    # Against the explanation of a fresh compile of the pipeline (scipy's expit).
+    expected = explainer(compile_pipeline(full.pipeline))(batch)
+    got = lean.explain_features(batch)
+    assert got.base == expected.base
+    assert np.array_equal(got.values, expected.values)
+    assert np.array_equal(got.probabilities, lean.predict_features(batch))
