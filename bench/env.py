@@ -22,6 +22,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from churnstream.events import encode_event, stamp
 from churnstream.headers import ROW_INDEX_HEADER, RUN_ID_HEADER
+from churnstream.model.export import export_version
 from churnstream.model.scorer import Scorer
 from churnstream.model.train import run_training
 from churnstream.ops import devbroker
@@ -216,12 +217,17 @@ def committed_complete(bootstrap: str, topic: str, group: str) -> bool:
 def model(models_dir: Path) -> Scorer:
     """The current model (models/latest), trained first if there is none or it is unusable."""
     try:
-        return Scorer.load(models_dir)
+        scorer = Scorer.load(models_dir)
     except Exception as exc:  # noqa: BLE001 - any reason to retrain
         logger.info("no usable model in %s (%s); training one", models_dir, exc)
         records()  # makes sure the dataset is there
         run_training(DATASET, models_dir)
         return Scorer.load(models_dir)
+    if not (scorer.metadata.get("compiled") or {}).get("file"):
+        # Trained before training exported arrays: `consume` loads only those.
+        export_version(models_dir)
+        return Scorer.load(models_dir)
+    return scorer
 
 
 @dataclass(frozen=True)

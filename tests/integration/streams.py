@@ -19,7 +19,7 @@ import pandas as pd
 from churnstream.data import load_dataset
 from churnstream.events import encode_event, frame_to_records
 from churnstream.kafka.producer import SafeProducer
-from churnstream.model.scorer import Scorer
+from churnstream.model.lean import LeanScorer
 from churnstream.observability.runtime import ScorerInstrumentation, instrument_scorer
 from churnstream.reports.writer import SummaryWriter
 from churnstream.schemas import utc_now_iso
@@ -149,7 +149,7 @@ def start_scorer(
     idle_timeout_ms: int = 3000,
     reasons: bool = False,
 ) -> ScorerRun:
-    scorer = Scorer.load(model_dir)
+    scorer = LeanScorer.load(model_dir)  # what `consume` loads
     inst = instrument_scorer(settings, metadata=scorer.metadata, port=0)
     options = ScoreOptions(
         mode="batch" if mode == "batch" else "streaming",

@@ -138,6 +138,8 @@ def test_hot_reload_during_a_stream_and_refusing_a_bad_model(
         bad = models / "29991231T000000Z-broken"
         shutil.copytree(models / second, bad)
         (bad / "model.skops").write_bytes(b"garbage, not a skops archive")
+        # What the scorer loads: the exported arrays.
+        (bad / "compiled.npz").write_bytes(b"garbage, not an npz archive")
         with caplog.at_level(logging.ERROR, logger="churnstream.streaming.models"):
             (models / "latest").write_text(bad.name + "\n")
             time.sleep(2)

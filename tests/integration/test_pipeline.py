@@ -311,8 +311,19 @@ def test_mixed_batch_scores_good_and_dead_letters_bad(
     assert any(e.startswith("Contract:") for e in weekly["validation_errors"])
 
 
-def test_batch_consume_returns_with_its_report_and_never_imports_matplotlib(
-    kafka_bootstrap: str, topic_factory: TopicFactory, model_dir: Path, tmp_path: Path
+#: What the scorer process must never load (the model comes from its exported arrays).
+HEAVY_LIBRARIES = {"pandas", "sklearn", "scipy", "pyarrow", "matplotlib", "skops"}
+
+
+@pytest.mark.parametrize(
+    "extra", [[], ["--exactly-once", "--shadow-topic"]], ids=["default", "exactly-once-shadow"]
+)
+def test_batch_consume_returns_with_its_report_and_never_imports_the_heavy_libraries(
+    extra: list[str],
+    kafka_bootstrap: str,
+    topic_factory: TopicFactory,
+    model_dir: Path,
+    tmp_path: Path,
 ) -> None:
     raw, preds, dlq = topics(topic_factory)
     send_raw(
@@ -321,6 +332,8 @@ def test_batch_consume_returns_with_its_report_and_never_imports_matplotlib(
         [(b"7590-VHVEG", orjson.dumps({**EVENT, "tenure": t})) for t in range(50)],
     )
     args = consume_args(kafka_bootstrap, raw, preds, dlq, model_dir, tmp_path)
+    if extra:  # a champion and a shadow model, one transaction per batch
+        args += [*extra, f"{preds}.shadow", "--shadow-model", str(model_dir)]
     # -X importtime: one stderr line per module the scorer process imported. Files, not
     # pipes: the renderer child shares the scorer's stderr, and reading a pipe to its end
     # would wait for the child too, not just for the scorer.
@@ -340,8 +353,12 @@ def test_batch_consume_returns_with_its_report_and_never_imports_matplotlib(
         for line in stderr.splitlines()
         if line.startswith("import time:") and "|" in line
     }
-    assert {"churnstream.reports.writer", "churnstream.streaming.loop"} <= imported
-    assert not {m for m in imported if m.split(".")[0] == "matplotlib"}
+    assert {
+        "churnstream.reports.writer",
+        "churnstream.streaming.loop",
+        "churnstream.model.lean",
+    } <= imported
+    assert not {m for m in imported if m.split(".")[0] in HEAVY_LIBRARIES}
 
     # Returned with the report complete: the paths it printed, and every chart they link.
     (json_path,) = (tmp_path / "reports").glob("summary_*.json")

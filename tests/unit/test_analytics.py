@@ -12,8 +12,7 @@ import pandas as pd
 import pytest
 
 from churnstream.exceptions import DataError
-from churnstream.windows import fields
-from churnstream.windows import stats as window_stats
+from churnstream.windows import bounded, drift, fields
 from churnstream.windows.stats import WindowStats
 
 T0 = datetime(2026, 11, 23, 3, 15, 0, tzinfo=UTC)
@@ -232,11 +231,7 @@ def test_top_k_is_ordered_by_probability_with_ties_broken_by_customer_id() -> No
     assert len(summarize(stats, top_k=50)["top_risk"]) == 5
 
 
-@pytest.mark.parametrize("compact_min_rows", [1, 10_000], ids=["compacting", "pending"])
-def test_top_k_keeps_each_customers_latest_score(
-    monkeypatch: pytest.MonkeyPatch, compact_min_rows: int
-) -> None:
-    monkeypatch.setattr(window_stats, "COMPACT_MIN_ROWS", compact_min_rows)
+def test_top_k_keeps_each_customers_latest_score() -> None:
     stats = WindowStats()
     stats.add_scored(batch(row("A", 1, 0.99), row("B", 2, 0.80), row("C", 3, 0.30)))
     # A's newer score is low, so B leads; within the last batch C's last row (0.50) wins.
@@ -463,3 +458,56 @@ def test_the_most_frequent_reasons_among_predicted_churners() -> None:
     text = render_markdown(summary, {})
     assert "## Why customers are predicted to churn" in text
     assert "| Contract | 2 | 0.667 |" in text
+
+
+def scored_columns(start: int, n: int, customers: int, rng: np.random.Generator) -> dict[str, Any]:
+    """A scored batch as the scorer hands it over (numpy columns): offsets start..start+n."""
+    ids = rng.integers(0, customers, n)
+    return {
+        "customerID": np.array([f"C{i:07d}" for i in ids], dtype=object),
+        "Contract": np.array(["Month-to-month"] * n, dtype=object),
+        "InternetService": np.array(["Fiber optic"] * n, dtype=object),
+        "PaymentMethod": np.array(["Electronic check"] * n, dtype=object),
+        "tenure": rng.integers(0, 73, n),
+        "MonthlyCharges": rng.uniform(18, 120, n),  # any float: distinct values are bounded too
+        "churn_probability": rng.uniform(0, 1, n),
+        "prediction": np.where(rng.uniform(0, 1, n) > 0.7, "Yes", "No").astype(object),
+        "inference_latency_ms": np.full(n, 0.5),
+        "e2e_latency_ms": rng.uniform(0, 50, n),
+        "source_topic": np.array(["raw"] * n, dtype=object),
+        "source_partition": np.zeros(n, dtype=np.int64),
+        "source_offset": np.arange(start, start + n, dtype=np.int64),
+    }
+
+
+def test_a_window_over_many_events_keeps_bounded_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Small bounds, so that a few hundred thousand events cross each of them many times.
+    monkeypatch.setattr(bounded, "MAX_SEEN_OFFSETS", 2_000)
+    monkeypatch.setattr(bounded, "MAX_LATEST_CUSTOMERS", 5_000)
+    monkeypatch.setattr(drift, "MAX_DISTINCT_VALUES", 3_000)
+    stats = WindowStats(max_latency_samples=1_000)
+    rng = np.random.default_rng(7)
+    batch_rows, stored = 2_000, []
+    for number in range(100):  # 200,000 events, every one a new offset, most new customers
+        stats.add_scored(scored_columns(number * batch_rows, batch_rows, 10**6, rng))
+        stats.add_batch_size(batch_rows)
+        if number % 20 == 19:
+            stats.summary(
+                datetime.now(UTC), datetime.now(UTC), top_k=5, model_version="v", mode="b"
+            )
+            stored.append(stats.stored_elements())
+    # Within the same bound after 40,000 events as after 200,000: offsets, customers,
+    # latency and batch-size samples, distinct values and their counts, the merge buffer.
+    bound = 2_000 + 5_000 + 3 * 1_000 + 2 * (2 * 3_000 + drift._COMPACT_AT)
+    assert all(n <= bound for n in stored), stored
+    assert len(stats._latest) <= 5_000 and all(len(s) <= 2_000 for s in stats._seen.values())
+    result = summarize(stats, top_k=3)
+    assert result["counts"]["scored"] == 200_000
+    # A replay of already-counted offsets (older than the kept set) is still skipped.
+    assert stats.add_scored(scored_columns(1_000, 500, 10, rng)) == 0
+    assert stats.add_scored(scored_columns(199_999, 2, 10, rng)) == 1
+    top = result["top_risk"]
+    assert [r["churn_probability"] for r in top] == sorted(
+        (r["churn_probability"] for r in top), reverse=True
+    )
+    assert top[0]["churn_probability"] > 0.999

@@ -23,17 +23,15 @@ from churnstream.model.artifacts import (
     LATEST_FILE,
     METADATA_FILE,
     MODEL_FILE,
-    TRUSTED_TYPES,
     has_model,
-    load_pipeline,
     new_version_name,
     read_metadata,
     resolve_version_dir,
     write_latest,
-    write_version,
 )
 from churnstream.model.pipeline import ALGORITHMS, build_pipeline
 from churnstream.model.scorer import Scorer
+from churnstream.model.skops_io import TRUSTED_TYPES, load_pipeline, write_version
 from tests.unit.test_train import small_frame, train_small
 
 BUILT: list[str] = []

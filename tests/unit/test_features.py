@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from churnstream.model.export import synthetic_features
 from churnstream.model.feature_batch import (
     CONTRACT_INTERNET_LEVELS,
     ENGINEERED_CATEGORICAL,
@@ -23,7 +24,6 @@ from churnstream.model.features import (
     quantile_edges,
     to_frame,
 )
-from churnstream.model.scorer import synthetic_features
 from churnstream.schemas import CATEGORICAL_LEVELS, FEATURE_COLUMNS, ID_COLUMN, TARGET_COLUMN
 
 BASE = {

@@ -26,9 +26,10 @@ import pytest
 from churnstream.data import load_dataset, validate_frame
 from churnstream.events import frame_to_events
 from churnstream.exceptions import InvalidEventError
+from churnstream.model.export import synthetic_features
 from churnstream.model.feature_batch import FeatureBatch
 from churnstream.model.features import to_frame
-from churnstream.model.scorer import Scorer, synthetic_features
+from churnstream.model.scorer import Scorer
 from churnstream.schemas import FEATURE_COLUMNS, NUMERIC_BOUNDS, CustomerEvent
 from churnstream.scoring.batch import score_batch
 from churnstream.scoring.decode import decode_event

@@ -124,7 +124,7 @@ def consume(
 ) -> None:
     """Score customer events with the model; predictions out, bad messages to dead letters."""
     from churnstream.cli.live import LiveConsole
-    from churnstream.model.scorer import Scorer
+    from churnstream.model.lean import LeanScorer
     from churnstream.observability.runtime import instrument_scorer
     from churnstream.reports.console import render_console
     from churnstream.reports.writer import SummaryWriter
@@ -181,7 +181,7 @@ def consume(
             update={"name": options.shadow_topic}
         )
         create_topics(settings.kafka, [TopicSettings.model_validate(shadow_settings.model_dump())])
-    scorer = Scorer.load(options.model_path)
+    scorer = LeanScorer.load(options.model_path)
     inst = instrument_scorer(settings, metadata=scorer.metadata, drift_in_summary=True)
     if inst.server is not None:
         typer.echo(f"metrics: {inst.server.url}/metrics", err=True)

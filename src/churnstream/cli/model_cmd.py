@@ -1,6 +1,7 @@
-"""`churnstream model runs|promote`: MLflow runs of `churnstream train --mlflow`, back to models/.
+"""`churnstream model export|runs|promote`: a version's compiled arrays; MLflow runs of
+`churnstream train --mlflow`, back to models/.
 
-Needs the ``mlflow`` extra; MLflow is imported only when a command runs.
+runs/promote need the ``mlflow`` extra; MLflow is imported only when a command runs.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from churnstream.cli.options import effective_settings
 
 logger = logging.getLogger(__name__)
 
-app = new_app("Model versions tracked in MLflow: list runs, promote one to models/latest.")
+app = new_app(
+    "Model versions: export a version's arrays; MLflow runs: list them, promote one to "
+    "models/latest."
+)
 
 TrackingUriOption = Annotated[
     str | None,
@@ -87,3 +91,28 @@ def promote(
     typer.echo(f"run {result.run_id}: model {result.version} {source} {result.version_dir}")
     was = f" (was {result.previous})" if result.previous else ""
     typer.echo(f"{target / 'latest'} -> {result.version}{was}")
+
+
+@app.command("export")
+def export(
+    path: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A model version directory, or a models root (its latest version). "
+            "Default model.models_dir."
+        ),
+    ] = None,
+) -> None:
+    """Write a version's compiled arrays (compiled.npz), which `consume` loads.
+
+    Training exports them itself; this is for versions trained before it did. The arrays
+    are checked bit for bit against the pipeline before metadata.json records their hash.
+    """
+    from churnstream.model.export import export_version
+
+    target = path or effective_settings().model.models_dir
+    written, block = export_version(target)
+    typer.echo(
+        f"{written}: sha256 {block['sha256']}, identical to the pipeline on "
+        f"{block['checked_rows']} rows"
+    )

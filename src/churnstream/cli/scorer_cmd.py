@@ -55,7 +55,7 @@ def preflight(
     One line per check; exits 1 if any fails.
     """
     from churnstream.kafka import admin
-    from churnstream.model.scorer import Scorer
+    from churnstream.model.lean import LeanScorer  # what `consume` loads
 
     settings = effective_settings(broker=broker, kafka=True)
     failures: list[str] = []
@@ -84,7 +84,7 @@ def preflight(
                 )
     path = model_path or settings.model.models_dir
     try:
-        scorer = Scorer.load(path)
+        scorer = LeanScorer.load(path)
     except Exception as exc:  # noqa: BLE001 - any failure is reported as one line
         failures.append(f"model {path}: {exc}")
     else:

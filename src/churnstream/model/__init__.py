@@ -7,9 +7,14 @@
 - :mod:`~churnstream.model.features`: feature engineering on DataFrames, drift profiles.
 - :mod:`~churnstream.model.pipeline`: the scikit-learn pipeline that is fitted.
 - :mod:`~churnstream.model.compile`: reads a fitted pipeline into those arrays.
+- :mod:`~churnstream.model.compiled_io`: those arrays as one ``compiled.npz`` (numpy only).
+- :mod:`~churnstream.model.export`: training's export of the arrays, checked bit for bit.
+- :mod:`~churnstream.model.lean`: :class:`LeanScorer`, the scorer process's model: the
+  exported arrays only, no scikit-learn, scipy or pandas.
 - :mod:`~churnstream.model.train`: the training protocol and the model's metadata.
 - :mod:`~churnstream.model.evaluate`: metrics, threshold choice, goals.
-- :mod:`~churnstream.model.artifacts`: the ``models/`` layout, safe skops loading.
+- :mod:`~churnstream.model.artifacts`: the ``models/`` layout and metadata.json (light).
+- :mod:`~churnstream.model.skops_io`: model.skops written with a version, loaded safely.
 - :mod:`~churnstream.model.scorer`: :class:`Scorer`, loaded once, scores batches.
 - :mod:`~churnstream.model.report`: report.md and its plots.
 

@@ -8,31 +8,24 @@
       <version>/
         model.skops          the fitted pipeline (skops format, never pickle)
         metadata.json        version, library versions, data hash, schema, threshold, metrics,
-                             training profile, sha256 of model.skops
+                             training profile, sha256 of model.skops, and the
+                             ``compiled`` block: sha256 of compiled.npz, its smoke value
+        compiled.npz         the model as plain arrays (churnstream.model.compiled_io)
         report.md, roc.png, calibration.png
 
-A version directory is assembled under a hidden staging name and renamed into place, and
-``latest``/``metrics.json`` are replaced with ``os.replace``, so a reader never sees half a
-model. Loading trusts only :data:`TRUSTED_TYPES` on top of skops' own defaults: a file that
-needs any other type (a tampered or foreign file) is refused before anything is built.
+A version directory is assembled under a hidden staging name and renamed into place
+(:mod:`churnstream.model.skops_io`), and ``latest``/``metrics.json`` are replaced with
+``os.replace``, so a reader never sees half a model. This module is the layout and
+metadata.json only, without scikit-learn or skops: the scorer process reads it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-
-import skops.io as sio
-from sklearn.pipeline import Pipeline
-from skops.io.exceptions import UntrustedTypesFoundException
 
 from churnstream.exceptions import ModelError, ModelLoadError
 from churnstream.files import atomic_write_text
@@ -46,16 +39,9 @@ LATEST_FILE = "latest"
 METRICS_FILE = "metrics.json"
 STAGING_PREFIX = ".staging-"
 DIR_MODE = 0o755
-
-#: Types our pipelines need beyond skops' built-in trusted set (sklearn estimators, numpy,
-#: builtins). Derived from the pipelines :func:`churnstream.model.pipeline.build_pipeline` makes;
-#: a unit test dumps every algorithm and checks that nothing else is required.
-TRUSTED_TYPES: tuple[str, ...] = (
-    "churnstream.model.features.feature_matrix",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "sklearn.tree._tree.Tree",
-    "sklearn.utils._bunch.Bunch",
-)
+COMPILED_FILE = "compiled.npz"
+#: metadata.json's block about compiled.npz (see churnstream.model.export).
+COMPILED_KEY = "compiled"
 
 #: Keys a metadata.json must have for a scorer to use the model.
 REQUIRED_METADATA_KEYS: tuple[str, ...] = (
@@ -69,8 +55,6 @@ REQUIRED_METADATA_KEYS: tuple[str, ...] = (
     "smoke",
 )
 
-ExtraWriter = Callable[[Path, dict[str, Any]], list[Path]]
-
 
 def new_version_name(models_dir: Path, algorithm: str, created_at: datetime) -> str:
     """``20250101T120000Z-ensemble``, with ``-2``, ``-3``... if that name is taken."""
@@ -80,40 +64,6 @@ def new_version_name(models_dir: Path, algorithm: str, created_at: datetime) -> 
         n += 1
         name = f"{base}-{n}"
     return name
-
-
-def write_version(
-    models_dir: Path,
-    version: str,
-    pipeline: Pipeline,
-    metadata: dict[str, Any],
-    extra_writer: ExtraWriter | None = None,
-) -> tuple[Path, list[Path]]:
-    """Write ``models_dir/version/`` atomically; returns the directory and the files in it.
-
-    Adds ``model_file`` and ``model_sha256`` to ``metadata`` (in place) before writing it.
-    ``extra_writer(staging_dir, metadata)`` may add files (the report) before the rename.
-    """
-    final = models_dir / version
-    if final.exists():
-        raise ModelError(f"{final} already exists; refusing to overwrite a model version")
-    models_dir.mkdir(parents=True, exist_ok=True)
-    # A unique staging name, so two concurrent trainings never share or delete each other's.
-    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{version}-", dir=models_dir))
-    staging.chmod(DIR_MODE)  # mkdtemp makes it 0700; a scorer may run as another user
-    try:
-        blob = sio.dumps(pipeline)
-        (staging / MODEL_FILE).write_bytes(blob)
-        metadata["model_file"] = MODEL_FILE
-        metadata["model_sha256"] = hashlib.sha256(blob).hexdigest()
-        write_json(staging / METADATA_FILE, metadata)
-        extras = extra_writer(staging, metadata) if extra_writer is not None else []
-        names = [MODEL_FILE, METADATA_FILE, *(p.name for p in extras)]
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return final, [final / name for name in names]
 
 
 def write_latest(models_dir: Path, version: str) -> Path:
@@ -163,8 +113,9 @@ def resolve_version_dir(path: Path) -> Path:
 def has_model(models_dir: Path) -> bool:
     """Whether ``models_dir`` (root or version dir) leads to a model and its metadata.
 
-    A cheap existence check for "train first?" decisions; :func:`load_pipeline` and
-    :meth:`churnstream.model.scorer.Scorer.load` do the real validation.
+    A cheap existence check for "train first?" decisions; the loaders
+    (:meth:`churnstream.model.scorer.Scorer.load`, :meth:`churnstream.model.lean.LeanScorer.load`)
+    do the real validation.
     """
     try:
         version_dir = resolve_version_dir(models_dir)
@@ -197,41 +148,3 @@ def read_metadata(version_dir: Path) -> dict[str, Any]:
     if not isinstance(value, int | float) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
         raise ModelLoadError(f"{path}: threshold.value must be a number in [0, 1]")
     return metadata
-
-
-def load_pipeline(version_dir: Path, expected_sha256: str | None = None) -> Pipeline:
-    """Load model.skops trusting only :data:`TRUSTED_TYPES` (plus skops' defaults).
-
-    Raises ModelLoadError if the file is missing or corrupt, needs any other type, does not
-    match ``expected_sha256``, or is not a fitted Pipeline.
-    """
-    path = version_dir / MODEL_FILE
-    if not path.is_file():
-        raise ModelLoadError(f"{path} is missing")
-    blob = path.read_bytes()
-    try:
-        needed = sio.get_untrusted_types(data=blob)
-    except Exception as exc:  # BadZipFile, KeyError, JSONDecodeError...: all mean unreadable
-        reason = str(exc) or type(exc).__name__
-        raise ModelLoadError(f"{path} is corrupt or not a skops file: {reason}") from exc
-    refused = sorted(set(needed) - set(TRUSTED_TYPES))
-    if refused:
-        raise ModelLoadError(
-            f"{path} contains untrusted types, refusing to load: {', '.join(refused)}"
-        )
-    if expected_sha256 is not None:
-        actual = hashlib.sha256(blob).hexdigest()
-        if actual != expected_sha256:
-            raise ModelLoadError(
-                f"{path} has sha256 {actual[:12]}..., metadata.json expects "
-                f"{expected_sha256[:12]}...; the file was modified or belongs to another version"
-            )
-    try:
-        model = sio.loads(blob, trusted=list(TRUSTED_TYPES))
-    except UntrustedTypesFoundException as exc:
-        raise ModelLoadError(f"{path} contains untrusted types, refusing to load: {exc}") from exc
-    except Exception as exc:  # any failure to rebuild the object means a bad file
-        raise ModelLoadError(f"{path} could not be loaded: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(model, Pipeline) or not hasattr(model, "predict_proba"):
-        raise ModelLoadError(f"{path} holds a {type(model).__name__}, not a scikit-learn Pipeline")
-    return model

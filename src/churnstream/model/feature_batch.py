@@ -43,6 +43,9 @@ MODEL_NUMERIC: tuple[str, ...] = RAW_NUMERIC + ENGINEERED_NUMERIC
 #: Column order of :func:`churnstream.model.features.feature_matrix`'s output.
 MODEL_COLUMNS: tuple[str, ...] = MODEL_CATEGORICAL + MODEL_NUMERIC
 
+#: Columns whose training distribution a model's metadata profiles, for drift.
+PROFILE_NUMERIC: tuple[str, ...] = ("tenure", "MonthlyCharges")
+PROFILE_CATEGORICAL: tuple[str, ...] = ("Contract", "InternetService", "PaymentMethod")
 #: Levels of the engineered categorical, so the encoder's categories are fixed up front.
 CONTRACT_INTERNET_LEVELS: tuple[str, ...] = tuple(
     f"{contract}|{internet}"

@@ -24,6 +24,8 @@ from churnstream.model.feature_batch import (
     ENGINEERED_NUMERIC,
     LEVEL_CODES,
     MODEL_COLUMNS,
+    PROFILE_CATEGORICAL,
+    PROFILE_NUMERIC,
     RAW_CATEGORICAL,
     FeatureBatch,
     numeric_engineered,
@@ -33,8 +35,6 @@ from churnstream.schemas import CATEGORICAL_LEVELS, FEATURE_COLUMNS, NUMERIC_BOU
 logger = logging.getLogger(__name__)
 
 PROFILE_BINS = 10
-PROFILE_NUMERIC: tuple[str, ...] = ("tenure", "MonthlyCharges")
-PROFILE_CATEGORICAL: tuple[str, ...] = ("Contract", "InternetService", "PaymentMethod")
 _AUTO_PAY = tuple(m for m in CATEGORICAL_LEVELS["PaymentMethod"] if "automatic" in m)
 _NUMERIC_DTYPES = {
     "SeniorCitizen": "int64",

@@ -2,8 +2,10 @@
 
 What the scoring core calls as its model (:meth:`Scorer.predict_features`), for the Kafka
 scorer, ``churnstream predict`` and the REST API; :meth:`Scorer.load` does every check up
-front (files, trusted types, hash, metadata, a smoke prediction, the compiled arrays against
-the pipeline), so scoring itself only validates that the frame has the feature columns.
+front (files, trusted types, hash, metadata, a smoke prediction, the exported arrays or, for
+a version without them, the compiled arrays against the pipeline), so scoring itself only
+validates that the frame has the feature columns. The scorer process (``consume``) loads
+only the arrays, without scikit-learn: :class:`churnstream.model.lean.LeanScorer`.
 """
 
 from __future__ import annotations
@@ -19,23 +21,26 @@ from sklearn.pipeline import Pipeline
 
 from churnstream.exceptions import ModelError, ModelLoadError
 from churnstream.logging import MODEL_VERSION
-from churnstream.model import artifacts
+from churnstream.model import artifacts, skops_io
 from churnstream.model.arrays import CompiledPipeline, UnsupportedModelError
 from churnstream.model.compile import compile_pipeline
 from churnstream.model.contributions import Contributions, Explainer, explainer
-from churnstream.model.feature_batch import RAW_CATEGORICAL, FeatureBatch
+from churnstream.model.export import (
+    CHECK_ROWS,
+    CHECK_SEED,
+    CHECK_SMALL_ROWS,
+    synthetic_features,
+)
+from churnstream.model.feature_batch import FeatureBatch
 from churnstream.model.features import to_frame
-from churnstream.schemas import CATEGORICAL_LEVELS, FEATURE_COLUMNS
+from churnstream.model.lean import read_compiled
+from churnstream.schemas import FEATURE_COLUMNS
 
 logger = logging.getLogger(__name__)
 
 # The smoke prediction must reproduce training's probability to this absolute tolerance;
 # looser than float noise from BLAS differences, far tighter than any real model change.
 SMOKE_TOLERANCE = 1e-6
-#: Rows of the synthetic batch on which the compiled model must equal the pipeline at load.
-COMPILED_CHECK_ROWS = 512
-COMPILED_CHECK_SMALL_ROWS = 16
-COMPILED_CHECK_SEED = 20251003
 
 
 class Scorer:
@@ -76,7 +81,7 @@ class Scorer:
                 f"{version_dir}: the model's feature schema does not match this churnstream's "
                 f"{len(FEATURE_COLUMNS)} features; retrain with `churnstream train`"
             )
-        pipeline = artifacts.load_pipeline(version_dir, str(metadata["model_sha256"]))
+        pipeline = skops_io.load_pipeline(version_dir, str(metadata["model_sha256"]))
         scorer = cls(pipeline, metadata, version_dir)
         scorer._smoke_test()
         scorer.enable_compiled()
@@ -111,15 +116,22 @@ class Scorer:
     def enable_compiled(self) -> bool:
         """Use :class:`CompiledPipeline` for :meth:`predict_features` if it is exact here.
 
-        It must give probabilities identical to the pipeline's, bit for bit, on a synthetic
-        batch covering every level and the numeric ranges; otherwise (or for a pipeline of
-        another shape) the pipeline itself keeps scoring, with a log line saying why.
+        A version exported by training (or ``churnstream model export``) brings its arrays,
+        checked against the pipeline at export: they are read (sha256 checked) and used. An
+        older version is compiled and checked now: the arrays must give probabilities
+        identical to the pipeline's, bit for bit, on the export check's synthetic batches;
+        otherwise (or for a pipeline of another shape) the pipeline itself keeps scoring,
+        with a log line saying why.
         """
+        block = self.metadata.get(artifacts.COMPILED_KEY)
+        if isinstance(block, dict) and block.get("file"):
+            self.compiled = read_compiled(self.path, self.metadata)
+            return True
         try:
             compiled = compile_pipeline(self.pipeline)
-            check = synthetic_features(COMPILED_CHECK_ROWS, COMPILED_CHECK_SEED)
+            check = synthetic_features(CHECK_ROWS, CHECK_SEED)
             # A large and a small batch: the compiled model sums trees differently by size.
-            checks = [check, check.take(slice(0, COMPILED_CHECK_SMALL_ROWS))]
+            checks = [check, check.take(slice(0, CHECK_SMALL_ROWS))]
             expected = np.concatenate(
                 [self.pipeline.predict_proba(to_frame(c))[:, 1] for c in checks]
             ).astype(float)
@@ -191,24 +203,3 @@ class Scorer:
         except (ValueError, TypeError, KeyError) as exc:
             raise ModelError(f"cannot score batch of {len(frame)}: {exc}") from exc
         return np.asarray(proba, dtype=float)
-
-
-def synthetic_features(rows: int, seed: int) -> FeatureBatch:
-    """Random but valid feature rows: every level of every categorical, numbers in range
-    (tenure 0-100 with zeros, charges 0-200, totals 0-12,000 with zeros)."""
-    rng = np.random.default_rng(seed)
-    codes = np.column_stack(
-        [rng.integers(0, len(CATEGORICAL_LEVELS[name]), rows) for name in RAW_CATEGORICAL]
-    ).astype(np.int8)
-    tenure = rng.integers(0, 101, rows)
-    tenure[: rows // 10] = 0
-    monthly = np.round(rng.uniform(0, 200, rows), 2)
-    total = np.round(rng.uniform(0, 12_000, rows), 2)
-    total[rows // 10 : rows // 5] = 0.0
-    return FeatureBatch(
-        codes=codes,
-        senior_citizen=rng.integers(0, 2, rows),
-        tenure=tenure,
-        monthly_charges=monthly,
-        total_charges=total,
-    )

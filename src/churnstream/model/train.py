@@ -32,7 +32,7 @@ from sklearn.pipeline import Pipeline
 from churnstream import __version__
 from churnstream.data import load_dataset, sha256_of
 from churnstream.exceptions import DataError, ModelError
-from churnstream.model import artifacts, report
+from churnstream.model import artifacts, report, skops_io
 from churnstream.model.evaluate import (
     THRESHOLD_METHOD,
     ThresholdChoice,
@@ -41,6 +41,7 @@ from churnstream.model.evaluate import (
     classification_metrics,
     summarize_folds,
 )
+from churnstream.model.export import export_pipeline, write_compiled
 from churnstream.model.features import distribution_profile, feature_schema
 from churnstream.model.pipeline import DEFAULT_ALGORITHM, algorithm_params, build_pipeline
 from churnstream.schemas import FEATURE_COLUMNS, TARGET_COLUMN
@@ -341,14 +342,17 @@ def run_training(
         data_rows=data_rows,
         sample=sample,
     )
-    version_dir, written = artifacts.write_version(
+    # The arrays the scorer process loads, checked bit for bit against the pipeline now.
+    compiled, metadata[artifacts.COMPILED_KEY] = export_pipeline(result.pipeline, result.smoke_row)
+    version_dir, written = skops_io.write_version(
         models_dir,
         version,
         result.pipeline,
         metadata,
-        extra_writer=lambda staging, meta: report.write_report(
-            staging, meta, result.y_test, result.proba_test
-        ),
+        extra_writer=lambda staging, meta: [
+            *write_compiled(staging, compiled),
+            *report.write_report(staging, meta, result.y_test, result.proba_test),
+        ],
     )
     written.append(artifacts.write_latest(models_dir, version))
     written.append(artifacts.write_metrics(models_dir, metadata))

@@ -32,7 +32,7 @@ from churnstream.logging import (
     PARTITION,
     TOPIC,
 )
-from churnstream.model.scorer import Scorer
+from churnstream.model.lean import LeanScorer
 from churnstream.scoring.batch import score_batch
 from churnstream.scoring.messages import BatchResult, RawMessage
 from churnstream.scoring.shadow import ShadowRecord, shadow_records
@@ -64,12 +64,12 @@ class ScorerLoop:
         settings: Settings,
         options: ScoreOptions,
         *,
-        scorer: Scorer | None = None,
+        scorer: LeanScorer | None = None,
         observers: Sequence[ScorerObserver] = (),
     ) -> None:
         self.settings = settings
         self.options = options
-        self.scorer = scorer or Scorer.load(options.model_path)
+        self.scorer = scorer or LeanScorer.load(options.model_path)
         self.hooks = Observers(observers)
         self.summary = ScoreSummary(mode=options.mode, model_version=self.scorer.version)
         # The model's training profile, so every window summary carries its drift block.
@@ -85,7 +85,9 @@ class ScorerLoop:
             if options.reload_interval_s is not None
             else None
         )
-        self.shadow = Scorer.load(options.shadow_model_path) if options.shadow_model_path else None
+        self.shadow = (
+            LeanScorer.load(options.shadow_model_path) if options.shadow_model_path else None
+        )
         if self.shadow is not None and not options.shadow_topic:
             raise ConfigError("a shadow model needs a shadow topic")
         if options.reasons and not self.scorer.explains:

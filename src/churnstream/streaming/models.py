@@ -16,7 +16,7 @@ from churnstream.exceptions import ModelLoadError
 from churnstream.logging import MODEL_VERSION
 from churnstream.model.artifacts import LATEST_FILE
 from churnstream.model.feature_batch import FeatureBatch
-from churnstream.model.scorer import Scorer
+from churnstream.model.lean import LeanScorer
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ class ModelWatcher:
     """Notices a new `models/latest` and loads it; a model that fails to load or fails its
     smoke prediction is refused once (logged), and the current one keeps serving."""
 
-    def __init__(self, models_path: Path, current: Scorer, *, interval_s: float) -> None:
+    def __init__(self, models_path: Path, current: LeanScorer, *, interval_s: float) -> None:
         self.latest = models_path / LATEST_FILE
         self.interval_s = interval_s
         self.current_name = current.path.name
@@ -37,7 +37,7 @@ class ModelWatcher:
         """Only a models root (with a `latest` pointer) can change under a running scorer."""
         return self.latest.is_file()
 
-    def poll(self) -> Scorer | None:
+    def poll(self) -> LeanScorer | None:
         """A newly loaded scorer if `latest` moved to a good model since the last call."""
         now = time.monotonic()
         if now < self._next_check:
@@ -50,7 +50,7 @@ class ModelWatcher:
         if not name or name == self.current_name or name == self.refused:
             return None
         try:
-            scorer = Scorer.load(self.latest.parent)
+            scorer = LeanScorer.load(self.latest.parent)
         except ModelLoadError as exc:
             self.refused = name
             logger.error(
@@ -80,7 +80,7 @@ class ShadowTap:
     shadow result is kept only for that first whole-batch call.
     """
 
-    def __init__(self, champion: Scorer, shadow: Scorer) -> None:
+    def __init__(self, champion: LeanScorer, shadow: LeanScorer) -> None:
         self.champion = champion
         self.shadow = shadow
         self._calls = 0

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import pandas as pd
+import numpy as np
 
-from churnstream.scoring.messages import BatchResult
+from churnstream.scoring.messages import BatchResult, ScoredColumns
 from churnstream.scoring.shadow import ShadowRecord, ShadowStats
 from churnstream.windows.drift import DriftReference
 from churnstream.windows.stats import WindowStats
@@ -18,8 +18,8 @@ from churnstream.windows.stats import WindowStats
 logger = logging.getLogger(__name__)
 
 #: Scored rows are folded into the window statistics at most this often, or once this many
-#: rows wait: the fold has a fixed pandas cost (about 3 ms) that small streaming batches
-#: would otherwise pay one by one, between a commit and the next poll.
+#: rows wait: the fold has a fixed cost that small streaming batches would otherwise pay
+#: one by one, between a commit and the next poll.
 FOLD_INTERVAL_S = 0.25
 FOLD_MAX_ROWS = 5000
 
@@ -84,8 +84,22 @@ class Window:
         self._last_fold = time.monotonic()
         if not self._unfolded:
             return
-        frames = [pd.DataFrame(result.scored) for result in self._unfolded]
+        parts = [result.scored for result in self._unfolded]
         # Concatenated in order, the rows fold exactly as batch after batch would.
-        self._stats.add_scored(frames[0] if len(frames) == 1 else pd.concat(frames))
+        self._stats.add_scored(parts[0] if len(parts) == 1 else _concat(parts))
         self._unfolded = []
         self.unfolded_rows = 0
+
+
+def _concat(parts: Sequence[ScoredColumns]) -> ScoredColumns:
+    """The rows of several scored batches, in order, as one; a column some batches lack is
+    None in their rows."""
+    names = list(dict.fromkeys(name for part in parts for name in part))
+    return {name: np.concatenate([_column(part, name) for part in parts]) for name in names}
+
+
+def _column(part: ScoredColumns, name: str) -> np.ndarray:
+    if name in part:
+        return part[name]
+    rows = len(next(iter(part.values()))) if part else 0
+    return np.full(rows, None, dtype=object)

@@ -32,11 +32,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
-from churnstream.model.features import PROFILE_CATEGORICAL, PROFILE_NUMERIC
+from churnstream.model.feature_batch import PROFILE_CATEGORICAL, PROFILE_NUMERIC
 from churnstream.settings import ObservabilitySettings
+from churnstream.windows import columns as cols
+from churnstream.windows.columns import Columns, as_floats, counts_by_level
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,9 @@ DEFAULT_CHURN_RATE_TOLERANCE = 0.10
 # Raw numeric values buffered before merging into distinct values: tenure has 73 values and
 # MonthlyCharges a few thousand, so memory stays small however long the window is.
 _COMPACT_AT = 50_000
+#: Distinct values kept per column; past it values are rounded (cents, then coarser), so a
+#: column of arbitrary floats cannot grow the window. PSI bins move by at most the rounding.
+MAX_DISTINCT_VALUES = 20_000
 
 BASIS_HELD_OUT = "predicted churn rate on the held-out test set at the model's threshold"
 BASIS_TRAINING = "churn rate of the training data"
@@ -104,7 +108,7 @@ class ValueCounts:
 
     Raw values are buffered and merged (``np.unique``) once :data:`_COMPACT_AT` are
     pending, so a batch costs a copy, and memory stays bounded by the number of distinct
-    values plus the buffer.
+    values (at most :data:`MAX_DISTINCT_VALUES`, then rounded) plus the buffer.
     """
 
     def __init__(self) -> None:
@@ -128,24 +132,24 @@ class ValueCounts:
         values = np.concatenate([self._values, *self._buffer])
         weights = np.concatenate([self._counts, *(np.ones(b.size) for b in self._buffer)])
         distinct, inverse = np.unique(values, return_inverse=True)
+        decimals = 2
+        while distinct.size > MAX_DISTINCT_VALUES and decimals >= -6:
+            distinct, inverse = np.unique(np.round(values, decimals), return_inverse=True)
+            decimals -= 1
         self._values = distinct.astype(np.float64)
         self._counts = np.bincount(inverse, weights=weights).astype(np.float64)
         self._buffer = []
         self._pending = 0
 
+    @property
+    def stored(self) -> int:
+        """Values held: distinct values and their counts, plus the buffer."""
+        return 2 * int(self._values.size) + self._pending
+
     def pairs(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Distinct values (sorted) and their counts."""
         self._compact()
         return self._values, self._counts
-
-
-def as_floats(series: pd.Series) -> NDArray[np.float64]:
-    """A column as float64, non-numbers as NaN (without a copy-heavy to_numeric if numeric)."""
-    if series.dtype.kind in "iuf":  # plain numpy dtypes: no NA to map
-        return np.asarray(series.to_numpy(), dtype=np.float64)
-    if pd.api.types.is_numeric_dtype(series.dtype):
-        return series.to_numpy(dtype=np.float64, na_value=np.nan)
-    return pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 class DriftInputs(Protocol):
@@ -180,26 +184,25 @@ class FeatureAccumulator:
             column: Counter() for column in PROFILE_CATEGORICAL
         }
 
-    def add(self, frame: pd.DataFrame) -> None:
-        """Fold in one frame of scored rows (about 0.2 ms per 1,000 rows)."""
-        if frame.empty:
+    def add(self, batch: Columns) -> None:
+        """Fold in one batch of scored rows (column -> values, e.g. ``BatchResult.scored``)."""
+        names = list(batch)
+        n = cols.rows(batch, names[0]) if names else 0
+        if n == 0:
             return
-        self.rows += len(frame)
-        for column, acc in self._numeric.items():
-            if column in frame.columns:
-                acc.add(as_floats(frame[column]))
-        for column, counter in self._levels.items():
-            if column in frame.columns:
-                # factorize + bincount: value_counts costs ~4x more on a small batch.
-                codes, levels = pd.factorize(frame[column].to_numpy())
-                known = codes >= 0
-                counts = np.bincount(codes[known], minlength=len(levels))
-                for level, n in zip(levels.tolist(), counts.tolist(), strict=True):
-                    counter[str(level)] += int(n)
-        if "prediction" in frame.columns:
-            labels = frame["prediction"].to_numpy()
-            self.predicted += int(pd.notna(labels).sum())
-            self.predicted_yes += int((labels == "Yes").sum())
+        self.rows += n
+        for name, acc in self._numeric.items():
+            if name in batch:
+                acc.add(as_floats(batch[name]))
+        for name, counter in self._levels.items():
+            if name in batch:
+                for level, count in counts_by_level(cols.column(batch, name)).items():
+                    if level is not None:  # a missing level is not a level
+                        counter[str(level)] += int(count)
+        if "prediction" in batch:
+            labels = counts_by_level(cols.column(batch, "prediction"))
+            self.predicted += sum(c for label, c in labels.items() if label is not None)
+            self.predicted_yes += int(labels.get("Yes", 0))
 
     def numeric(self, column: str) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Distinct values of ``column`` and how often each was seen."""

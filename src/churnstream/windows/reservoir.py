@@ -32,6 +32,11 @@ class Reservoir:
         self.maximum = -math.inf
 
     @property
+    def stored(self) -> int:
+        """Values held (at most the capacity)."""
+        return self._kept
+
+    @property
     def sampled(self) -> bool:
         return self.count > self._capacity
 

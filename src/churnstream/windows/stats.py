@@ -3,7 +3,9 @@
 The consumer loop feeds one :class:`WindowStats` per window with each scored micro-batch,
 the dead-letter counts and the batch sizes, then calls :meth:`WindowStats.summary` once
 and hands the dict to its observers (the report writer among them). Work is done per batch
-with pandas/numpy; the only per-row Python work is the idempotency-key lookup.
+with numpy (no pandas: this runs in the scorer process); per-row Python work is the level
+and idempotency-key lookups and the latest score per customer. The state is bounded: it
+does not grow with the number of events (:mod:`churnstream.windows.bounded`).
 
 Given the model's training profile (``summary(..., drift=DriftReference)``), the summary
 also holds a ``drift`` block (:mod:`churnstream.windows.drift`): PSI of tenure,
@@ -22,13 +24,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from numpy.typing import NDArray
 
 from churnstream.exceptions import DataError
 from churnstream.model.contributions import REASONS_COLUMN
-from churnstream.model.features import PROFILE_NUMERIC
-from churnstream.windows.drift import DriftReference, ValueCounts, as_floats, drift_block
+from churnstream.model.feature_batch import PROFILE_NUMERIC
+from churnstream.windows.bounded import LatestScores, SeenOffsets
+from churnstream.windows.columns import (
+    Columns,
+    as_floats,
+    column,
+    factorize,
+    has_missing,
+    is_missing,
+)
+from churnstream.windows.drift import DriftReference, ValueCounts, drift_block
 from churnstream.windows.fields import (
     ERROR_TYPES,
     GROUP_COLUMNS,
@@ -46,9 +56,6 @@ from churnstream.windows.reservoir import Reservoir
 logger = logging.getLogger(__name__)
 
 MAX_LATENCY_SAMPLES = 1_000_000
-# Compacting the latest-score table costs O(rows kept); doing it only once the pending
-# rows outnumber the kept ones (and at least this many) makes it amortised O(1) per row.
-COMPACT_MIN_ROWS = 10_000
 _RESERVOIR_SEED = 0
 
 
@@ -73,8 +80,10 @@ class WindowStats:
     Counts, rates and the risk histogram are per scored message after de-duplication (a
     missing probability counts as a message but adds nothing to the probability sums);
     ``top_risk`` is per customer, with the customer's latest score in arrival order.
-    Memory is bounded by the window: the idempotency keys (one per scored message), the
-    latest score per customer, and at most ``max_latency_samples`` floats per latency.
+    Memory is bounded, whatever the number of events: at most ``MAX_SEEN_OFFSETS``
+    idempotency keys per partition and ``MAX_LATEST_CUSTOMERS`` latest scores (see
+    :mod:`churnstream.windows.bounded`), ``max_latency_samples`` floats per latency, and one
+    count per distinct value of the profiled features.
     Not thread-safe: feed it from the consumer loop only.
     """
 
@@ -92,11 +101,8 @@ class WindowStats:
         self._overall = _Tally()
         self._groups: dict[str, dict[str, _Tally]] = {section: {} for section in GROUP_COLUMNS}
         self._histogram = np.zeros(RISK_BINS, dtype=np.int64)
-        # Offsets seen per (topic, partition): half the memory of a set of 3-tuples.
-        self._seen: dict[tuple[str, int], set[int]] = {}
-        self._latest = pd.DataFrame(columns=list(TOP_RISK_COLUMNS))
-        self._pending: list[pd.DataFrame] = []
-        self._pending_rows = 0
+        self._seen: dict[tuple[str, int], SeenOffsets] = {}
+        self._latest = LatestScores()
         self._inference = Reservoir("inference latency", max_latency_samples, rng)
         self._end_to_end = Reservoir("end-to-end latency", max_latency_samples, rng)
         self._batch_sizes = Reservoir("batch size", max_latency_samples, rng)
@@ -125,48 +131,55 @@ class WindowStats:
         for code, n in counts.items():
             self._dead_by_code[code] += _non_negative(code, n)
 
-    def add_scored(self, batch: pd.DataFrame) -> int:
+    def add_scored(self, batch: Columns) -> int:
         """Fold one scored micro-batch in; return how many rows were new (not duplicates).
 
-        A row whose (source_topic, source_partition, source_offset) was already seen in this
+        ``batch`` maps each column to one value per row (``BatchResult.scored``). A row
+        whose (source_topic, source_partition, source_offset) was already seen in this
         window, or earlier in the same batch, is a replay after a crash: it is counted in
         ``duplicates_skipped`` and nothing else.
 
         Raises:
             DataError: the batch lacks one of the expected columns.
         """
-        missing = REQUIRED_COLUMNS.difference(batch.columns)
+        missing = sorted(name for name in REQUIRED_COLUMNS if name not in batch)
         if missing:
-            raise DataError(f"scored batch lacks columns: {', '.join(sorted(missing))}")
-        if batch.empty:
+            raise DataError(f"scored batch lacks columns: {', '.join(missing)}")
+        keys = [column(batch, name) for name in KEY_COLUMNS]
+        n = keys[0].shape[0]
+        if n == 0:
             return 0
-        if batch[list(KEY_COLUMNS)].isna().to_numpy().any():
+        if any(has_missing(values) for values in keys):
             raise DataError("scored batch has rows without source_topic/partition/offset")
-        fresh = batch.loc[self._fresh_mask(batch)]
-        self._duplicates += len(batch) - len(fresh)
-        if fresh.empty:
+        fresh = np.flatnonzero(self._fresh_mask(*keys))
+        self._duplicates += n - fresh.size
+        if fresh.size == 0:
             return 0
-        self._scored += len(fresh)
+        self._scored += fresh.size
 
-        probability = fresh["churn_probability"].to_numpy(dtype=np.float64)
+        def take(name: str) -> NDArray[Any]:
+            return column(batch, name)[fresh]
+
+        probability = as_floats(take("churn_probability"))
         finite = np.isfinite(probability)
-        # Sums skip a missing probability (as pandas would) instead of turning NaN.
+        # Sums skip a missing probability instead of turning NaN.
         weights = np.where(finite, probability, 0.0)
-        churned = fresh["prediction"].eq("Yes").to_numpy(dtype=np.float64)
-        self._overall.count += len(fresh)
+        churned = (take("prediction") == "Yes").astype(np.float64)
+        self._overall.count += fresh.size
         self._overall.churn_count += int(churned.sum())
         self._overall.probability_sum += float(weights.sum())
 
-        # factorize + bincount: a pandas groupby costs ~1 ms of overhead per call here.
-        for section, column in GROUP_COLUMNS.items():
-            codes, levels = pd.factorize(fresh[column].to_numpy(), use_na_sentinel=False)
+        groups: dict[str, NDArray[Any]] = {}
+        for section, name in GROUP_COLUMNS.items():
+            groups[name] = take(name)
+            codes, levels = factorize(groups[name])
             counts = np.bincount(codes, minlength=len(levels))
             churn_counts = np.bincount(codes, weights=churned, minlength=len(levels))
             probability_sums = np.bincount(codes, weights=weights, minlength=len(levels))
             acc = self._groups[section]
             # One Python step per level (a handful), not per row.
             for level, count, churn_count, probability_sum in zip(
-                levels.tolist(),
+                levels,
                 counts.tolist(),
                 churn_counts.tolist(),
                 probability_sums.tolist(),
@@ -182,20 +195,26 @@ class WindowStats:
         bins = np.minimum((clipped * RISK_BINS).astype(np.int64), RISK_BINS - 1)
         self._histogram += np.bincount(bins, minlength=RISK_BINS)
 
-        # Latest score per customer: de-duplicated lazily in _compact, keeping the last row.
-        self._pending.append(fresh.loc[:, list(TOP_RISK_COLUMNS)])
-        self._pending_rows += len(fresh)
-        if self._pending_rows >= max(len(self._latest), COMPACT_MIN_ROWS):
-            self._compact()
+        contract, internet, payment = (groups[name] for name in TOP_RISK_COLUMNS[2:])
+        self._latest.add(
+            take("customerID").tolist(),
+            zip(
+                probability.tolist(),
+                contract.tolist(),
+                internet.tolist(),
+                payment.tolist(),
+                strict=True,
+            ),
+        )
 
-        for column, values in self._numeric.items():
-            if column in fresh.columns:
-                values.add(as_floats(fresh[column]))
+        for name, values in self._numeric.items():
+            if name in batch:
+                values.add(as_floats(take(name)))
 
-        if REASONS_COLUMN in fresh.columns:
-            # Rows of batches scored without reasons are missing (NaN) once frames are joined.
+        if REASONS_COLUMN in batch:
+            # Rows of batches scored without reasons are missing (None) once batches are joined.
             explained = [
-                r for r in fresh[REASONS_COLUMN].to_numpy()[churned > 0] if isinstance(r, str)
+                r for r in take(REASONS_COLUMN)[churned > 0].tolist() if isinstance(r, str)
             ]
             self._churners_explained += len(explained)
             # A few distinct strings per batch: count those, then split each once.
@@ -204,9 +223,21 @@ class WindowStats:
                     if feature:
                         self._reasons[feature] += count
 
-        self._inference.add(fresh["inference_latency_ms"].to_numpy(dtype=np.float64))
-        self._end_to_end.add(fresh["e2e_latency_ms"].to_numpy(dtype=np.float64))
-        return len(fresh)
+        self._inference.add(as_floats(take("inference_latency_ms")))
+        self._end_to_end.add(as_floats(take("e2e_latency_ms")))
+        return int(fresh.size)
+
+    def stored_elements(self) -> int:
+        """How many values the window holds (offsets, customers, samples, distinct values):
+        what must not grow with the number of events."""
+        return (
+            sum(len(seen) for seen in self._seen.values())
+            + len(self._latest)
+            + self._inference.stored
+            + self._end_to_end.stored
+            + self._batch_sizes.stored
+            + sum(values.stored for values in self._numeric.values())
+        )
 
     def summary(
         self,
@@ -232,7 +263,6 @@ class WindowStats:
         if top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {top_k}")
         duration_s = (ended_at - started_at).total_seconds()
-        self._compact()
         dead_lettered = sum(self._dead_by_type.values())
         edges = np.linspace(0.0, 1.0, RISK_BINS + 1)
         batch_sizes = self._batch_sizes.as_dict()
@@ -307,54 +337,37 @@ class WindowStats:
             ],
         }
 
-    def _fresh_mask(self, batch: pd.DataFrame) -> NDArray[np.bool_]:
+    def _fresh_mask(
+        self, topics: NDArray[Any], partitions: NDArray[Any], offsets: NDArray[Any]
+    ) -> NDArray[np.bool_]:
         """True for the first row of each idempotency key that is new to this window."""
-        topic_codes, topics = pd.factorize(batch["source_topic"].to_numpy())
-        partitions = batch["source_partition"].to_numpy(dtype=np.int64)
-        offsets = batch["source_offset"].to_numpy(dtype=np.int64)
-        fresh = np.zeros(len(batch), dtype=bool)
-        # A batch spans a few (topic, partition) pairs; the loop is per pair, the set
-        # lookup per distinct offset.
-        for topic_code, topic in enumerate(topics.tolist()):
+        topic_codes, topic_names = factorize(topics)
+        partitions = partitions.astype(np.int64)
+        offsets = offsets.astype(np.int64)
+        fresh = np.zeros(offsets.shape[0], dtype=bool)
+        # A batch spans a few (topic, partition) pairs; the loop is per pair.
+        for topic_code, topic in enumerate(topic_names):
             in_topic = topic_codes == topic_code
             for partition in np.unique(partitions[in_topic]).tolist():
                 rows = np.flatnonzero(in_topic & (partitions == partition))
                 distinct, first = np.unique(offsets[rows], return_index=True)
-                candidates = distinct.tolist()
-                seen = self._seen.setdefault((str(topic), int(partition)), set())
-                new = np.fromiter(
-                    (offset not in seen for offset in candidates), dtype=bool, count=len(first)
-                )
-                fresh[rows[first[new]]] = True
-                seen.update(candidates)
+                seen = self._seen.get((str(topic), int(partition)))
+                if seen is None:
+                    seen = self._seen[(str(topic), int(partition))] = SeenOffsets()
+                fresh[rows[first[seen.fresh(distinct)]]] = True
         return fresh
 
-    def _compact(self) -> None:
-        if not self._pending:
-            return
-        frames = [self._latest, *self._pending] if len(self._latest) else self._pending
-        self._latest = pd.concat(frames, ignore_index=True).drop_duplicates(
-            "customerID", keep="last"
-        )
-        self._pending = []
-        self._pending_rows = 0
-
     def _top_risk(self, top_k: int) -> list[dict[str, Any]]:
-        if top_k == 0 or self._latest.empty:
-            return []
         # Ties broken by customerID so the same window always gives the same report.
-        top = self._latest.sort_values(
-            ["churn_probability", "customerID"], ascending=[False, True], kind="stable"
-        ).head(top_k)
         return [
             {
-                "customerID": str(row["customerID"]),
-                "churn_probability": _finite_or_none(row["churn_probability"]),
-                "Contract": _str_or_none(row["Contract"]),
-                "InternetService": _str_or_none(row["InternetService"]),
-                "PaymentMethod": _str_or_none(row["PaymentMethod"]),
+                "customerID": str(customer),
+                "churn_probability": _finite_or_none(probability),
+                "Contract": _str_or_none(contract),
+                "InternetService": _str_or_none(internet),
+                "PaymentMethod": _str_or_none(payment),
             }
-            for row in top.to_dict("records")
+            for customer, (probability, contract, internet, payment) in self._latest.top(top_k)
         ]
 
 
@@ -416,11 +429,11 @@ def _finite_or_none(value: Any) -> float | None:
 
 def _level_name(value: Any) -> str:
     # A missing level still shows up, under a name that is a valid JSON key.
-    return UNKNOWN_LEVEL if pd.isna(value) else str(value)
+    return UNKNOWN_LEVEL if is_missing(value) else str(value)
 
 
 def _str_or_none(value: Any) -> str | None:
-    return None if pd.isna(value) else str(value)
+    return None if is_missing(value) else str(value)
 
 
 def _iso_utc(moment: datetime) -> str:

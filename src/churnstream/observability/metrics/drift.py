@@ -6,7 +6,6 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from prometheus_client import CollectorRegistry, Gauge
 
 from churnstream.observability.names import (
@@ -81,7 +80,7 @@ class DriftObserver(ScorerObserver):
         self, batch: Sequence[RawMessage], result: BatchResult, summary: ScoreSummary
     ) -> None:
         if self._own is not None:
-            self._own.add(pd.DataFrame(result.scored))
+            self._own.add(result.scored)
 
     def on_window(self, window: dict[str, Any]) -> None:
         block = window.get("drift")

@@ -1,0 +1,118 @@
+"""The fitted pipeline on disk: ``model.skops`` written with a version, read trusting few types.
+
+A version directory is assembled under a hidden staging name and renamed into place
+(:func:`write_version`), so a reader never sees half a model. Loading trusts only
+:data:`TRUSTED_TYPES` on top of skops' own defaults: a file that needs any other type (a
+tampered or foreign file) is refused before anything is built. The layout itself and
+metadata.json are :mod:`churnstream.model.artifacts` (light: the scorer process reads them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import skops.io as sio
+from sklearn.pipeline import Pipeline
+from skops.io.exceptions import UntrustedTypesFoundException
+
+from churnstream.exceptions import ModelError, ModelLoadError
+from churnstream.model.artifacts import (
+    DIR_MODE,
+    METADATA_FILE,
+    MODEL_FILE,
+    STAGING_PREFIX,
+    write_json,
+)
+
+logger = logging.getLogger(__name__)
+
+ExtraWriter = Callable[[Path, dict[str, Any]], list[Path]]
+
+#: Types our pipelines need beyond skops' built-in trusted set (sklearn estimators, numpy,
+#: builtins). Derived from the pipelines :func:`churnstream.model.pipeline.build_pipeline` makes;
+#: a unit test dumps every algorithm and checks that nothing else is required.
+TRUSTED_TYPES: tuple[str, ...] = (
+    "churnstream.model.features.feature_matrix",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.tree._tree.Tree",
+    "sklearn.utils._bunch.Bunch",
+)
+
+
+def write_version(
+    models_dir: Path,
+    version: str,
+    pipeline: Pipeline,
+    metadata: dict[str, Any],
+    extra_writer: ExtraWriter | None = None,
+) -> tuple[Path, list[Path]]:
+    """Write ``models_dir/version/`` atomically; returns the directory and the files in it.
+
+    Adds ``model_file`` and ``model_sha256`` to ``metadata`` (in place) before writing it.
+    ``extra_writer(staging_dir, metadata)`` may add files (the report) before the rename.
+    """
+    final = models_dir / version
+    if final.exists():
+        raise ModelError(f"{final} already exists; refusing to overwrite a model version")
+    models_dir.mkdir(parents=True, exist_ok=True)
+    # A unique staging name, so two concurrent trainings never share or delete each other's.
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{version}-", dir=models_dir))
+    staging.chmod(DIR_MODE)  # mkdtemp makes it 0700; a scorer may run as another user
+    try:
+        blob = sio.dumps(pipeline)
+        (staging / MODEL_FILE).write_bytes(blob)
+        metadata["model_file"] = MODEL_FILE
+        metadata["model_sha256"] = hashlib.sha256(blob).hexdigest()
+        write_json(staging / METADATA_FILE, metadata)
+        extras = extra_writer(staging, metadata) if extra_writer is not None else []
+        names = [MODEL_FILE, METADATA_FILE, *(p.name for p in extras)]
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final, [final / name for name in names]
+
+
+def load_pipeline(version_dir: Path, expected_sha256: str | None = None) -> Pipeline:
+    """Load model.skops trusting only :data:`TRUSTED_TYPES` (plus skops' defaults).
+
+    Raises ModelLoadError if the file is missing or corrupt, needs any other type, does not
+    match ``expected_sha256``, or is not a fitted Pipeline.
+    """
+    path = version_dir / MODEL_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing")
+    blob = path.read_bytes()
+    try:
+        needed = sio.get_untrusted_types(data=blob)
+    except Exception as exc:  # BadZipFile, KeyError, JSONDecodeError...: all mean unreadable
+        reason = str(exc) or type(exc).__name__
+        raise ModelLoadError(f"{path} is corrupt or not a skops file: {reason}") from exc
+    refused = sorted(set(needed) - set(TRUSTED_TYPES))
+    if refused:
+        raise ModelLoadError(
+            f"{path} contains untrusted types, refusing to load: {', '.join(refused)}"
+        )
+    if expected_sha256 is not None:
+        actual = hashlib.sha256(blob).hexdigest()
+        if actual != expected_sha256:
+            raise ModelLoadError(
+                f"{path} has sha256 {actual[:12]}..., metadata.json expects "
+                f"{expected_sha256[:12]}...; the file was modified or belongs to another version"
+            )
+    try:
+        model = sio.loads(blob, trusted=list(TRUSTED_TYPES))
+    except UntrustedTypesFoundException as exc:
+        raise ModelLoadError(f"{path} contains untrusted types, refusing to load: {exc}") from exc
+    except Exception as exc:  # any failure to rebuild the object means a bad file
+        raise ModelLoadError(f"{path} could not be loaded: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, Pipeline) or not hasattr(model, "predict_proba"):
+        raise ModelLoadError(f"{path} holds a {type(model).__name__}, not a scikit-learn Pipeline")
+    return model

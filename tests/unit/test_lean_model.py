@@ -1,0 +1,151 @@
+"""The exported arrays: written by training, identical to the pipeline, loaded without
+scikit-learn by the scorer process, refused with one line when missing or tampered with."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy.special import expit as scipy_expit
+from typer.testing import CliRunner
+
+from churnstream.cli import app
+from churnstream.exceptions import ModelLoadError
+from churnstream.model import compiled_io
+from churnstream.model.artifacts import COMPILED_FILE, COMPILED_KEY, LATEST_FILE, METADATA_FILE
+from churnstream.model.compile import compile_pipeline
+from churnstream.model.contributions import explainer
+from churnstream.model.export import synthetic_features
+from churnstream.model.features import to_frame
+from churnstream.model.lean import LeanScorer
+from churnstream.model.scorer import Scorer
+
+
+@pytest.fixture
+def models(model_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the session's model (trained once, by training as users run it)."""
+    root = tmp_path / "models"
+    shutil.copytree(model_dir, root)
+    return root
+
+
+def _version(models: Path) -> Path:
+    return models / (models / LATEST_FILE).read_text().strip()
+
+
+def _edit(models: Path, change: Any) -> None:
+    path = _version(models) / METADATA_FILE
+    meta = json.loads(path.read_text())
+    change(meta)
+    path.write_text(json.dumps(meta))
+
+
+def test_expit_is_scipys_bit_for_bit() -> None:
+    rng = np.random.default_rng(3)
+    x = np.concatenate(
+        [
+            rng.normal(0, 4, 200_000),
+            rng.uniform(-800, 800, 20_000),
+            [0.0, -0.0, 1e-300, -709.0, -709.9, -745.2, -1e308, 1e308, np.inf, -np.inf],
+        ]
+    )
+    out = np.empty_like(x)
+    got = compiled_io.expit(x.copy(), out=out)
+    assert got is out
+    assert np.array_equal(got, scipy_expit(x))
+    assert np.isnan(compiled_io.expit(np.array([np.nan]))).all()
+
+
+def test_training_exports_arrays_identical_to_the_pipeline(model_dir: Path) -> None:
+    version_dir = _version(model_dir)
+    metadata = json.loads((version_dir / METADATA_FILE).read_text())
+    block = metadata[COMPILED_KEY]
+    assert block["file"] == COMPILED_FILE
+    assert (version_dir / COMPILED_FILE).is_file()
+    assert len(block["sha256"]) == 64 and block["checked_rows"] > 500
+    lean = LeanScorer.load(model_dir)
+    pipeline = Scorer.load(model_dir).pipeline
+    for rows in (1, 7, 300, 2_000):  # both ways of summing the trees
+        batch = synthetic_features(rows, rows)
+        expected = pipeline.predict_proba(to_frame(batch))[:, 1]
+        assert np.array_equal(lean.predict_features(batch), expected)
+    threshold = metadata["threshold"]["value"]
+    assert (lean.version, lean.threshold) == (version_dir.name, threshold)
+
+
+def test_the_file_holds_arrays_only(model_dir: Path) -> None:
+    version_dir = _version(model_dir)
+    with np.load(version_dir / COMPILED_FILE, allow_pickle=False) as npz:
+        assert all(npz[name].dtype != object for name in npz.files)
+    blob = compiled_io.to_bytes(compile_pipeline(Scorer.load(version_dir).pipeline))
+    batch = synthetic_features(100, 1)
+    again = compiled_io.from_bytes(blob).predict_proba(batch)
+    assert np.array_equal(again, LeanScorer.load(version_dir).predict_features(batch))
+
+
+def test_lean_loading_imports_no_heavy_library(model_dir: Path) -> None:
+    code = (
+        "import sys; from churnstream.model.lean import LeanScorer; "
+        f"s = LeanScorer.load({str(model_dir)!r}); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'pandas', 'sklearn', 'scipy', 'pyarrow', 'matplotlib', 'skops'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_version_without_arrays_asks_for_model_export(models: Path) -> None:
+    (_version(models) / COMPILED_FILE).unlink()
+    _edit(models, lambda m: m.pop(COMPILED_KEY))
+    with pytest.raises(ModelLoadError, match=r"run `churnstream model export .*` once"):
+        LeanScorer.load(models)
+
+    result = CliRunner().invoke(app, ["model", "export", str(models)])
+    assert result.exit_code == 0, result.output
+    assert "identical to the pipeline" in result.output
+    assert LeanScorer.load(models).version == _version(models).name
+
+
+def test_tampered_arrays_are_refused(models: Path) -> None:
+    path = _version(models) / COMPILED_FILE
+    blob = bytearray(path.read_bytes())
+    blob[-100] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.raises(ModelLoadError, match="sha256 .* metadata.json expects"):
+        LeanScorer.load(models)
+
+
+def test_smoke_value_mismatch_is_refused(models: Path) -> None:
+    _edit(models, lambda m: m[COMPILED_KEY].update(smoke_probability=0.123))
+    with pytest.raises(ModelLoadError, match="compiled arrays gave .* export recorded 0.123"):
+        LeanScorer.load(models)
+
+
+def test_a_model_without_a_compiled_form_is_refused_with_its_reason(models: Path) -> None:
+    _edit(models, lambda m: m.update({COMPILED_KEY: {"file": None, "reason": "no trees here"}}))
+    with pytest.raises(ModelLoadError, match=r"no compiled form \(no trees here\)"):
+        LeanScorer.load(models)
+
+
+def test_export_of_a_missing_model_is_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["model", "export", str(tmp_path / "nothing")])
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("error: ") and len(result.output.splitlines()) == 1
+
+
+def test_reasons_come_from_the_exported_arrays(model_dir: Path) -> None:
+    lean, full = LeanScorer.load(model_dir), Scorer.load(model_dir)
+    assert lean.explains
+    batch = synthetic_features(300, 4)
+    # Against the explanation of a fresh compile of the pipeline (scipy's expit).
+    expected = explainer(compile_pipeline(full.pipeline))(batch)
+    got = lean.explain_features(batch)
+    assert got.base == expected.base
+    assert np.array_equal(got.values, expected.values)
+    assert np.array_equal(got.probabilities, lean.predict_features(batch))
