@@ -18,6 +18,7 @@ from churnstream.cli.options import (
     ConnectTimeoutOption,
     DeadletterTopicOption,
     ModeOption,
+    ReportsDirOption,
     checked_mode,
     effective_settings,
     metrics_port_option,
@@ -59,9 +60,7 @@ def consume(
         float | None,
         typer.Option("--summary-interval", help="Streaming: report every N s.", min=0.1),
     ] = None,
-    reports_dir: Annotated[
-        Path | None, setting_option("paths.reports_dir", "--reports-dir")
-    ] = None,
+    reports_dir: ReportsDirOption = None,
     reports: Annotated[
         bool, typer.Option("--reports/--no-reports", help="Write summary files.")
     ] = True,

@@ -47,6 +47,7 @@ ConnectTimeoutOption = Annotated[
 DeadletterTopicOption = Annotated[
     str | None, setting_option("topics.deadletter", "--deadletter-topic")
 ]
+ReportsDirOption = Annotated[Path | None, setting_option("paths.reports_dir", "--reports-dir")]
 ModelPathOption = Annotated[
     Path | None, model_path_option("Model version dir or models root (default: latest).")
 ]
