@@ -10,7 +10,7 @@ from typing import Annotated
 import orjson
 import typer
 
-from churnstream.cli.options import effective_settings
+from churnstream.cli.options import ReportsDirOption, effective_settings
 from churnstream.exceptions import DataError
 
 logger = logging.getLogger(__name__)
@@ -26,10 +26,7 @@ def check(
     latest: Annotated[
         bool, typer.Option("--latest", help="Check the newest summary in --reports-dir.")
     ] = False,
-    reports_dir: Annotated[
-        Path | None,
-        typer.Option("--reports-dir", help="With --latest; default paths.reports_dir."),
-    ] = None,
+    reports_dir: ReportsDirOption = None,
     max_dlq_rate: Annotated[
         float | None,
         typer.Option(

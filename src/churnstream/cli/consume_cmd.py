@@ -18,11 +18,13 @@ from churnstream.cli.options import (
     ConnectTimeoutOption,
     DeadletterTopicOption,
     ModeOption,
+    ReportsDirOption,
+    checked_mode,
     effective_settings,
     metrics_port_option,
     model_path_option,
+    setting_option,
 )
-from churnstream.exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -31,15 +33,13 @@ def consume(
     ctx: typer.Context,
     mode: ModeOption = "streaming",
     broker: BrokerOption = None,
-    input_topic: Annotated[
-        str | None, typer.Option("--input-topic", help="Default topics.raw.")
-    ] = None,
+    input_topic: Annotated[str | None, setting_option("topics.raw", "--input-topic")] = None,
     output_topic: Annotated[
-        str | None, typer.Option("--output-topic", help="Default topics.predictions.")
+        str | None, setting_option("topics.predictions", "--output-topic")
     ] = None,
     deadletter_topic: DeadletterTopicOption = None,
     consumer_group: Annotated[
-        str | None, typer.Option("--consumer-group", help="Default consumer.group_id.")
+        str | None, setting_option("consumer.group_id", "--consumer-group")
     ] = None,
     model_path: Annotated[
         Path | None, model_path_option("Model version dir or models root.")
@@ -60,9 +60,7 @@ def consume(
         float | None,
         typer.Option("--summary-interval", help="Streaming: report every N s.", min=0.1),
     ] = None,
-    reports_dir: Annotated[
-        Path | None, typer.Option("--reports-dir", help="Default paths.reports_dir.")
-    ] = None,
+    reports_dir: ReportsDirOption = None,
     reports: Annotated[
         bool, typer.Option("--reports/--no-reports", help="Write summary files.")
     ] = True,
@@ -132,8 +130,7 @@ def consume(
     from churnstream.streaming.observers import ScorerObserver, WindowCallback
     from churnstream.streaming.options import ScoreOptions
 
-    if mode not in ("streaming", "batch"):
-        raise ConfigError(f"--mode must be 'streaming' or 'batch', not {mode!r}")
+    run_mode = checked_mode(mode)
     if workers > 1:
         from churnstream.ops.workers import WorkerSupervisor
 
@@ -162,7 +159,7 @@ def consume(
     init_logging(ctx, "scorer", settings)
     options = ScoreOptions.from_settings(
         settings,
-        mode="batch" if mode == "batch" else "streaming",
+        mode=run_mode,
         max_messages=max_messages,
         exactly_once=exactly_once,
         transactional_id=transactional_id,

@@ -8,7 +8,12 @@ from typing import Annotated
 import typer
 
 from churnstream.cli._common import init_logging
-from churnstream.cli.options import BrokerOption, DeadletterTopicOption, effective_settings
+from churnstream.cli.options import (
+    BrokerOption,
+    DeadletterTopicOption,
+    effective_settings,
+    setting_option,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +32,9 @@ def dashboard(
             max=65535,
         ),
     ] = None,
-    host: Annotated[
-        str | None, typer.Option("--host", help="Default observability.dashboard_host.")
-    ] = None,
+    host: Annotated[str | None, setting_option("observability.dashboard_host", "--host")] = None,
     predictions_topic: Annotated[
-        str | None, typer.Option("--predictions-topic", help="Default topics.predictions.")
+        str | None, setting_option("topics.predictions", "--predictions-topic")
     ] = None,
     raw_topic: Annotated[
         str | None,

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from churnstream.cli._common import EXIT_ERROR, init_logging, new_app
-from churnstream.cli.options import BrokerOption, effective_settings
+from churnstream.cli.options import BrokerOption, effective_settings, setting_option
 from churnstream.exceptions import ConfigError
 from churnstream.kafka.admin import ADMIN_TIMEOUT_S
 
@@ -58,9 +58,7 @@ def _clip(text: Any, width: int = MESSAGE_CHARS) -> str:
 def inspect(
     ctx: typer.Context,
     broker: BrokerOption = None,
-    topic: Annotated[
-        str | None, typer.Option("--topic", "-t", help="Default topics.deadletter.")
-    ] = None,
+    topic: Annotated[str | None, setting_option("topics.deadletter", "--topic", "-t")] = None,
     limit: Annotated[
         int | None, typer.Option("--limit", "-n", min=1, help="Read at most N letters.")
     ] = None,
@@ -139,10 +137,8 @@ def _print_summary(s: Summary) -> None:
 def replay(
     ctx: typer.Context,
     broker: BrokerOption = None,
-    from_topic: Annotated[
-        str | None, typer.Option("--from-topic", help="Default topics.deadletter.")
-    ] = None,
-    to_topic: Annotated[str | None, typer.Option("--to-topic", help="Default topics.raw.")] = None,
+    from_topic: Annotated[str | None, setting_option("topics.deadletter", "--from-topic")] = None,
+    to_topic: Annotated[str | None, setting_option("topics.raw", "--to-topic")] = None,
     error_types: Annotated[
         list[str] | None,
         typer.Option("--error-type", help="Only letters of this error_type (repeatable)."),

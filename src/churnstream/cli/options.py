@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
+from churnstream.exceptions import ConfigError
 from churnstream.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,11 @@ def metrics_port_option(help_text: str) -> Any:
     return typer.Option("--metrics-port", min=0, max=65535, help=help_text)
 
 
+def setting_option(setting: str, *flags: str, **kwargs: Any) -> Any:
+    """A flag that overrides ``setting`` for one run; its help names the setting it replaces."""
+    return typer.Option(*flags, help=f"Default {setting}.", **kwargs)
+
+
 def model_path_option(help_text: str) -> Any:
     """``--model-path``: a model version directory, or a models root (its ``latest``)."""
     return typer.Option("--model-path", help=help_text)
@@ -39,12 +45,20 @@ ConnectTimeoutOption = Annotated[
     typer.Option("--connect-timeout", help="Seconds to retry an unreachable broker.", min=0),
 ]
 DeadletterTopicOption = Annotated[
-    str | None, typer.Option("--deadletter-topic", help="Default topics.deadletter.")
+    str | None, setting_option("topics.deadletter", "--deadletter-topic")
 ]
+ReportsDirOption = Annotated[Path | None, setting_option("paths.reports_dir", "--reports-dir")]
 ModelPathOption = Annotated[
     Path | None, model_path_option("Model version dir or models root (default: latest).")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def checked_mode(mode: str) -> Literal["streaming", "batch"]:
+    """The ``--mode`` value, or ConfigError unless it is streaming or batch."""
+    if mode not in ("streaming", "batch"):
+        raise ConfigError(f"--mode must be 'streaming' or 'batch', not {mode!r}")
+    return "batch" if mode == "batch" else "streaming"
 
 
 def effective_settings(

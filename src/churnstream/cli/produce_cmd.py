@@ -16,10 +16,10 @@ from churnstream.cli.options import (
     BrokerOption,
     ConnectTimeoutOption,
     ModeOption,
+    checked_mode,
     effective_settings,
     metrics_port_option,
 )
-from churnstream.exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +76,7 @@ def produce(
     from churnstream.observability.runtime import instrument_producer
     from churnstream.streaming.events_producer import ProduceOptions, run_producer
 
-    if mode not in ("streaming", "batch"):
-        raise ConfigError(f"--mode must be 'streaming' or 'batch', not {mode!r}")
+    run_mode = checked_mode(mode)
     settings = effective_settings(
         {
             "producer.events_per_sec": events_per_sec,
@@ -90,7 +89,7 @@ def produce(
     )
     init_logging(ctx, "producer", settings)
     options = ProduceOptions(
-        mode="batch" if mode == "batch" else "streaming",
+        mode=run_mode,
         topic=topic or settings.topics.raw.name,
         data_path=data_path or settings.paths.raw_csv,
         events_per_sec=settings.producer.events_per_sec,

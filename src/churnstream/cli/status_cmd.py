@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from churnstream.cli.options import BrokerOption, effective_settings
+from churnstream.cli.options import BrokerOption, effective_settings, setting_option
 from churnstream.observability.status import ClusterStatus, lag_rows
 
 logger = logging.getLogger(__name__)
@@ -22,9 +22,7 @@ EXIT_UNREACHABLE = 3
 
 def status(
     broker: BrokerOption = None,
-    models_dir: Annotated[
-        Path | None, typer.Option("--models-dir", help="Default model.models_dir.")
-    ] = None,
+    models_dir: Annotated[Path | None, setting_option("model.models_dir", "--models-dir")] = None,
     dead_letters: Annotated[
         bool,
         typer.Option(

@@ -17,7 +17,7 @@ from confluent_kafka import Message
 from churnstream.deadletters.letters import Letter
 from churnstream.deadletters.markers import MarkerIndex, marker_topic_for
 from churnstream.kafka import admin
-from churnstream.kafka.reader import READ_IDLE_S, TopicReader, message_headers
+from churnstream.kafka.reader import READ_IDLE_S, TopicReader, record_fields
 from churnstream.settings import Settings, TopicSettings
 
 logger = logging.getLogger(__name__)
@@ -68,14 +68,7 @@ def read_letters(
 
 
 def _letter(msg: Message) -> Letter:
-    return Letter(
-        topic=msg.topic() or "",
-        partition=msg.partition() or 0,
-        offset=msg.offset() or 0,
-        key=msg.key(),
-        value=msg.value(),
-        headers=[(name, value or b"") for name, value in message_headers(msg)],
-    )
+    return Letter(*record_fields(msg))
 
 
 def read_markers(

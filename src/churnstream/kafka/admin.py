@@ -381,6 +381,12 @@ def _list_offsets(
     timeout_s: float,
 ) -> dict[tuple[str, int], int]:
     """One ListOffsets request for ``partitions``, asked again while errors are transient."""
+    if not partitions:
+        return {}
+    if which == "earliest":
+        spec = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+    else:
+        spec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
     where = ", ".join(sorted({tp.topic for tp in partitions}))
 
     def note(retry: RetryNote) -> None:
@@ -397,6 +403,18 @@ def _list_offsets(
             },
         )
 
+    def ask() -> dict[tuple[str, int], int]:
+        futures = admin.list_offsets({tp: spec for tp in partitions}, request_timeout=timeout_s)
+        out: dict[tuple[str, int], int] = {}
+        for tp, future in futures.items():
+            try:
+                out[(tp.topic, tp.partition)] = int(future.result(timeout=timeout_s).offset)
+            except concurrent.futures.TimeoutError:
+                raise BrokerUnavailableError(
+                    f"listing offsets of {tp.topic}[{tp.partition}] timed out"
+                ) from None
+        return out
+
     policy = retrying(
         deadline_s=TRANSIENT_RETRY_S,
         first_delay_s=RETRY_BACKOFF_S,
@@ -405,34 +423,10 @@ def _list_offsets(
         on_retry=note,
     )
     try:
-        return policy.call(_list_offsets_once, admin, partitions, which, timeout_s)
+        return policy.call(ask)
     except KafkaException as exc:
         error = BrokerUnavailableError if _transient(exc) else BrokerError
         raise error(f"cannot read offsets of {where}: {error_reason(exc)}") from None
-
-
-def _list_offsets_once(
-    admin: AdminClient,
-    partitions: Sequence[TopicPartition],
-    which: Literal["earliest", "latest"],
-    timeout_s: float,
-) -> dict[tuple[str, int], int]:
-    if not partitions:
-        return {}
-    if which == "earliest":
-        spec = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
-    else:
-        spec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
-    futures = admin.list_offsets({tp: spec for tp in partitions}, request_timeout=timeout_s)
-    out: dict[tuple[str, int], int] = {}
-    for tp, future in futures.items():
-        try:
-            out[(tp.topic, tp.partition)] = int(future.result(timeout=timeout_s).offset)
-        except concurrent.futures.TimeoutError:
-            raise BrokerUnavailableError(
-                f"listing offsets of {tp.topic}[{tp.partition}] timed out"
-            ) from None
-    return out
 
 
 def _transient(exc: BaseException) -> bool:

@@ -38,6 +38,7 @@ from confluent_kafka import (
 )
 
 from churnstream.exceptions import BrokerError, BrokerUnavailableError, ChurnstreamError
+from churnstream.headers import Headers
 from churnstream.kafka import admin
 from churnstream.kafka.clients import reader_consumer
 from churnstream.settings import KafkaSettings
@@ -212,6 +213,28 @@ def message_record(msg: Message) -> dict[str, Any]:
         "headers": headers,
         "value": decode_value(msg.value()),
     }
+
+
+#: A consumed record as plain values: topic, partition, offset, key, value, headers.
+RecordFields = tuple[str, int, int, bytes | None, bytes | None, Headers]
+
+
+def record_fields(msg: Message) -> RecordFields:
+    """A consumed record's values, in the field order of the types built from them.
+
+    Header values are bytes, a missing one ``b""``: what the scorer's
+    :class:`~churnstream.scoring.messages.RawMessage` and a dead letter both carry.
+    """
+    raw = msg.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return (
+        msg.topic() or "",
+        msg.partition() or 0,
+        msg.offset() or 0,
+        msg.key(),
+        msg.value(),
+        [(k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in pairs],
+    )
 
 
 def message_headers(msg: Message) -> list[tuple[str, bytes | None]]:

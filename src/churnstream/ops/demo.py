@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -148,22 +149,15 @@ def _run_pipeline(
     topic = settings.topics.raw.name
     # Score only this run's events, even if the topic holds earlier ones.
     offsets = admin.end_offsets(settings.kafka, topic)
+    options = dataclasses.replace(
+        ScoreOptions.from_settings(settings, mode="streaming", start_offsets=offsets),
+        # A group of its own per run: the configured group's committed offsets stay as they are.
+        group_id=f"churnstream-demo-{uuid.uuid4().hex[:8]}",
+        summary_interval_s=max(duration_s * 10, 3600.0),  # one report, at the end
+    )
     loop = ScorerLoop(
         settings,
-        ScoreOptions(
-            mode="streaming",
-            input_topic=topic,
-            output_topic=settings.topics.predictions.name,
-            deadletter_topic=settings.topics.deadletter.name,
-            group_id=f"churnstream-demo-{uuid.uuid4().hex[:8]}",
-            model_path=settings.model.models_dir,
-            idle_timeout_ms=settings.consumer.idle_timeout_ms,
-            max_batch_records=settings.consumer.max_batch_records,
-            max_batch_wait_ms=settings.consumer.max_batch_wait_ms,
-            summary_interval_s=max(duration_s * 10, 3600.0),  # one report, at the end
-            top_k=settings.consumer.top_k,
-            start_offsets=offsets,
-        ),
+        options,
         observers=[_LiveCounts(state), *observers],
     )
     scorer_stop = threading.Event()

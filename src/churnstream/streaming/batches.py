@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from confluent_kafka import KafkaError, Message, TopicPartition
 
 from churnstream.exceptions import BrokerUnavailableError
+from churnstream.kafka.reader import record_fields
 from churnstream.logging import ERROR_CODE, PARTITION, TOPIC
 from churnstream.scoring.messages import RawMessage
 
@@ -16,16 +17,7 @@ logger = logging.getLogger(__name__)
 
 def raw_message(msg: Message) -> RawMessage:
     """One consumed message as the transform takes it (header values as bytes)."""
-    headers = msg.headers() or []
-    pairs = list(headers.items()) if isinstance(headers, dict) else headers
-    return RawMessage(
-        topic=msg.topic() or "",
-        partition=msg.partition() or 0,
-        offset=msg.offset() or 0,
-        key=msg.key(),
-        value=msg.value(),
-        headers=[(k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in pairs],
-    )
+    return RawMessage(*record_fields(msg))
 
 
 def usable(messages: list[Message]) -> list[RawMessage]:

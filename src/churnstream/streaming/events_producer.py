@@ -138,14 +138,45 @@ def run_producer(
     if not options.dry_run:
         config = settings.kafka.producer_config(settings.producer)
         producer = SafeProducer(config, on_delivery=on_delivery)
-    if options.mode == "streaming":
-        summary = _stream(records, options, producer, stop, on_progress)
-    else:
-        summary = _batch(settings, records, options, producer, stop, on_progress)
+    run = _Run(records, options, producer, stop, on_progress)
+    summary = _stream(run) if options.mode == "streaming" else _batch(settings, run)
     summary.skipped += rejected
     summary.dry_run = options.dry_run
     logger.info("producer finished: %s", summary.line(), extra={TOPIC: options.topic})
     return summary
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What either mode works with: the rows, the options, and the producer (None: dry run)."""
+
+    records: list[dict[str, Any]]
+    options: ProduceOptions
+    producer: SafeProducer | None
+    stop: threading.Event
+    on_progress: ProgressFn | None
+
+    def send(self, index: int, run_id: bytes) -> bool:
+        """Send row ``index`` stamped with the current time (a dry run only builds it).
+
+        False when ``--validate`` rejects the event: nothing is sent.
+        """
+        event = {**self.records[index], "event_ts": utc_now_iso()}
+        if self.options.validate and not _valid_event(event):
+            return False
+        if self.producer is not None:
+            key, value = encode_event(event)
+            self.producer.produce(
+                self.options.topic,
+                value,
+                key,
+                [(ROW_INDEX_HEADER, str(index).encode()), (RUN_ID_HEADER, run_id)],
+            )
+        return True
+
+    def progress(self, done: int, total: int | None) -> None:
+        if self.on_progress is not None:
+            self.on_progress(done, total)
 
 
 def _settle(producer: SafeProducer | None, summary: ProduceSummary) -> None:
@@ -159,13 +190,8 @@ def _settle(producer: SafeProducer | None, summary: ProduceSummary) -> None:
         logger.error("%d message(s) were not acknowledged before the flush timeout", remaining)
 
 
-def _stream(
-    records: list[dict[str, Any]],
-    options: ProduceOptions,
-    producer: SafeProducer | None,
-    stop: threading.Event,
-    on_progress: ProgressFn | None,
-) -> ProduceSummary:
+def _stream(run: _Run) -> ProduceSummary:
+    records, options, producer, stop = run.records, run.options, run.producer, run.stop
     summary = ProduceSummary(mode="streaming")
     rng = random.Random(options.seed)  # noqa: S311 - sampling, not security
     rate = options.events_per_sec
@@ -192,25 +218,15 @@ def _stream(
             else:
                 index = position % len(records)
                 position += 1
-            event = {**records[index], "event_ts": utc_now_iso()}
-            if options.validate and not _valid_event(event):
+            if not run.send(index, run_id):
                 summary.skipped += 1
                 queued += 1
                 continue
-            if producer is not None:
-                key, value = encode_event(event)
-                producer.produce(
-                    options.topic,
-                    value,
-                    key,
-                    [(ROW_INDEX_HEADER, str(index).encode()), (RUN_ID_HEADER, run_id)],
-                )
             last_send = time.monotonic()
             if queued == 0:
                 first_send = last_send
             queued += 1
-        if on_progress is not None:
-            on_progress(queued, options.max_events)
+        run.progress(queued, options.max_events)
         next_due = started + queued / rate
         stop.wait(min(MAX_SLEEP_S, max(0.0, next_due - time.monotonic())))
         if producer is not None:
@@ -281,14 +297,7 @@ def _checkpoint(
     )
 
 
-def _batch(
-    settings: Settings,
-    records: list[dict[str, Any]],
-    options: ProduceOptions,
-    producer: SafeProducer | None,
-    stop: threading.Event,
-    on_progress: ProgressFn | None,
-) -> ProduceSummary:
+def _batch(settings: Settings, run: _Run) -> ProduceSummary:
     """Send the file in acknowledged chunks, checkpointing after each.
 
     Resume is exact: every event carries its row index and the run id in headers, and the
@@ -298,7 +307,8 @@ def _batch(
     so even a crash inside the first chunk resumes rather than starting over.
     """
     summary = ProduceSummary(mode="batch")
-    total = len(records)
+    options, producer = run.options, run.producer
+    total = len(run.records)
     data_sha = sha256_of(options.data_path)
     start_row = 0
     skip: set[int] = set()
@@ -356,26 +366,15 @@ def _batch(
         end_row = min(total, start_row + options.max_events)
     started = time.monotonic()
     row = start_row
-    if on_progress is not None:
-        on_progress(row, total)
-    while row < end_row and not stop.is_set():
+    run.progress(row, total)
+    while row < end_row and not run.stop.is_set():
         chunk_end = min(end_row, row + options.batch_size)
         for index in range(row, chunk_end):
             if index in skip:
                 summary.already_present += 1
                 continue
-            event = {**records[index], "event_ts": utc_now_iso()}
-            if options.validate and not _valid_event(event):
+            if not run.send(index, run_id.encode()):
                 summary.skipped += 1
-                continue
-            if producer is not None:
-                key, value = encode_event(event)
-                producer.produce(
-                    options.topic,
-                    value,
-                    key,
-                    [(ROW_INDEX_HEADER, str(index).encode()), (RUN_ID_HEADER, run_id.encode())],
-                )
         if producer is not None:
             failed_before = producer.stats.failed
             remaining = producer.flush()
@@ -404,8 +403,7 @@ def _batch(
                 end_offsets=end_offsets,
             )
         row = chunk_end
-        if on_progress is not None:
-            on_progress(row, total)
+        run.progress(row, total)
     summary.duration_s = time.monotonic() - started
     if producer is None:
         summary.sent = row - start_row - summary.skipped
