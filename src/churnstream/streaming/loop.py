@@ -79,6 +79,7 @@ class ScorerLoop:
             drift=drift_reference(self.scorer.metadata, settings.observability),
         )
         self.assigned = threading.Event()
+        self._assigned_at: float | None = None
         self.progress = ProgressClock(options.recovery_timeout_s)
         self.watcher = (
             ModelWatcher(options.model_path, self.scorer, interval_s=options.reload_interval_s)
@@ -143,7 +144,9 @@ class ScorerLoop:
                     quiet_since = quiet_since or now
                     if now - quiet_since >= QUIET_PROGRESS_S:
                         self.progress.progressed()
-                    if opts.mode == "batch" and now - last_message >= opts.idle_timeout_ms / 1000:
+                    if opts.mode == "batch" and self._idle_for(now, last_message) >= (
+                        opts.idle_timeout_ms / 1000
+                    ):
                         logger.info(
                             "no new message for %d ms; closing the window", opts.idle_timeout_ms
                         )
@@ -312,7 +315,21 @@ class ScorerLoop:
             model_version=self.scorer.version, group_id=opts.group_id, input_topic=opts.input_topic
         )
 
+    def _idle_for(self, now: float, last_message: float) -> float:
+        """How long a batch window has had nothing to read.
+
+        The clock starts at the group's first assignment: joining can take longer than the
+        idle timeout on a loaded broker ("coordinator load in progress"), and a window that
+        closed then would score nothing from a full topic. Without any assignment the wait
+        is bounded by the broker connect timeout instead.
+        """
+        if self._assigned_at is None:
+            waited = now - last_message
+            return waited if waited >= self.options.connect_timeout_s else 0.0
+        return now - max(last_message, self._assigned_at)
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned_at = time.monotonic()
         logger.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
         if self.options.start_offsets is not None:
             for tp in partitions:
