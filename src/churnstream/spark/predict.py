@@ -14,6 +14,7 @@ runs have none, and persisting a whole scored dataset to split it in two would c
 
 from __future__ import annotations
 
+import csv
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -53,40 +54,66 @@ CSV_WRITE_OPTIONS = {
 
 @dataclass(frozen=True)
 class InputLayout:
-    """What a file or a directory of parts holds: its format and its partition columns."""
+    """What a file or a directory of parts holds: format, partition keys, first file."""
 
     format: str
     partition_columns: tuple[str, ...]
+    sample: Path
 
 
 def input_layout(path: Path) -> InputLayout:
-    """The format of a .csv/.parquet file or of the data files of a directory.
+    """The format of a .csv/.parquet file or of the data files of a directory, with the
+    columns checked on its first file (before Spark starts, so a wrong file costs no JVM).
 
-    Raises DataError for a missing path, an unknown suffix, an empty directory or one that
-    mixes formats.
+    Raises DataError for a missing or unreadable path, an unknown suffix, an empty
+    directory or one that mixes formats, and a missing column.
     """
     if path.is_file():
         fmt = path.suffix.lower().lstrip(".")
         if fmt not in FORMATS:
             raise DataError(f"input {path} must end in .csv or .parquet")
-        return InputLayout(fmt, ())
-    if not path.is_dir():
+        layout = InputLayout(fmt, (), path)
+    elif not path.is_dir():
         raise DataError(f"{path} does not exist")
-    files = [
-        f
-        for f in sorted(path.rglob("*"))
-        if f.is_file() and not any(p.startswith(("_", ".")) for p in f.relative_to(path).parts)
-    ]
-    formats = {f.suffix.lower().lstrip(".") for f in files} & set(FORMATS)
-    if not formats:
-        raise DataError(f"{path} holds no .csv or .parquet files")
-    if len(formats) > 1:
-        raise DataError(f"{path} mixes .csv and .parquet files; give one format")
-    first = next(f for f in files if f.suffix.lower().lstrip(".") in formats)
-    keys = tuple(
-        part.split("=", 1)[0] for part in first.relative_to(path).parts[:-1] if "=" in part
-    )
-    return InputLayout(formats.pop(), keys)
+    else:
+        files = [
+            f
+            for f in sorted(path.rglob("*"))
+            if f.is_file()
+            and f.suffix.lower().lstrip(".") in FORMATS
+            and not any(p.startswith(("_", ".")) for p in f.relative_to(path).parts)
+        ]
+        formats = {f.suffix.lower().lstrip(".") for f in files}
+        if not formats:
+            raise DataError(f"{path} holds no .csv or .parquet files")
+        if len(formats) > 1:
+            raise DataError(f"{path} mixes .csv and .parquet files; give one format")
+        keys = tuple(
+            part.split("=", 1)[0] for part in files[0].relative_to(path).parts[:-1] if "=" in part
+        )
+        layout = InputLayout(formats.pop(), keys, files[0])
+    _check_columns([*_file_columns(layout), *layout.partition_columns])
+    return layout
+
+
+def _file_columns(layout: InputLayout) -> list[str]:
+    """The column names of the first data file: its CSV header or its Parquet schema."""
+    try:
+        if layout.format == "csv":
+            with layout.sample.open(newline="", encoding="utf-8") as fh:
+                return next(csv.reader(fh), [])
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(layout.sample).names)
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+        raise DataError(f"cannot read {layout.sample}: {exc}") from exc
+
+
+def _check_columns(columns: list[str]) -> None:
+    required = (ID_COLUMN, *FEATURE_COLUMNS)
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise DataError(f"input is missing column {missing[0]!r} (expected {', '.join(required)})")
 
 
 def output_format(output: Path, layout: InputLayout) -> str:

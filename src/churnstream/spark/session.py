@@ -174,8 +174,9 @@ def session_conf(options: SparkOptions, env: Mapping[str, str] | None = None) ->
     return conf
 
 
-def build_session(options: SparkOptions) -> SparkSession:
-    """Start (or join) the SparkSession, after checks that fail in one line."""
+def preflight(options: SparkOptions) -> tuple[str | None, dict[str, str]]:
+    """The checks that make a failed start one line, done before any JVM starts: pyspark,
+    Java, the jars named in the conf, the master. Returns the master and the conf."""
     check_pyspark()
     master = resolve_master(options.master)
     conf = session_conf(options)
@@ -184,6 +185,12 @@ def build_session(options: SparkOptions) -> SparkSession:
         check_java()  # under spark-submit the JVM is already running
     if master is not None:
         check_master_reachable(master)
+    return master, conf
+
+
+def build_session(options: SparkOptions) -> SparkSession:
+    """Start (or join) the SparkSession, after the :func:`preflight` checks."""
+    master, conf = preflight(options)
     # Executors run our scoring function: they need this interpreter (and churnstream).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if _is_local(master):
