@@ -9,6 +9,7 @@ with fresh topics for every measurement; the model is ``models/latest`` (trained
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -181,7 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         results["single_record"] = single.measure(scorer, rows, args.single_iterations).as_dict()
     if "stages" in args.only:
         results["stages"] = stages.measure(scorer, rows)
-    with env.embedded_broker(args.bootstrap) as bootstrap:
+    # The in-process and file benches need no broker: do not start one for them alone.
+    needs_broker = bool(set(args.only) - {"single", "stages", "spark"})
+    broker = env.embedded_broker(args.bootstrap) if needs_broker else contextlib.nullcontext("")
+    with broker as bootstrap:
         if "throughput" in args.only:
             results["throughput"] = throughput.measure(
                 bootstrap, rows, events=args.events, workers=1,
