@@ -23,7 +23,7 @@ from churnstream.predict import predict_file
 from tests.integration.spark_cluster import EXECUTOR_MEMORY, SparkCluster
 
 pytest.importorskip("pyspark")
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 CHURNSTREAM = str(Path(sys.executable).with_name("churnstream"))
 GENERATED_ROWS = 2_000_000
@@ -32,7 +32,7 @@ BAD_ROWS = {"tenure": "-3", "Contract": "Weekly", "MonthlyCharges": "lots"}
 
 def run_predict(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - fixed argv
-        [CHURNSTREAM, "predict", *args], capture_output=True, text=True, timeout=800
+        [CHURNSTREAM, "predict", *args], capture_output=True, text=True, timeout=1700
     )
 
 
