@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 from churnstream.data import REJECT_REASON_COLUMN, as_text
 from churnstream.exceptions import DataError, SparkError
-from churnstream.predict import OUTPUT_COLUMNS, PredictResult, rejects_path_for, score_frame
+from churnstream.model.contributions import explainer
+from churnstream.predict import (
+    OUTPUT_COLUMNS,
+    REASON_COLUMNS,
+    PredictResult,
+    rejects_path_for,
+    score_frame,
+)
 from churnstream.schemas import FEATURE_COLUMNS, ID_COLUMN
 from churnstream.scoring.encode import POSITIVE_LABEL
 from churnstream.spark.session import describe
@@ -142,7 +149,7 @@ def read_input(spark: SparkSession, path: Path, layout: InputLayout) -> DataFram
     return frame
 
 
-def _schemas(columns: list[str]) -> tuple[pa.Schema, pa.Schema]:
+def _schemas(columns: list[str], reasons: bool) -> tuple[pa.Schema, pa.Schema]:
     """The scored and the rejected rows: the input's columns as text, then ours."""
     import pyarrow as pa
 
@@ -153,6 +160,7 @@ def _schemas(columns: list[str]) -> tuple[pa.Schema, pa.Schema]:
             pa.field("churn_probability", pa.float64()),
             pa.field("prediction", pa.string()),
             pa.field("model_version", pa.string()),
+            *(pa.field(c, pa.string()) for c in (REASON_COLUMNS if reasons else ())),
         ]
     )
     rejected = pa.schema([*text, pa.field(REJECT_REASON_COLUMN, pa.string())])
@@ -163,7 +171,7 @@ def _schemas(columns: list[str]) -> tuple[pa.Schema, pa.Schema]:
 class _Scoring:
     """What every task needs, pickled into the job (the model itself is a broadcast).."""
 
-    model: Any  # Broadcast[Predict]
+    model: Any  # Broadcast[tuple[Predict, Explain | None]]
     threshold: float
     model_version: str
     csv: bool
@@ -176,13 +184,17 @@ class _Scoring:
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import pyarrow as pa
 
-        predict: Predict = self.model.value
+        predict, explain = self.model.value
         for batch in batches:
             raw = as_text(batch.to_pandas())
             if self.csv:
                 raw = raw.fillna("")  # pandas reads an empty CSV field as ""
             out, rejects = score_frame(
-                raw, predict, threshold=self.threshold, model_version=self.model_version
+                raw,
+                predict,
+                threshold=self.threshold,
+                model_version=self.model_version,
+                explain=explain,
             )
             self.scored.add(len(out))
             self.churners.add(int((out["prediction"] == POSITIVE_LABEL).sum()) if len(out) else 0)
@@ -217,8 +229,13 @@ def predict_dataset(
     *,
     rejects_path: Path | None = None,
     predict: Callable[[Scorer], Predict] = model_predict,
+    reasons: bool = True,
 ) -> PredictResult:
-    """Score a file or directory of parts on Spark; write output (and rejects) as parts."""
+    """Score a file or directory of parts on Spark; write output (and rejects) as parts.
+
+    With ``reasons`` (and a model that can give them) the scored rows also get the
+    REASON_COLUMNS, as with the pandas engine.
+    """
     from py4j.protocol import Py4JError
     from pyspark.errors import PySparkException
 
@@ -227,8 +244,13 @@ def predict_dataset(
     fmt = output_format(output_path, layout)
     frame = read_input(spark, input_path, layout)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_ROWS))
-    scored_schema, rejected_schema = _schemas(frame.columns)
-    model = spark.sparkContext.broadcast(predict(scorer))
+    explain = (
+        explainer(scorer.compiled)
+        if reasons and scorer.explains and scorer.compiled is not None
+        else None
+    )
+    scored_schema, rejected_schema = _schemas(frame.columns, explain is not None)
+    model = spark.sparkContext.broadcast((predict(scorer), explain))
 
     def run(keep_rejects: bool, path: Path) -> tuple[int, int, int]:
         counts = [spark.sparkContext.accumulator(0) for _ in range(3)]
