@@ -93,6 +93,9 @@ def run_engine(engine: str, source: Path, out: Path, models_dir: Path, rows: int
         str(out),
         "--model-path",
         str(models_dir),
+        # Scoring is what is compared; the pandas engine's reasons for millions of rows at
+        # once take more memory than this machine has.
+        "--no-reasons",
     ]
     if engine == "spark":
         argv += ["--master", SPARK_MASTER]
@@ -111,7 +114,7 @@ def run_engine(engine: str, source: Path, out: Path, models_dir: Path, rows: int
         seconds=seconds,
         rows_per_s=rows / seconds,
         peak_rss_mb=peak_kb / 1024,
-        command=f"churnstream predict --engine {engine}"
+        command=f"churnstream predict --no-reasons --engine {engine}"
         + (f" --master {SPARK_MASTER}" if engine == "spark" else ""),
     )
 
