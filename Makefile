@@ -21,7 +21,7 @@ help: ## List the targets
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,spark]'
 	touch $(STAMP)
 
 # The replaced system's clients (kafka-python, no compression libraries) from their own
@@ -32,7 +32,7 @@ $(LEGACY_STAMP): tests/legacy_client/requirements.txt
 	  -r tests/legacy_client/requirements.txt
 	touch $(LEGACY_STAMP)
 
-setup: $(STAMP) $(LEGACY_STAMP) ## Create .venv (churnstream, dev extras) and .venv-legacy, fetch the Kafka jars, Chromium
+setup: $(STAMP) $(LEGACY_STAMP) ## Create .venv (churnstream, dev and spark extras) and .venv-legacy, fetch the Kafka jars, Chromium
 	$(BIN)/churnstream broker fetch
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

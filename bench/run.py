@@ -9,6 +9,7 @@ with fresh topics for every measurement; the model is ``models/latest`` (trained
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from bench import (
     peers,
     reasons,
     single,
+    spark,
     stages,
     throughput,
 )
@@ -43,7 +45,7 @@ RESULTS = env.REPO / "bench" / "results"
 BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
 ALL = (
     "throughput", "scaling", "latency", "single", "stages", "baseline", "ceiling", "peers",
-    "compression", "reasons", "ablation",
+    "compression", "reasons", "ablation", "spark",
 )  # fmt: skip
 
 #: The lean-and-fast targets, in the order the summary shows them; the rows after the
@@ -109,6 +111,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(ablation.NAMES),
         help="ablation: comma list of configurations to run",
     )
+    parser.add_argument(
+        "--spark-rows",
+        type=int,
+        default=spark.DEFAULT_ROWS,
+        help="spark: rows of the generated Parquet file scored by both predict engines",
+    )
+    parser.add_argument(
+        "--no-spark", action="store_true", help="skip the Spark batch bench (quick runs)"
+    )
     parser.add_argument("--only", default=",".join(ALL), help=f"comma list of {', '.join(ALL)}")
     parser.add_argument("--bootstrap", help="use this cluster instead of an embedded broker")
     parser.add_argument("--models-dir", type=Path, default=env.REPO / "models")
@@ -132,6 +143,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown lever(s); choose among {', '.join(ablation.NAMES)}")
     args.levers = levers
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
+    if args.no_spark:
+        args.only = [name for name in args.only if name != "spark"]
     unknown = set(args.only) - set(ALL)
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
@@ -169,7 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         results["single_record"] = single.measure(scorer, rows, args.single_iterations).as_dict()
     if "stages" in args.only:
         results["stages"] = stages.measure(scorer, rows)
-    with env.embedded_broker(args.bootstrap) as bootstrap:
+    # The in-process and file benches need no broker: do not start one for them alone.
+    needs_broker = bool(set(args.only) - {"single", "stages", "spark"})
+    broker = env.embedded_broker(args.bootstrap) if needs_broker else contextlib.nullcontext("")
+    with broker as bootstrap:
         if "throughput" in args.only:
             results["throughput"] = throughput.measure(
                 bootstrap, rows, events=args.events, workers=1,
@@ -232,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
                 bootstrap, rows, events=args.events, partitions=args.partitions,
                 models_dir=args.models_dir,
             )  # fmt: skip
+    if "spark" in args.only:
+        results["spark_batch"] = spark.measure(env.DATASET, args.models_dir, args.spark_rows)
     results["load_after"] = os.getloadavg()
     results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["targets"] = targets(results)
@@ -373,6 +391,8 @@ def render(results: dict[str, Any]) -> str:
         lines += ["", compression.render(results["compression"])]
     if results.get("ablation"):
         lines += ["", ablation.render(results["ablation"])]
+    if results.get("spark_batch"):
+        lines += ["", spark.render(results["spark_batch"])]
     lines += [
         "",
         "Summary against the targets (the first seven; a throughput target is met by either "

@@ -156,11 +156,15 @@ def read_table(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
-            frame = pd.read_parquet(path)
-            return frame.astype(object).where(frame.notna(), None).astype("string")
+            return as_text(pd.read_parquet(path))
         return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
+
+
+def as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every column as text, nulls kept: typed columns (Parquet's) as validation sees them."""
+    return frame.astype(object).where(frame.notna(), None).astype("string")
 
 
 def check_columns(frame: pd.DataFrame, required: tuple[str, ...], where: str) -> None:

@@ -99,3 +99,8 @@ class ClientStuckError(DeliveryError):
 
     That client is abandoned (never used again) and replaced.
     """
+
+
+class SparkError(ChurnstreamError):
+    """Spark cannot run here: no pyspark, no Java, a missing jar, an unreachable master, or
+    a job that failed. The message names what is missing and how to provide it."""

@@ -28,8 +28,8 @@ from churnstream.model.scorer import Scorer
 from churnstream.schemas import CustomerEvent, utc_now_iso, validation_messages
 from churnstream.scoring.decode import features_of_events
 from churnstream.scoring.encode import NEGATIVE_LABEL, POSITIVE_LABEL, encode_predictions
-from churnstream.scoring.infer import score_features
-from churnstream.scoring.reasons import reasons_of
+from churnstream.scoring.infer import Predict, score_features
+from churnstream.scoring.reasons import Explain, reasons_of
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,48 @@ def rejects_path_for(output: Path) -> Path:
     return output.with_name(f"{output.stem}.rejects{output.suffix}")
 
 
+def score_frame(
+    raw: pd.DataFrame,
+    predict: Predict,
+    *,
+    threshold: float,
+    model_version: str,
+    explain: Explain | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Raw text rows in; the scored rows (the caller's columns as they were, then
+    OUTPUT_COLUMNS, then with ``explain`` the REASON_COLUMNS) and the rejected rows (then
+    ``reject_reason``) out.
+
+    Every engine of ``churnstream predict`` calls this on its rows: the whole file for pandas,
+    each Arrow batch for Spark.
+    """
+    valid, rejects = validate_frame(raw)
+    if len(valid):
+        features = from_frame(valid)
+        scores = score_features(features, predict, threshold=threshold)
+        if not scores.finite.all():
+            unscored = raw.loc[valid.index[~scores.finite]].copy()
+            unscored[REJECT_REASON_COLUMN] = UNSCORED_REASON
+            rejects = pd.concat([rejects, unscored]).sort_index()
+        # Keep the caller's text as it was, append our three columns.
+        out = raw.loc[valid.index[scores.finite]].copy()
+        out["churn_probability"] = scores.probabilities[scores.finite]
+        out["prediction"] = np.where(
+            scores.labels_yes[scores.finite], POSITIVE_LABEL, NEGATIVE_LABEL
+        ).astype(object)
+        out["model_version"] = np.full(len(out), model_version, dtype=object)
+        if explain is not None:
+            rows = np.flatnonzero(scores.finite)
+            found = reasons_of(explain, features.take(rows))
+            for column, texts in zip(REASON_COLUMNS, _reason_cells(found, len(out)), strict=True):
+                out[column] = texts
+    else:
+        out = raw.iloc[0:0].copy()
+        for column in OUTPUT_COLUMNS + (REASON_COLUMNS if explain is not None else ()):
+            out[column] = pd.Series(dtype=object)
+    return out, rejects
+
+
 def predict_file(
     input_path: Path,
     output_path: Path,
@@ -87,32 +129,13 @@ def predict_file(
     _check_suffix(input_path, "input")
     _check_suffix(output_path, "output")
     started = time.perf_counter()
-    raw = read_table(input_path)
-    valid, rejects = validate_frame(raw)
-    explain = reasons and scorer.explains
-    if len(valid):
-        features = from_frame(valid)
-        scores = score_features(features, scorer.predict_features, threshold=scorer.threshold)
-        if not scores.finite.all():
-            unscored = raw.loc[valid.index[~scores.finite]].copy()
-            unscored[REJECT_REASON_COLUMN] = UNSCORED_REASON
-            rejects = pd.concat([rejects, unscored]).sort_index()
-        # Keep the caller's text as it was, append our three columns.
-        out = raw.loc[valid.index[scores.finite]].copy()
-        out["churn_probability"] = scores.probabilities[scores.finite]
-        out["prediction"] = np.where(
-            scores.labels_yes[scores.finite], POSITIVE_LABEL, NEGATIVE_LABEL
-        ).astype(object)
-        out["model_version"] = np.full(len(out), scorer.version, dtype=object)
-        if explain:
-            rows = np.flatnonzero(scores.finite)
-            found = reasons_of(scorer.explain_features, features.take(rows))
-            for column, texts in zip(REASON_COLUMNS, _reason_cells(found, len(out)), strict=True):
-                out[column] = texts
-    else:
-        out = raw.iloc[0:0].copy()
-        for column in OUTPUT_COLUMNS + (REASON_COLUMNS if explain else ()):
-            out[column] = pd.Series(dtype=object)
+    out, rejects = score_frame(
+        read_table(input_path),
+        scorer.predict_features,
+        threshold=scorer.threshold,
+        model_version=scorer.version,
+        explain=scorer.explain_features if reasons and scorer.explains else None,
+    )
     _write_table(out, output_path)
 
     written_rejects: Path | None = None

@@ -11,6 +11,8 @@
 - ``_broker_reaper`` (session, autouse): a watchdog process (``tests/reaper.py``) that stops
   every broker started under this session's temp dir if pytest itself dies (SIGKILL,
   segfault) before its fixtures could stop them.
+- ``spark_cluster`` (session): a Spark standalone master and two workers on 127.0.0.1
+  (``tests/integration/spark_cluster.py``); skipped without pyspark or Java.
 - ``embedded_settings`` (function): ``embedded_settings(engine, state_dir, **overrides)`` gives
   ``BrokerSettings`` for a throwaway embedded broker on a free port (tests start/stop it).
 """
@@ -18,6 +20,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -30,6 +33,7 @@ from confluent_kafka import Producer
 from churnstream.kafka import admin
 from churnstream.ops import devbroker
 from churnstream.settings import BrokerSettings, KafkaSettings, TopicSettings
+from tests.integration.spark_cluster import SparkCluster
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The same jar cache as `churnstream broker fetch` run from the repo root: fetched once.
@@ -96,6 +100,18 @@ def tansu_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield settings.bootstrap
     finally:
         devbroker.stop(settings)
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkCluster]:
+    pytest.importorskip("pyspark")
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        pytest.skip("no Java runtime: the Spark cluster needs a JDK 17+")
+    cluster = SparkCluster(tmp_path_factory.mktemp("spark-cluster")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

@@ -4,19 +4,37 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from churnstream.cli.options import ModelPathOption, effective_settings
+from churnstream.cli.spark_options import (
+    Engine,
+    EngineOption,
+    MasterOption,
+    SparkConfOption,
+    spark_options_only_with_spark,
+)
 from churnstream.exceptions import DataError, InvalidEventError
+
+if TYPE_CHECKING:
+    from churnstream.model.scorer import Scorer
+    from churnstream.predict import PredictResult
+    from churnstream.spark.session import SparkOptions
 
 logger = logging.getLogger(__name__)
 
 
 def predict(
     input_path: Annotated[
-        Path | None, typer.Option("--input", "-i", help="CSV or Parquet file of customer records.")
+        Path | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="CSV or Parquet file of customer records (with --engine spark, also a "
+            "directory of parts).",
+        ),
     ] = None,
     output_path: Annotated[
         Path | None,
@@ -40,6 +58,9 @@ def predict(
             "reasons field).",
         ),
     ] = True,
+    engine: EngineOption = Engine.PANDAS,
+    master: MasterOption = None,
+    spark_conf: SparkConfOption = None,
 ) -> None:
     """Score customers with the trained model."""
     # Imported late: loading scikit-learn costs about a second that --help should not pay.
@@ -48,6 +69,9 @@ def predict(
 
     if (record is None) == (input_path is None):
         raise DataError("give either --input FILE --output FILE, or --json RECORD")
+    spark_options_only_with_spark(engine, master, spark_conf)
+    if record is not None and engine is Engine.SPARK:
+        raise DataError("--engine spark scores files (--input); --json is one record")
     settings = effective_settings()
     # Check the cheap things first, so a typo is reported before the model loads.
     if record is not None:
@@ -61,15 +85,50 @@ def predict(
     assert input_path is not None  # noqa: S101 - guaranteed by the check above
     if output_path is None:
         raise DataError("--output is required with --input")
-    if not input_path.is_file():
-        raise DataError(f"{input_path} does not exist")
-    scorer = Scorer.load(model_path or settings.model.models_dir)
-    result = predict_file(
-        input_path, output_path, scorer, rejects_path=rejects_path, reasons=reasons
-    )
+    models = model_path or settings.model.models_dir
+    if engine is Engine.SPARK:
+        from churnstream.spark.predict import input_layout
+        from churnstream.spark.session import SparkOptions, parse_conf, preflight
+
+        # Everything that can be wrong before a JVM starts is reported before it does.
+        input_layout(input_path)
+        options = SparkOptions(master=master, conf=parse_conf(spark_conf or []))
+        preflight(options)
+        scorer = Scorer.load(models)
+        result = _predict_on_spark(
+            input_path, output_path, rejects_path, scorer, options, reasons=reasons
+        )
+    else:
+        if not input_path.is_file():
+            raise DataError(f"{input_path} does not exist")
+        scorer = Scorer.load(models)
+        result = predict_file(
+            input_path, output_path, scorer, rejects_path=rejects_path, reasons=reasons
+        )
     rejects = f", rejects in {result.rejects}" if result.rejects else ""
     typer.echo(
         f"scored {result.scored} rows, rejected {result.rejected} "
         f"(predicted churn rate {result.churn_rate:.3f}, model {scorer.version}, "
         f"{result.seconds:.2f}s) -> {result.output}{rejects}"
     )
+
+
+def _predict_on_spark(
+    input_path: Path,
+    output_path: Path,
+    rejects_path: Path | None,
+    scorer: Scorer,
+    options: SparkOptions,
+    *,
+    reasons: bool,
+) -> PredictResult:
+    from churnstream.spark.predict import predict_dataset
+    from churnstream.spark.session import build_session
+
+    spark = build_session(options)
+    try:
+        return predict_dataset(
+            spark, input_path, output_path, scorer, rejects_path=rejects_path, reasons=reasons
+        )
+    finally:
+        spark.stop()
