@@ -110,3 +110,26 @@ def test_every_compiled_algorithm_is_explained_exactly(dataset_path: Path, algor
 def test_a_model_that_is_not_compiled_gives_no_reasons(scorer: Scorer) -> None:
     clone = Scorer(scorer.pipeline, scorer.metadata, scorer.path)  # enable_compiled not run
     assert not clone.explains
+
+
+def test_large_batches_are_explained_in_chunks_with_the_same_reasons(
+    scorer: Scorer, customers: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Explaining a whole file in one call took over 20 GB for 2M rows; chunks bound it.
+    from churnstream.scoring import reasons
+
+    features = from_frame(customers)
+    whole = reasons.reasons_of(scorer.explain_features, features)
+    calls: list[int] = []
+
+    def counted(batch: object) -> object:
+        calls.append(len(batch))  # type: ignore[arg-type]
+        return scorer.explain_features(batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(reasons, "EXPLAIN_CHUNK_ROWS", 1_000)
+    chunked = reasons.reasons_of(counted, features)  # type: ignore[arg-type]
+    assert calls == [1_000] * 7 + [43]
+    assert whole is not None and chunked is not None
+    assert np.array_equal(whole.features, chunked.features)
+    assert np.allclose(whole.contributions, chunked.contributions, rtol=0, atol=1e-12)
+    assert whole.values.keys() == chunked.values.keys()
