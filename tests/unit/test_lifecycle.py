@@ -117,6 +117,7 @@ def test_register_bootstraps_the_champion_and_logs_skops_without_pickle(env: Lab
     assert "serialization_format: skops" in mlmodel
     assert not list(local.rglob("*.pkl")) and not list(local.rglob("*.pickle"))
     extra = local / registry.EXTRA_FILES_DIR
+    assert (extra / artifacts.COMPILED_FILE).is_file()  # the arrays a lean scorer loads
     assert (extra / artifacts.MODEL_FILE).read_bytes() == (
         env.better / artifacts.MODEL_FILE
     ).read_bytes()

@@ -2,7 +2,8 @@
 
 A registered version is logged with ``mlflow.sklearn.log_model(serialization_format="skops",
 skops_trusted_types=TRUSTED_TYPES)`` (no pickle anywhere), and carries the trainer's own
-``model.skops`` and ``metadata.json`` byte for byte as the model's ``extra_files``: those
+``model.skops``, ``metadata.json`` and ``compiled.npz`` byte for byte as the model's
+``extra_files``: those
 are what :meth:`Registry.materialize` turns back into a ``models/<version>/`` directory, so
 the serving model is verified exactly as ``churnstream train`` wrote it (sha256, trusted
 types, smoke prediction). MLflow-native tools can load the skops flavour directly.
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from churnstream import __version__
 from churnstream.exceptions import ChurnstreamError, ModelLoadError
-from churnstream.model import artifacts, tracking
+from churnstream.model import artifacts, skops_io, tracking
 from churnstream.model.scorer import Scorer
 from churnstream.schemas import FEATURE_COLUMNS
 
@@ -63,6 +64,16 @@ def schema_fingerprint(names: list[str] | tuple[str, ...]) -> str:
 
 
 CURRENT_SCHEMA = schema_fingerprint(FEATURE_COLUMNS)
+
+
+def version_files(metadata: Mapping[str, Any]) -> list[str]:
+    """The files a scorer loads from a version directory: the model, its metadata and, when
+    training exported them, its compiled arrays."""
+    names = [artifacts.MODEL_FILE, artifacts.METADATA_FILE]
+    compiled = metadata.get(artifacts.COMPILED_KEY)
+    if isinstance(compiled, dict) and compiled.get("file"):
+        names.append(str(compiled["file"]))
+    return names
 
 
 @dataclass(frozen=True)
@@ -246,7 +257,7 @@ class Registry:
         metadata = artifacts.read_metadata(version_dir)
         version = str(metadata["version"])
         names = metadata["feature_schema"].get("names") or []
-        pipeline = artifacts.load_pipeline(version_dir, str(metadata["model_sha256"]))
+        pipeline = skops_io.load_pipeline(version_dir, str(metadata["model_sha256"]))
 
         def log() -> RegisteredVersion:
             mlflow.set_experiment(experiment)
@@ -264,12 +275,9 @@ class Registry:
                     pipeline,
                     name=LOGGED_MODEL_NAME,
                     serialization_format="skops",
-                    skops_trusted_types=list(artifacts.TRUSTED_TYPES),
+                    skops_trusted_types=list(skops_io.TRUSTED_TYPES),
                     registered_model_name=self.name,
-                    extra_files=[
-                        str(version_dir / artifacts.MODEL_FILE),
-                        str(version_dir / artifacts.METADATA_FILE),
-                    ],
+                    extra_files=[str(version_dir / name) for name in version_files(metadata)],
                     # Given, so that MLflow does not load the model in a subprocess to guess.
                     pip_requirements=[
                         f"scikit-learn=={sklearn.__version__}",
