@@ -1,7 +1,9 @@
-"""`churnstream model export|runs|promote`: a version's compiled arrays; MLflow runs of
-`churnstream train --mlflow`, back to models/.
+"""`churnstream model ...`: a version's compiled arrays (export); MLflow runs of
+`churnstream train --mlflow`, back to models/; and champion/challenger in the MLflow Model
+Registry (register, evaluate, compare, shadow, promote, rollback, status:
+:mod:`churnstream.lifecycle`).
 
-runs/promote need the ``mlflow`` extra; MLflow is imported only when a command runs.
+Everything but export needs the ``mlflow`` extra; MLflow is imported only when a command runs.
 """
 
 from __future__ import annotations
@@ -9,18 +11,21 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from churnstream.cli._common import new_app
 from churnstream.cli.options import effective_settings
 
+if TYPE_CHECKING:
+    from churnstream.settings import Settings
+
 logger = logging.getLogger(__name__)
 
 app = new_app(
     "Model versions: export a version's arrays; MLflow runs: list them, promote one to "
-    "models/latest."
+    "models/latest; champion and challenger in the MLflow Model Registry."
 )
 
 TrackingUriOption = Annotated[
@@ -32,6 +37,20 @@ TrackingUriOption = Annotated[
 ]
 EXPERIMENT_HELP = "MLflow experiment (default $MLFLOW_EXPERIMENT_NAME, else churnstream)."
 _RUN_METRICS = ("roc_auc", "f1", "brier", "cv_roc_auc_mean")
+DataOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        help="Labelled CSV for the held-out gate (default: the challenger's training file, "
+        "whose held-out split is rebuilt; any other file is held out whole).",
+    ),
+]
+WaitOption = Annotated[
+    bool, typer.Option("--wait", help="Wait for the shadow window to end instead of exit 4.")
+]
+ModelsDirOption = Annotated[
+    Path | None, typer.Option("--models-dir", help="Default model.models_dir (models).")
+]
 
 
 @app.command("runs")
@@ -70,19 +89,35 @@ def runs(
 
 @app.command("promote")
 def promote(
-    run_id: Annotated[str, typer.Option("--run-id", help="The MLflow run to promote.")],
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run-id",
+            help="The MLflow run to promote to models/latest as it is (no gate). Without it: "
+            "promote the registry's challenger through the gate.",
+        ),
+    ] = None,
     tracking_uri: TrackingUriOption = None,
     models_dir: Annotated[
         Path | None,
         typer.Option("--models-dir", help="Default model.models_dir (models)."),
     ] = None,
+    data: DataOption = None,
+    wait: WaitOption = False,
 ) -> None:
     """Download a run's model into models/<version>/, verify it, then point models/latest at it.
 
     The model is loaded as a scorer would (trusted types only, sha256, smoke prediction)
     before models/ changes; `latest` is replaced atomically. A running scorer with the same
     models/ switches to it between batches (`consume --reload-interval`, 5 s by default).
+
+    Without --run-id: the registry's challenger becomes champion only after it passed the
+    held-out gate and the shadow gate against the current champion (each is run now if it
+    has not passed yet; exit 3 when refused, 4 while the shadow window is open).
     """
+    if run_id is None:
+        _promote_challenger(tracking_uri, models_dir, data, wait)
+        return
     from churnstream.model import tracking
 
     target = models_dir or effective_settings().model.models_dir
@@ -116,3 +151,162 @@ def export(
         f"{written}: sha256 {block['sha256']}, identical to the pipeline on "
         f"{block['checked_rows']} rows"
     )
+
+
+def _settings(tracking_uri: str | None, models_dir: Path | None = None) -> Settings:
+    return effective_settings(
+        {"promotion.tracking_uri": tracking_uri, "model.models_dir": models_dir}
+    )
+
+
+@app.command("register")
+def register(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="A models root (its latest) or a version directory [models]."),
+    ] = None,
+    tracking_uri: TrackingUriOption = None,
+    models_dir: ModelsDirOption = None,
+    bootstrap: Annotated[
+        bool,
+        typer.Option(
+            "--bootstrap",
+            help="If there is no champion yet, make this one champion (and models/latest).",
+        ),
+    ] = False,
+) -> None:
+    """Register a trained model (skops, trusted types) in the MLflow Model Registry as the
+    challenger; its shadow window starts now."""
+    from churnstream.lifecycle import promotion
+
+    settings = _settings(tracking_uri, models_dir)
+    done = promotion.register(settings, path or settings.model.models_dir, bootstrap=bootstrap)
+    typer.echo(
+        f"registered {done.version.model_version} as {done.version.name} "
+        f"v{done.version.number}, alias {done.alias}"
+    )
+
+
+@app.command("evaluate")
+def evaluate(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="A models root (its latest) or a version directory [models]."),
+    ] = None,
+    tracking_uri: TrackingUriOption = None,
+    data: DataOption = None,
+) -> None:
+    """Load a trained model as a scorer would, score its held-out rows again, and refuse it
+    (exit 3) under promotion.min_roc_auc. Logged as an MLflow run."""
+    from churnstream.lifecycle import promotion
+
+    settings = _settings(tracking_uri)
+    done = promotion.evaluate(settings, path or settings.model.models_dir, data)
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in done.metrics.items())
+    typer.echo(f"{done.version}: {shown} on the {done.source}")
+
+
+@app.command("compare")
+def compare(
+    tracking_uri: TrackingUriOption = None,
+    data: DataOption = None,
+) -> None:
+    """Held-out gate: the challenger must beat the champion by promotion.min_roc_auc_gain
+    (ROC AUC) and promotion.min_brier_gain (Brier). Exit 3 when it does not."""
+    from churnstream.lifecycle import promotion
+
+    typer.echo(promotion.compare(_settings(tracking_uri), data).line())
+
+
+@app.command("shadow")
+def shadow(
+    tracking_uri: TrackingUriOption = None,
+    wait: WaitOption = False,
+) -> None:
+    """Shadow gate: both models on the input topic's events of the challenger's shadow window
+    (promotion.shadow_window_s from its registration). Exit 3 when refused, 4 while open."""
+    from churnstream.lifecycle import promotion
+
+    typer.echo(promotion.run_shadow(_settings(tracking_uri), wait=wait).line())
+
+
+def _promote_challenger(
+    tracking_uri: str | None, models_dir: Path | None, data: Path | None, wait: bool
+) -> None:
+    from churnstream.lifecycle import promotion
+    from churnstream.lifecycle.gate import HOLDOUT, SHADOW
+    from churnstream.lifecycle.registry import CHALLENGER, CHAMPION
+
+    settings = _settings(tracking_uri, models_dir)
+    registry = promotion.open_registry(settings)
+    champion = registry.require(CHAMPION)  # "no champion" first: nothing can be promoted
+    challenger = registry.require(CHALLENGER)
+    promotion.check_not_refused(challenger, champion)
+    pending = promotion.gates_pending(challenger, champion)
+    if HOLDOUT in pending:
+        typer.echo(promotion.compare(settings, data).line())
+    if SHADOW in pending:
+        typer.echo(promotion.run_shadow(settings, wait=wait).line())
+    moved = promotion.promote(settings)
+    typer.echo(
+        f"champion: {moved.current.label} (was {moved.previous.label}); "
+        f"{settings.model.models_dir / 'latest'} -> {moved.current.model_version}"
+    )
+
+
+@app.command("rollback")
+def rollback(tracking_uri: TrackingUriOption = None, models_dir: ModelsDirOption = None) -> None:
+    """Move the champion alias (and models/latest) back to the previous champion."""
+    from churnstream.lifecycle import promotion
+
+    settings = _settings(tracking_uri, models_dir)
+    moved = promotion.rollback(settings)
+    typer.echo(
+        f"champion: {moved.current.label} (rolled back from {moved.previous.label}); "
+        f"{settings.model.models_dir / 'latest'} -> {moved.current.model_version}"
+    )
+
+
+@app.command("status")
+def status(
+    tracking_uri: TrackingUriOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print it as JSON.")] = False,
+) -> None:
+    """The registry's champion and challenger, the challenger's gates, the champion history."""
+    import json
+
+    from churnstream.lifecycle import promotion
+    from churnstream.lifecycle.registry import CHALLENGER, CHAMPION
+
+    settings = _settings(tracking_uri)
+    registry = promotion.open_registry(settings)
+    payload: dict[str, Any] = {"registered_model": registry.name, "tracking_uri": registry.uri}
+    for alias in (CHAMPION, CHALLENGER):
+        rv = registry.alias(alias)
+        payload[alias] = (
+            None
+            if rv is None
+            else {
+                "version": rv.number,
+                "model_version": rv.model_version,
+                "gates": {
+                    k.removeprefix(promotion.TAG_GATE): v
+                    for k, v in rv.tags.items()
+                    if k.startswith(promotion.TAG_GATE)
+                },
+            }
+        )
+    payload["champion_history"] = registry.history() if payload[CHAMPION] else []
+    if as_json:
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    typer.echo(f"{registry.name} at {registry.uri}")
+    for alias in (CHAMPION, CHALLENGER):
+        entry = payload[alias]
+        if entry is None:
+            typer.echo(f"{alias}: none")
+            continue
+        gates = ", ".join(f"{k} {v}" for k, v in entry["gates"].items()) or "no gates run"
+        shown = f"v{entry['version']} ({entry['model_version']})"
+        typer.echo(f"{alias}: {shown}" + (f"; {gates}" if alias == CHALLENGER else ""))
+    typer.echo(f"champion history: {', '.join('v' + v for v in payload['champion_history'])}")

@@ -24,6 +24,7 @@ from churnstream.settings.load import (
     masked_dump,
     with_overrides,
 )
+from churnstream.settings.promotion import PromotionSettings
 from churnstream.settings.sections import (
     ApiSettings,
     BrokerSettings,
@@ -48,6 +49,7 @@ __all__ = [
     "ObservabilitySettings",
     "PathsSettings",
     "ProducerSettings",
+    "PromotionSettings",
     "Settings",
     "TopicSettings",
     "TopicsSettings",

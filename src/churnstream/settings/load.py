@@ -19,6 +19,7 @@ from pydantic_settings import (
 from churnstream.exceptions import ConfigError
 from churnstream.settings import passthrough
 from churnstream.settings.kafka import KafkaSettings
+from churnstream.settings.promotion import PromotionSettings
 from churnstream.settings.sections import (
     ApiSettings,
     BrokerSettings,
@@ -55,6 +56,7 @@ class Settings(BaseSettings):
     paths: PathsSettings = PathsSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     api: ApiSettings = ApiSettings()
+    promotion: PromotionSettings = PromotionSettings()
 
     @classmethod
     def settings_customise_sources(
