@@ -59,10 +59,10 @@ test: setup ## Run every test (unit, integration on a real Kafka, then the Airfl
 	$(MAKE) --no-print-directory test-airflow
 
 # Airflow lives in its own venv (its pins clash with churnstream's); the DAGs call $(BIN)/churnstream.
-$(AIRFLOW_STAMP): dags/requirements.txt
+$(AIRFLOW_STAMP): dags/requirements.txt Makefile
 	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
 	$(AIRFLOW_VENV)/bin/pip install --quiet --disable-pip-version-check -r dags/requirements.txt \
-	  'pytest>=9.2,<10' 'pytest-timeout>=2.4,<3'
+	  'pytest>=9.2,<10' 'pytest-timeout>=2.4,<3' 'hypothesis>=6.170,<7'
 	touch $(AIRFLOW_STAMP)
 
 test-airflow: setup $(AIRFLOW_STAMP) ## The DAGs under a real Airflow 3 (.venv-airflow, SQLite, real Kafka)
