@@ -25,6 +25,7 @@ from churnstream.cli.options import (
     model_path_option,
     setting_option,
 )
+from churnstream.exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,35 @@ def consume(
             help="Add each prediction's top 3 reasons as the churnstream.reasons header.",
         ),
     ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="python (default: this process's poll loop) or spark (with --mode batch: "
+            "Spark's Kafka source, trigger availableNow; needs the [spark] extra).",
+        ),
+    ] = "python",
+    master: Annotated[
+        str | None, typer.Option("--master", help="With --engine spark: the Spark master.")
+    ] = None,
+    spark_conf: Annotated[
+        list[str] | None,
+        typer.Option("--spark-conf", help="With --engine spark: KEY=VALUE, repeatable."),
+    ] = None,
+    checkpoint_location: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint-location",
+            help="With --engine spark: Spark's checkpoint (default spark.checkpoint_location); "
+            "a re-run resumes from it.",
+        ),
+    ] = None,
+    fetch_jars: Annotated[
+        bool,
+        typer.Option(
+            "--fetch-jars", help="With --engine spark: download the Kafka connector's jars first."
+        ),
+    ] = False,
     worker_index: Annotated[int, typer.Option("--worker-index", hidden=True, min=0)] = 0,
     workers: Annotated[
         int,
@@ -131,6 +161,36 @@ def consume(
     from churnstream.streaming.options import ScoreOptions
 
     run_mode = checked_mode(mode)
+    if engine not in ("python", "spark"):
+        raise ConfigError(f"--engine must be 'python' or 'spark', not {engine!r}")
+    if engine == "spark":
+        _consume_on_spark(
+            ctx,
+            mode=mode,
+            overrides={
+                "topics.raw.name": input_topic,
+                "topics.predictions.name": output_topic,
+                "topics.deadletter.name": deadletter_topic,
+                "consumer.group_id": consumer_group,
+                "model.models_dir": model_path,
+                "paths.reports_dir": reports_dir,
+                "spark.checkpoint_location": checkpoint_location,
+            },
+            broker=broker,
+            reports=reports,
+            master=master,
+            spark_conf=spark_conf or [],
+            fetch_jars=fetch_jars,
+            batch_records=batch_records,
+            refused={
+                "--exactly-once": exactly_once,
+                "--workers": workers > 1,
+                "--max-messages": max_messages is not None,
+                "--shadow-model": shadow_model is not None,
+                "--metrics-port": metrics_port is not None,
+            },
+        )
+        return
     if workers > 1:
         from churnstream.ops.workers import WorkerSupervisor
 
@@ -204,6 +264,52 @@ def consume(
             writer.close()  # the last windows' Markdown and charts, waited for (bounded)
     if summary.last_summary is not None:
         render_console(summary.last_summary, Console())
+    typer.echo(summary.line())
+    if writer is not None and writer.paths:
+        typer.echo(f"reports: {', '.join(str(p) for p in writer.paths[-2:])}")
+
+
+def _consume_on_spark(
+    ctx: typer.Context,
+    *,
+    mode: str,
+    overrides: dict[str, Any],
+    broker: str | None,
+    reports: bool,
+    master: str | None,
+    spark_conf: list[str],
+    fetch_jars: bool,
+    batch_records: int | None,
+    refused: dict[str, bool],
+) -> None:
+    """``--engine spark``: the backlog through Spark (batch only, at-least-once)."""
+    from churnstream.reports.writer import SummaryWriter
+    from churnstream.spark.commands import consume_on_spark
+    from churnstream.spark.session import parse_conf
+
+    if mode != "batch":
+        raise ConfigError("--engine spark runs --mode batch only (trigger availableNow)")
+    given = [flag for flag, used in refused.items() if used]
+    if given:
+        raise ConfigError(f"--engine spark does not support {', '.join(given)}")
+    settings = effective_settings(overrides, broker=broker, kafka=True)
+    init_logging(ctx, "scorer", settings)
+    writer = SummaryWriter(settings.paths.reports_dir) if reports else None
+    if writer is not None:
+        writer.start()
+    try:
+        summary = consume_on_spark(
+            settings,
+            master=master,
+            conf=parse_conf(spark_conf),
+            model_path=settings.model.models_dir,
+            fetch_jars=fetch_jars,
+            max_offsets_per_trigger=batch_records,
+            on_window=writer,
+        )
+    finally:
+        if writer is not None:
+            writer.close()
     typer.echo(summary.line())
     if writer is not None and writer.paths:
         typer.echo(f"reports: {', '.join(str(p) for p in writer.paths[-2:])}")

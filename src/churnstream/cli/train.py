@@ -12,6 +12,7 @@ from rich.table import Table
 
 from churnstream.cli._common import one_line_errors
 from churnstream.cli.options import effective_settings
+from churnstream.exceptions import ConfigError
 
 if TYPE_CHECKING:
     from churnstream.model.train import TrainRun
@@ -53,6 +54,30 @@ def train(
         int | None,
         typer.Option("--seed", help="Random state for the split, CV and models (default 42)."),
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="sklearn (default) or spark: the Spark ML pipeline, evaluated on the same "
+            "held-out rows, plus reports/spark_vs_sklearn.{json,md}; needs the [spark] extra.",
+        ),
+    ] = "sklearn",
+    master: Annotated[
+        str | None,
+        typer.Option("--master", help="With --engine spark: the Spark master (local[*])."),
+    ] = None,
+    spark_conf: Annotated[
+        list[str] | None,
+        typer.Option("--spark-conf", help="With --engine spark: KEY=VALUE, repeatable."),
+    ] = None,
+    compare_with: Annotated[
+        Path | None,
+        typer.Option(
+            "--compare-with",
+            help="With --engine spark: the scikit-learn version to compare with "
+            "(default: the models dir's latest).",
+        ),
+    ] = None,
     mlflow: Annotated[
         bool,
         typer.Option(
@@ -66,6 +91,13 @@ def train(
     # Imported late: scikit-learn and matplotlib cost about a second that --help should not pay.
     from churnstream.model.train import train_and_save
 
+    if engine not in ("sklearn", "spark"):
+        raise ConfigError(f"--engine must be 'sklearn' or 'spark', not {engine!r}")
+    if engine == "spark":
+        if mlflow:
+            raise ConfigError("--mlflow logs scikit-learn models only; drop it with --engine spark")
+        _train_on_spark(models_dir, seed, data, sample, master, spark_conf or [], compare_with)
+        return
     if mlflow:
         from churnstream.model import tracking
 
@@ -117,3 +149,49 @@ def _print_run(run: TrainRun, console: Console) -> None:
         )
     for path in run.written:
         console.print(f"wrote {path}", highlight=False)
+
+
+def _train_on_spark(
+    models_dir: Path | None,
+    seed: int | None,
+    data: Path | None,
+    sample: int | None,
+    master: str | None,
+    spark_conf: list[str],
+    compare_with: Path | None,
+) -> None:
+    from churnstream.spark.commands import train_on_spark
+    from churnstream.spark.session import parse_conf
+
+    settings = effective_settings({"model.models_dir": models_dir, "model.random_state": seed})
+    done = train_on_spark(
+        settings,
+        master=master,
+        conf=parse_conf(spark_conf),
+        data_path=data,
+        sample=sample,
+        compare_with=compare_with,
+    )
+    test = done.run.metadata["metrics"]["test"]
+    typer.echo(
+        f"Spark model {done.run.version}: held-out ROC AUC {test['roc_auc']:.4f}, "
+        f"PR AUC {test['pr_auc']:.4f}, Brier {test['brier']:.4f}, F1 {test['f1']:.4f} "
+        f"({done.run.metadata['data']['test_rows']} rows, the scikit-learn trainer's); "
+        f"training took {done.run.metadata['training_seconds']['total']:.1f}s"
+    )
+    for path in done.run.written:
+        typer.echo(f"wrote {path}")
+    typer.echo(
+        f"models/latest unchanged: score it with `churnstream predict --engine spark "
+        f"--model {done.run.version_dir}`"
+    )
+    if done.comparison is not None:
+        spark_rate = done.comparison.payload["engines"]["spark"]["scoring_rows_per_s"]
+        sklearn_rate = done.comparison.payload["engines"]["sklearn"]["scoring_rows_per_s"]
+        typer.echo(
+            f"scoring: scikit-learn {sklearn_rate:,.0f} rows/s, Spark {spark_rate:,.0f} rows/s"
+        )
+        typer.echo(f"wrote {done.comparison.json_path}")
+        typer.echo(f"wrote {done.comparison.markdown_path}")
+    else:
+        typer.echo(f"no comparison: {done.comparison_skipped}", err=True)

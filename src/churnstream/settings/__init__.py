@@ -32,6 +32,7 @@ from churnstream.settings.sections import (
     ObservabilitySettings,
     PathsSettings,
     ProducerSettings,
+    SparkSettings,
     TopicSettings,
     TopicsSettings,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "ObservabilitySettings",
     "PathsSettings",
     "ProducerSettings",
+    "SparkSettings",
     "Settings",
     "TopicSettings",
     "TopicsSettings",

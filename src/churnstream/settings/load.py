@@ -27,6 +27,7 @@ from churnstream.settings.sections import (
     ObservabilitySettings,
     PathsSettings,
     ProducerSettings,
+    SparkSettings,
     TopicsSettings,
 )
 
@@ -52,6 +53,7 @@ class Settings(BaseSettings):
     consumer: ConsumerSettings = ConsumerSettings()
     broker: BrokerSettings = BrokerSettings()
     model: ModelSettings = ModelSettings()
+    spark: SparkSettings = SparkSettings()
     paths: PathsSettings = PathsSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     api: ApiSettings = ApiSettings()
