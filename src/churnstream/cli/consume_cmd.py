@@ -25,6 +25,12 @@ from churnstream.cli.options import (
     model_path_option,
     setting_option,
 )
+from churnstream.cli.spark_options import (
+    Engine,
+    MasterOption,
+    SparkConfOption,
+    spark_options_only_with_spark,
+)
 from churnstream.exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -111,20 +117,15 @@ def consume(
         ),
     ] = False,
     engine: Annotated[
-        str,
+        Engine,
         typer.Option(
             "--engine",
-            help="python (default: this process's poll loop) or spark (with --mode batch: "
-            "Spark's Kafka source, trigger availableNow; needs the [spark] extra).",
+            help="pandas (default: this process's poll loop) or spark (with --mode batch: "
+            "Spark's Kafka source, trigger availableNow).",
         ),
-    ] = "python",
-    master: Annotated[
-        str | None, typer.Option("--master", help="With --engine spark: the Spark master.")
-    ] = None,
-    spark_conf: Annotated[
-        list[str] | None,
-        typer.Option("--spark-conf", help="With --engine spark: KEY=VALUE, repeatable."),
-    ] = None,
+    ] = Engine.PANDAS,
+    master: MasterOption = None,
+    spark_conf: SparkConfOption = None,
     checkpoint_location: Annotated[
         Path | None,
         typer.Option(
@@ -161,9 +162,8 @@ def consume(
     from churnstream.streaming.options import ScoreOptions
 
     run_mode = checked_mode(mode)
-    if engine not in ("python", "spark"):
-        raise ConfigError(f"--engine must be 'python' or 'spark', not {engine!r}")
-    if engine == "spark":
+    spark_options_only_with_spark(engine, master, spark_conf)
+    if engine is Engine.SPARK:
         _consume_on_spark(
             ctx,
             mode=mode,
@@ -294,9 +294,8 @@ def _consume_on_spark(
         raise ConfigError(f"--engine spark does not support {', '.join(given)}")
     settings = effective_settings(overrides, broker=broker, kafka=True)
     init_logging(ctx, "scorer", settings)
+    # The renderer starts with the first window: a bad flag or a missing jar is then one line.
     writer = SummaryWriter(settings.paths.reports_dir) if reports else None
-    if writer is not None:
-        writer.start()
     try:
         summary = consume_on_spark(
             settings,

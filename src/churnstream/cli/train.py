@@ -12,6 +12,12 @@ from rich.table import Table
 
 from churnstream.cli._common import one_line_errors
 from churnstream.cli.options import effective_settings
+from churnstream.cli.spark_options import (
+    Engine,
+    MasterOption,
+    SparkConfOption,
+    spark_options_only_with_spark,
+)
 from churnstream.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -55,21 +61,15 @@ def train(
         typer.Option("--seed", help="Random state for the split, CV and models (default 42)."),
     ] = None,
     engine: Annotated[
-        str,
+        Engine,
         typer.Option(
             "--engine",
-            help="sklearn (default) or spark: the Spark ML pipeline, evaluated on the same "
-            "held-out rows, plus reports/spark_vs_sklearn.{json,md}; needs the [spark] extra.",
+            help="pandas (default: scikit-learn in this process) or spark: the Spark ML "
+            "pipeline on the same held-out rows, plus reports/spark_vs_sklearn.{json,md}.",
         ),
-    ] = "sklearn",
-    master: Annotated[
-        str | None,
-        typer.Option("--master", help="With --engine spark: the Spark master (local[*])."),
-    ] = None,
-    spark_conf: Annotated[
-        list[str] | None,
-        typer.Option("--spark-conf", help="With --engine spark: KEY=VALUE, repeatable."),
-    ] = None,
+    ] = Engine.PANDAS,
+    master: MasterOption = None,
+    spark_conf: SparkConfOption = None,
     compare_with: Annotated[
         Path | None,
         typer.Option(
@@ -91,9 +91,8 @@ def train(
     # Imported late: scikit-learn and matplotlib cost about a second that --help should not pay.
     from churnstream.model.train import train_and_save
 
-    if engine not in ("sklearn", "spark"):
-        raise ConfigError(f"--engine must be 'sklearn' or 'spark', not {engine!r}")
-    if engine == "spark":
+    spark_options_only_with_spark(engine, master, spark_conf)
+    if engine is Engine.SPARK:
         if mlflow:
             raise ConfigError("--mlflow logs scikit-learn models only; drop it with --engine spark")
         _train_on_spark(models_dir, seed, data, sample, master, spark_conf or [], compare_with)
@@ -160,8 +159,8 @@ def _train_on_spark(
     spark_conf: list[str],
     compare_with: Path | None,
 ) -> None:
-    from churnstream.spark.commands import train_on_spark
     from churnstream.spark.session import parse_conf
+    from churnstream.spark.training import train_on_spark
 
     settings = effective_settings({"model.models_dir": models_dir, "model.random_state": seed})
     done = train_on_spark(
@@ -183,7 +182,7 @@ def _train_on_spark(
         typer.echo(f"wrote {path}")
     typer.echo(
         f"models/latest unchanged: score it with `churnstream predict --engine spark "
-        f"--model {done.run.version_dir}`"
+        f"--model-path {done.run.version_dir}`"
     )
     if done.comparison is not None:
         spark_rate = done.comparison.payload["engines"]["spark"]["scoring_rows_per_s"]

@@ -1,25 +1,23 @@
-"""What ``train --engine spark`` and ``consume --engine spark`` do, behind their CLI flags:
-a session from :mod:`churnstream.spark.session`, the work, and the session stopped."""
+"""What ``consume --engine spark`` does behind its CLI flags, and the session helper every
+Spark command shares (a session from :mod:`churnstream.spark.session`, stopped on exit).
+
+Nothing here imports the trainer: ``consume`` must never load matplotlib."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from churnstream.model import artifacts
 from churnstream.settings import Settings
-from churnstream.spark.session import SparkOptions, build_session
+from churnstream.spark.session import SparkOptions, build_session, preflight
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from churnstream.spark.compare import Comparison
     from churnstream.spark.kafka_batch import SparkBatchSummary
-    from churnstream.spark.train import ForestParams, SparkTrainRun
 
 logger = logging.getLogger(__name__)
 
@@ -32,69 +30,15 @@ def spark_session(
     master: str | None, conf: Mapping[str, str], app_name: str
 ) -> Iterator[SparkSession]:
     """A session with our defaults under the user's ``--spark-conf``; stopped on exit."""
-    session = build_session(
-        SparkOptions(master=master, conf={**ARROW_CONF, **conf}, app_name=app_name)
-    )
+    session = build_session(spark_options(master, conf, app_name))
     try:
         yield session
     finally:
         session.stop()
 
 
-@dataclass(frozen=True)
-class SparkTraining:
-    run: SparkTrainRun
-    comparison: Comparison | None
-    #: Why no comparison was written, when it was not.
-    comparison_skipped: str | None
-
-
-def train_on_spark(
-    settings: Settings,
-    *,
-    master: str | None,
-    conf: Mapping[str, str],
-    data_path: Path | None = None,
-    sample: int | None = None,
-    compare_with: Path | None = None,
-    params: ForestParams | None = None,
-    throughput_rows: int | None = None,
-) -> SparkTraining:
-    """Train on Spark, write the version, then the comparison with a scikit-learn version
-    (``compare_with``, else ``models/latest``) when one was trained on the same rows."""
-    from churnstream.spark.compare import THROUGHPUT_ROWS, compare
-    from churnstream.spark.train import run_spark_training
-
-    model = settings.model
-    data = data_path or settings.paths.raw_csv
-    with spark_session(master, conf, "churnstream-train") as spark:
-        run = run_spark_training(
-            spark,
-            data,
-            model.models_dir,
-            random_state=model.random_state,
-            test_size=model.test_size,
-            cv_folds=model.cv_folds,
-            sample=sample,
-            params=params,
-        )
-        baseline = compare_with or model.models_dir
-        if not artifacts.has_model(baseline):
-            skipped = (
-                f"no scikit-learn model at {baseline} to compare with; run `churnstream train` "
-                "(same --sample and --seed) and train on Spark again"
-            )
-            return SparkTraining(run, None, skipped)
-        comparison = compare(
-            spark,
-            run.trained.model,
-            run.metadata,
-            baseline,
-            data,
-            settings.paths.reports_dir,
-            rows=throughput_rows or THROUGHPUT_ROWS,
-        )
-    return SparkTraining(run, comparison, None)
+def spark_options(master: str | None, conf: Mapping[str, str], app_name: str) -> SparkOptions:
+    return SparkOptions(master=master, conf={**ARROW_CONF, **conf}, app_name=app_name)
 
 
 def consume_on_spark(
@@ -116,11 +60,13 @@ def consume_on_spark(
 
     jars_dir = settings.spark.jars_dir
     jars = fetch_connector_jars(jars_dir) if fetch_jars else connector_jars(jars_dir)
+    conf = {"spark.jars": ",".join(str(j) for j in jars), **conf}
+    # Java, the master and the jars, before the model loads and a JVM starts.
+    preflight(spark_options(master, conf, "churnstream-consume"))
     scorer = Scorer.load(model_path)
     topics = settings.topics
     create_topics(settings.kafka, [topics.raw, topics.predictions, topics.deadletter])
-    jar_conf = {"spark.jars": ",".join(str(j) for j in jars)}
-    with spark_session(master, {**jar_conf, **conf}, "churnstream-consume") as spark:
+    with spark_session(master, conf, "churnstream-consume") as spark:
         return run_spark_batch(
             spark,
             settings,

@@ -76,6 +76,7 @@ def spark_rows_per_s(spark: SparkSession, model: Any, frame: pd.DataFrame) -> fl
     """Rows/s of ``transform`` on a cached frame, the probabilities written to Spark's no-op
     sink so that every row is scored and nothing is collected."""
     from pyspark.ml.functions import vector_to_array
+    from pyspark.sql.functions import col
 
     from churnstream.spark.train import PROBABILITY_COLUMN
 
@@ -85,7 +86,7 @@ def spark_rows_per_s(spark: SparkSession, model: Any, frame: pd.DataFrame) -> fl
     try:
         for _ in range(THROUGHPUT_RUNS):
             started = time.perf_counter()
-            model.transform(data).select(vector_to_array(PROBABILITY_COLUMN)[1]).write.format(
+            model.transform(data).select(vector_to_array(col(PROBABILITY_COLUMN))[1]).write.format(
                 "noop"
             ).mode("overwrite").save()
             best = min(best, time.perf_counter() - started)

@@ -137,11 +137,12 @@ def build_pipeline(params: ForestParams, seed: int) -> Any:
 def probabilities(model: PipelineModel, frame: DataFrame) -> pd.DataFrame:
     """``ROW_COLUMN`` and the churn probability (``p``) of every row of ``frame``."""
     from pyspark.ml.functions import vector_to_array
+    from pyspark.sql.functions import col
 
     scored = model.transform(frame).select(
-        ROW_COLUMN, vector_to_array(PROBABILITY_COLUMN)[1].alias("p")
+        ROW_COLUMN, vector_to_array(col(PROBABILITY_COLUMN))[1].alias("p")
     )
-    return cast(pd.DataFrame, scored.toPandas())
+    return scored.toPandas()
 
 
 def _proba_at(scored: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
