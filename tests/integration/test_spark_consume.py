@@ -27,9 +27,9 @@ pytest.importorskip("pyspark")
 
 TopicFactory = Callable[..., str]
 EVENTS = 400
-BATCH_RECORDS = 80  # maxOffsetsPerTrigger: several micro-batches, so a kill lands mid-run
+BATCH_RECORDS = 200  # maxOffsetsPerTrigger: more than one micro-batch, so a kill lands mid-run
 BAD = [(b"x", b"not json at all"), (b"7590-VHVEG", orjson.dumps({**EVENT, "tenure": "ten"}))]
-RUN_TIMEOUT_S = 300.0
+RUN_TIMEOUT_S = 600.0
 
 
 @pytest.fixture(scope="module")
