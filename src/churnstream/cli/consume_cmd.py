@@ -184,6 +184,7 @@ def consume(
             batch_records=batch_records,
             refused={
                 "--exactly-once": exactly_once,
+                "--reasons": reasons,
                 "--workers": workers > 1,
                 "--max-messages": max_messages is not None,
                 "--shadow-model": shadow_model is not None,
