@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,10 +19,11 @@ import pytest
 from sklearn.model_selection import train_test_split
 from typer.testing import CliRunner
 
-from churnstream.cli import app
+from churnstream.cli import app, consume_cmd
 from churnstream.exceptions import ModelLoadError, SparkError
 from churnstream.headers import MODEL_VERSION_HEADER, RISK_BAND_HEADER, SOURCE_HEADER
 from churnstream.model import artifacts
+from churnstream.model.lean import LeanScorer
 from churnstream.model.scorer import Scorer
 from churnstream.model.train import held_out_split
 from churnstream.scoring.batch import score_batch
@@ -82,6 +84,13 @@ def test_a_spark_model_is_refused_where_scikit_learn_is_expected(tmp_path: Path)
     )
     assert "is a Spark ML model" in line and "predict --engine spark" in line
     line = one_line_failure(["serve", "--model-path", str(version), "--port", "0"])
+    assert "is a Spark ML model" in line
+    # The streaming scorer loads through the lean loader (exported arrays): same refusal.
+    with pytest.raises(ModelLoadError, match="is a Spark ML model"):
+        LeanScorer.load(version)
+    line = one_line_failure(
+        ["consume", "--mode", "batch", "--broker", "127.0.0.1:1", "--model-path", str(version)]
+    )
     assert "is a Spark ML model" in line
 
 
@@ -200,10 +209,57 @@ def test_consume_on_spark_bad_input_is_one_line(tmp_path: Path) -> None:
     assert "does not support --exactly-once" in one_line_failure(
         [*base, "--mode", "batch", "--exactly-once"]
     )
+    # Past its own checks `consume --engine spark` becomes `spark-consume` (os.execv, which
+    # would replace this test process): the Spark side's checks are that command's.
     env_jars = {"CHURNSTREAM_SPARK__JARS_DIR": str(tmp_path / "no-jars")}
-    result = runner.invoke(app, [*base, "--mode", "batch"], env=env_jars)
+    result = runner.invoke(app, ["spark-consume", "--broker", "127.0.0.1:1"], env=env_jars)
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "Kafka connector (spark-sql-kafka-0-10_2.13-4.2.0.jar) is not in" in result.output
+
+
+def test_consume_on_spark_execs_spark_consume_with_its_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    execs: list[tuple[str, list[str]]] = []
+
+    def fake_execv(path: str, argv: list[str]) -> None:
+        execs.append((path, argv))
+
+    monkeypatch.setattr(consume_cmd.os, "execv", fake_execv)
+    argv = [
+        "consume",
+        "--mode",
+        "batch",
+        "--engine",
+        "spark",
+        "--broker",
+        "127.0.0.1:1",
+        "--master",
+        "local[2]",
+        "--spark-conf",
+        "spark.a=1",
+        "--spark-conf",
+        "spark.b=2",
+        "--no-reports",
+        "--batch-records",
+        "200",
+        "--checkpoint-location",
+        str(tmp_path / "ck"),
+    ]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    [(path, child)] = execs
+    assert path == sys.executable
+    assert child[:3] == [sys.executable, "-m", "churnstream"]
+    tail = child[child.index("spark-consume") + 1 :]
+    assert tail[tail.index("--master") + 1] == "local[2]"
+    assert [tail[i + 1] for i, a in enumerate(tail) if a == "--spark-conf"] == [
+        "spark.a=1",
+        "spark.b=2",
+    ]
+    assert "--no-reports" in tail and tail[tail.index("--batch-records") + 1] == "200"
+    assert tail[tail.index("--checkpoint-location") + 1] == str(tmp_path / "ck")
+    assert "--engine" not in tail and "--mode" not in tail
 
 
 def test_consume_on_spark_unreachable_master_is_one_line(
@@ -220,11 +276,7 @@ def test_consume_on_spark_unreachable_master_is_one_line(
         port = sock.getsockname()[1]  # bound, never listening: connections are refused
         line = one_line_failure(
             [
-                "consume",
-                "--mode",
-                "batch",
-                "--engine",
-                "spark",
+                "spark-consume",
                 "--master",
                 f"spark://127.0.0.1:{port}",
             ]

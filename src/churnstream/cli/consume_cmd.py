@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,6 +35,10 @@ from churnstream.cli.spark_options import (
 from churnstream.exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
+
+#: The hidden command ``--engine spark`` runs (churnstream.cli.spark_consume_cmd); named here,
+#: not imported, so this module's imports stay those of the lean scorer.
+SPARK_CONSUME = "spark-consume"
 
 
 def consume(
@@ -164,24 +169,9 @@ def consume(
     run_mode = checked_mode(mode)
     spark_options_only_with_spark(engine, master, spark_conf)
     if engine is Engine.SPARK:
-        _consume_on_spark(
+        _exec_spark_consume(
             ctx,
-            mode=mode,
-            overrides={
-                "topics.raw.name": input_topic,
-                "topics.predictions.name": output_topic,
-                "topics.deadletter.name": deadletter_topic,
-                "consumer.group_id": consumer_group,
-                "model.models_dir": model_path,
-                "paths.reports_dir": reports_dir,
-                "spark.checkpoint_location": checkpoint_location,
-            },
-            broker=broker,
-            reports=reports,
-            master=master,
-            spark_conf=spark_conf or [],
-            fetch_jars=fetch_jars,
-            batch_records=batch_records,
+            mode=run_mode,
             refused={
                 "--exactly-once": exactly_once,
                 "--reasons": reasons,
@@ -270,49 +260,41 @@ def consume(
         typer.echo(f"reports: {', '.join(str(p) for p in writer.paths[-2:])}")
 
 
-def _consume_on_spark(
-    ctx: typer.Context,
-    *,
-    mode: str,
-    overrides: dict[str, Any],
-    broker: str | None,
-    reports: bool,
-    master: str | None,
-    spark_conf: list[str],
-    fetch_jars: bool,
-    batch_records: int | None,
-    refused: dict[str, bool],
-) -> None:
-    """``--engine spark``: the backlog through Spark (batch only, at-least-once)."""
-    from churnstream.reports.writer import SummaryWriter
-    from churnstream.spark.commands import consume_on_spark
-    from churnstream.spark.session import parse_conf
+def _exec_spark_consume(ctx: typer.Context, *, mode: str, refused: dict[str, bool]) -> None:
+    """``--engine spark``: check the flags, then become ``churnstream spark-consume``.
 
+    The Spark driver needs pandas, pyarrow and scikit-learn, which this (lean) scorer module
+    must not import; ``os.execv`` keeps the pid, so signals and the exit code are the run's.
+    """
     if mode != "batch":
         raise ConfigError("--engine spark runs --mode batch only (trigger availableNow)")
     given = [flag for flag, used in refused.items() if used]
     if given:
         raise ConfigError(f"--engine spark does not support {', '.join(given)}")
-    settings = effective_settings(overrides, broker=broker, kafka=True)
-    init_logging(ctx, "scorer", settings)
-    # The renderer starts with the first window: a bad flag or a missing jar is then one line.
-    writer = SummaryWriter(settings.paths.reports_dir) if reports else None
-    try:
-        summary = consume_on_spark(
-            settings,
-            master=master,
-            conf=parse_conf(spark_conf),
-            model_path=settings.model.models_dir,
-            fetch_jars=fetch_jars,
-            max_offsets_per_trigger=batch_records,
-            on_window=writer,
-        )
-    finally:
-        if writer is not None:
-            writer.close()
-    typer.echo(summary.line())
-    if writer is not None and writer.paths:
-        typer.echo(f"reports: {', '.join(str(p) for p in writer.paths[-2:])}")
+    argv = spark_consume_argv(ctx)
+    logger.debug("consume --engine spark: exec %s", argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)  # noqa: S606 - our own interpreter and CLI, no shell
+
+
+def spark_consume_argv(ctx: typer.Context) -> list[str]:
+    """``python -m churnstream [global options] spark-consume [this run's Spark options]``."""
+    root = ctx.find_root()
+    group = root.command
+    target = group.get_command(root, SPARK_CONSUME) if hasattr(group, "get_command") else None
+    if target is None:
+        raise ConfigError(f"this churnstream has no {SPARK_CONSUME} command")
+    names = {param.name for param in target.params}
+    params = {name: value for name, value in ctx.params.items() if name in names}
+    return [
+        sys.executable,
+        "-m",
+        "churnstream",
+        *_options(group, root.params, {"version"}),
+        SPARK_CONSUME,
+        *_options(target, params, set()),
+    ]
 
 
 # -- --workers N: N copies of this command under churnstream.ops.workers --------------------
@@ -353,6 +335,10 @@ def _options(command: Any, values: dict[str, Any], skip: set[str]) -> list[str]:
                 argv.append(param.opts[0] if value else param.secondary_opts[0])
             elif value:
                 argv.append(param.opts[0])
+            continue
+        if isinstance(value, list | tuple):  # a repeatable option (--spark-conf)
+            for item in value:
+                argv.extend([param.opts[0], str(item)])
             continue
         argv.extend([param.opts[0], str(value)])
     return argv

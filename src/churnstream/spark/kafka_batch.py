@@ -306,7 +306,7 @@ def _process_batch(
     stats.add_dead_letters(types)
     stats.add_dead_letter_codes(codes)
     if len(analytics):
-        stats.add_scored(analytics)
+        stats.add_scored({name: analytics[name] for name in analytics.columns})
     summary.consumed += consumed
     summary.produced += len(analytics)
     summary.dead_lettered += sum(types.values())
