@@ -23,6 +23,7 @@ def register(app: App) -> None:
         report_cmd,
         schema_cmd,
         scorer_cmd,
+        spark_consume_cmd,
         status_cmd,
         topics,
     )
@@ -39,6 +40,7 @@ def register(app: App) -> None:
     app.command("predict")(predict_cmd.predict)
     app.command("produce")(produce_cmd.produce)
     app.command("consume")(consume_cmd.consume)
+    app.command(spark_consume_cmd.COMMAND, hidden=True)(spark_consume_cmd.spark_consume)
     app.command("demo")(demo_cmd.demo)
     app.command("status")(status_cmd.status)
     app.command("dashboard")(dashboard_cmd.dashboard)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,8 +26,19 @@ from churnstream.cli.options import (
     model_path_option,
     setting_option,
 )
+from churnstream.cli.spark_options import (
+    Engine,
+    MasterOption,
+    SparkConfOption,
+    spark_options_only_with_spark,
+)
+from churnstream.exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
+
+#: The hidden command ``--engine spark`` runs (churnstream.cli.spark_consume_cmd); named here,
+#: not imported, so this module's imports stay those of the lean scorer.
+SPARK_CONSUME = "spark-consume"
 
 
 def consume(
@@ -109,6 +121,30 @@ def consume(
             help="Add each prediction's top 3 reasons as the churnstream.reasons header.",
         ),
     ] = False,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            "--engine",
+            help="pandas (default: this process's poll loop) or spark (with --mode batch: "
+            "Spark's Kafka source, trigger availableNow).",
+        ),
+    ] = Engine.PANDAS,
+    master: MasterOption = None,
+    spark_conf: SparkConfOption = None,
+    checkpoint_location: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint-location",
+            help="With --engine spark: Spark's checkpoint (default spark.checkpoint_location); "
+            "a re-run resumes from it.",
+        ),
+    ] = None,
+    fetch_jars: Annotated[
+        bool,
+        typer.Option(
+            "--fetch-jars", help="With --engine spark: download the Kafka connector's jars first."
+        ),
+    ] = False,
     worker_index: Annotated[int, typer.Option("--worker-index", hidden=True, min=0)] = 0,
     workers: Annotated[
         int,
@@ -131,6 +167,21 @@ def consume(
     from churnstream.streaming.options import ScoreOptions
 
     run_mode = checked_mode(mode)
+    spark_options_only_with_spark(engine, master, spark_conf)
+    if engine is Engine.SPARK:
+        _exec_spark_consume(
+            ctx,
+            mode=run_mode,
+            refused={
+                "--exactly-once": exactly_once,
+                "--reasons": reasons,
+                "--workers": workers > 1,
+                "--max-messages": max_messages is not None,
+                "--shadow-model": shadow_model is not None,
+                "--metrics-port": metrics_port is not None,
+            },
+        )
+        return
     if workers > 1:
         from churnstream.ops.workers import WorkerSupervisor
 
@@ -209,6 +260,43 @@ def consume(
         typer.echo(f"reports: {', '.join(str(p) for p in writer.paths[-2:])}")
 
 
+def _exec_spark_consume(ctx: typer.Context, *, mode: str, refused: dict[str, bool]) -> None:
+    """``--engine spark``: check the flags, then become ``churnstream spark-consume``.
+
+    The Spark driver needs pandas, pyarrow and scikit-learn, which this (lean) scorer module
+    must not import; ``os.execv`` keeps the pid, so signals and the exit code are the run's.
+    """
+    if mode != "batch":
+        raise ConfigError("--engine spark runs --mode batch only (trigger availableNow)")
+    given = [flag for flag, used in refused.items() if used]
+    if given:
+        raise ConfigError(f"--engine spark does not support {', '.join(given)}")
+    argv = spark_consume_argv(ctx)
+    logger.debug("consume --engine spark: exec %s", argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)  # noqa: S606 - our own interpreter and CLI, no shell
+
+
+def spark_consume_argv(ctx: typer.Context) -> list[str]:
+    """``python -m churnstream [global options] spark-consume [this run's Spark options]``."""
+    root = ctx.find_root()
+    group = root.command
+    target = group.get_command(root, SPARK_CONSUME) if hasattr(group, "get_command") else None
+    if target is None:
+        raise ConfigError(f"this churnstream has no {SPARK_CONSUME} command")
+    names = {param.name for param in target.params}
+    params = {name: value for name, value in ctx.params.items() if name in names}
+    return [
+        sys.executable,
+        "-m",
+        "churnstream",
+        *_options(group, root.params, {"version"}),
+        SPARK_CONSUME,
+        *_options(target, params, set()),
+    ]
+
+
 # -- --workers N: N copies of this command under churnstream.ops.workers --------------------
 def worker_commands(ctx: typer.Context, workers: int) -> list[list[str]]:
     """The argv of each worker: this same command line with ``--workers 1``.
@@ -247,6 +335,10 @@ def _options(command: Any, values: dict[str, Any], skip: set[str]) -> list[str]:
                 argv.append(param.opts[0] if value else param.secondary_opts[0])
             elif value:
                 argv.append(param.opts[0])
+            continue
+        if isinstance(value, list | tuple):  # a repeatable option (--spark-conf)
+            for item in value:
+                argv.extend([param.opts[0], str(item)])
             continue
         argv.extend([param.opts[0], str(value)])
     return argv

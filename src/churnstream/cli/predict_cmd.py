@@ -94,6 +94,9 @@ def predict(
         input_layout(input_path)
         options = SparkOptions(master=master, conf=parse_conf(spark_conf or []))
         preflight(options)
+        if _spark_model_given(models):
+            _predict_with_spark_model(input_path, output_path, rejects_path, models, options)
+            return
         scorer = Scorer.load(models)
         result = _predict_on_spark(
             input_path, output_path, rejects_path, scorer, options, reasons=reasons
@@ -132,3 +135,35 @@ def _predict_on_spark(
         )
     finally:
         spark.stop()
+
+
+# -- a model from `train --engine spark` (churnstream.spark.model) ---------------------------
+def _spark_model_given(models: Path) -> bool:
+    from churnstream.spark.model import is_spark_model
+
+    return is_spark_model(models)
+
+
+def _predict_with_spark_model(
+    input_path: Path,
+    output_path: Path,
+    rejects_path: Path | None,
+    models: Path,
+    options: SparkOptions,
+) -> None:
+    from churnstream.spark.model import predict_with_spark_model
+    from churnstream.spark.session import build_session
+
+    spark = build_session(options)
+    try:
+        result, version = predict_with_spark_model(
+            spark, input_path, output_path, models, rejects_path=rejects_path
+        )
+    finally:
+        spark.stop()
+    rejects = f", rejects in {result.rejects}" if result.rejects else ""
+    typer.echo(
+        f"scored {result.scored} rows, rejected {result.rejected} "
+        f"(predicted churn rate {result.churn_rate:.3f}, model {version}, "
+        f"{result.seconds:.2f}s) -> {result.output}{rejects}"
+    )

@@ -12,6 +12,13 @@ from rich.table import Table
 
 from churnstream.cli._common import one_line_errors
 from churnstream.cli.options import effective_settings
+from churnstream.cli.spark_options import (
+    Engine,
+    MasterOption,
+    SparkConfOption,
+    spark_options_only_with_spark,
+)
+from churnstream.exceptions import ConfigError
 
 if TYPE_CHECKING:
     from churnstream.model.train import TrainRun
@@ -53,6 +60,24 @@ def train(
         int | None,
         typer.Option("--seed", help="Random state for the split, CV and models (default 42)."),
     ] = None,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            "--engine",
+            help="pandas (default: scikit-learn in this process) or spark: the Spark ML "
+            "pipeline on the same held-out rows, plus reports/spark_vs_sklearn.{json,md}.",
+        ),
+    ] = Engine.PANDAS,
+    master: MasterOption = None,
+    spark_conf: SparkConfOption = None,
+    compare_with: Annotated[
+        Path | None,
+        typer.Option(
+            "--compare-with",
+            help="With --engine spark: the scikit-learn version to compare with "
+            "(default: the models dir's latest).",
+        ),
+    ] = None,
     mlflow: Annotated[
         bool,
         typer.Option(
@@ -66,6 +91,12 @@ def train(
     # Imported late: scikit-learn and matplotlib cost about a second that --help should not pay.
     from churnstream.model.train import train_and_save
 
+    spark_options_only_with_spark(engine, master, spark_conf)
+    if engine is Engine.SPARK:
+        if mlflow:
+            raise ConfigError("--mlflow logs scikit-learn models only; drop it with --engine spark")
+        _train_on_spark(models_dir, seed, data, sample, master, spark_conf or [], compare_with)
+        return
     if mlflow:
         from churnstream.model import tracking
 
@@ -117,3 +148,49 @@ def _print_run(run: TrainRun, console: Console) -> None:
         )
     for path in run.written:
         console.print(f"wrote {path}", highlight=False)
+
+
+def _train_on_spark(
+    models_dir: Path | None,
+    seed: int | None,
+    data: Path | None,
+    sample: int | None,
+    master: str | None,
+    spark_conf: list[str],
+    compare_with: Path | None,
+) -> None:
+    from churnstream.spark.session import parse_conf
+    from churnstream.spark.training import train_on_spark
+
+    settings = effective_settings({"model.models_dir": models_dir, "model.random_state": seed})
+    done = train_on_spark(
+        settings,
+        master=master,
+        conf=parse_conf(spark_conf),
+        data_path=data,
+        sample=sample,
+        compare_with=compare_with,
+    )
+    test = done.run.metadata["metrics"]["test"]
+    typer.echo(
+        f"Spark model {done.run.version}: held-out ROC AUC {test['roc_auc']:.4f}, "
+        f"PR AUC {test['pr_auc']:.4f}, Brier {test['brier']:.4f}, F1 {test['f1']:.4f} "
+        f"({done.run.metadata['data']['test_rows']} rows, the scikit-learn trainer's); "
+        f"training took {done.run.metadata['training_seconds']['total']:.1f}s"
+    )
+    for path in done.run.written:
+        typer.echo(f"wrote {path}")
+    typer.echo(
+        f"models/latest unchanged: score it with `churnstream predict --engine spark "
+        f"--model-path {done.run.version_dir}`"
+    )
+    if done.comparison is not None:
+        spark_rate = done.comparison.payload["engines"]["spark"]["scoring_rows_per_s"]
+        sklearn_rate = done.comparison.payload["engines"]["sklearn"]["scoring_rows_per_s"]
+        typer.echo(
+            f"scoring: scikit-learn {sklearn_rate:,.0f} rows/s, Spark {spark_rate:,.0f} rows/s"
+        )
+        typer.echo(f"wrote {done.comparison.json_path}")
+        typer.echo(f"wrote {done.comparison.markdown_path}")
+    else:
+        typer.echo(f"no comparison: {done.comparison_skipped}", err=True)

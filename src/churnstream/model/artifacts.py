@@ -21,8 +21,13 @@ metadata.json only, without scikit-learn or skops: the scorer process reads it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -55,6 +60,46 @@ REQUIRED_METADATA_KEYS: tuple[str, ...] = (
     "smoke",
 )
 
+ExtraWriter = Callable[[Path, dict[str, Any]], list[Path]]
+ModelSaver = Callable[[Path], str]
+
+#: ``metadata["engine"]``: which library scores the model. Versions written before Spark
+#: models existed have no ``engine`` and are scikit-learn ones.
+ENGINE_SKLEARN = "sklearn"
+ENGINE_SPARK = "spark"
+
+
+def engine_of(metadata: dict[str, Any]) -> str:
+    """The engine a model version needs (``sklearn`` when metadata.json does not say)."""
+    return str(metadata.get("engine", ENGINE_SKLEARN))
+
+
+def require_engine(version_dir: Path, metadata: dict[str, Any], engine: str) -> None:
+    """ModelLoadError, in one line, when the version is another engine's model."""
+    found = engine_of(metadata)
+    if found == engine:
+        return
+    if found == ENGINE_SPARK:
+        raise ModelLoadError(
+            f"{version_dir} is a Spark ML model (engine 'spark'); only "
+            "`churnstream predict --engine spark` scores it: give a scikit-learn model here"
+        )
+    raise ModelLoadError(
+        f"{version_dir} is a {found} model, not a {engine} one; train one with "
+        f"`churnstream train --engine {engine}`"
+    )
+
+
+def path_sha256(path: Path) -> str:
+    """sha256 of a file, or of a directory: every file's relative path and bytes, in order."""
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    for item in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(item.relative_to(path).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(item.read_bytes()).digest())
+    return digest.hexdigest()
+
 
 def new_version_name(models_dir: Path, algorithm: str, created_at: datetime) -> str:
     """``20250101T120000Z-ensemble``, with ``-2``, ``-3``... if that name is taken."""
@@ -64,6 +109,42 @@ def new_version_name(models_dir: Path, algorithm: str, created_at: datetime) -> 
         n += 1
         name = f"{base}-{n}"
     return name
+
+
+def write_version_with(
+    models_dir: Path,
+    version: str,
+    save_model: ModelSaver,
+    metadata: dict[str, Any],
+    extra_writer: ExtraWriter | None = None,
+) -> tuple[Path, list[Path]]:
+    """Write ``models_dir/version/`` atomically; returns the directory and the files in it.
+
+    ``save_model(staging_dir)`` writes the model (a file or a directory: any engine's) and
+    returns its name; ``model_file`` and ``model_sha256`` (:func:`path_sha256`) are added to
+    ``metadata`` in place before it is written. ``extra_writer(staging_dir, metadata)`` may add
+    files (the report) before the rename. scikit-learn pipelines go through
+    :func:`churnstream.model.skops_io.write_version`.
+    """
+    final = models_dir / version
+    if final.exists():
+        raise ModelError(f"{final} already exists; refusing to overwrite a model version")
+    models_dir.mkdir(parents=True, exist_ok=True)
+    # A unique staging name, so two concurrent trainings never share or delete each other's.
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{version}-", dir=models_dir))
+    staging.chmod(DIR_MODE)  # mkdtemp makes it 0700; a scorer may run as another user
+    try:
+        model_name = save_model(staging)
+        metadata["model_file"] = model_name
+        metadata["model_sha256"] = path_sha256(staging / model_name)
+        write_json(staging / METADATA_FILE, metadata)
+        extras = extra_writer(staging, metadata) if extra_writer is not None else []
+        names = [model_name, METADATA_FILE, *(p.name for p in extras)]
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final, [final / name for name in names]
 
 
 def write_latest(models_dir: Path, version: str) -> Path:

@@ -24,8 +24,10 @@ from churnstream.model import compiled_io
 from churnstream.model.arrays import CompiledPipeline, UnsupportedModelError
 from churnstream.model.artifacts import (
     COMPILED_KEY,
+    ENGINE_SKLEARN,
     MODEL_FILE,
     read_metadata,
+    require_engine,
     resolve_version_dir,
 )
 from churnstream.model.contributions import Contributions, Explainer, explainer
@@ -61,6 +63,8 @@ class LeanScorer:
         """
         version_dir = resolve_version_dir(Path(path))
         metadata = read_metadata(version_dir)
+        # A Spark ML model has no exported arrays; say which engine it needs, in one line.
+        require_engine(version_dir, metadata, ENGINE_SKLEARN)
         names = (
             metadata["feature_schema"].get("names")
             if isinstance(metadata["feature_schema"], dict)

@@ -71,6 +71,7 @@ class Scorer:
         """
         version_dir = artifacts.resolve_version_dir(Path(path))
         metadata = artifacts.read_metadata(version_dir)
+        artifacts.require_engine(version_dir, metadata, artifacts.ENGINE_SKLEARN)
         names = (
             metadata["feature_schema"].get("names")
             if isinstance(metadata["feature_schema"], dict)

@@ -1,20 +1,17 @@
 """The fitted pipeline on disk: ``model.skops`` written with a version, read trusting few types.
 
 A version directory is assembled under a hidden staging name and renamed into place
-(:func:`write_version`), so a reader never sees half a model. Loading trusts only
-:data:`TRUSTED_TYPES` on top of skops' own defaults: a file that needs any other type (a
-tampered or foreign file) is refused before anything is built. The layout itself and
-metadata.json are :mod:`churnstream.model.artifacts` (light: the scorer process reads them).
+(:func:`churnstream.model.artifacts.write_version_with`), so a reader never sees half a
+model. Loading trusts only :data:`TRUSTED_TYPES` on top of skops' own defaults: a file that
+needs any other type (a tampered or foreign file) is refused before anything is built. The
+layout itself and metadata.json are :mod:`churnstream.model.artifacts` (light: the scorer
+process reads them).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +19,10 @@ import skops.io as sio
 from sklearn.pipeline import Pipeline
 from skops.io.exceptions import UntrustedTypesFoundException
 
-from churnstream.exceptions import ModelError, ModelLoadError
-from churnstream.model.artifacts import (
-    DIR_MODE,
-    METADATA_FILE,
-    MODEL_FILE,
-    STAGING_PREFIX,
-    write_json,
-)
+from churnstream.exceptions import ModelLoadError
+from churnstream.model.artifacts import MODEL_FILE, ExtraWriter, write_version_with
 
 logger = logging.getLogger(__name__)
-
-ExtraWriter = Callable[[Path, dict[str, Any]], list[Path]]
 
 #: Types our pipelines need beyond skops' built-in trusted set (sklearn estimators, numpy,
 #: builtins). Derived from the pipelines :func:`churnstream.model.pipeline.build_pipeline` makes;
@@ -58,26 +47,12 @@ def write_version(
     Adds ``model_file`` and ``model_sha256`` to ``metadata`` (in place) before writing it.
     ``extra_writer(staging_dir, metadata)`` may add files (the report) before the rename.
     """
-    final = models_dir / version
-    if final.exists():
-        raise ModelError(f"{final} already exists; refusing to overwrite a model version")
-    models_dir.mkdir(parents=True, exist_ok=True)
-    # A unique staging name, so two concurrent trainings never share or delete each other's.
-    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{version}-", dir=models_dir))
-    staging.chmod(DIR_MODE)  # mkdtemp makes it 0700; a scorer may run as another user
-    try:
-        blob = sio.dumps(pipeline)
-        (staging / MODEL_FILE).write_bytes(blob)
-        metadata["model_file"] = MODEL_FILE
-        metadata["model_sha256"] = hashlib.sha256(blob).hexdigest()
-        write_json(staging / METADATA_FILE, metadata)
-        extras = extra_writer(staging, metadata) if extra_writer is not None else []
-        names = [MODEL_FILE, METADATA_FILE, *(p.name for p in extras)]
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return final, [final / name for name in names]
+
+    def save_skops(staging: Path) -> str:
+        (staging / MODEL_FILE).write_bytes(sio.dumps(pipeline))
+        return MODEL_FILE
+
+    return write_version_with(models_dir, version, save_skops, metadata, extra_writer)
 
 
 def load_pipeline(version_dir: Path, expected_sha256: str | None = None) -> Pipeline:

@@ -69,6 +69,29 @@ def stratified_sample(frame: pd.DataFrame, rows: int, random_state: int) -> pd.D
     return parts[0].sort_index()
 
 
+def held_out_split(
+    y: np.ndarray, test_size: float, random_state: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions of the training part and of the held-out part (stratified on ``y``).
+
+    Every engine evaluates on these rows: the split depends only on ``y``, ``test_size`` and
+    ``random_state``, so the Spark trainer holds out exactly the rows this one does.
+    """
+    positions = np.arange(len(y))
+    train_idx, test_idx = train_test_split(
+        positions, test_size=test_size, stratify=y, random_state=random_state
+    )
+    return np.asarray(train_idx), np.asarray(test_idx)
+
+
+def cv_folds_of(
+    y: np.ndarray, folds: int, random_state: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (fit, validation) positions of the stratified k-fold CV on the training part."""
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state)
+    return list(splitter.split(np.zeros(len(y)), y))
+
+
 @dataclass(frozen=True)
 class CrossValidation:
     summary: dict[str, Any]
@@ -79,10 +102,9 @@ def cross_validate(
     pipeline: Pipeline, features: pd.DataFrame, y: np.ndarray, folds: int, random_state: int
 ) -> CrossValidation:
     """Stratified k-fold on the given (training) rows: per-fold scores and OOF probabilities."""
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state)
     oof = np.full(len(y), np.nan)
     scores: list[dict[str, float]] = []
-    for fit_idx, val_idx in splitter.split(features, y):
+    for fit_idx, val_idx in cv_folds_of(y, folds, random_state):
         model = clone(pipeline).fit(features.iloc[fit_idx], y[fit_idx])
         proba = model.predict_proba(features.iloc[val_idx])[:, 1]
         oof[val_idx] = proba
@@ -155,9 +177,9 @@ def train_model(
             f"need at least {2 * cv_folds} of each"
         )
     features = frame.loc[:, list(FEATURE_COLUMNS)]
-    x_train, x_test, y_train, y_test = train_test_split(
-        features, y, test_size=test_size, stratify=y, random_state=random_state
-    )
+    train_idx, test_idx = held_out_split(y, test_size, random_state)
+    x_train, x_test = features.iloc[train_idx], features.iloc[test_idx]
+    y_train, y_test = y[train_idx], y[test_idx]
     pipeline = build_pipeline(algorithm, random_state)
     seconds: dict[str, float] = {}
 
@@ -260,6 +282,7 @@ def build_metadata(
             "test_size": result.test_size,
             "churn_rate": float(np.mean(result.y_test)),
         },
+        "engine": artifacts.ENGINE_SKLEARN,
         "algorithm": result.algorithm,
         "params": result.params,
         "random_state": result.random_state,

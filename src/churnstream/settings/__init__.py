@@ -33,6 +33,7 @@ from churnstream.settings.sections import (
     ObservabilitySettings,
     PathsSettings,
     ProducerSettings,
+    SparkSettings,
     TopicSettings,
     TopicsSettings,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "PathsSettings",
     "ProducerSettings",
     "PromotionSettings",
+    "SparkSettings",
     "Settings",
     "TopicSettings",
     "TopicsSettings",

@@ -28,6 +28,7 @@ from churnstream.settings.sections import (
     ObservabilitySettings,
     PathsSettings,
     ProducerSettings,
+    SparkSettings,
     TopicsSettings,
 )
 
@@ -53,6 +54,7 @@ class Settings(BaseSettings):
     consumer: ConsumerSettings = ConsumerSettings()
     broker: BrokerSettings = BrokerSettings()
     model: ModelSettings = ModelSettings()
+    spark: SparkSettings = SparkSettings()
     paths: PathsSettings = PathsSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     api: ApiSettings = ApiSettings()

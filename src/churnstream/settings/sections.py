@@ -95,6 +95,15 @@ class BrokerSettings(_Frozen):
         return f"{self.host}:{self.port}"
 
 
+class SparkSettings(_Frozen):
+    """The Spark engine's files: the Kafka connector's jars and the streaming checkpoint."""
+
+    # Fetched once with Maven, like the broker's jars (`churnstream consume --engine spark`).
+    jars_dir: Path = Path(".churnstream/spark-jars")
+    # Where `consume --engine spark` keeps its offsets and commits; a re-run resumes from it.
+    checkpoint_location: Path = Path(".churnstream/spark-checkpoint")
+
+
 class ModelSettings(_Frozen):
     models_dir: Path = Path("models")
     # "ensemble": soft vote of logistic regression and histogram gradient boosting, the best
