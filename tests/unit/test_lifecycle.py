@@ -48,6 +48,8 @@ class Lab:
 
 
 def _train(data: Path, out: Path) -> Path:
+    # One directory for every candidate: trained within one second, each still gets its own
+    # version name (-2, -3), as two versions of one registered model must.
     run = run_training(data, out, algorithm="logreg", sample=SAMPLE, cv_folds=2)
     return run.version_dir
 
@@ -68,9 +70,9 @@ def lab(dataset_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         lab = Lab(
             root,
             env,
-            champion=_train(dataset_path, root / "cand-a"),
-            better=_train(shifted, root / "cand-b"),
-            worse=_train(shuffled, root / "cand-w"),
+            champion=_train(dataset_path, root / "candidates"),
+            better=_train(shifted, root / "candidates"),
+            worse=_train(shuffled, root / "candidates"),
             shifted_csv=shifted,
         )
         settings = load_settings()

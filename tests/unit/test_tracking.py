@@ -28,6 +28,7 @@ RUN_ID = re.compile(r"MLflow run ([0-9a-f]{32})")
 VERSION_FILES = {
     artifacts.MODEL_FILE,
     artifacts.METADATA_FILE,
+    artifacts.COMPILED_FILE,  # the arrays the scorer process loads
     "report.md",
     "roc.png",
     "calibration.png",
