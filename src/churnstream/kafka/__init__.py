@@ -1,1 +1,1 @@
-"""Kafka plumbing: client set-up, topic admin, offsets, producer and dead-letter I/O."""
+"""Kafka plumbing: the client factory, topic admin, the topic reader and the producer."""

@@ -1,4 +1,4 @@
-"""Consumed messages as a batch for the transform, and the offsets a batch commits or rewinds to."""
+"""Consumed messages as a batch for the scoring core; the offsets a batch commits or rewinds."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 
 def raw_message(msg: Message) -> RawMessage:
-    """One consumed message as the transform takes it (header values as bytes)."""
+    """One consumed message as the scoring core takes it (header values as bytes)."""
     return RawMessage(*record_fields(msg))
 
 
