@@ -59,7 +59,8 @@ TXN_INIT_TIMEOUT_S = 10.0
 TXN_STARTUP_INIT_S = 30.0
 #: How long the at-least-once publish waits for its synchronous offset commit. librdkafka
 #: waits for the answer without a limit of its own (a 30 s network black hole held the loop
-#: for all 30 s); past this the commit is left to finish on its worker and the loop goes on.
+#: for all 30 s); past this the commit is left to finish on its worker and the batch is
+#: scored again, as one whose outputs were not acknowledged.
 COMMIT_BOUND_S = 10.0
 #: The longest a publish can keep the loop from polling its consumer: the last call of each
 #: budget may start just before it ends and run for its whole bound. The consumer's
@@ -145,10 +146,12 @@ class Publisher:
                 bound_s=COMMIT_BOUND_S,
                 what="commit",
             )
-        except (KafkaException, ClientStuckError) as exc:
-            # Typically a rebalance: the partition's new owner re-scores from the last
-            # commit. A stuck commit may still land later; either way a later commit
-            # supersedes it, and at worst these messages are scored again.
+        except ClientStuckError as exc:
+            # Not known to be committed, so not reported as a committed batch. If the stuck
+            # commit lands later, a later commit supersedes it.
+            return Failure(describe(exc))
+        except KafkaException as exc:
+            # Typically a rebalance: the partition's new owner re-scores from the last commit.
             logger.warning(
                 "commit failed (%s); those messages will be scored again",
                 describe(exc),
