@@ -190,6 +190,7 @@ class FakeConsumer:
         self.cached_highs = dict(highs)
         self.reachable = True
         self.watermark_calls = 0  # requests to the broker
+        self.metadata_calls: list[str | None] = []
 
     def assignment(self) -> list[TP]:
         return [TP("raw", p) for p in self.positions]
@@ -208,6 +209,13 @@ class FakeConsumer:
             raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
         self.cached_highs[tp.partition] = self.highs[tp.partition]
         return 0, self.highs[tp.partition]
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> object:
+        assert 0 < timeout <= 1.0, "a cut must not stall the loop long"
+        self.metadata_calls.append(topic)
+        if not self.reachable:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+        return object()
 
 
 def test_lag_is_high_watermark_minus_position_clamped_at_zero() -> None:
@@ -273,6 +281,34 @@ def test_a_broker_cut_shows_as_the_age_of_the_lag_which_never_reads_caught_up() 
     observer.on_poll(consumer)  # type: ignore[arg-type]
     assert value(reg, names.SCORER_LAG, topic="raw", partition="0") == 4960
     assert value(reg, names.SCORER_LAG_AGE) == 0
+
+
+def test_an_assignment_lost_in_a_cut_keeps_the_lag_and_its_age_growing() -> None:
+    # librdkafka revokes the assignment by itself once the coordinator has been silent for
+    # session.timeout.ms: in a black hole the assignment empties with no broker answer.
+    now = [100.0]
+    observer = PrometheusScorerObserver(lag_refresh_s=2.0, clock=lambda: now[0])
+    observer.on_start(model_version="v1", group_id="g", input_topic="raw")
+    reg = observer.registry
+    consumer = FakeConsumer({0: 10, 1: 20}, {0: 40, 1: 20})
+    observer.on_poll(consumer)  # type: ignore[arg-type]
+    consumer.reachable = False
+    for second in range(2, 32, 2):
+        now[0] += 2.0
+        if second == 8:
+            consumer.positions.clear()  # the session timed out: revoked locally
+        observer.on_poll(consumer)  # type: ignore[arg-type]
+        assert value(reg, names.SCORER_LAG_AGE) == second
+    assert value(reg, names.SCORER_LAG, topic="raw", partition="0") == 30
+    assert observer.total_lag == 30
+    assert consumer.metadata_calls and set(consumer.metadata_calls) == {"raw"}
+
+    consumer.reachable = True  # healed, not yet assigned again: the broker answers
+    now[0] += 2.0
+    observer.on_poll(consumer)  # type: ignore[arg-type]
+    assert value(reg, names.SCORER_LAG_AGE) == 0
+    assert value(reg, names.SCORER_LAG, topic="raw", partition="0") is None
+    assert observer.total_lag is None
 
 
 def test_lag_errors_never_reach_the_loop() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -393,6 +394,37 @@ def test_reports_on_error_only_commit_after_a_clean_flush_and_never_after_a_fail
     assert failure is not None and not failure.replace
     assert "Message timed out" in failure.reason
     assert consumer.commits == 1  # the failed batch was not committed
+
+
+def test_a_commit_that_never_returns_holds_the_loop_only_for_its_bound(
+    raws: list[FakeRaw], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """librdkafka's synchronous commit waits for its answer without a limit (a network black
+    hole held it 30 s); it cannot be made to hang on demand, so a fake blocks instead."""
+    monkeypatch.setattr(publish, "COMMIT_BOUND_S", 0.3)
+    release = threading.Event()
+
+    class StuckCommit(FakeConsumer):
+        def commit(self, **kwargs: Any) -> None:
+            super().commit(**kwargs)
+            if self.commits == 1:
+                release.wait(30)
+
+    consumer = StuckCommit()
+    publisher = Publisher(SafeProducer({}), OPTIONS)
+    started = time.monotonic()
+    failure = publisher.publish(BATCH, RESULT, consumer)  # type: ignore[arg-type]
+    waited = time.monotonic() - started
+    assert 0.3 <= waited < 5.0, waited
+    # Not known to be committed: the loop rewinds and scores the batch again (same
+    # producer), as it does a batch whose outputs were not acknowledged.
+    assert failure is not None and not failure.replace
+    assert "commit did not return within 0.3s" in failure.reason
+    # The next batch commits on a fresh worker while the stuck call is still inside.
+    assert publisher.publish(BATCH, RESULT, consumer) is None  # type: ignore[arg-type]
+    assert consumer.commits == 2
+    release.set()
+    publisher.close()
 
 
 def test_reports_on_error_only_still_report_a_real_failure() -> None:

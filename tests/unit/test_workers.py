@@ -242,7 +242,9 @@ def test_a_stop_cancels_a_pending_restart(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     policy = RestartPolicy(first_delay_s=20.0, max_delay_s=20.0)
     supervisor = WorkerSupervisor([worker(runs, [1, 0])], policy)
-    stop_later(supervisor, lambda: len(pids(runs)) == 1)
+    # Once the first run has exited and been reaped (its restart pending), not as soon as it
+    # has started: on a loaded machine the stop could otherwise land before its exit 1.
+    stop_later(supervisor, lambda: len(pids(runs)) == 1 and not alive(pids(runs)[0]))
     started = time.monotonic()
     result = supervisor.run()
     assert time.monotonic() - started < 10  # not the 10-20 s restart delay

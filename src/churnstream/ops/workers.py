@@ -9,8 +9,11 @@ input is done) stays stopped. A worker that crashes more than ``restart_limit`` 
 ``restart_window_s``, or exits 2 (its command line or configuration was refused; a restart
 cannot help), makes the supervisor stop the others and give up with one line.
 
-SIGINT/SIGTERM are forwarded to every worker (each drains, flushes and commits) and pending
-restarts are cancelled. Workers still running ``stop_grace_s`` after the first signal (stuck
+On Linux each worker is SIGKILLed by the kernel when the supervisor dies (prctl
+``PR_SET_PDEATHSIG``), so a supervisor that is itself SIGKILLed leaves no orphans holding
+partitions: the scorer is crash-safe, and the next scorer resumes from the committed
+offsets. SIGINT/SIGTERM are forwarded to every worker (each drains, flushes and commits) and
+pending restarts are cancelled. Workers still running ``stop_grace_s`` after the first signal (stuck
 in a client call) are SIGKILLed, and the exit status says so. Workers run in their own
 sessions, so a terminal's Ctrl-C reaches them once, through here; a second signal is
 forwarded too and aborts them, as it would a single scorer.
@@ -19,13 +22,16 @@ forwarded too and aborts them, as it would a single scorer.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
+import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from churnstream.exceptions import ChurnstreamError
@@ -48,6 +54,8 @@ STOP_GRACE_S = 20.0
 KILL_WAIT_S = 5.0
 #: Exit codes a restart cannot fix: 2 is a refused command line or configuration.
 PERMANENT_EXIT_CODES = frozenset({2})
+#: <linux/prctl.h>: the signal the kernel sends a process when its parent thread dies.
+PR_SET_PDEATHSIG = 1
 
 
 class WorkersGaveUpError(ChurnstreamError):
@@ -69,6 +77,28 @@ class RestartPolicy:
         return backoff_delay_s(
             crashes, first_delay_s=self.first_delay_s, max_delay_s=self.max_delay_s
         )
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child die (SIGKILL) with this process; None off Linux.
+
+    The kernel signals the child when the *thread* that started it ends, so workers are
+    started from the thread that supervises them until they have exited. libc is looked up
+    here, in the parent: the child runs only the prctl call and a parent check between fork
+    and exec.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:  # the parent died before prctl: nobody would signal
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
 
 
 def describe_exit(returncode: int) -> str:
@@ -260,7 +290,9 @@ class WorkerSupervisor:
 
     def _start(self, worker: _Worker) -> None:
         # Own session: a terminal's Ctrl-C reaches the worker once, through the supervisor.
-        worker.proc = subprocess.Popen(worker.argv, start_new_session=True)  # noqa: S603
+        worker.proc = subprocess.Popen(  # noqa: S603
+            worker.argv, start_new_session=True, preexec_fn=die_with_parent()
+        )
         worker.returncode = None
         worker.restart_at = None
 

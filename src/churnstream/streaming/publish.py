@@ -57,11 +57,17 @@ TXN_INIT_TIMEOUT_S = 10.0
 #: At start-up the group and transaction coordinators may still be loading: init_transactions
 #: is retried this long before the scorer gives up.
 TXN_STARTUP_INIT_S = 30.0
+#: How long the at-least-once publish waits for its synchronous offset commit. librdkafka
+#: waits for the answer without a limit of its own (a 30 s network black hole held the loop
+#: for all 30 s); past this the commit is left to finish on its worker and the batch is
+#: scored again, as one whose outputs were not acknowledged.
+COMMIT_BOUND_S = 10.0
 #: The longest a publish can keep the loop from polling its consumer: the last call of each
 #: budget may start just before it ends and run for its whole bound. The consumer's
 #: max.poll.interval.ms must be well above it (a unit test checks).
 LONGEST_PUBLISH_S = max(
-    FLUSH_TIMEOUT_S, TXN_PUBLISH_BUDGET_S + TXN_ABORT_BUDGET_S + 2 * TXN_CALL_BOUND_S
+    FLUSH_TIMEOUT_S + COMMIT_BOUND_S,
+    TXN_PUBLISH_BUDGET_S + TXN_ABORT_BUDGET_S + 2 * TXN_CALL_BOUND_S,
 )
 
 
@@ -106,6 +112,7 @@ class Publisher:
         self.options = options
         #: Set when a publish found the producer unusable; :meth:`reopen` clears it.
         self.broken = False
+        self._commits = BoundedCalls("commit")
 
     def publish(
         self,
@@ -132,8 +139,17 @@ class Publisher:
             return Failure(describe(exc))
         if remaining or producer.stats.failed > failed_before:
             return Failure(producer.stats.last_error or f"{remaining} still queued")
+        offsets = next_offsets(batch)
         try:
-            consumer.commit(offsets=next_offsets(batch), asynchronous=False)
+            self._commits.call(
+                lambda: consumer.commit(offsets=offsets, asynchronous=False),
+                bound_s=COMMIT_BOUND_S,
+                what="commit",
+            )
+        except ClientStuckError as exc:
+            # Not known to be committed, so not reported as a committed batch. If the stuck
+            # commit lands later, a later commit supersedes it.
+            return Failure(describe(exc))
         except KafkaException as exc:
             # Typically a rebalance: the partition's new owner re-scores from the last commit.
             logger.warning(
@@ -141,7 +157,7 @@ class Publisher:
                 describe(exc),
                 extra={
                     BATCH_SIZE: len(batch),
-                    OFFSETS: {tp.partition: tp.offset for tp in next_offsets(batch)},
+                    OFFSETS: {tp.partition: tp.offset for tp in offsets},
                 },
             )
         return None
@@ -157,6 +173,7 @@ class Publisher:
     def close(self) -> None:
         """Wait for what is still queued (bounded); what is left was not committed. Never
         raises: a producer that failed fatally is reported, not flushed."""
+        self._commits.close()
         remaining = self.producer.close(CLOSE_TIMEOUT_S)
         if remaining:
             logger.error(

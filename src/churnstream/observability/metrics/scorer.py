@@ -14,7 +14,11 @@ A scorer cut off from its broker cannot learn how many events arrived meanwhile:
 keeps the last measured values, and ``churnstream_scorer_consumer_lag_age_seconds`` says how
 old they are (computed when scraped, so it grows even while the loop waits on the network).
 That age is the honest signal of a network cut; the lag in messages catches up once the
-broker answers again.
+broker answers again. Only an answer from the broker makes the lag fresh: an empty
+assignment is not one, because librdkafka revokes the assignment by itself when the group
+coordinator has not answered for ``session.timeout.ms`` (6 s by default here), in the middle
+of a cut. With nothing assigned, a metadata request for the input topic stands in for the
+end offsets.
 """
 
 from __future__ import annotations
@@ -99,6 +103,8 @@ class PrometheusScorerObserver(ScorerObserver):
         self._created = clock()
         self._lags: dict[tuple[str, int], int] = {}
         self._lag_labels: set[tuple[str, str]] = set()
+        #: Asked about when nothing is assigned (see :func:`partition_lags`).
+        self._input_topic: str | None = None
         self.model_version: str | None = None
         self.started = False
         self.stopped = False
@@ -183,6 +189,7 @@ class PrometheusScorerObserver(ScorerObserver):
         self.model_info.clear()
         self.model_info.labels(version=model_version).set(1)
         self.model_version = model_version
+        self._input_topic = input_topic
         self.started = True
         self.stopped = False
         self.running.set(1)
@@ -198,12 +205,16 @@ class PrometheusScorerObserver(ScorerObserver):
             return
         self._last_lag_refresh = now
         try:
-            lags, measured = partition_lags(consumer)
+            lags, measured = partition_lags(consumer, probe_topic=self._input_topic)
         except Exception as exc:  # noqa: BLE001 - metrics must never stop the scorer
             logger.debug("consumer lag not available: %s", exc)
             return
         if measured:
             self._lag_measured = self._clock()
+        elif not lags:
+            # The assignment was lost without the broker saying so (see module docs): the
+            # lag is unknown, not gone; keep showing the last measured values.
+            return
         self.set_lags(lags, keep=not measured)
 
     def on_batch(
@@ -268,11 +279,18 @@ class PrometheusScorerObserver(ScorerObserver):
 
 
 def partition_lags(
-    consumer: Consumer, timeout_s: float | None = END_OFFSET_TIMEOUT_S
+    consumer: Consumer,
+    timeout_s: float | None = END_OFFSET_TIMEOUT_S,
+    *,
+    probe_topic: str | None = None,
 ) -> tuple[dict[tuple[str, int], int], bool]:
     """Lag of each assigned partition, and whether the broker gave every end offset.
 
     ``timeout_s=None`` asks nothing of the broker: cached watermarks only (not measured).
+    When no end offset is asked for (nothing assigned, or no position known yet), the
+    result is measured only if the broker answers a metadata request for ``probe_topic``
+    (every topic if None): an empty assignment may be librdkafka's own doing after it lost
+    the group coordinator, which says nothing about the lag.
 
     ``position`` is the next offset to consume; the end offset (high watermark) is asked of
     the broker. Once one request fails (the broker unreachable), the remaining partitions use
@@ -281,21 +299,34 @@ def partition_lags(
     watermark can be below the real end (see module docs).
     """
     assignment = consumer.assignment()
-    if not assignment:
-        return {}, True
     lags: dict[tuple[str, int], int] = {}
-    measured = True
-    for tp in consumer.position(assignment):
+    measured, asked = True, False
+    for tp in consumer.position(assignment) if assignment else []:
         if tp.offset < 0:
             continue
         high = _end_offset(consumer, tp, timeout_s if measured else None)
+        asked = True
         if high is None:
             measured = False
             _low, high = consumer.get_watermark_offsets(tp, cached=True)
         if high < 0:
             continue
         lags[(tp.topic, tp.partition)] = max(0, int(high) - int(tp.offset))
+    if not asked:
+        measured = _broker_answers(consumer, probe_topic, timeout_s)
     return lags, measured
+
+
+def _broker_answers(consumer: Consumer, topic: str | None, timeout_s: float | None) -> bool:
+    """Whether the broker answers a metadata request within ``timeout_s`` (None: not asked)."""
+    if timeout_s is None:
+        return False
+    try:
+        consumer.list_topics(topic, timeout=timeout_s)
+    except KafkaException as exc:
+        logger.debug("broker not answering metadata requests: %s", exc)
+        return False
+    return True
 
 
 def _end_offset(consumer: Consumer, tp: TopicPartition, timeout_s: float | None) -> int | None:
