@@ -146,6 +146,19 @@ def test_smoke_value_mismatch_is_refused(models: Path) -> None:
         LeanScorer.load(models)
 
 
+def test_an_export_from_before_blocked_products_still_loads(
+    models: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Exports recorded the smoke row as one unblocked BLAS call gave it: ulps away, same model.
+    def nudge(meta: dict[str, Any]) -> None:
+        block = meta[COMPILED_KEY]
+        block["smoke_probability"] = float(np.nextafter(block["smoke_probability"], 1.0))
+
+    _edit(models, nudge)
+    assert LeanScorer.load(models).version == _version(models).name
+    assert "churnstream model export" in caplog.text
+
+
 def test_a_model_without_a_compiled_form_is_refused_with_its_reason(models: Path) -> None:
     _edit(models, lambda m: m.update({COMPILED_KEY: {"file": None, "reason": "no trees here"}}))
     with pytest.raises(ModelLoadError, match=r"no compiled form \(no trees here\)"):
