@@ -6,6 +6,7 @@ checks fit each algorithm the compiler knows on a small frame.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from churnstream.model.contributions import (
     top_reasons,
 )
 from churnstream.model.features import from_frame
-from churnstream.model.pipeline import build_pipeline
+from churnstream.model.pipeline import build_pipeline, churn_probabilities
 from churnstream.model.scorer import Scorer
 from churnstream.schemas import FEATURE_COLUMNS, TARGET_COLUMN
 
@@ -47,7 +48,7 @@ def test_contributions_sum_to_the_probability_on_the_whole_dataset(
     features = from_frame(customers)
     explained = scorer.explain_features(features)
     # The explanation's probabilities are the model's, bit for bit (compiled and pipeline).
-    pipeline = scorer.pipeline.predict_proba(customers[list(FEATURE_COLUMNS)])[:, 1]
+    pipeline = churn_probabilities(scorer.pipeline, customers[list(FEATURE_COLUMNS)])
     assert np.array_equal(explained.probabilities, pipeline)
     assert np.array_equal(explained.probabilities, scorer.predict_features(features))
     assert explained.values.shape == (7043, len(REASON_FEATURES))
@@ -97,7 +98,7 @@ def test_every_compiled_algorithm_is_explained_exactly(dataset_path: Path, algor
     pipeline.fit(valid, frame.loc[valid.index, TARGET_COLUMN] == "Yes")
     features = from_frame(valid)
     explained = explainer(compile_pipeline(pipeline))(features)
-    assert np.array_equal(explained.probabilities, pipeline.predict_proba(valid)[:, 1])
+    assert np.array_equal(explained.probabilities, churn_probabilities(pipeline, valid))
     error = np.abs(explained.base + explained.values.sum(axis=1) - explained.probabilities)
     assert error.max() < SUM_TOLERANCE
     # Model columns folded into customer fields: no reason is left for log_tenure/auto_pay.
@@ -105,6 +106,21 @@ def test_every_compiled_algorithm_is_explained_exactly(dataset_path: Path, algor
     # One row at a time gives the same numbers (the trees sum differently by batch size).
     one = explainer(compile_pipeline(pipeline))(features.take(slice(0, 1)))
     assert np.allclose(one.values[0], explained.values[0], rtol=0, atol=1e-12)
+
+
+def test_an_explainer_survives_pickling_with_the_same_reasons(
+    scorer: Scorer, customers: pd.DataFrame
+) -> None:
+    # Spark broadcasts the explainer: its lookup tables must work in the unpickled copy.
+    assert scorer.compiled is not None
+    original = explainer(scorer.compiled)
+    copy = pickle.loads(pickle.dumps(original))  # noqa: S301 - our own object
+    features = from_frame(customers.head(500))
+    want, got = original(features), copy(features)
+    assert np.array_equal(got.probabilities.view(np.int64), want.probabilities.view(np.int64))
+    assert np.array_equal(got.values.view(np.int64), want.values.view(np.int64))
+    assert got.base == want.base
+    assert top_reasons(got, features).rows() == top_reasons(want, features).rows()
 
 
 def test_a_model_that_is_not_compiled_gives_no_reasons(scorer: Scorer) -> None:

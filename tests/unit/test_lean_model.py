@@ -24,6 +24,7 @@ from churnstream.model.contributions import explainer
 from churnstream.model.export import synthetic_features
 from churnstream.model.features import to_frame
 from churnstream.model.lean import LeanScorer
+from churnstream.model.pipeline import churn_probabilities
 from churnstream.model.scorer import Scorer
 
 
@@ -73,10 +74,28 @@ def test_training_exports_arrays_identical_to_the_pipeline(model_dir: Path) -> N
     pipeline = Scorer.load(model_dir).pipeline
     for rows in (1, 7, 300, 2_000):  # both ways of summing the trees
         batch = synthetic_features(rows, rows)
-        expected = pipeline.predict_proba(to_frame(batch))[:, 1]
+        expected = churn_probabilities(pipeline, to_frame(batch))  # BLAS fed in blocks
         assert np.array_equal(lean.predict_features(batch), expected)
     threshold = metadata["threshold"]["value"]
     assert (lean.version, lean.threshold) == (version_dir.name, threshold)
+
+
+def test_a_row_scores_to_the_same_bits_whatever_batch_it_is_in(model_dir: Path) -> None:
+    # BLAS computes the last n % 4 rows of a product with another kernel; that must not
+    # reach the probabilities (a file in one call, Spark's Arrow batches and the Kafka
+    # scorer's micro-batches would disagree in the last bit).
+    lean = LeanScorer.load(model_dir)
+    batch = synthetic_features(600, 11)
+    whole = lean.predict_features(batch).view(np.int64)
+    for size in range(1, 10):
+        parts = [
+            lean.predict_features(batch.take(slice(start, start + size)))
+            for start in range(0, len(batch), size)
+        ]
+        assert np.array_equal(np.concatenate(parts).view(np.int64), whole), f"batches of {size}"
+    # The explainer's probabilities are the same numbers, one row at a time too.
+    alone = [lean.explain_features(batch.take(slice(i, i + 1))).probabilities for i in range(9)]
+    assert np.array_equal(np.concatenate(alone).view(np.int64), whole[:9])
 
 
 def test_the_file_holds_arrays_only(model_dir: Path) -> None:
@@ -125,6 +144,19 @@ def test_smoke_value_mismatch_is_refused(models: Path) -> None:
     _edit(models, lambda m: m[COMPILED_KEY].update(smoke_probability=0.123))
     with pytest.raises(ModelLoadError, match="compiled arrays gave .* export recorded 0.123"):
         LeanScorer.load(models)
+
+
+def test_an_export_from_before_blocked_products_still_loads(
+    models: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Exports recorded the smoke row as one unblocked BLAS call gave it: ulps away, same model.
+    def nudge(meta: dict[str, Any]) -> None:
+        block = meta[COMPILED_KEY]
+        block["smoke_probability"] = float(np.nextafter(block["smoke_probability"], 1.0))
+
+    _edit(models, nudge)
+    assert LeanScorer.load(models).version == _version(models).name
+    assert "churnstream model export" in caplog.text
 
 
 def test_a_model_without_a_compiled_form_is_refused_with_its_reason(models: Path) -> None:

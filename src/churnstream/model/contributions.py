@@ -163,9 +163,11 @@ class Explainer:
 
     @cached_property
     def _tree_pairs(self) -> dict[int, _TreePairs]:
-        """Per tree member: its (tree, slot) pairs that hold a code, ordered by reason."""
+        """Per tree member, by its position in :attr:`_members`: its (tree, slot) pairs that
+        hold a code, ordered by reason. Keyed by position, not ``id(member)``, so that a
+        pickled Explainer (a Spark broadcast) still finds its tables after unpickling."""
         out = {}
-        for member in self._members:
+        for position, member in enumerate(self._members):
             if isinstance(member, TreeTables) and member.paths is not None:
                 codes = member.paths.codes
                 pairs = sorted(
@@ -175,7 +177,7 @@ class Explainer:
                 )
                 reasons = np.array([r for r, _, _ in pairs], dtype=np.intp)
                 starts = np.flatnonzero(np.r_[True, reasons[1:] != reasons[:-1]])
-                out[id(member)] = _TreePairs(
+                out[position] = _TreePairs(
                     trees=np.array([t for _, t, _ in pairs], dtype=np.intp),
                     slots=np.array([s for _, _, s in pairs], dtype=np.intp)[:, None],
                     starts=starts,
@@ -202,7 +204,7 @@ class Explainer:
         member_probabilities = []
         total = np.zeros((n, len(REASON_FEATURES)))
         base = 0.0
-        for member in self._members:
+        for position, member in enumerate(self._members):
             if isinstance(member, LogisticArrays):
                 probability = member(design, groups)
                 margin = self._linear(design * member.coef_t[:, 0], n)
@@ -211,7 +213,7 @@ class Explainer:
                 index = member.leaf_index(design, groups)  # once, for the score and the paths
                 raw = member.sum_leaves(index)
                 probability = np.asarray(member.expit(raw, out=raw))
-                margin = self._tree_pairs[id(member)].contributions(index, member.paths, n)
+                margin = self._tree_pairs[position].contributions(index, member.paths, n)
                 member_base = member.paths.expected
             else:
                 raise UnsupportedModelError(f"cannot explain {type(member).__name__}")

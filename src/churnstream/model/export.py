@@ -32,6 +32,7 @@ from churnstream.model.compile import compile_pipeline
 from churnstream.model.feature_batch import RAW_CATEGORICAL, FeatureBatch
 from churnstream.model.features import to_frame
 from churnstream.model.lean import row_features
+from churnstream.model.pipeline import churn_probabilities
 from churnstream.schemas import CATEGORICAL_LEVELS
 
 logger = logging.getLogger(__name__)
@@ -51,9 +52,7 @@ def export_pipeline(
         lean = compiled_io.from_bytes(blob)
         check = synthetic_features(CHECK_ROWS, CHECK_SEED)
         checks = [check, check.take(slice(0, CHECK_SMALL_ROWS)), row_features(smoke_row)]
-        expected = np.concatenate(
-            [np.asarray(pipeline.predict_proba(to_frame(c))[:, 1], dtype=float) for c in checks]
-        )
+        expected = np.concatenate([churn_probabilities(pipeline, to_frame(c)) for c in checks])
         got = np.concatenate([lean.predict_proba(c) for c in checks])
     except (UnsupportedModelError, ValueError, TypeError, KeyError) as exc:
         logger.warning("model not exported as arrays: %s", exc)

@@ -6,10 +6,13 @@ What :mod:`churnstream.model.train` fits and cross-validates, and the shape that
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any, Literal, get_args
 
+import numpy as np
+import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
     GradientBoostingClassifier,
@@ -19,6 +22,7 @@ from sklearn.ensemble import (
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+from threadpoolctl import ThreadpoolController
 
 from churnstream.exceptions import ModelError
 from churnstream.model.feature_batch import (
@@ -32,6 +36,10 @@ from churnstream.model.features import feature_matrix
 from churnstream.schemas import CATEGORICAL_LEVELS
 
 logger = logging.getLogger(__name__)
+
+#: Rows BLAS's matrix-vector kernels handle together (the compiled model's blocks are a
+#: multiple of it).
+BLAS_ROW_GROUP = 4
 
 Algorithm = Literal["logreg", "gbm", "hgb", "ensemble"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
@@ -123,3 +131,38 @@ def _classifier(algorithm: str, random_state: int) -> Any:
     if algorithm not in makers:
         raise ModelError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
     return makers[algorithm]()
+
+
+def churn_probabilities(pipeline: Pipeline, frame: pd.DataFrame) -> np.ndarray:
+    """``pipeline.predict_proba(frame)[:, 1]``, each row's bits independent of its batch.
+
+    A logistic-regression member's product goes through BLAS, which gives the last
+    ``n % 4`` rows of a call, and the last rows of each thread's share, other last bits
+    than the rest. Such a pipeline is called with BLAS on one thread and whole groups of 4
+    rows (a tail of 1-3 rows is padded with copies of its first), so every row goes through
+    the kernel the compiled model's fixed blocks use
+    (:func:`churnstream.model.arrays.blocked_product`): the two agree bit for bit on any
+    batch. A pipeline without such a member is called once, as it is.
+    """
+    if len(frame) == 0 or not _has_linear_member(pipeline):
+        return np.asarray(pipeline.predict_proba(frame)[:, 1], dtype=float)
+    whole = len(frame) - len(frame) % BLAS_ROW_GROUP
+    parts = []
+    with _blas_threads().limit(limits=1, user_api="blas"):
+        if whole:
+            parts.append(pipeline.predict_proba(frame.iloc[:whole])[:, 1])
+        if whole < len(frame):
+            tail = np.r_[whole : len(frame), np.full(BLAS_ROW_GROUP, whole)][:BLAS_ROW_GROUP]
+            parts.append(pipeline.predict_proba(frame.iloc[tail])[: len(frame) - whole, 1])
+    return np.concatenate(parts).astype(float, copy=False)
+
+
+@functools.cache
+def _blas_threads() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def _has_linear_member(pipeline: Pipeline) -> bool:
+    classifier = pipeline[-1]
+    members = getattr(classifier, "estimators_", None) or [classifier]
+    return any(isinstance(member, LogisticRegression) for member in members)

@@ -34,6 +34,7 @@ from churnstream.model.export import (
 from churnstream.model.feature_batch import FeatureBatch
 from churnstream.model.features import to_frame
 from churnstream.model.lean import read_compiled
+from churnstream.model.pipeline import churn_probabilities
 from churnstream.schemas import FEATURE_COLUMNS
 
 logger = logging.getLogger(__name__)
@@ -134,8 +135,8 @@ class Scorer:
             # A large and a small batch: the compiled model sums trees differently by size.
             checks = [check, check.take(slice(0, CHECK_SMALL_ROWS))]
             expected = np.concatenate(
-                [self.pipeline.predict_proba(to_frame(c))[:, 1] for c in checks]
-            ).astype(float)
+                [churn_probabilities(self.pipeline, to_frame(c)) for c in checks]
+            )
             got = np.concatenate([compiled.predict_proba(c) for c in checks])
         except (UnsupportedModelError, ValueError, TypeError, KeyError) as exc:
             logger.info("model %s scored by the pipeline (%s)", self.version, exc)
@@ -189,7 +190,8 @@ class Scorer:
         return self._explainer
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        """Churn probability per row, as float64, in one call for the whole batch.
+        """Churn probability per row, as float64 (each row's bits independent of the batch:
+        see :func:`churnstream.model.pipeline.churn_probabilities`).
 
         ``frame`` holds the 19 feature columns typed as :func:`churnstream.data.validate_frame`
         makes them; other columns (customerID, Churn, ...) are ignored.
@@ -200,7 +202,7 @@ class Scorer:
         if missing:
             raise ModelError(f"cannot score: missing feature column(s) {', '.join(missing)}")
         try:
-            proba = self.pipeline.predict_proba(frame)[:, 1]
+            proba = churn_probabilities(self.pipeline, frame)
         except (ValueError, TypeError, KeyError) as exc:
             raise ModelError(f"cannot score batch of {len(frame)}: {exc}") from exc
         return np.asarray(proba, dtype=float)

@@ -15,7 +15,6 @@ runs have none, and persisting a whole scored dataset to split it in two would c
 from __future__ import annotations
 
 import csv
-import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 from churnstream.data import REJECT_REASON_COLUMN, as_text
 from churnstream.exceptions import DataError, SparkError
-from churnstream.model.arrays import CompiledPipeline
 from churnstream.model.contributions import Explainer, explainer
 from churnstream.predict import (
     OUTPUT_COLUMNS,
@@ -173,7 +171,7 @@ def _schemas(columns: list[str], reasons: bool) -> tuple[pa.Schema, pa.Schema]:
 class _Scoring:
     """What every task needs, pickled into the job (the model itself is a broadcast).."""
 
-    model: Any  # Broadcast[tuple[Predict, CompiledPipeline | None]]
+    model: Any  # Broadcast[tuple[Predict, Explainer | None]]
     threshold: float
     model_version: str
     csv: bool
@@ -186,10 +184,7 @@ class _Scoring:
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import pyarrow as pa
 
-        predict, explained = self.model.value
-        # Built here, not broadcast: an Explainer's lookup tables are keyed by the id() of
-        # the model's members, which unpickling changes.
-        explain = None if explained is None else _explainer(explained)
+        predict, explain = self.model.value
         for batch in batches:
             raw = as_text(batch.to_pandas())
             if self.csv:
@@ -206,12 +201,6 @@ class _Scoring:
             self.rejected.add(len(rejects))
             rows = rejects if self.keep_rejects else out
             yield pa.RecordBatch.from_pandas(rows, schema=self.schema, preserve_index=False)
-
-
-@functools.lru_cache(maxsize=2)
-def _explainer(compiled: CompiledPipeline) -> Explainer:
-    """One Explainer per model per Python worker (a worker runs many tasks)."""
-    return explainer(compiled)
 
 
 def _write(frame: DataFrame, path: Path, fmt: str, partition_columns: tuple[str, ...]) -> None:
@@ -255,9 +244,13 @@ def predict_dataset(
     fmt = output_format(output_path, layout)
     frame = read_input(spark, input_path, layout)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_ROWS))
-    explained = scorer.compiled if reasons and scorer.explains else None
-    scored_schema, rejected_schema = _schemas(frame.columns, explained is not None)
-    model = spark.sparkContext.broadcast((predict(scorer), explained))
+    # Broadcast with its lookup tables built (explainer() checks them), so that executors
+    # never rebuild them.
+    explain: Explainer | None = None
+    if reasons and scorer.compiled is not None and scorer.explains:
+        explain = explainer(scorer.compiled)
+    scored_schema, rejected_schema = _schemas(frame.columns, explain is not None)
+    model = spark.sparkContext.broadcast((predict(scorer), explain))
 
     def run(keep_rejects: bool, path: Path) -> tuple[int, int, int]:
         counts = [spark.sparkContext.accumulator(0) for _ in range(3)]
