@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from churnstream.exceptions import ChurnstreamError
+from churnstream.exceptions import ChurnstreamError, ConfigError
 from churnstream.model.feature_batch import RAW_CATEGORICAL, FeatureBatch
 from churnstream.schemas import (
     CATEGORICAL_LEVELS,
@@ -115,7 +115,7 @@ _fallback_logged = False
 def select_engine(engine: str) -> str:
     """Use ``engine`` (auto, native or python) for :func:`check_batch`; returns the one in use.
 
-    ``native`` where the extension is not installed raises ChurnstreamError (one line);
+    ``native`` where the extension is not installed raises ConfigError (one line);
     ``auto`` then falls back to Python and logs it once.
     """
     global _active, _active_name, _fallback_logged
@@ -124,7 +124,7 @@ def select_engine(engine: str) -> str:
             f"scoring engine must be one of {', '.join(ENGINES)}, not {engine!r}"
         )
     if engine == NATIVE and _CHECKER is None:
-        raise ChurnstreamError(
+        raise ConfigError(
             f"scoring.engine is native, but the native scoring core is not installed "
             f"({NATIVE_ERROR}); run `make setup`, or set scoring.engine to auto or python"
         )
