@@ -10,6 +10,7 @@ AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 AIRFLOW_PYTEST_ARGS ?=
 LEGACY_VENV := .venv-legacy
 LEGACY_STAMP := $(LEGACY_VENV)/.installed
+NATIVE_STAMP := $(VENV)/.native
 
 .DEFAULT_GOAL := help
 
@@ -24,6 +25,20 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,spark]'
 	touch $(STAMP)
 
+# The scoring core's native fast check (Rust, PyO3; native/), built by maturin with cargo from
+# crates.io (Cargo.lock pins them). Where it cannot build, setup still succeeds and churnstream
+# runs its Python path, saying so in one log line.
+$(NATIVE_STAMP): $(STAMP) native/Cargo.toml native/Cargo.lock native/pyproject.toml $(wildcard native/src/*.rs)
+	@if command -v cargo >/dev/null 2>&1 \
+	  && $(BIN)/maturin build --quiet --release --locked -m native/Cargo.toml \
+	       -i $(BIN)/python -o native/target/wheels \
+	  && $(BIN)/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
+	       native/target/wheels/churnstream_native-*.whl; then \
+	  touch $(NATIVE_STAMP); \
+	else \
+	  echo "note: the native scoring core did not build; churnstream uses its Python path" >&2; \
+	fi
+
 # The replaced system's clients (kafka-python, no compression libraries) from their own
 # requirements; tests/integration/test_interop.py runs them against churnstream's topics.
 $(LEGACY_STAMP): tests/legacy_client/requirements.txt
@@ -32,7 +47,7 @@ $(LEGACY_STAMP): tests/legacy_client/requirements.txt
 	  -r tests/legacy_client/requirements.txt
 	touch $(LEGACY_STAMP)
 
-setup: $(STAMP) $(LEGACY_STAMP) ## Create .venv (churnstream, dev and spark extras) and .venv-legacy, fetch the Kafka jars, Chromium
+setup: $(STAMP) $(NATIVE_STAMP) $(LEGACY_STAMP) ## Create .venv (churnstream, dev and spark extras) and .venv-legacy, fetch the Kafka jars, Chromium
 	$(BIN)/churnstream broker fetch
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

@@ -17,6 +17,7 @@ from tests.oracle import score_batch_reference
 from churnstream.events import encode_event, events_to_frame, stamp
 from churnstream.model.scorer import Scorer
 from churnstream.schemas import utc_now_iso
+from churnstream.scoring import engine
 from churnstream.scoring.batch import score_batch
 from churnstream.scoring.decode import decode_event
 from churnstream.scoring.messages import RawMessage
@@ -58,6 +59,18 @@ def measure(scorer: Scorer, rows: list[dict[str, Any]], batch: int = 5000) -> di
         ),
         "transform: fast (score_batch)": _us(whole(score_batch, scorer.predict_features), batch),
     }
+    if engine.NATIVE_ERROR is None:
+        # The same two figures with the native fast check (scoring.engine), same batch.
+        before = engine.active_engine()
+        per_message["decode + validate: native check (Rust)"] = _us(
+            lambda: engine.native_check_batch(values, keys), batch
+        )
+        for name in (engine.PYTHON, engine.NATIVE):
+            engine.select_engine(name)
+            per_message[f"transform: fast (score_batch), {name} check"] = _us(
+                whole(score_batch, scorer.predict_features), batch
+            )
+        engine.select_engine(before)
     if scorer.explains:
         per_message["reasons: contributions (explain_features)"] = _us(
             lambda: scorer.explain_features(fast.features), batch

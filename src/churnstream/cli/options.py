@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from churnstream.exceptions import ConfigError
+from churnstream.scoring.engine import select_engine
 from churnstream.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ def effective_settings(
     settings = load_settings(
         **{BROKER_SETTING: broker, METRICS_PORT_SETTING: metrics_port, **(overrides or {})}
     )
+    select_engine(settings.scoring.engine)
     if kafka:
         from churnstream.kafka.clientcheck import check_client_configs
 

@@ -29,6 +29,7 @@ from churnstream.schemas import CustomerEvent, format_ts, parse_ts
 from churnstream.scoring.dead_letter import Rejects
 from churnstream.scoring.decode import decode_event, features_of_events
 from churnstream.scoring.encode import encode_predictions
+from churnstream.scoring.engine import check_batch
 from churnstream.scoring.infer import Predict, score_features
 from churnstream.scoring.messages import (
     BatchResult,
@@ -37,7 +38,7 @@ from churnstream.scoring.messages import (
     ScoredColumns,
 )
 from churnstream.scoring.reasons import Explain, reason_features, reasons_of
-from churnstream.scoring.validate import check_batch, empty_rows
+from churnstream.scoring.validate import empty_rows
 
 logger = logging.getLogger(__name__)
 

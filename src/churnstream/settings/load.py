@@ -28,6 +28,7 @@ from churnstream.settings.sections import (
     ObservabilitySettings,
     PathsSettings,
     ProducerSettings,
+    ScoringSettings,
     SparkSettings,
     TopicsSettings,
 )
@@ -55,6 +56,7 @@ class Settings(BaseSettings):
     broker: BrokerSettings = BrokerSettings()
     model: ModelSettings = ModelSettings()
     spark: SparkSettings = SparkSettings()
+    scoring: ScoringSettings = ScoringSettings()
     paths: PathsSettings = PathsSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     api: ApiSettings = ApiSettings()

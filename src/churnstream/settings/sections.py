@@ -114,6 +114,14 @@ class ModelSettings(_Frozen):
     cv_folds: int = Field(default=5, ge=2)
 
 
+class ScoringSettings(_Frozen):
+    """The scoring core's fast check: ``auto`` uses the native extension (built from
+    ``native/`` by ``make setup``) where it is installed, else Python; ``native`` insists on
+    it; ``python`` is the pure-Python path (the oracle of the differential tests)."""
+
+    engine: Literal["auto", "native", "python"] = "auto"
+
+
 class PathsSettings(_Frozen):
     data_dir: Path = Path("data")
     raw_csv: Path = Path("data/raw/telco_customer_churn.csv")
