@@ -28,10 +28,11 @@ from churnstream.model.artifacts import (
     read_metadata,
     resolve_version_dir,
     write_latest,
+    write_version,
 )
 from churnstream.model.pipeline import ALGORITHMS, build_pipeline
 from churnstream.model.scorer import Scorer
-from churnstream.model.skops_io import TRUSTED_TYPES, load_pipeline, write_version
+from churnstream.model.skops_io import TRUSTED_TYPES, load_pipeline, skops_saver
 from tests.unit.test_train import small_frame, train_small
 
 BUILT: list[str] = []
@@ -238,7 +239,7 @@ def test_version_names_never_collide(tmp_path: Path) -> None:
 def test_write_version_refuses_to_overwrite(models: Path, frame: pd.DataFrame) -> None:
     pipeline = build_pipeline("logreg").fit(frame, train.target_vector(frame))
     with pytest.raises(ModelError, match="already exists"):
-        write_version(models, version_dir(models).name, pipeline, {"version": "x"})
+        write_version(models, version_dir(models).name, skops_saver(pipeline), {"version": "x"})
 
 
 def test_failed_write_leaves_nothing_behind(tmp_path: Path, frame: pd.DataFrame) -> None:
@@ -248,14 +249,16 @@ def test_failed_write_leaves_nothing_behind(tmp_path: Path, frame: pd.DataFrame)
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        write_version(tmp_path, "v1", pipeline, {"version": "v1"}, extra_writer=broken_report)
+        write_version(
+            tmp_path, "v1", skops_saver(pipeline), {"version": "v1"}, extra_writer=broken_report
+        )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_write_version_records_the_model_hash(tmp_path: Path, frame: pd.DataFrame) -> None:
     pipeline = build_pipeline("logreg").fit(frame, train.target_vector(frame))
     meta: dict[str, Any] = {"version": "v1"}
-    final, written = write_version(tmp_path, "v1", pipeline, meta)
+    final, written = write_version(tmp_path, "v1", skops_saver(pipeline), meta)
     blob = (final / MODEL_FILE).read_bytes()
     assert meta["model_sha256"] == hashlib.sha256(blob).hexdigest()
     assert json.loads((final / METADATA_FILE).read_text())["model_sha256"] == meta["model_sha256"]

@@ -13,9 +13,8 @@ import pytest
 from churnstream.exceptions import BrokerError
 from churnstream.kafka.reader import decode_value
 from churnstream.ops import devbroker
-from churnstream.ops.devbroker import jars
-from churnstream.ops.devbroker.tools import failure_detail, run_tool
 from churnstream.settings import BrokerSettings
+from churnstream.tools import JARS_MARKER, failure_detail, maven_error, run_tool
 
 
 def available(
@@ -188,9 +187,9 @@ def test_jars_complete_needs_the_marker_for_this_version(tmp_path: Path) -> None
     jars.mkdir()
     (jars / f"kafka_2.13-{settings.kafka_version}.jar").write_bytes(b"")
     assert not devbroker.jars_complete(settings)  # no marker: an interrupted fetch
-    (jars / devbroker.JARS_MARKER).write_text(json.dumps({"kafka_version": "3.9.0"}))
+    (jars / JARS_MARKER).write_text(json.dumps({"kafka_version": "3.9.0"}))
     assert not devbroker.jars_complete(settings)
-    (jars / devbroker.JARS_MARKER).write_text(json.dumps({"kafka_version": settings.kafka_version}))
+    (jars / JARS_MARKER).write_text(json.dumps({"kafka_version": settings.kafka_version}))
     assert devbroker.jars_complete(settings)
     assert devbroker.fetch_jars(settings) == jars.resolve()  # complete: no Maven run at all
 
@@ -208,15 +207,29 @@ def test_run_tool_reports_a_tool_that_cannot_start_or_overruns(tmp_path: Path) -
     secret = "s3cret-in-argv"
     with pytest.raises(BrokerError) as info:
         run_tool(
-            [str(tmp_path / "no-such-tool"), secret], doing="formatting", timeout_s=5, cwd=tmp_path
+            [str(tmp_path / "no-such-tool"), secret],
+            doing="formatting",
+            timeout_s=5,
+            cwd=tmp_path,
+            error=BrokerError,
         )
     assert str(info.value).startswith("formatting failed: cannot run no-such-tool: ")
     assert secret not in str(info.value)  # argv may hold passwords (StorageTool's SCRAM)
     with pytest.raises(BrokerError) as info:
-        run_tool(["sh", "-c", "sleep 5", secret], doing="sleeping", timeout_s=0.2, cwd=tmp_path)
+        run_tool(
+            ["sh", "-c", "sleep 5", secret],
+            doing="sleeping",
+            timeout_s=0.2,
+            cwd=tmp_path,
+            error=BrokerError,
+        )
     assert str(info.value) == "sleeping took over 0.2s"  # no argv, no secret
     proc = run_tool(
-        ["sh", "-c", "echo out; echo err >&2; exit 3"], doing="x", timeout_s=5, cwd=tmp_path
+        ["sh", "-c", "echo out; echo err >&2; exit 3"],
+        doing="x",
+        timeout_s=5,
+        cwd=tmp_path,
+        error=BrokerError,
     )
     assert (proc.returncode, proc.stdout, proc.stderr) == (3, "out\n", "err\n")
 
@@ -234,8 +247,8 @@ def test_maven_error_picks_the_first_real_error() -> None:
         "[ERROR] Re-run Maven using the -X switch\n"
         "[ERROR] [Help 1] http://cwiki.apache.org/confluence/display/MAVEN/X\n"
     )
-    assert jars._maven_error(output).startswith("Failed to execute goal")
-    assert jars._maven_error("") == "no output"
+    assert maven_error(output).startswith("Failed to execute goal")
+    assert maven_error("") == "no output"
 
 
 def test_decode_value_json_else_text() -> None:

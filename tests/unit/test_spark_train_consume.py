@@ -30,6 +30,7 @@ from churnstream.scoring.batch import score_batch
 from churnstream.scoring.messages import SCORED_COLUMNS, RawMessage
 from churnstream.spark import jars
 from churnstream.spark.compare import render_markdown, same_held_out_rows
+from churnstream.tools import JARS_MARKER
 from tests.unit.test_schemas import EVENT
 
 pytest.importorskip("pyspark")
@@ -126,7 +127,7 @@ def test_connector_cache_names_and_bundled_jars(tmp_path: Path) -> None:
     with pytest.raises(SparkError, match="is not in"):
         jars.connector_jars(tmp_path)  # no marker: an interrupted fetch
     marker = {"spark_version": jars.SPARK_VERSION, "jars": ["kafka-clients-3.9.2.jar", "x.jar"]}
-    (tmp_path / jars.JARS_MARKER).write_text(json.dumps(marker))
+    (tmp_path / JARS_MARKER).write_text(json.dumps(marker))
     with pytest.raises(SparkError, match="lacks x.jar"):
         jars.connector_jars(tmp_path)
 
@@ -269,7 +270,7 @@ def test_consume_on_spark_unreachable_master_is_one_line(
     jars_dir.mkdir()
     (jars_dir / jars.CONNECTOR_JAR).write_bytes(b"")
     marker = {"spark_version": jars.SPARK_VERSION, "jars": [jars.CONNECTOR_JAR]}
-    (jars_dir / jars.JARS_MARKER).write_text(json.dumps(marker))
+    (jars_dir / JARS_MARKER).write_text(json.dumps(marker))
     monkeypatch.setenv("CHURNSTREAM_SPARK__JARS_DIR", str(jars_dir))
     with closing(socket.socket()) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -111,7 +111,7 @@ def new_version_name(models_dir: Path, algorithm: str, created_at: datetime) -> 
     return name
 
 
-def write_version_with(
+def write_version(
     models_dir: Path,
     version: str,
     save_model: ModelSaver,
@@ -123,8 +123,8 @@ def write_version_with(
     ``save_model(staging_dir)`` writes the model (a file or a directory: any engine's) and
     returns its name; ``model_file`` and ``model_sha256`` (:func:`path_sha256`) are added to
     ``metadata`` in place before it is written. ``extra_writer(staging_dir, metadata)`` may add
-    files (the report) before the rename. scikit-learn pipelines go through
-    :func:`churnstream.model.skops_io.write_version`.
+    files (the report) before the rename. A scikit-learn pipeline's ``save_model`` is
+    :func:`churnstream.model.skops_io.skops_saver`.
     """
     final = models_dir / version
     if final.exists():

@@ -227,8 +227,9 @@ def _tree_tables(model: HistGradientBoostingClassifier, layout: _Layout) -> Tree
         for combo in itertools.product(*(range(d) for d in domains)):
             local = dict(zip(used, combo, strict=True))
             flat = sum(int(s) * c for s, c in zip(strides, combo, strict=True))
-            table[flat] = _leaf(plan, local)
-            paths.entry(plan, local, used)
+            route = _route(plan, local)
+            table[flat] = float(plan[route[-1]][1])
+            paths.entry(plan, route, used)
         for k, stride in zip(used, strides, strict=True):
             code = codes[k]
             if k in local_thresholds:
@@ -267,20 +268,12 @@ class _PathBuilder:
         self.tree_codes.append(list(used))
         self.roots.append(self.expected[0])
 
-    def entry(self, plan: list[tuple[Any, ...]], local: dict[int, int], used: list[int]) -> None:
-        """The contributions of the one path that ``local`` codes take (as ``_leaf`` walks)."""
+    def entry(self, plan: list[tuple[Any, ...]], route: list[int], used: list[int]) -> None:
+        """The contributions along ``route``, the nodes one table entry's codes visit."""
         values = [0.0] * len(used)
-        node = 0
-        step = plan[0]
-        while step[0] == "split":
-            _, key, is_group, level, threshold, k, left, right = step
-            if is_group:
-                go_left = (1.0 if local[key] == level else 0.0) <= threshold
-            else:
-                go_left = local[key] <= k
-            child = left if go_left else right
+        for node, child in itertools.pairwise(route):
+            key = plan[node][1]
             values[used.index(key)] += self.expected[child] - self.expected[node]
-            node, step = child, plan[child]
         self.entries.append(values)
 
     def build(self, baseline: float) -> TreePaths:
@@ -340,8 +333,10 @@ def _node_plan(
     return plan
 
 
-def _leaf(plan: list[tuple[Any, ...]], local: dict[int, int]) -> float:
-    """Walk one tree for one combination of local codes, as the Cython predictor would."""
+def _route(plan: list[tuple[Any, ...]], local: dict[int, int]) -> list[int]:
+    """The nodes one combination of local codes visits, root to leaf, as the Cython
+    predictor walks them; the last one is the leaf."""
+    route = [0]
     step = plan[0]
     while step[0] == "split":
         _, key, is_group, level, threshold, k, left, right = step
@@ -351,8 +346,9 @@ def _leaf(plan: list[tuple[Any, ...]], local: dict[int, int]) -> float:
         else:
             # local bin b = how many of the tree's thresholds lie below x; x <= t_k iff b <= k
             go_left = local[key] <= k
-        step = plan[left if go_left else right]
-    return float(step[1])
+        route.append(left if go_left else right)
+        step = plan[route[-1]]
+    return route
 
 
 def _pack(codes: list[Code], contributions: list[np.ndarray]) -> list[Pack]:

@@ -95,6 +95,15 @@ def choose_threshold(y_true: Sequence[int] | np.ndarray, proba: np.ndarray) -> T
     )
 
 
+def ranking_scores(y_true: Sequence[int] | np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """ROC AUC, PR AUC and Brier score of ``proba`` for the churn class: one CV fold's scores."""
+    return {
+        "roc_auc": float(roc_auc_score(y_true, proba)),
+        "pr_auc": float(average_precision_score(y_true, proba)),
+        "brier": float(brier_score_loss(y_true, proba)),
+    }
+
+
 def classification_metrics(
     y_true: Sequence[int] | np.ndarray, proba: np.ndarray, threshold: float
 ) -> dict[str, Any]:

@@ -13,18 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from churnstream.schemas import CATEGORICAL_LEVELS, NUMERIC_BOUNDS
+from churnstream.schemas import CATEGORICAL_LEVELS, INTERNET_ADDON, NUMERIC_BOUNDS
 
 logger = logging.getLogger(__name__)
 
-#: The six internet add-ons; "Yes" counts as one service each.
-ADDON_COLUMNS: tuple[str, ...] = (
-    "OnlineSecurity",
-    "OnlineBackup",
-    "DeviceProtection",
-    "TechSupport",
-    "StreamingTV",
-    "StreamingMovies",
+#: The six internet add-ons (the contract gives them the add-on levels); "Yes" counts as one
+#: service each.
+ADDON_COLUMNS: tuple[str, ...] = tuple(
+    name for name, levels in CATEGORICAL_LEVELS.items() if levels == INTERNET_ADDON
 )
 RAW_CATEGORICAL: tuple[str, ...] = tuple(CATEGORICAL_LEVELS)
 RAW_NUMERIC: tuple[str, ...] = tuple(NUMERIC_BOUNDS)

@@ -42,20 +42,93 @@ logger = logging.getLogger(__name__)
 OLD_EXPORT_REL_TOL = 1e-12
 
 
-class LeanScorer:
+def open_version(path: Path | str) -> tuple[Path, dict[str, Any]]:
+    """The version directory ``path`` leads to (the models root follows ``latest``) and its
+    metadata.json, checked for what every scikit-learn scorer needs.
+
+    Raises ModelLoadError, in one line, when metadata.json is missing or invalid, the version
+    is another engine's model, or its feature schema is not this churnstream's.
+    """
+    version_dir = resolve_version_dir(Path(path))
+    metadata = read_metadata(version_dir)
+    # A Spark ML model has no exported arrays; say which engine it needs, in one line.
+    require_engine(version_dir, metadata, ENGINE_SKLEARN)
+    names = (
+        metadata["feature_schema"].get("names")
+        if isinstance(metadata["feature_schema"], dict)
+        else None
+    )
+    if names != list(FEATURE_COLUMNS):
+        raise ModelLoadError(
+            f"{version_dir}: the model's feature schema does not match this churnstream's "
+            f"{len(FEATURE_COLUMNS)} features; retrain with `churnstream train`"
+        )
+    return version_dir, metadata
+
+
+class LoadedVersion:
+    """What both loaded forms of a version share: its metadata, directory, version and
+    threshold, and reason codes from its compiled arrays (:attr:`compiled`, when it has them).
+    """
+
+    compiled: CompiledPipeline | None
+
+    def __init__(self, metadata: dict[str, Any], path: Path) -> None:
+        self.metadata = metadata
+        self.path = path
+        self.version: str = str(metadata["version"])
+        self.threshold: float = float(metadata["threshold"]["value"])
+        self._explainer: Explainer | None = None
+
+    def _log_loaded(self, how: str = "") -> None:
+        # The subclass's module logger, so each kind of load logs under its own name.
+        logging.getLogger(type(self).__module__).info(
+            "loaded model %s from %s (threshold %.4f%s)",
+            self.version,
+            self.path,
+            self.threshold,
+            how,
+            extra={MODEL_VERSION: self.version},
+        )
+
+    @property
+    def explains(self) -> bool:
+        """Whether :meth:`explain_features` works for this model: it needs compiled arrays
+        exported with the trees' paths."""
+        try:
+            self._explain()
+        except UnsupportedModelError:
+            return False
+        return True
+
+    def explain_features(self, batch: FeatureBatch) -> Contributions:
+        """Each feature's contribution to each row's churn probability (reason codes).
+
+        Raises UnsupportedModelError when the model has no compiled arrays (see
+        :mod:`churnstream.model.contributions`).
+        """
+        return self._explain()(batch)
+
+    def _explain(self) -> Explainer:
+        if self._explainer is None or self._explainer.compiled is not self.compiled:
+            if self.compiled is None:
+                raise UnsupportedModelError("reasons need the compiled model")
+            self._explainer = explainer(self.compiled)
+        return self._explainer
+
+
+class LeanScorer(LoadedVersion):
     """A model version as compiled arrays: ``predict_features`` on decoded batches.
 
     What the scoring core calls as its model; it has the version, threshold, metadata and
     directory the scorer reports, like :class:`churnstream.model.scorer.Scorer`.
     """
 
+    compiled: CompiledPipeline
+
     def __init__(self, compiled: CompiledPipeline, metadata: dict[str, Any], path: Path) -> None:
+        super().__init__(metadata, path)
         self.compiled = compiled
-        self.metadata = metadata
-        self.path = path
-        self.version: str = str(metadata["version"])
-        self.threshold: float = float(metadata["threshold"]["value"])
-        self._explainer: Explainer | None = None
 
     @classmethod
     def load(cls, path: Path | str) -> LeanScorer:
@@ -66,30 +139,11 @@ class LeanScorer:
         export``), the arrays do not match their recorded hash, or the smoke row does not
         give the recorded probability.
         """
-        version_dir = resolve_version_dir(Path(path))
-        metadata = read_metadata(version_dir)
-        # A Spark ML model has no exported arrays; say which engine it needs, in one line.
-        require_engine(version_dir, metadata, ENGINE_SKLEARN)
-        names = (
-            metadata["feature_schema"].get("names")
-            if isinstance(metadata["feature_schema"], dict)
-            else None
-        )
-        if names != list(FEATURE_COLUMNS):
-            raise ModelLoadError(
-                f"{version_dir}: the model's feature schema does not match this churnstream's "
-                f"{len(FEATURE_COLUMNS)} features; retrain with `churnstream train`"
-            )
+        version_dir, metadata = open_version(path)
         compiled = read_compiled(version_dir, metadata)
         scorer = cls(compiled, metadata, version_dir)
         scorer._smoke_test()
-        logger.info(
-            "loaded model %s from %s (threshold %.4f, compiled arrays)",
-            scorer.version,
-            version_dir,
-            scorer.threshold,
-            extra={MODEL_VERSION: scorer.version},
-        )
+        scorer._log_loaded(", compiled arrays")
         return scorer
 
     def _smoke_test(self) -> None:
@@ -120,24 +174,6 @@ class LeanScorer:
         if len(batch) == 0:
             return np.empty(0, dtype=float)
         return self.compiled.predict_proba(batch)
-
-    @property
-    def explains(self) -> bool:
-        """Whether :meth:`explain_features` works (arrays exported with the trees' paths)."""
-        try:
-            self._explain()
-        except UnsupportedModelError:
-            return False
-        return True
-
-    def explain_features(self, batch: FeatureBatch) -> Contributions:
-        """Each feature's contribution to each row's churn probability (reason codes)."""
-        return self._explain()(batch)
-
-    def _explain(self) -> Explainer:
-        if self._explainer is None:
-            self._explainer = explainer(self.compiled)
-        return self._explainer
 
 
 def read_compiled(version_dir: Path, metadata: dict[str, Any]) -> CompiledPipeline:

@@ -20,11 +20,9 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from churnstream.exceptions import ModelError, ModelLoadError
-from churnstream.logging import MODEL_VERSION
 from churnstream.model import artifacts, skops_io
-from churnstream.model.arrays import CompiledPipeline, UnsupportedModelError
+from churnstream.model.arrays import UnsupportedModelError
 from churnstream.model.compile import compile_pipeline
-from churnstream.model.contributions import Contributions, Explainer, explainer
 from churnstream.model.export import (
     CHECK_ROWS,
     CHECK_SEED,
@@ -33,7 +31,7 @@ from churnstream.model.export import (
 )
 from churnstream.model.feature_batch import FeatureBatch
 from churnstream.model.features import to_frame
-from churnstream.model.lean import read_compiled
+from churnstream.model.lean import LoadedVersion, open_version, read_compiled
 from churnstream.model.pipeline import churn_probabilities
 from churnstream.schemas import FEATURE_COLUMNS
 
@@ -44,7 +42,7 @@ logger = logging.getLogger(__name__)
 SMOKE_TOLERANCE = 1e-6
 
 
-class Scorer:
+class Scorer(LoadedVersion):
     """A loaded model version: ``predict_features`` (and ``predict_proba``) on batches.
 
     Labels, bodies and headers are the scoring core's (:mod:`churnstream.scoring`); this
@@ -52,15 +50,11 @@ class Scorer:
     """
 
     def __init__(self, pipeline: Pipeline, metadata: dict[str, Any], path: Path) -> None:
+        super().__init__(metadata, path)
         self.pipeline = pipeline
-        self.metadata = metadata
-        self.path = path
-        self.version: str = str(metadata["version"])
-        self.threshold: float = float(metadata["threshold"]["value"])
         self._columns = list(FEATURE_COLUMNS)
         #: The pipeline evaluated directly (bit-identical), or None: see enable_compiled().
-        self.compiled: CompiledPipeline | None = None
-        self._explainer: Explainer | None = None
+        self.compiled = None
 
     @classmethod
     def load(cls, path: Path | str) -> Scorer:
@@ -70,30 +64,12 @@ class Scorer:
         file is missing, the model file is corrupt, needs untrusted types or does not match
         its recorded hash, metadata.json is missing or invalid, or the smoke prediction fails.
         """
-        version_dir = artifacts.resolve_version_dir(Path(path))
-        metadata = artifacts.read_metadata(version_dir)
-        artifacts.require_engine(version_dir, metadata, artifacts.ENGINE_SKLEARN)
-        names = (
-            metadata["feature_schema"].get("names")
-            if isinstance(metadata["feature_schema"], dict)
-            else None
-        )
-        if names != list(FEATURE_COLUMNS):
-            raise ModelLoadError(
-                f"{version_dir}: the model's feature schema does not match this churnstream's "
-                f"{len(FEATURE_COLUMNS)} features; retrain with `churnstream train`"
-            )
+        version_dir, metadata = open_version(path)
         pipeline = skops_io.load_pipeline(version_dir, str(metadata["model_sha256"]))
         scorer = cls(pipeline, metadata, version_dir)
         scorer._smoke_test()
         scorer.enable_compiled()
-        logger.info(
-            "loaded model %s from %s (threshold %.4f)",
-            scorer.version,
-            version_dir,
-            scorer.threshold,
-            extra={MODEL_VERSION: scorer.version},
-        )
+        scorer._log_loaded()
         return scorer
 
     def _smoke_test(self) -> None:
@@ -164,30 +140,6 @@ class Scorer:
             except UnsupportedModelError:
                 pass  # e.g. non-finite inputs: the pipeline decides what they give
         return self.predict_proba(to_frame(batch))
-
-    @property
-    def explains(self) -> bool:
-        """Whether :meth:`explain_features` works for this model (it needs the compiled one)."""
-        try:
-            self._explain()
-        except UnsupportedModelError:
-            return False
-        return True
-
-    def explain_features(self, batch: FeatureBatch) -> Contributions:
-        """Each feature's contribution to each row's churn probability (reason codes).
-
-        Raises UnsupportedModelError when the model is not compiled (see
-        :mod:`churnstream.model.contributions`).
-        """
-        return self._explain()(batch)
-
-    def _explain(self) -> Explainer:
-        if self._explainer is None or self._explainer.compiled is not self.compiled:
-            if self.compiled is None:
-                raise UnsupportedModelError("reasons need the compiled model")
-            self._explainer = explainer(self.compiled)
-        return self._explainer
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Churn probability per row, as float64 (each row's bits independent of the batch:

@@ -1,7 +1,7 @@
 """The fitted pipeline on disk: ``model.skops`` written with a version, read trusting few types.
 
 A version directory is assembled under a hidden staging name and renamed into place
-(:func:`churnstream.model.artifacts.write_version_with`), so a reader never sees half a
+(:func:`churnstream.model.artifacts.write_version`), so a reader never sees half a
 model. Loading trusts only :data:`TRUSTED_TYPES` on top of skops' own defaults: a file that
 needs any other type (a tampered or foreign file) is refused before anything is built. The
 layout itself and metadata.json are :mod:`churnstream.model.artifacts` (light: the scorer
@@ -13,14 +13,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any
 
 import skops.io as sio
 from sklearn.pipeline import Pipeline
 from skops.io.exceptions import UntrustedTypesFoundException
 
 from churnstream.exceptions import ModelLoadError
-from churnstream.model.artifacts import MODEL_FILE, ExtraWriter, write_version_with
+from churnstream.model.artifacts import MODEL_FILE, ModelSaver
 
 logger = logging.getLogger(__name__)
 
@@ -35,24 +34,15 @@ TRUSTED_TYPES: tuple[str, ...] = (
 )
 
 
-def write_version(
-    models_dir: Path,
-    version: str,
-    pipeline: Pipeline,
-    metadata: dict[str, Any],
-    extra_writer: ExtraWriter | None = None,
-) -> tuple[Path, list[Path]]:
-    """Write ``models_dir/version/`` atomically; returns the directory and the files in it.
-
-    Adds ``model_file`` and ``model_sha256`` to ``metadata`` (in place) before writing it.
-    ``extra_writer(staging_dir, metadata)`` may add files (the report) before the rename.
-    """
+def skops_saver(pipeline: Pipeline) -> ModelSaver:
+    """What :func:`churnstream.model.artifacts.write_version` calls to save ``pipeline`` in a
+    version's staging directory, as ``model.skops``."""
 
     def save_skops(staging: Path) -> str:
         (staging / MODEL_FILE).write_bytes(sio.dumps(pipeline))
         return MODEL_FILE
 
-    return write_version_with(models_dir, version, save_skops, metadata, extra_writer)
+    return save_skops
 
 
 def load_pipeline(version_dir: Path, expected_sha256: str | None = None) -> Pipeline:

@@ -13,37 +13,29 @@ Protocol (the numbers in ``metadata.json`` mean exactly this):
 from __future__ import annotations
 
 import logging
-import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import sklearn
-import skops
 from sklearn.base import clone
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 
-from churnstream import __version__
 from churnstream.data import load_dataset, sha256_of
 from churnstream.exceptions import DataError, ModelError
 from churnstream.model import artifacts, report, skops_io
 from churnstream.model.evaluate import (
-    THRESHOLD_METHOD,
-    ThresholdChoice,
-    check_goals,
     choose_threshold,
-    classification_metrics,
+    ranking_scores,
     summarize_folds,
 )
 from churnstream.model.export import export_pipeline, write_compiled
-from churnstream.model.features import distribution_profile, feature_schema
 from churnstream.model.pipeline import DEFAULT_ALGORITHM, algorithm_params, build_pipeline
+from churnstream.model.result import TrainResult, build_metadata
 from churnstream.schemas import FEATURE_COLUMNS, TARGET_COLUMN
 from churnstream.settings import Settings
 
@@ -55,6 +47,44 @@ POSITIVE_LABEL = "Yes"
 def target_vector(frame: pd.DataFrame) -> np.ndarray:
     """``Churn`` as 1 (Yes) / 0 (No)."""
     return (frame[TARGET_COLUMN].astype(str) == POSITIVE_LABEL).to_numpy(dtype=int)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The labelled rows a training run uses, and what metadata.json says of their file."""
+
+    path: Path
+    frame: pd.DataFrame
+    #: Rows in the file, before ``sample``.
+    rows: int
+    sample: int | None
+    #: ``time.perf_counter()`` when loading began: ``training_seconds.total`` counts from it.
+    started: float
+
+
+def load_training_data(data_path: Path, sample: int | None, random_state: int) -> TrainingData:
+    """The dataset at ``data_path``, stratified down to ``sample`` rows when given."""
+    if not data_path.is_file():
+        raise DataError(
+            f"dataset not found at {data_path}; run `churnstream data fetch` first "
+            "(or pass --data PATH)"
+        )
+    started = time.perf_counter()
+    frame = load_dataset(data_path)
+    rows = len(frame)
+    if sample is not None:
+        frame = stratified_sample(frame, sample, random_state)
+    return TrainingData(data_path, frame, rows, sample, started)
+
+
+def require_both_classes(y: np.ndarray, cv_folds: int) -> None:
+    """ModelError unless each class has enough rows for ``cv_folds`` stratified folds."""
+    positives = int(y.sum())
+    if min(positives, len(y) - positives) < 2 * cv_folds:
+        raise ModelError(
+            f"too few rows of one class to train ({positives} churners out of {len(y)}); "
+            f"need at least {2 * cv_folds} of each"
+        )
 
 
 def stratified_sample(frame: pd.DataFrame, rows: int, random_state: int) -> pd.DataFrame:
@@ -108,51 +138,8 @@ def cross_validate(
         model = clone(pipeline).fit(features.iloc[fit_idx], y[fit_idx])
         proba = model.predict_proba(features.iloc[val_idx])[:, 1]
         oof[val_idx] = proba
-        scores.append(
-            {
-                "roc_auc": float(roc_auc_score(y[val_idx], proba)),
-                "pr_auc": float(average_precision_score(y[val_idx], proba)),
-                "brier": float(brier_score_loss(y[val_idx], proba)),
-            }
-        )
+        scores.append(ranking_scores(y[val_idx], proba))
     return CrossValidation(summarize_folds(scores), oof)
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """A fitted pipeline with everything measured on the way."""
-
-    pipeline: Pipeline
-    algorithm: str
-    params: dict[str, Any]
-    random_state: int
-    test_size: float
-    cv_folds: int
-    threshold: ThresholdChoice
-    test_metrics: dict[str, Any]
-    cv: dict[str, Any]
-    oof_metrics: dict[str, Any]
-    y_test: np.ndarray
-    proba_test: np.ndarray
-    profile: dict[str, Any]
-    schema: dict[str, Any]
-    train_rows: int
-    test_rows: int
-    smoke_row: dict[str, Any]
-    smoke_probability: float
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def flat_metrics(self) -> dict[str, Any]:
-        """Top-level metrics as in ``models/metrics.json``."""
-        keys = ("roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "brier")
-        flat: dict[str, Any] = {k: self.test_metrics[k] for k in keys}
-        flat["threshold"] = self.threshold.threshold
-        for key in ("roc_auc", "pr_auc", "brier"):
-            flat[f"cv_{key}_mean"] = self.cv[f"{key}_mean"]
-            flat[f"cv_{key}_std"] = self.cv[f"{key}_std"]
-        flat["cv_roc_auc_min"] = self.cv["roc_auc_min"]
-        flat["confusion_matrix"] = self.test_metrics["confusion_matrix"]
-        return flat
 
 
 def train_model(
@@ -170,16 +157,11 @@ def train_model(
     """
     params = algorithm_params(algorithm)
     y = target_vector(frame)
-    positives = int(y.sum())
-    if min(positives, len(y) - positives) < 2 * cv_folds:
-        raise ModelError(
-            f"too few rows of one class to train ({positives} churners out of {len(y)}); "
-            f"need at least {2 * cv_folds} of each"
-        )
+    require_both_classes(y, cv_folds)
     features = frame.loc[:, list(FEATURE_COLUMNS)]
     train_idx, test_idx = held_out_split(y, test_size, random_state)
     x_train, x_test = features.iloc[train_idx], features.iloc[test_idx]
-    y_train, y_test = y[train_idx], y[test_idx]
+    y_train = y[train_idx]
     pipeline = build_pipeline(algorithm, random_state)
     seconds: dict[str, float] = {}
 
@@ -187,7 +169,6 @@ def train_model(
     cv = cross_validate(pipeline, x_train, y_train, cv_folds, random_state)
     seconds["cv"] = time.perf_counter() - started
     threshold = choose_threshold(y_train, cv.oof_proba)
-    oof_metrics = classification_metrics(y_train, cv.oof_proba, threshold.threshold)
     logger.info(
         "CV ROC AUC %.4f +- %.4f; threshold %.4f (OOF F1 %.4f)",
         cv.summary["roc_auc_mean"],
@@ -199,114 +180,29 @@ def train_model(
     started = time.perf_counter()
     fitted = pipeline.fit(x_train, y_train)
     seconds["fit"] = time.perf_counter() - started
-    proba_test = fitted.predict_proba(x_test)[:, 1]
-    test_metrics = classification_metrics(y_test, proba_test, threshold.threshold)
-    logger.info(
-        "held-out ROC AUC %.4f, F1 %.4f, Brier %.4f",
-        test_metrics["roc_auc"],
-        test_metrics["f1"],
-        test_metrics["brier"],
-    )
-
-    smoke = x_test.iloc[[0]]
-    return TrainResult(
+    result = TrainResult.held_out(
+        features,
+        y,
+        (train_idx, test_idx),
         pipeline=fitted,
         algorithm=algorithm,
         params=params,
         random_state=random_state,
         test_size=test_size,
         cv_folds=cv_folds,
-        threshold=threshold,
-        test_metrics=test_metrics,
         cv=cv.summary,
-        oof_metrics=oof_metrics,
-        y_test=y_test,
-        proba_test=proba_test,
-        profile=distribution_profile(x_train),
-        schema=feature_schema(features),
-        train_rows=len(x_train),
-        test_rows=len(x_test),
-        smoke_row={c: _json_scalar(smoke[c].iloc[0]) for c in FEATURE_COLUMNS},
-        smoke_probability=float(proba_test[0]),
+        oof_proba=cv.oof_proba,
+        threshold=threshold,
+        proba_test=fitted.predict_proba(x_test)[:, 1],
         seconds=seconds,
     )
-
-
-def _json_scalar(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def build_metadata(
-    result: TrainResult,
-    *,
-    version: str,
-    created_at: datetime,
-    data_path: Path,
-    data_sha256: str,
-    data_rows: int,
-    sample: int | None,
-) -> dict[str, Any]:
-    """Everything about a model version except the model file's own hash."""
-    flat = result.flat_metrics()
-    goals = [
-        {
-            "name": r.goal.name,
-            "metric": r.goal.metric,
-            "target": r.goal.target,
-            "direction": ">=" if r.goal.higher_is_better else "<=",
-            "value": r.value,
-            "met": r.met,
-        }
-        for r in check_goals(flat)
-    ]
-    return {
-        "format_version": artifacts.FORMAT_VERSION,
-        "version": version,
-        "created_at": created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        "library_versions": {
-            "churnstream": __version__,
-            "scikit-learn": sklearn.__version__,
-            "skops": skops.__version__,
-            "numpy": np.__version__,
-            "pandas": pd.__version__,
-            "python": platform.python_version(),
-        },
-        "data": {
-            "path": str(data_path),
-            "sha256": data_sha256,
-            "rows": data_rows,
-            "sample": sample,
-            "rows_used": result.train_rows + result.test_rows,
-            "train_rows": result.train_rows,
-            "test_rows": result.test_rows,
-            "test_size": result.test_size,
-            "churn_rate": float(np.mean(result.y_test)),
-        },
-        "engine": artifacts.ENGINE_SKLEARN,
-        "algorithm": result.algorithm,
-        "params": result.params,
-        "random_state": result.random_state,
-        "cv_folds": result.cv_folds,
-        "feature_schema": result.schema,
-        "threshold": {
-            "value": result.threshold.threshold,
-            "method": THRESHOLD_METHOD,
-            "oof_f1": result.threshold.f1,
-            "oof_precision": result.threshold.precision,
-            "oof_recall": result.threshold.recall,
-        },
-        "metrics": {"test": result.test_metrics, "cv": result.cv, "oof": result.oof_metrics},
-        "summary_metrics": flat,
-        "confusion_matrix": {
-            "labels": ["No", "Yes"],
-            "layout": "rows are the truth, columns the prediction: [[tn, fp], [fn, tp]]",
-            "matrix": result.test_metrics["confusion_matrix"],
-        },
-        "goals": goals,
-        "profile": result.profile,
-        "smoke": {"row": result.smoke_row, "probability": result.smoke_probability},
-        "training_seconds": result.seconds,
-    }
+    logger.info(
+        "held-out ROC AUC %.4f, F1 %.4f, Brier %.4f",
+        result.test_metrics["roc_auc"],
+        result.test_metrics["f1"],
+        result.test_metrics["brier"],
+    )
+    return result
 
 
 @dataclass(frozen=True)
@@ -325,6 +221,25 @@ class TrainRun:
         return self.result.flat_metrics()
 
 
+def new_version(
+    result: TrainResult, models_dir: Path, data: TrainingData
+) -> tuple[str, dict[str, Any]]:
+    """A fresh version name for ``result`` in ``models_dir``, and its metadata.json."""
+    created_at = datetime.now(UTC)
+    version = artifacts.new_version_name(models_dir, result.algorithm, created_at)
+    result.seconds["total"] = time.perf_counter() - data.started
+    metadata = build_metadata(
+        result,
+        version=version,
+        created_at=created_at,
+        data_path=data.path,
+        data_sha256=sha256_of(data.path),
+        data_rows=data.rows,
+        sample=data.sample,
+    )
+    return version, metadata
+
+
 def run_training(
     data_path: Path,
     models_dir: Path,
@@ -336,41 +251,21 @@ def run_training(
     sample: int | None = None,
 ) -> TrainRun:
     """Load the CSV, train, evaluate and write ``models_dir/<version>/``, ``latest``, metrics."""
-    if not data_path.is_file():
-        raise DataError(
-            f"dataset not found at {data_path}; run `churnstream data fetch` first "
-            "(or pass --data PATH)"
-        )
-    started = time.perf_counter()
-    frame = load_dataset(data_path)
-    data_rows = len(frame)
-    if sample is not None:
-        frame = stratified_sample(frame, sample, random_state)
+    data = load_training_data(data_path, sample, random_state)
     result = train_model(
-        frame,
+        data.frame,
         algorithm=algorithm,
         random_state=random_state,
         test_size=test_size,
         cv_folds=cv_folds,
     )
-    created_at = datetime.now(UTC)
-    version = artifacts.new_version_name(models_dir, algorithm, created_at)
-    result.seconds["total"] = time.perf_counter() - started
-    metadata = build_metadata(
-        result,
-        version=version,
-        created_at=created_at,
-        data_path=data_path,
-        data_sha256=sha256_of(data_path),
-        data_rows=data_rows,
-        sample=sample,
-    )
+    version, metadata = new_version(result, models_dir, data)
     # The arrays the scorer process loads, checked bit for bit against the pipeline now.
     compiled, metadata[artifacts.COMPILED_KEY] = export_pipeline(result.pipeline, result.smoke_row)
-    version_dir, written = skops_io.write_version(
+    version_dir, written = artifacts.write_version(
         models_dir,
         version,
-        result.pipeline,
+        skops_io.skops_saver(result.pipeline),
         metadata,
         extra_writer=lambda staging, meta: [
             *write_compiled(staging, compiled),

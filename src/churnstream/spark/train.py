@@ -23,28 +23,22 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
 
-from churnstream.data import load_dataset, sha256_of
-from churnstream.exceptions import DataError, ModelError
 from churnstream.model import artifacts, report
-from churnstream.model.evaluate import (
-    choose_threshold,
-    classification_metrics,
-    summarize_folds,
-)
-from churnstream.model.features import distribution_profile, feature_schema
+from churnstream.model.evaluate import choose_threshold, ranking_scores, summarize_folds
+from churnstream.model.result import TrainResult
 from churnstream.model.train import (
-    TrainResult,
-    build_metadata,
+    TrainRun,
     cv_folds_of,
     held_out_split,
-    stratified_sample,
+    load_training_data,
+    new_version,
+    require_both_classes,
     target_vector,
 )
 from churnstream.schemas import CATEGORICAL_LEVELS, FEATURE_COLUMNS
@@ -189,15 +183,10 @@ def train_spark_model(
     replaced system's configuration on the same rows and on its own random split."""
     params = params or ForestParams()
     y = target_vector(frame)
-    positives = int(y.sum())
-    if min(positives, len(y) - positives) < 2 * cv_folds:
-        raise ModelError(
-            f"too few rows of one class to train ({positives} churners out of {len(y)}); "
-            f"need at least {2 * cv_folds} of each"
-        )
+    require_both_classes(y, cv_folds)
     features = frame.loc[:, list(FEATURE_COLUMNS)].reset_index(drop=True)
     train_idx, test_idx = held_out_split(y, test_size, random_state)
-    y_train, y_test = y[train_idx], y[test_idx]
+    y_train = y[train_idx]
     folds = np.full(len(y), HELD_OUT_FOLD, dtype=np.int64)
     for number, (_, val_idx) in enumerate(cv_folds_of(y_train, cv_folds, random_state)):
         folds[train_idx[val_idx]] = number
@@ -217,7 +206,7 @@ def train_spark_model(
         scored = probabilities(model, training.where(f"{FOLD_COLUMN} = {number}"))
         oof_scored.append(scored)
         rows = scored[ROW_COLUMN].to_numpy()
-        fold_scores.append(_ranking_scores(y[rows], scored["p"].to_numpy(dtype=np.float64)))
+        fold_scores.append(ranking_scores(y[rows], scored["p"].to_numpy(dtype=np.float64)))
     seconds["cv"] = time.perf_counter() - started
     oof = _proba_at(pd.concat(oof_scored), train_idx)
     cv = summarize_folds(fold_scores)
@@ -226,20 +215,10 @@ def train_spark_model(
     started = time.perf_counter()
     fitted = build_pipeline(params, random_state).fit(training)
     seconds["fit"] = time.perf_counter() - started
-    proba_test = _proba_at(probabilities(fitted, held_out), test_idx)
-    test_metrics = classification_metrics(y_test, proba_test, threshold.threshold)
-    logger.info(
-        "Spark: CV ROC AUC %.4f; held-out ROC AUC %.4f, PR AUC %.4f, Brier %.4f",
-        cv["roc_auc_mean"],
-        test_metrics["roc_auc"],
-        test_metrics["pr_auc"],
-        test_metrics["brier"],
-    )
-    replaced = replaced_system_figures(data, training, held_out, y, test_idx, random_state)
-    data.unpersist()
-
-    smoke = features.iloc[[int(test_idx[0])]]
-    result = TrainResult(
+    result = TrainResult.held_out(
+        features,
+        y,
+        (train_idx, test_idx),
         # A Spark PipelineModel where scikit-learn's trainer keeps its Pipeline: the metadata
         # builder never looks at it, and the version writer here saves it Spark's way.
         pipeline=cast(Any, fitted),
@@ -248,20 +227,21 @@ def train_spark_model(
         random_state=random_state,
         test_size=test_size,
         cv_folds=cv_folds,
-        threshold=threshold,
-        test_metrics=test_metrics,
         cv=cv,
-        oof_metrics=classification_metrics(y_train, oof, threshold.threshold),
-        y_test=y_test,
-        proba_test=proba_test,
-        profile=distribution_profile(features.iloc[train_idx]),
-        schema=feature_schema(features),
-        train_rows=len(train_idx),
-        test_rows=len(test_idx),
-        smoke_row={c: _json_scalar(smoke[c].iloc[0]) for c in FEATURE_COLUMNS},
-        smoke_probability=float(proba_test[0]),
+        oof_proba=oof,
+        threshold=threshold,
+        proba_test=_proba_at(probabilities(fitted, held_out), test_idx),
         seconds=seconds,
     )
+    logger.info(
+        "Spark: CV ROC AUC %.4f; held-out ROC AUC %.4f, PR AUC %.4f, Brier %.4f",
+        cv["roc_auc_mean"],
+        result.test_metrics["roc_auc"],
+        result.test_metrics["pr_auc"],
+        result.test_metrics["brier"],
+    )
+    replaced = replaced_system_figures(data, training, held_out, y, test_idx, random_state)
+    data.unpersist()
     return SparkTrainResult(result, fitted, replaced, seconds)
 
 
@@ -294,36 +274,19 @@ def replaced_system_figures(
             "roc_auc": float(area),
         },
         "held_out": {
-            **_ranking_scores(y_test, proba),
+            **ranking_scores(y_test, proba),
             "rows": len(test_idx),
         },
         "seconds": time.perf_counter() - started,
     }
 
 
-def _ranking_scores(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
-
-    return {
-        "roc_auc": float(roc_auc_score(y, proba)),
-        "pr_auc": float(average_precision_score(y, proba)),
-        "brier": float(brier_score_loss(y, proba)),
-    }
-
-
-def _json_scalar(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
 @dataclass(frozen=True)
-class SparkTrainRun:
-    """What ``train --engine spark`` did: the result, the version and the files written."""
+class SparkTrainRun(TrainRun):
+    """What ``train --engine spark`` did: a training run, with the fitted PipelineModel and
+    the replaced system's figures (``trained``)."""
 
     trained: SparkTrainResult
-    version: str
-    version_dir: Path
-    metadata: dict[str, Any]
-    written: list[Path]
 
 
 def run_spark_training(
@@ -338,37 +301,17 @@ def run_spark_training(
     params: ForestParams | None = None,
 ) -> SparkTrainRun:
     """Load the CSV, train on Spark and write ``models_dir/<version>/`` (``latest`` unchanged)."""
-    if not data_path.is_file():
-        raise DataError(
-            f"dataset not found at {data_path}; run `churnstream data fetch` first "
-            "(or pass --data PATH)"
-        )
-    started = time.perf_counter()
-    frame = load_dataset(data_path)
-    data_rows = len(frame)
-    if sample is not None:
-        frame = stratified_sample(frame, sample, random_state)
+    data = load_training_data(data_path, sample, random_state)
     trained = train_spark_model(
         spark,
-        frame,
+        data.frame,
         random_state=random_state,
         test_size=test_size,
         cv_folds=cv_folds,
         params=params,
     )
     result = trained.result
-    created_at = datetime.now(UTC)
-    version = artifacts.new_version_name(models_dir, SPARK_ALGORITHM, created_at)
-    result.seconds["total"] = time.perf_counter() - started
-    metadata = build_metadata(
-        result,
-        version=version,
-        created_at=created_at,
-        data_path=data_path,
-        data_sha256=sha256_of(data_path),
-        data_rows=data_rows,
-        sample=sample,
-    )
+    version, metadata = new_version(result, models_dir, data)
     metadata["engine"] = artifacts.ENGINE_SPARK
     metadata["library_versions"]["pyspark"] = spark.version
     metadata["replaced_system"] = trained.replaced
@@ -377,7 +320,7 @@ def run_spark_training(
         trained.model.write().save(str(staging / SPARK_MODEL_DIR))
         return SPARK_MODEL_DIR
 
-    version_dir, written = artifacts.write_version_with(
+    version_dir, written = artifacts.write_version(
         models_dir,
         version,
         save,
@@ -387,4 +330,4 @@ def run_spark_training(
         ),
     )
     logger.info("Spark model %s written to %s", version, version_dir)
-    return SparkTrainRun(trained, version, version_dir, metadata, written)
+    return SparkTrainRun(result, version, version_dir, metadata, written, trained)

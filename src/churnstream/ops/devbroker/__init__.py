@@ -8,9 +8,9 @@ Engine ``auto`` prefers Kafka and falls back to tansu with a warning naming tans
 Modules, one job each: ``jars`` (the Maven fetch), ``jvm`` (java and its class-data
 archive), ``config`` (server.properties, cluster identity, KRaft format), ``tansu`` (its
 binary and command line), ``launch`` (what each engine is started from), ``probe`` (ports
-and readiness), ``logs`` (why a start failed), ``tools`` (running Maven, the StorageTool and
-openssl to their end) and ``lifecycle`` (engine choice, start, stop, status). This package
-exports what callers use.
+and readiness), ``logs`` (why a start failed) and ``lifecycle`` (engine choice, start, stop,
+status); Maven, the StorageTool and openssl are run by :mod:`churnstream.tools`. This
+package exports what callers use.
 
 Typical use::
 
@@ -25,7 +25,7 @@ from churnstream.ops.devbroker.config import (
     new_cluster_id,
     render_server_properties,
 )
-from churnstream.ops.devbroker.jars import JARS_MARKER, fetch_jars, jars_complete
+from churnstream.ops.devbroker.jars import fetch_jars, jars_complete
 from churnstream.ops.devbroker.lifecycle import (
     LOG_FILE,
     PID_FILE,
@@ -45,7 +45,6 @@ from churnstream.ops.devbroker.probe import find_free_port, is_answering, wait_r
 from churnstream.ops.devbroker.tansu import TANSU_GAPS, tansu_binary
 
 __all__ = [
-    "JARS_MARKER",
     "LOG_FILE",
     "PID_FILE",
     "STOP_TIMEOUT_S",

@@ -20,8 +20,8 @@ from typing import Literal
 
 from churnstream.exceptions import BrokerError
 from churnstream.ops.devbroker.probe import free_port_except, port_is_free
-from churnstream.ops.devbroker.tools import failure_detail, run_tool
 from churnstream.settings import BrokerSettings
+from churnstream.tools import failure_detail, run_tool
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +204,11 @@ def format_storage(
     ]
     logger.info("formatting Kafka storage in %s (cluster id %s)", state_dir, cluster_id)
     proc = run_tool(
-        cmd, doing="formatting Kafka storage", timeout_s=FORMAT_TIMEOUT_S, cwd=state_dir
+        cmd,
+        doing="formatting Kafka storage",
+        timeout_s=FORMAT_TIMEOUT_S,
+        cwd=state_dir,
+        error=BrokerError,
     )
     if proc.returncode != 0:
         detail = failure_detail(proc.stdout + proc.stderr, proc.returncode, FORMAT_ERROR_LINES)

@@ -36,8 +36,8 @@ from pydantic import SecretStr
 
 from churnstream.exceptions import BrokerError
 from churnstream.ops import devbroker as broker
-from churnstream.ops.devbroker.tools import failure_detail, run_tool
 from churnstream.settings import BrokerSettings
+from churnstream.tools import failure_detail, run_tool
 
 logger = logging.getLogger(__name__)
 
@@ -312,7 +312,14 @@ def _openssl(openssl: str, args: list[str], cwd: Path, password: SecretStr | Non
     if password is not None:
         env[_PASS_ENV] = password.get_secret_value()
     doing = f"openssl {args[0]}"
-    proc = run_tool([openssl, *args], doing=doing, timeout_s=OPENSSL_TIMEOUT_S, cwd=cwd, env=env)
+    proc = run_tool(
+        [openssl, *args],
+        doing=doing,
+        timeout_s=OPENSSL_TIMEOUT_S,
+        cwd=cwd,
+        env=env,
+        error=BrokerError,
+    )
     if proc.returncode != 0:
         detail = failure_detail(proc.stderr, proc.returncode, OPENSSL_ERROR_LINES)
         raise BrokerError(f"{doing} failed: {detail}")
