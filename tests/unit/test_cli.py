@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -159,3 +160,32 @@ def test_produce_dry_run_counts_the_file(dataset_path: Path) -> None:
     code, output = run("produce", "--mode", "batch", "--dry-run", "--data-path",
                        str(dataset_path), "--no-progress", "--validate")  # fmt: skip
     assert code == 0 and "would send 7043, failed 0" in output
+
+
+@pytest.mark.parametrize("command", ["consume", "spark-consume"])
+def test_scorer_flags_override_the_same_settings_in_consume_and_spark_consume(
+    command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from churnstream.cli import consume_cmd, spark_consume_cmd
+
+    seen: list[Mapping[str, object]] = []
+
+    def stop_at_settings(overrides: Mapping[str, object], **_: object) -> None:
+        seen.append(overrides)
+        raise ConfigError("stopped before any broker")
+
+    for module in (consume_cmd, spark_consume_cmd):
+        monkeypatch.setattr(module, "effective_settings", stop_at_settings)
+    flags = ["--input-topic", "in", "--output-topic", "out", "--deadletter-topic", "dl"]
+    flags += ["--consumer-group", "g", "--model-path", "m", "--reports-dir", "r"]
+    code, output = run(command, *flags, "--batch-records", "7")
+    assert_one_line_error(code, output, "stopped before any broker")
+    assert {k: v for k, v in seen[0].items() if v is not None} == {
+        "topics.raw.name": "in",
+        "topics.predictions.name": "out",
+        "topics.deadletter.name": "dl",
+        "consumer.group_id": "g",
+        "model.models_dir": Path("m"),
+        "paths.reports_dir": Path("r"),
+        **({"consumer.max_batch_records": 7} if command == "consume" else {}),
+    }

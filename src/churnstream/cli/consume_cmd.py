@@ -15,21 +15,29 @@ from rich.console import Console
 from churnstream.cli._common import init_logging, stop_signals
 from churnstream.cli.options import (
     CONNECT_TIMEOUT_S,
+    BatchRecordsOption,
     BrokerOption,
     ConnectTimeoutOption,
+    ConsumerGroupOption,
     DeadletterTopicOption,
+    InputTopicOption,
     ModeOption,
+    OutputTopicOption,
     ReportsDirOption,
+    ReportsOption,
+    ScorerModelPathOption,
     checked_mode,
     effective_settings,
     metrics_port_option,
-    model_path_option,
-    setting_option,
+    scorer_overrides,
 )
 from churnstream.cli.spark_options import (
     Engine,
     MasterOption,
     SparkConfOption,
+    checkpoint_location_option,
+    engine_option,
+    fetch_jars_option,
     spark_options_only_with_spark,
 )
 from churnstream.exceptions import ConfigError
@@ -45,26 +53,18 @@ def consume(
     ctx: typer.Context,
     mode: ModeOption = "streaming",
     broker: BrokerOption = None,
-    input_topic: Annotated[str | None, setting_option("topics.raw", "--input-topic")] = None,
-    output_topic: Annotated[
-        str | None, setting_option("topics.predictions", "--output-topic")
-    ] = None,
+    input_topic: InputTopicOption = None,
+    output_topic: OutputTopicOption = None,
     deadletter_topic: DeadletterTopicOption = None,
-    consumer_group: Annotated[
-        str | None, setting_option("consumer.group_id", "--consumer-group")
-    ] = None,
-    model_path: Annotated[
-        Path | None, model_path_option("Model version dir or models root.")
-    ] = None,
+    consumer_group: ConsumerGroupOption = None,
+    model_path: ScorerModelPathOption = None,
     timeout_ms: Annotated[
         int | None, typer.Option("--timeout-ms", help="Batch: stop after this long idle.", min=1)
     ] = None,
     max_messages: Annotated[
         int | None, typer.Option("--max-messages", help="Stop after N messages.", min=1)
     ] = None,
-    batch_records: Annotated[
-        int | None, typer.Option("--batch-records", help="Micro-batch size cap.", min=1)
-    ] = None,
+    batch_records: BatchRecordsOption = None,
     batch_wait_ms: Annotated[
         int | None, typer.Option("--batch-wait-ms", help="Micro-batch wait cap.", min=1)
     ] = None,
@@ -73,9 +73,7 @@ def consume(
         typer.Option("--summary-interval", help="Streaming: report every N s.", min=0.1),
     ] = None,
     reports_dir: ReportsDirOption = None,
-    reports: Annotated[
-        bool, typer.Option("--reports/--no-reports", help="Write summary files.")
-    ] = True,
+    reports: ReportsOption = True,
     exactly_once: Annotated[
         bool,
         typer.Option(
@@ -123,27 +121,23 @@ def consume(
     ] = False,
     engine: Annotated[
         Engine,
-        typer.Option(
-            "--engine",
-            help="pandas (default: this process's poll loop) or spark (with --mode batch: "
-            "Spark's Kafka source, trigger availableNow).",
+        engine_option(
+            "pandas (default: this process's poll loop) or spark (with --mode batch: "
+            "Spark's Kafka source, trigger availableNow)."
         ),
     ] = Engine.PANDAS,
     master: MasterOption = None,
     spark_conf: SparkConfOption = None,
     checkpoint_location: Annotated[
         Path | None,
-        typer.Option(
-            "--checkpoint-location",
-            help="With --engine spark: Spark's checkpoint (default spark.checkpoint_location); "
-            "a re-run resumes from it.",
+        checkpoint_location_option(
+            "With --engine spark: Spark's checkpoint (default spark.checkpoint_location); "
+            "a re-run resumes from it."
         ),
     ] = None,
     fetch_jars: Annotated[
         bool,
-        typer.Option(
-            "--fetch-jars", help="With --engine spark: download the Kafka connector's jars first."
-        ),
+        fetch_jars_option("With --engine spark: download the Kafka connector's jars first."),
     ] = False,
     worker_index: Annotated[int, typer.Option("--worker-index", hidden=True, min=0)] = 0,
     workers: Annotated[
@@ -192,16 +186,11 @@ def consume(
         return
     settings = effective_settings(
         {
-            "topics.raw.name": input_topic,
-            "topics.predictions.name": output_topic,
-            "topics.deadletter.name": deadletter_topic,
-            "consumer.group_id": consumer_group,
+            **scorer_overrides(ctx.params),
             "consumer.idle_timeout_ms": timeout_ms,
             "consumer.max_batch_records": batch_records,
             "consumer.max_batch_wait_ms": batch_wait_ms,
             "consumer.summary_interval_s": summary_interval,
-            "model.models_dir": model_path,
-            "paths.reports_dir": reports_dir,
         },
         broker=broker,
         metrics_port=metrics_port,

@@ -51,6 +51,10 @@ WaitOption = Annotated[
 ModelsDirOption = Annotated[
     Path | None, typer.Option("--models-dir", help="Default model.models_dir (models).")
 ]
+VersionPathArgument = Annotated[
+    Path | None,
+    typer.Argument(help="A models root (its latest) or a version directory [models]."),
+]
 
 
 @app.command("runs")
@@ -161,10 +165,7 @@ def _settings(tracking_uri: str | None, models_dir: Path | None = None) -> Setti
 
 @app.command("register")
 def register(
-    path: Annotated[
-        Path | None,
-        typer.Argument(help="A models root (its latest) or a version directory [models]."),
-    ] = None,
+    path: VersionPathArgument = None,
     tracking_uri: TrackingUriOption = None,
     models_dir: ModelsDirOption = None,
     bootstrap: Annotated[
@@ -189,10 +190,7 @@ def register(
 
 @app.command("evaluate")
 def evaluate(
-    path: Annotated[
-        Path | None,
-        typer.Argument(help="A models root (its latest) or a version directory [models]."),
-    ] = None,
+    path: VersionPathArgument = None,
     tracking_uri: TrackingUriOption = None,
     data: DataOption = None,
 ) -> None:

@@ -54,6 +54,33 @@ ModelPathOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
+# The scorer's flags, taken alike by `consume` and the `spark-consume` it execs into (which
+# gets them back by parameter name: consume_cmd.spark_consume_argv).
+InputTopicOption = Annotated[str | None, setting_option("topics.raw", "--input-topic")]
+OutputTopicOption = Annotated[str | None, setting_option("topics.predictions", "--output-topic")]
+ConsumerGroupOption = Annotated[str | None, setting_option("consumer.group_id", "--consumer-group")]
+ScorerModelPathOption = Annotated[
+    Path | None, model_path_option("Model version dir or models root.")
+]
+BatchRecordsOption = Annotated[
+    int | None, typer.Option("--batch-records", help="Micro-batch size cap.", min=1)
+]
+ReportsOption = Annotated[bool, typer.Option("--reports/--no-reports", help="Write summary files.")]
+#: The settings those flags override, by parameter name.
+SCORER_SETTINGS = {
+    "input_topic": "topics.raw.name",
+    "output_topic": "topics.predictions.name",
+    "deadletter_topic": "topics.deadletter.name",
+    "consumer_group": "consumer.group_id",
+    "model_path": "model.models_dir",
+    "reports_dir": "paths.reports_dir",
+}
+
+
+def scorer_overrides(params: Mapping[str, object]) -> dict[str, object]:
+    """The :data:`SCORER_SETTINGS` overrides of a scorer command's parsed ``params``."""
+    return {setting: params[name] for name, setting in SCORER_SETTINGS.items()}
+
 
 def checked_mode(mode: str) -> Literal["streaming", "batch"]:
     """The ``--mode`` value, or ConfigError unless it is streaming or batch."""

@@ -18,14 +18,24 @@ import typer
 
 from churnstream.cli._common import init_logging
 from churnstream.cli.options import (
+    BatchRecordsOption,
     BrokerOption,
+    ConsumerGroupOption,
     DeadletterTopicOption,
+    InputTopicOption,
+    OutputTopicOption,
     ReportsDirOption,
+    ReportsOption,
+    ScorerModelPathOption,
     effective_settings,
-    model_path_option,
-    setting_option,
+    scorer_overrides,
 )
-from churnstream.cli.spark_options import MasterOption, SparkConfOption
+from churnstream.cli.spark_options import (
+    MasterOption,
+    SparkConfOption,
+    checkpoint_location_option,
+    fetch_jars_option,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,32 +45,21 @@ COMMAND = "spark-consume"
 def spark_consume(
     ctx: typer.Context,
     broker: BrokerOption = None,
-    input_topic: Annotated[str | None, setting_option("topics.raw", "--input-topic")] = None,
-    output_topic: Annotated[
-        str | None, setting_option("topics.predictions", "--output-topic")
-    ] = None,
+    input_topic: InputTopicOption = None,
+    output_topic: OutputTopicOption = None,
     deadletter_topic: DeadletterTopicOption = None,
-    consumer_group: Annotated[
-        str | None, setting_option("consumer.group_id", "--consumer-group")
-    ] = None,
-    model_path: Annotated[
-        Path | None, model_path_option("Model version dir or models root.")
-    ] = None,
-    batch_records: Annotated[
-        int | None, typer.Option("--batch-records", help="Micro-batch size cap.", min=1)
-    ] = None,
+    consumer_group: ConsumerGroupOption = None,
+    model_path: ScorerModelPathOption = None,
+    batch_records: BatchRecordsOption = None,
     reports_dir: ReportsDirOption = None,
-    reports: Annotated[
-        bool, typer.Option("--reports/--no-reports", help="Write summary files.")
-    ] = True,
+    reports: ReportsOption = True,
     master: MasterOption = None,
     spark_conf: SparkConfOption = None,
     checkpoint_location: Annotated[
-        Path | None,
-        typer.Option("--checkpoint-location", help="Spark's checkpoint; a re-run resumes."),
+        Path | None, checkpoint_location_option("Spark's checkpoint; a re-run resumes.")
     ] = None,
     fetch_jars: Annotated[
-        bool, typer.Option("--fetch-jars", help="Download the Kafka connector's jars first.")
+        bool, fetch_jars_option("Download the Kafka connector's jars first.")
     ] = False,
 ) -> None:
     """The backlog through Spark (batch only, at-least-once); see `consume --engine spark`."""
@@ -69,15 +68,7 @@ def spark_consume(
     from churnstream.spark.session import parse_conf
 
     settings = effective_settings(
-        {
-            "topics.raw.name": input_topic,
-            "topics.predictions.name": output_topic,
-            "topics.deadletter.name": deadletter_topic,
-            "consumer.group_id": consumer_group,
-            "model.models_dir": model_path,
-            "paths.reports_dir": reports_dir,
-            "spark.checkpoint_location": checkpoint_location,
-        },
+        {**scorer_overrides(ctx.params), "spark.checkpoint_location": checkpoint_location},
         broker=broker,
         kafka=True,
     )

@@ -1,10 +1,11 @@
-"""The flags every command with a Spark engine takes: --engine, --master, --spark-conf."""
+"""The flags of the commands with a Spark engine: --engine, --master, --spark-conf, and the
+Spark source's --checkpoint-location and --fetch-jars (consume and spark-consume)."""
 
 from __future__ import annotations
 
 import logging
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -20,8 +21,23 @@ class Engine(StrEnum):
     SPARK = "spark"
 
 
+def engine_option(help_text: str) -> Any:
+    """``--engine``: pandas or spark; each command says what the two mean for it."""
+    return typer.Option("--engine", help=help_text)
+
+
+def checkpoint_location_option(help_text: str) -> Any:
+    """``--checkpoint-location``: where the Spark Kafka source keeps its progress."""
+    return typer.Option("--checkpoint-location", help=help_text)
+
+
+def fetch_jars_option(help_text: str) -> Any:
+    """``--fetch-jars``: download the Spark Kafka connector's jars before the run."""
+    return typer.Option("--fetch-jars", help=help_text)
+
+
 EngineOption = Annotated[
-    Engine, typer.Option("--engine", help="pandas (one process) or spark (local[*] or a cluster).")
+    Engine, engine_option("pandas (one process) or spark (local[*] or a cluster).")
 ]
 MasterOption = Annotated[
     str | None,

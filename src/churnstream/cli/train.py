@@ -16,6 +16,7 @@ from churnstream.cli.spark_options import (
     Engine,
     MasterOption,
     SparkConfOption,
+    engine_option,
     spark_options_only_with_spark,
 )
 from churnstream.exceptions import ConfigError
@@ -62,10 +63,9 @@ def train(
     ] = None,
     engine: Annotated[
         Engine,
-        typer.Option(
-            "--engine",
-            help="pandas (default: scikit-learn in this process) or spark: the Spark ML "
-            "pipeline on the same held-out rows, plus reports/spark_vs_sklearn.{json,md}.",
+        engine_option(
+            "pandas (default: scikit-learn in this process) or spark: the Spark ML "
+            "pipeline on the same held-out rows, plus reports/spark_vs_sklearn.{json,md}."
         ),
     ] = Engine.PANDAS,
     master: MasterOption = None,
