@@ -154,8 +154,12 @@ def test_crashes_older_than_the_window_do_not_count(tmp_path: Path) -> None:
 
 def test_exit_code_2_is_not_restarted(tmp_path: Path) -> None:
     runs, steady = tmp_path / "runs", tmp_path / "steady"
+    # Worker 0 exits only once the steady one has recorded its pid, so that the test can tell
+    # that the supervisor stopped it (otherwise a fast give-up can stop it before it records).
+    wait_for_steady = f"while not pathlib.Path({str(steady)!r}).exists(): time.sleep(0.02)\n"
     supervisor = WorkerSupervisor(
-        [worker(runs, [2]), worker(steady, ["hang"], then=ON_SIGTERM_EXIT_0)], FAST
+        [worker(runs, [2], then=wait_for_steady), worker(steady, ["hang"], then=ON_SIGTERM_EXIT_0)],
+        FAST,
     )
     with pytest.raises(WorkersGaveUpError, match=r"worker 0 exited with exit code 2 \(its"):
         supervisor.run()
