@@ -108,15 +108,9 @@ def check_batch(
             continue
         try:
             data = loads(value)
-        except decode_error:
-            slow.append(position)
-            continue
-        if type(data) is not dict:
-            slow.append(position)
-            continue
-        try:
+            # Only an object can be indexed by field names: any other JSON is a TypeError.
             row = _GET_REQUIRED(data)
-        except KeyError:
+        except (decode_error, KeyError, TypeError):
             slow.append(position)
             continue
         if len(data) != _N_REQUIRED:

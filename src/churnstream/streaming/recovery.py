@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from confluent_kafka import (
@@ -184,23 +184,16 @@ def rewind_to_committed(
     return positions
 
 
+@dataclass
 class Recovery:
     """Replaces a broken producer and rewinds the consumer, in attempts, within the budget."""
 
-    def __init__(
-        self,
-        clock: ProgressClock,
-        hooks: ScorerObserver,
-        *,
-        topic: str,
-        auto_offset_reset: str,
-        start_offsets: Mapping[int, int] | None = None,
-    ) -> None:
-        self.clock = clock
-        self.hooks = hooks
-        self.topic = topic
-        self.auto_offset_reset = auto_offset_reset
-        self.start_offsets = start_offsets
+    clock: ProgressClock
+    hooks: ScorerObserver
+    _: KW_ONLY
+    topic: str
+    auto_offset_reset: str
+    start_offsets: Mapping[int, int] | None = None
 
     def run(
         self, consumer: Consumer, publisher: Reopenable, cause: str, stop: threading.Event

@@ -37,10 +37,7 @@ class SeenOffsets:
     """Offsets of one (topic, partition) already counted in the window."""
 
     def __init__(self, limit: int | None = None) -> None:
-        limit = MAX_SEEN_OFFSETS if limit is None else limit
-        if limit < 2:
-            raise ValueError(f"limit must be >= 2, got {limit}")
-        self.limit = limit
+        self.limit = _checked_limit(limit, MAX_SEEN_OFFSETS)
         self.floor = -1
         self.top = -1
         self._above: set[int] = set()
@@ -77,10 +74,7 @@ class LatestScores:
     """Each customer's latest score in arrival order, for at most ``limit`` customers."""
 
     def __init__(self, limit: int | None = None) -> None:
-        limit = MAX_LATEST_CUSTOMERS if limit is None else limit
-        if limit < 2:
-            raise ValueError(f"limit must be >= 2, got {limit}")
-        self.limit = limit
+        self.limit = _checked_limit(limit, MAX_LATEST_CUSTOMERS)
         self._latest: dict[Any, Score] = {}
         self.dropped = 0
 
@@ -108,6 +102,14 @@ class LatestScores:
         if k <= 0:
             return []
         return heapq.nsmallest(k, self._latest.items(), key=_rank)
+
+
+def _checked_limit(limit: int | None, default: int) -> int:
+    """``limit`` (``default`` if None); at least 2, since a full state keeps half of it."""
+    limit = default if limit is None else limit
+    if limit < 2:
+        raise ValueError(f"limit must be >= 2, got {limit}")
+    return limit
 
 
 def _rank(item: tuple[Any, Score]) -> tuple[int, float, str]:
