@@ -48,6 +48,7 @@ JARS_DIR = REPO_ROOT / ".churnstream" / "kafka-jars"
 EXTERNAL_ENV = "KAFKA_BOOTSTRAP"
 REAPER = REPO_ROOT / "tests" / "reaper.py"
 EXTERNAL_READY_TIMEOUT_S = 30.0
+OWN_BROKER_STOP_S = 5.0
 
 
 def embedded_broker_settings(engine: str, state_dir: Path, **overrides: object) -> BrokerSettings:
@@ -103,7 +104,8 @@ def _module_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerS
     try:
         yield settings
     finally:
-        devbroker.stop(settings)
+        # its data is thrown away: no need to wait out a slow controlled shutdown (up to 30 s)
+        devbroker.stop(settings, timeout_s=OWN_BROKER_STOP_S)
 
 
 @pytest.fixture
