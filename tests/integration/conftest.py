@@ -13,8 +13,13 @@
   segfault) before its fixtures could stop them.
 - ``spark_cluster`` (session): a Spark standalone master and two workers on 127.0.0.1
   (``tests/integration/spark_cluster.py``); skipped without pyspark or Java.
+- ``own_broker`` (function): an embedded Apache Kafka of the test module's own, never the
+  session one, which a test may stop, SIGKILL and restart on its state dir. One per module,
+  started again if an earlier test of the module left it down: each start costs 5-20 s here.
 - ``embedded_settings`` (function): ``embedded_settings(engine, state_dir, **overrides)`` gives
   ``BrokerSettings`` for a throwaway embedded broker on a free port (tests start/stop it).
+- ``scored_stream`` (function): topics, events, a group, metrics ports and a feeder for the
+  scorer-process fault tests (``tests/integration/scorers.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from confluent_kafka import Producer
 from churnstream.kafka import admin
 from churnstream.ops import devbroker
 from churnstream.settings import BrokerSettings, KafkaSettings, TopicSettings
+from tests.integration.kafka_io import CommittedOffsets
+from tests.integration.scorers import Feeder, ScoredStream, free_ports, send_events
 from tests.integration.spark_cluster import SparkCluster
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +48,7 @@ JARS_DIR = REPO_ROOT / ".churnstream" / "kafka-jars"
 EXTERNAL_ENV = "KAFKA_BOOTSTRAP"
 REAPER = REPO_ROOT / "tests" / "reaper.py"
 EXTERNAL_READY_TIMEOUT_S = 30.0
+OWN_BROKER_STOP_S = 5.0
 
 
 def embedded_broker_settings(engine: str, state_dir: Path, **overrides: object) -> BrokerSettings:
@@ -88,6 +96,26 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield settings.bootstrap
     finally:
         devbroker.stop(settings)
+
+
+@pytest.fixture(scope="module")
+def _module_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerSettings]:
+    settings = embedded_broker_settings("kafka", tmp_path_factory.mktemp("own-broker"))
+    try:
+        yield settings
+    finally:
+        # its data is thrown away: no need to wait out a slow controlled shutdown (up to 30 s)
+        devbroker.stop(settings, timeout_s=OWN_BROKER_STOP_S)
+
+
+@pytest.fixture
+def own_broker(_module_broker: BrokerSettings) -> BrokerSettings:
+    current = devbroker.status(_module_broker)
+    if current.running and not current.answering:
+        # an earlier test was cut off half-way through a stop or start: begin afresh
+        devbroker.stop(_module_broker, timeout_s=10)
+    devbroker.start(_module_broker)  # returns at once if it runs
+    return _module_broker
 
 
 @pytest.fixture(scope="session")
@@ -184,3 +212,34 @@ def produce() -> Produce:
         return delivered
 
     return send
+
+
+@pytest.fixture
+def scored_stream(
+    kafka_bootstrap: str, topic_factory: Callable[..., str]
+) -> Iterator[Callable[..., ScoredStream]]:
+    """``scored_stream(prefix, partitions=, events=, ports=)``: fresh raw/predictions/dead-letter
+    topics with ``events`` unique events sent, a unique group named ``prefix-...``, ``ports``
+    consecutive free metrics ports, an unstarted Feeder and the group's committed offsets;
+    the feeder is stopped and the offsets reader closed afterwards."""
+    made: list[ScoredStream] = []
+
+    def make(prefix: str, *, partitions: int, events: int, ports: int) -> ScoredStream:
+        topics = topic_factory(partitions), topic_factory(partitions), topic_factory(1)
+        send_events(kafka_bootstrap, topics[0], 0, events)
+        group = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        stream = ScoredStream(
+            kafka_bootstrap,
+            topics,
+            group,
+            free_ports(ports),
+            Feeder(kafka_bootstrap, topics[0], group, events),
+            CommittedOffsets(kafka_bootstrap, group, topics[0]),
+        )
+        made.append(stream)
+        return stream
+
+    yield make
+    for stream in made:
+        stream.feeder.stop_event.set()
+        stream.committed.close()

@@ -12,6 +12,11 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
+#: Once ``expect`` records are in, how long read_topic keeps reading to catch extras. Every
+#: writer has stopped by then, so anything left is already in the log and a fetch returns it
+#: at once; the full ``idle_s`` is kept for reads that cannot say how much to expect.
+SETTLE_S = 1.0
+
 
 @dataclass(frozen=True)
 class Record:
@@ -38,8 +43,9 @@ def read_topic(
 ) -> list[Record]:
     """Every record of ``topic`` from the beginning, read by explicit assignment.
 
-    Stops at ``expect`` records (then keeps reading ``idle_s`` more to catch extras), or
-    after ``idle_s`` without a new record; never trusts the high watermark alone.
+    Stops at ``expect`` records (then keeps reading until ``SETTLE_S``, at most ``idle_s``,
+    pass without a new one, to catch extras), or after ``idle_s`` without a new record;
+    never trusts the high watermark alone.
     """
     consumer = Consumer(
         {
@@ -57,6 +63,7 @@ def read_topic(
         out: list[Record] = []
         deadline = time.monotonic() + timeout_s
         last_new = time.monotonic()
+        settle_s = min(idle_s, SETTLE_S)
         while time.monotonic() < deadline:
             batch = consumer.consume(num_messages=5000, timeout=0.5)
             for msg in batch:
@@ -75,7 +82,11 @@ def read_topic(
                 )
             if batch:
                 last_new = time.monotonic()
-            elif time.monotonic() - last_new >= idle_s and (expect is None or len(out) >= expect):
+                continue
+            quiet_s = time.monotonic() - last_new
+            if expect is None and quiet_s >= idle_s:
+                break
+            if expect is not None and len(out) >= expect and quiet_s >= settle_s:
                 break
         return out
     finally:

@@ -1,5 +1,5 @@
-"""Scorer processes for fault tests: input that keeps coming, metrics ports, the supervisor's
-workers, cleanup."""
+"""Scorer processes for fault tests: their command lines, input that keeps coming, metrics
+ports, the supervisor's workers, cleanup, and the check of what they published."""
 
 from __future__ import annotations
 
@@ -8,14 +8,18 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from churnstream.headers import SOURCE_HEADER
 from churnstream.ops.scorer_health import fetch_counters
-from tests.integration.kafka_io import CommittedOffsets, send_raw
-from tests.integration.streams import customer_events
+from tests.integration.kafka_io import CommittedOffsets, Record, read_topic, send_raw
+from tests.integration.streams import customer_events, unique_id
 
 HOST = "127.0.0.1"
 #: Input added whenever the scorers get within LOW_WATER of its end.
@@ -24,6 +28,83 @@ LOW_WATER = 10_000
 #: send_raw's producer queues at most 100,000 messages.
 SEND_CHUNK = 50_000
 DRAIN_TIMEOUT_S = 180.0
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "churnstream", "--log-level", "WARNING", *args]
+
+
+def scorer_args(
+    bootstrap: str,
+    topics: tuple[str, str, str],
+    group: str,
+    model_dir: Path,
+    tmp_path: Path,
+    mode: str,
+    batch_records: int = 1000,
+) -> list[str]:
+    raw, preds, dlq = topics
+    return [
+        "consume", "--mode", mode, "--broker", bootstrap, "--input-topic", raw,
+        "--output-topic", preds, "--deadletter-topic", dlq, "--consumer-group", group,
+        "--model-path", str(model_dir), "--batch-records", str(batch_records),
+        "--timeout-ms", "6000", "--reports-dir", str(tmp_path / "reports"),
+    ]  # fmt: skip
+
+
+@dataclass
+class KillLoop:
+    """What a kill loop did: kills that interrupted unfinished work, and kills in all."""
+
+    mid_run: int = 0
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """What the scorers published for events ``0 .. events - 1``, as a reader with the
+    guarantee's isolation level sees it."""
+
+    records: list[Record]
+    sources: Counter[bytes]
+    events: int
+    exactly_once: bool
+
+    @property
+    def duplicates(self) -> int:
+        return len(self.records) - len(self.sources)
+
+    def check(self, max_duplicates: float = 0) -> None:
+        """Nothing lost (one prediction per input offset and per unique event); under
+        exactly-once nothing doubled, else at most ``max_duplicates`` scored again."""
+        lost = self.events - len(self.sources)
+        assert lost == 0, f"lost {lost} input message(s)"
+        ids = {r.json()["customerID"] for r in self.records}
+        assert ids == {unique_id(i) for i in range(self.events)}
+        if self.exactly_once:
+            dups = self.duplicates
+            assert dups == 0, f"{dups} duplicate(s) visible to read_committed readers"
+        else:
+            assert self.duplicates <= max_duplicates, (self.duplicates, max_duplicates)
+
+
+def isolation(exactly_once: bool) -> str:
+    return "read_committed" if exactly_once else "read_uncommitted"
+
+
+def read_predictions(
+    bootstrap: str, preds: str, events: int, *, exactly_once: bool, timeout_s: float = 120.0
+) -> Predictions:
+    """Every prediction on ``preds``, counted by the input offset each one names."""
+    records = read_topic(
+        bootstrap, preds, expect=events, isolation=isolation(exactly_once), timeout_s=timeout_s
+    )
+    sources = Counter(r.headers[SOURCE_HEADER] for r in records)
+    return Predictions(records, sources, events, exactly_once)
+
+
+def assert_no_dead_letters(bootstrap: str, dlq: str, *, exactly_once: bool) -> None:
+    assert read_topic(bootstrap, dlq, idle_s=1.0, isolation=isolation(exactly_once)) == []
 
 
 def send_events(bootstrap: str, topic: str, first: int, count: int) -> None:
@@ -61,6 +142,45 @@ class Feeder(threading.Thread):
         if self.error is not None:
             raise self.error
         return self.sent
+
+
+@dataclass
+class ScoredStream:
+    """A fault test's stream: fresh topics filled with unique events, a group of its own,
+    consecutive metrics ports, a Feeder that keeps the input coming and the group's
+    committed progress (from the ``scored_stream`` fixture, which stops and closes them)."""
+
+    bootstrap: str
+    topics: tuple[str, str, str]
+    group: str
+    port: int
+    feeder: Feeder
+    committed: CommittedOffsets
+
+    @property
+    def raw(self) -> str:
+        return self.topics[0]
+
+    @property
+    def preds(self) -> str:
+        return self.topics[1]
+
+    @property
+    def dlq(self) -> str:
+        return self.topics[2]
+
+    def argv(self, model_dir: Path, tmp_path: Path, batch_records: int, *extra: str) -> list[str]:
+        """``consume --mode streaming`` on this stream, with no reports nor model reloads."""
+        args = scorer_args(
+            self.bootstrap, self.topics, self.group, model_dir, tmp_path, "streaming",
+            batch_records,
+        )  # fmt: skip
+        return cli(*args, "--no-reports", "--reload-interval", "0", *extra)
+
+
+def wide_env(**extra: str) -> dict[str, str]:
+    """The environment with wide log lines, so that none is wrapped."""
+    return {**os.environ, "COLUMNS": "240", **extra}
 
 
 def wait_drained(

@@ -1,7 +1,8 @@
 """The broker itself crashes: its JVM SIGKILLed mid-stream and restarted on its state dir.
 
-Each test runs an embedded Apache Kafka of its own (not the session one) so that it can kill
-it. The scorer must come back by itself, without a restart of its process: under
+The tests run on an embedded Apache Kafka of this module's own (``own_broker``, not the
+session one) so that they can kill it; each starts it again if an earlier one left it down.
+The scorer must come back by itself, without a restart of its process: under
 ``--exactly-once`` every event ends with exactly one prediction for read_committed readers;
 under at-least-once none is lost and the duplicates stay bounded. The batch producer either
 rides the crash out or exits non-zero with one line, and a resume completes the file
@@ -19,7 +20,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,20 +28,15 @@ from typing import Any
 import orjson
 import pytest
 
-from churnstream.headers import ROW_INDEX_HEADER, SOURCE_HEADER
+from churnstream.headers import ROW_INDEX_HEADER
 from churnstream.kafka import admin
 from churnstream.observability import names
 from churnstream.ops import devbroker
 from churnstream.settings import BrokerSettings, KafkaSettings, TopicSettings
 from churnstream.streaming.checkpoint import load_checkpoint
 from tests.integration.kafka_io import CommittedOffsets, read_topic, send_raw
-from tests.integration.streams import (
-    customer_events,
-    http_get,
-    unique_id,
-    unique_rows_csv,
-    wait_for,
-)
+from tests.integration.scorers import assert_no_dead_letters, read_predictions
+from tests.integration.streams import customer_events, http_get, unique_rows_csv, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -58,18 +54,6 @@ PRODUCER_ROWS = 50_000
 #: Generous but bounded on a shared 2-core machine: a Kafka start there takes 10-20 s.
 PROGRESS_TIMEOUT_S = 180.0
 DRAIN_TIMEOUT_S = 120.0
-
-
-@pytest.fixture
-def crash_broker(
-    embedded_settings: Callable[..., BrokerSettings], tmp_path: Path
-) -> Iterator[BrokerSettings]:
-    settings = embedded_settings("kafka", tmp_path / "broker")
-    devbroker.start(settings)
-    try:
-        yield settings
-    finally:
-        devbroker.stop(settings)
 
 
 def kill_broker(settings: BrokerSettings) -> int:
@@ -178,9 +162,9 @@ def metric(url: str, name: str) -> float:
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("exactly_once", [True, False], ids=["exactly-once", "at-least-once"])
 def test_scorer_recovers_from_broker_sigkill_by_itself(
-    exactly_once: bool, crash_broker: BrokerSettings, model_dir: Path, tmp_path: Path
+    exactly_once: bool, own_broker: BrokerSettings, model_dir: Path, tmp_path: Path
 ) -> None:
-    bootstrap = crash_broker.bootstrap
+    bootstrap = own_broker.bootstrap
     raw, preds, dlq = make_topics(bootstrap)
     send_raw(bootstrap, raw, customer_events(0, EVENTS))
     sent = EVENTS
@@ -201,7 +185,7 @@ def test_scorer_recovers_from_broker_sigkill_by_itself(
                 sent += BACKLOG
             scorer.wait_until(committed, committed() + PAST, PROGRESS_TIMEOUT_S)
             done = committed()
-            down_s = crash_and_restart(crash_broker)
+            down_s = crash_and_restart(own_broker)
             mid_stream += done < sent
             print(f"broker SIGKILLed at {done} of {sent} scored, down {down_s:.1f}s")
             # resumed by itself: its committed offsets move on again after the restart
@@ -234,69 +218,25 @@ def test_scorer_recovers_from_broker_sigkill_by_itself(
     # a failed batch is one line per error kind, never one per message
     assert len(failed_lines) <= 3 * (rewound + recoveries), failed_lines[:5]
 
-    isolation = "read_committed" if exactly_once else "read_uncommitted"
-    records = read_topic(bootstrap, preds, expect=sent, isolation=isolation, timeout_s=120)
-    sources = Counter(r.headers[SOURCE_HEADER] for r in records)
-    duplicates = len(records) - len(sources)
+    scored = read_predictions(bootstrap, preds, sent, exactly_once=exactly_once)
     print(
         f"\n{'exactly' if exactly_once else 'at-least'}-once: {KILLS} broker SIGKILLs "
-        f"({mid_stream} mid-stream), {sent} events, {len(records)} predictions, "
-        f"{duplicates} duplicate(s), {recoveries:.0f} producer recoveries, "
+        f"({mid_stream} mid-stream), {sent} events, {len(scored.records)} predictions, "
+        f"{scored.duplicates} duplicate(s), {recoveries:.0f} producer recoveries, "
         f"{rewound:.0f} batches rewound ({len(stuck)} after a call stuck past its bound), "
         f"{len(failed_lines)} delivery-failure log lines"
     )
-    assert len(sources) == sent, f"lost {sent - len(sources)} input message(s)"
-    assert {r.json()["customerID"] for r in records} == {unique_id(i) for i in range(sent)}
-    if exactly_once:
-        assert duplicates == 0, f"{duplicates} duplicate(s) visible to read_committed readers"
-    else:
-        # each crash can re-score what was published but not committed: the batch in flight,
-        # one more whose commit the restarted coordinator refused, and each rewound batch
-        assert duplicates <= (2 * KILLS + rewound + recoveries) * BATCH_RECORDS
-    assert read_topic(bootstrap, dlq, idle_s=1.0, isolation=isolation) == []
-
-
-@pytest.mark.timeout(600)
-def test_scorer_gives_up_after_recovery_timeout_with_one_line(
-    crash_broker: BrokerSettings, model_dir: Path, tmp_path: Path
-) -> None:
-    """The broker killed mid-transaction and not restarted: the scorer keeps trying for
-    consumer.recovery_timeout_s without publishing anything, then exits 1 with one line."""
-    bootstrap = crash_broker.bootstrap
-    raw, preds, dlq = make_topics(bootstrap)
-    send_raw(bootstrap, raw, customer_events(0, EVENTS))
-    group = f"crash-{uuid.uuid4().hex[:8]}"
-    scorer = Process.start(
-        "consume", "--mode", "streaming", "--broker", bootstrap, "--input-topic", raw,
-        "--output-topic", preds, "--deadletter-topic", dlq, "--consumer-group", group,
-        "--model-path", str(model_dir), "--batch-records", str(BATCH_RECORDS),
-        "--reports-dir", str(tmp_path / "reports"), "--exactly-once",
-        env={"CHURNSTREAM_CONSUMER__RECOVERY_TIMEOUT_S": "20"},
-    )  # fmt: skip
-    committed = CommittedOffsets(bootstrap, group, raw)
-    try:
-        scorer.wait_until(committed, PAST, PROGRESS_TIMEOUT_S)
-    finally:
-        committed.close()
-    kill_broker(crash_broker)
-    killed = time.monotonic()
-    code = scorer.wait(DRAIN_TIMEOUT_S)
-    took_s = time.monotonic() - killed
-    (tmp_path / "scorer.log").write_text(scorer.output)
-    errors = [line for line in scorer.lines if line.startswith("error:")]
-    print(f"\ngave up {took_s:.0f}s after the broker died, exit {code}: {errors}")
-    assert code == 1, scorer.output
-    assert "Traceback" not in scorer.output
-    assert len(errors) == 1, scorer.output
-    assert "consumer.recovery_timeout_s is 20s" in errors[0]
-    assert 20 <= took_s <= 20 + 60  # the budget, plus at most one bounded publish and attempt
+    # at-least-once: each crash can re-score what was published but not committed: the batch
+    # in flight, one more whose commit the restarted coordinator refused, and each rewound batch
+    scored.check(max_duplicates=(2 * KILLS + rewound + recoveries) * BATCH_RECORDS)
+    assert_no_dead_letters(bootstrap, dlq, exactly_once=exactly_once)
 
 
 @pytest.mark.timeout(900)
 def test_batch_producer_survives_broker_sigkill(
-    crash_broker: BrokerSettings, dataset_path: Path, tmp_path: Path
+    own_broker: BrokerSettings, dataset_path: Path, tmp_path: Path
 ) -> None:
-    bootstrap = crash_broker.bootstrap
+    bootstrap = own_broker.bootstrap
     raw = make_topics(bootstrap)[0]
     data = unique_rows_csv(dataset_path, PRODUCER_ROWS, tmp_path / "big.csv")
     ckpt = tmp_path / "ckpt.json"
@@ -313,7 +253,7 @@ def test_batch_producer_survives_broker_sigkill(
     first = Process.start(*args)
     wait_for(lambda: sent_rows() >= 5_000, PROGRESS_TIMEOUT_S, "5,000 rows checkpointed")
     at_row = sent_rows()
-    down_s = crash_and_restart(crash_broker)
+    down_s = crash_and_restart(own_broker)
     first_code = first.wait(DRAIN_TIMEOUT_S)
     assert "Traceback" not in first.output
     runs = [first_code]
@@ -339,3 +279,40 @@ def test_batch_producer_survives_broker_sigkill(
     assert missing == 0, f"{missing} row(s) missing"
     assert duplicates == 0, f"{duplicates} duplicate row(s)"
     assert len(records) == PRODUCER_ROWS
+
+
+@pytest.mark.timeout(600)
+def test_scorer_gives_up_after_recovery_timeout_with_one_line(
+    own_broker: BrokerSettings, model_dir: Path, tmp_path: Path
+) -> None:
+    """The broker killed mid-transaction and not restarted: the scorer keeps trying for
+    consumer.recovery_timeout_s without publishing anything, then exits 1 with one line.
+    (Last in the module: it leaves the broker down, and a start costs 5-20 s.)"""
+    bootstrap = own_broker.bootstrap
+    raw, preds, dlq = make_topics(bootstrap)
+    send_raw(bootstrap, raw, customer_events(0, EVENTS))
+    group = f"crash-{uuid.uuid4().hex[:8]}"
+    scorer = Process.start(
+        "consume", "--mode", "streaming", "--broker", bootstrap, "--input-topic", raw,
+        "--output-topic", preds, "--deadletter-topic", dlq, "--consumer-group", group,
+        "--model-path", str(model_dir), "--batch-records", str(BATCH_RECORDS),
+        "--reports-dir", str(tmp_path / "reports"), "--exactly-once",
+        env={"CHURNSTREAM_CONSUMER__RECOVERY_TIMEOUT_S": "20"},
+    )  # fmt: skip
+    committed = CommittedOffsets(bootstrap, group, raw)
+    try:
+        scorer.wait_until(committed, PAST, PROGRESS_TIMEOUT_S)
+    finally:
+        committed.close()
+    kill_broker(own_broker)
+    killed = time.monotonic()
+    code = scorer.wait(DRAIN_TIMEOUT_S)
+    took_s = time.monotonic() - killed
+    (tmp_path / "scorer.log").write_text(scorer.output)
+    errors = [line for line in scorer.lines if line.startswith("error:")]
+    print(f"\ngave up {took_s:.0f}s after the broker died, exit {code}: {errors}")
+    assert code == 1, scorer.output
+    assert "Traceback" not in scorer.output
+    assert len(errors) == 1, scorer.output
+    assert "consumer.recovery_timeout_s is 20s" in errors[0]
+    assert 20 <= took_s <= 20 + 60  # the budget, plus at most one bounded publish and attempt

@@ -9,20 +9,25 @@ from __future__ import annotations
 
 import random
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from churnstream.headers import ROW_INDEX_HEADER, SOURCE_HEADER
+from churnstream.headers import ROW_INDEX_HEADER
 from churnstream.streaming.checkpoint import load_checkpoint
 from tests.integration.kafka_io import CommittedOffsets, read_topic, send_raw
-from tests.integration.streams import customer_events, unique_id, unique_rows_csv
+from tests.integration.scorers import (
+    KillLoop,
+    assert_no_dead_letters,
+    cli,
+    read_predictions,
+    scorer_args,
+)
+from tests.integration.streams import customer_events, unique_rows_csv
 
 pytestmark = pytest.mark.integration
 
@@ -31,21 +36,12 @@ EVENTS = 20_000
 TOP_UP = 4_000
 PRODUCER_ROWS = 40_000
 KILLS = 10
+#: The final drain's idle timeout: all input is written by then, so 3 s without a message
+#: after the assignment means done.
+DRAIN_IDLE_MS = 3000
 #: Micro-batch size while the kills land: what one kill may leave uncommitted.
 BATCH_RECORDS = {False: 100, True: 100}
 TopicFactory = Callable[..., str]
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "churnstream", "--log-level", "WARNING", *args]
-
-
-@dataclass
-class KillLoop:
-    """What a kill loop did: kills that interrupted unfinished work, and kills in all."""
-
-    mid_run: int = 0
-    attempts: int = 0
 
 
 def kill_at_progress(
@@ -90,24 +86,6 @@ def kill_at_progress(
         print(f"SIGKILL past {target}: {done} of {total()} done")
         loop.mid_run += done < total()
     return loop
-
-
-def scorer_args(
-    bootstrap: str,
-    topics: tuple[str, str, str],
-    group: str,
-    model_dir: Path,
-    tmp_path: Path,
-    mode: str,
-    batch_records: int = 1000,
-) -> list[str]:
-    raw, preds, dlq = topics
-    return [
-        "consume", "--mode", mode, "--broker", bootstrap, "--input-topic", raw,
-        "--output-topic", preds, "--deadletter-topic", dlq, "--consumer-group", group,
-        "--model-path", str(model_dir), "--batch-records", str(batch_records),
-        "--timeout-ms", "6000", "--reports-dir", str(tmp_path / "reports"),
-    ]  # fmt: skip
 
 
 @pytest.fixture
@@ -156,12 +134,10 @@ def test_scorer_survives_sigkill_loop(
     finally:
         committed.close()
     assert loop.mid_run == KILLS, f"only {loop.mid_run} kill(s) landed mid-stream"
-    # drain whatever is left, then stop on idle
+    # drain whatever is left, then stop on idle (the idle clock starts at the assignment)
+    drain = scorer_args(kafka_bootstrap, filled_topics, group, model_dir, tmp_path, "batch")
     final = subprocess.run(
-        cli(
-            *scorer_args(kafka_bootstrap, filled_topics, group, model_dir, tmp_path, "batch"),
-            *extra,
-        ),
+        cli(*drain, *extra, "--timeout-ms", str(DRAIN_IDLE_MS)),
         capture_output=True,
         text=True,
         timeout=300,
@@ -169,23 +145,15 @@ def test_scorer_survives_sigkill_loop(
     assert final.returncode == 0, final.stdout + final.stderr
 
     events = sent[0]
-    isolation = "read_committed" if exactly_once else "read_uncommitted"
-    records = read_topic(kafka_bootstrap, preds, expect=events, isolation=isolation)
-    sources = Counter(r.headers[SOURCE_HEADER] for r in records)
-    assert len(sources) == events, f"lost {events - len(sources)} input message(s)"
-    assert {r.json()["customerID"] for r in records} == {unique_id(i) for i in range(events)}
-    duplicates = len(records) - len(sources)
+    scored = read_predictions(kafka_bootstrap, preds, events, exactly_once=exactly_once)
     print(
         f"\n{'exactly' if exactly_once else 'at-least'}-once: {loop.attempts} SIGKILLs "
         f"({loop.mid_run} mid-stream), "
-        f"{len(records)} predictions for {events} events, {duplicates} duplicate(s)"
+        f"{len(scored.records)} predictions for {events} events, {scored.duplicates} duplicate(s)"
     )
-    if exactly_once:
-        assert duplicates == 0, f"{duplicates} duplicate(s) visible to read_committed readers"
-    else:
-        # at most the one uncommitted batch in flight at each kill is scored again
-        assert duplicates <= loop.attempts * BATCH_RECORDS[exactly_once]
-    assert read_topic(kafka_bootstrap, dlq, idle_s=1.0, isolation=isolation) == []
+    # at-least-once: at most the one uncommitted batch in flight at each kill is scored again
+    scored.check(max_duplicates=loop.attempts * BATCH_RECORDS[exactly_once])
+    assert_no_dead_letters(kafka_bootstrap, dlq, exactly_once=exactly_once)
 
 
 def test_batch_producer_survives_sigkill_loop(

@@ -46,7 +46,8 @@ pytestmark = pytest.mark.integration
 
 TopicFactory = Callable[..., str]
 ID = b"7590-VHVEG"
-IDLE = "0.8"
+#: Every letter is written before a command reads; this only ends each read once at the end.
+IDLE = "0.3"
 
 #: (key, value) -> reason code the scorer gives it.
 BAD: list[tuple[tuple[bytes | None, bytes | None], str]] = [
@@ -216,7 +217,8 @@ def _scenario(
     assert full["skipped"] == expected_skips
     out = read_topic(bootstrap, everything, expect=N_BAD + 1, idle_s=0.5)
     by_letter = {r.headers[REPLAY_OF_HEADER].decode(): r for r in out}
-    inputs = {f"{r.topic}:{r.partition}:{r.offset}": r for r in read_topic(bootstrap, raw)}
+    sent_raw = read_topic(bootstrap, raw, expect=len(GOOD) + N_BAD)
+    inputs = {f"{r.topic}:{r.partition}:{r.offset}": r for r in sent_raw}
     for letter in letters:
         if letter.headers["churnstream.error_code"] in (b"schema", b"too_large"):
             continue

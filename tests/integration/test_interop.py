@@ -19,13 +19,12 @@ from typing import Any
 
 import orjson
 import pytest
-from typer.testing import CliRunner
 
-from churnstream.cli import app
 from churnstream.events import stamp
 from churnstream.schemas import utc_now_iso
 from churnstream.streaming.events_producer import load_records
 from tests.conftest import CONTRACTS_DIR, REPO_ROOT
+from tests.integration.cli_runs import consume_args, invoke, produce_batch_args
 from tests.integration.kafka_io import read_topic, send_raw
 from tests.unit.test_schemas import EVENT
 
@@ -84,33 +83,14 @@ def legacy_read(
     return counts
 
 
-def invoke(args: list[str]) -> str:
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, f"{args}: {result.output}\n{result.exception!r}"
-    return result.output
-
-
 def produce_batch(bootstrap: str, topic: str, dataset: Path, tmp_path: Path) -> str:
-    return invoke(
-        [
-            "produce", "--mode", "batch", "--broker", bootstrap, "--topic", topic,
-            "--data-path", str(dataset), "--checkpoint-file", str(tmp_path / "ckpt.json"),
-            "--no-progress",
-        ]
-    )  # fmt: skip
+    return invoke(produce_batch_args(bootstrap, topic, dataset, tmp_path / "ckpt.json"))
 
 
 def consume_batch(
     bootstrap: str, raw: str, preds: str, dlq: str, model_dir: Path, *extra: str
 ) -> str:
-    return invoke(
-        [
-            "consume", "--mode", "batch", "--broker", bootstrap, "--input-topic", raw,
-            "--output-topic", preds, "--deadletter-topic", dlq,
-            "--consumer-group", f"g-{uuid.uuid4().hex[:8]}", "--model-path", str(model_dir),
-            "--timeout-ms", "4000", "--no-reports", *extra,
-        ]
-    )  # fmt: skip
+    return invoke([*consume_args(bootstrap, raw, preds, dlq, model_dir, None), *extra])
 
 
 def test_legacy_client_has_no_codec_libraries(legacy_python: Path) -> None:

@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from churnstream.cli import app
+from tests.integration.cli_runs import consume_args
 from tests.integration.kafka_io import send_raw
-from tests.integration.test_pipeline import consume_args
 from tests.unit.test_schemas import EVENT
 
 pytestmark = pytest.mark.integration
@@ -39,7 +39,7 @@ def test_dead_letter_warning_line_carries_topic_partition_offset_and_code(
         [
             "--log-format",
             "json",
-            *consume_args(kafka_bootstrap, raw, preds, dlq, model_dir, tmp_path),
+            *consume_args(kafka_bootstrap, raw, preds, dlq, model_dir, tmp_path / "reports"),
         ],
     )
     assert result.exit_code == 0, result.output

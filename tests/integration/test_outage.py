@@ -1,4 +1,8 @@
-"""Broker trouble, for real: each test runs its own embedded Apache Kafka and stops it."""
+"""Broker trouble, for real: the tests stop and start an embedded Apache Kafka of this
+module's own (``own_broker``), each on topics and a group of its own.
+
+The test that leaves the broker down comes last: a start costs 5-20 s on a shared machine.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -21,34 +26,40 @@ from churnstream.kafka import admin
 from churnstream.ops import devbroker
 from churnstream.settings import BrokerSettings, TopicSettings, load_settings
 from churnstream.streaming.events_producer import ProduceOptions, run_producer
-from tests.integration.kafka_io import read_topic, send_raw
+from tests.integration.kafka_io import CommittedOffsets, read_topic, send_raw
 from tests.unit.test_schemas import EVENT
 
 pytestmark = pytest.mark.integration
 
-RAW, PREDS, DLQ = "outage.raw", "outage.preds", "outage.dlq"
+
+@dataclass(frozen=True)
+class Outage:
+    broker: BrokerSettings
+    raw: str
+    preds: str
+    dlq: str
+    group: str
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap
 
 
 @pytest.fixture
-def own_broker(
-    embedded_settings: Callable[..., BrokerSettings], tmp_path: Path
-) -> Iterator[BrokerSettings]:
-    """A broker of this test's own, with the three topics, that the test may stop and start."""
-    settings = embedded_settings("kafka", tmp_path / "broker")
-    devbroker.start(settings)
-    kafka = load_settings(**{"kafka.bootstrap_servers": settings.bootstrap}).kafka
+def outage(own_broker: BrokerSettings) -> Outage:
+    """The module's broker, running, with three fresh topics and a fresh group name."""
+    tag = uuid.uuid4().hex[:8]
+    raw, preds, dlq = (f"outage-{tag}.{name}" for name in ("raw", "preds", "dlq"))
+    kafka = load_settings(**{"kafka.bootstrap_servers": own_broker.bootstrap}).kafka
     admin.create_topics(
         kafka,
         [
-            TopicSettings(name=RAW, partitions=3),
-            TopicSettings(name=PREDS, partitions=3),
-            TopicSettings(name=DLQ, partitions=1),
+            TopicSettings(name=raw, partitions=3),
+            TopicSettings(name=preds, partitions=3),
+            TopicSettings(name=dlq, partitions=1),
         ],
     )
-    try:
-        yield settings
-    finally:
-        devbroker.stop(settings)
+    return Outage(own_broker, raw, preds, dlq, f"outage-{tag}")
 
 
 def events(start: int, count: int) -> list[tuple[bytes | None, bytes | None]]:
@@ -59,22 +70,22 @@ def events(start: int, count: int) -> list[tuple[bytes | None, bytes | None]]:
     return out
 
 
-def scorer(bootstrap: str, model_dir: Path, tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
+def scorer(outage: Outage, model_dir: Path, tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
     argv = [
         sys.executable,
         "-m",
         "churnstream",
         "consume",
         "--broker",
-        bootstrap,
+        outage.bootstrap,
         "--input-topic",
-        RAW,
+        outage.raw,
         "--output-topic",
-        PREDS,
+        outage.preds,
         "--deadletter-topic",
-        DLQ,
+        outage.dlq,
         "--consumer-group",
-        "outage",
+        outage.group,
         "--model-path",
         str(model_dir),
         "--reports-dir",
@@ -95,12 +106,12 @@ def output_of(proc: subprocess.Popen[str], tmp_path: Path, timeout_s: float) -> 
 
 
 def test_scorer_started_while_broker_down_waits_then_scores(
-    own_broker: BrokerSettings, model_dir: Path, tmp_path: Path
+    outage: Outage, model_dir: Path, tmp_path: Path
 ) -> None:
-    send_raw(own_broker.bootstrap, RAW, events(0, 500))
-    devbroker.stop(own_broker)  # the data stays in its state dir
+    send_raw(outage.bootstrap, outage.raw, events(0, 500))
+    devbroker.stop(outage.broker)  # the data stays in its state dir
     proc = scorer(
-        own_broker.bootstrap,
+        outage,
         model_dir,
         tmp_path,
         "--mode",
@@ -117,55 +128,43 @@ def test_scorer_started_while_broker_down_waits_then_scores(
         assert proc.poll() is None, "the scorer gave up while it should be retrying"
         assert time.monotonic() < deadline, "the scorer never reported the broker down"
         time.sleep(0.2)
-    devbroker.start(own_broker)
+    devbroker.start(outage.broker)
     output = output_of(proc, tmp_path, 120)
     assert proc.returncode == 0, output
     assert "not reachable (attempt 1); retrying" in output
     assert "Traceback" not in output
     assert "consumed 500, scored 500" in output
-    assert len(read_topic(own_broker.bootstrap, PREDS, expect=500)) == 500
+    assert len(read_topic(outage.bootstrap, outage.preds, expect=500)) == 500
 
 
-def test_scorer_gives_up_after_connect_timeout_with_one_line(
-    own_broker: BrokerSettings, model_dir: Path, tmp_path: Path
+def wait_committed(
+    outage: Outage, target: int, proc: subprocess.Popen[str], timeout_s: float
 ) -> None:
-    devbroker.stop(own_broker)
-    started = time.monotonic()
-    proc = scorer(
-        own_broker.bootstrap, model_dir, tmp_path, "--mode", "batch", "--connect-timeout", "4"
-    )
-    output = output_of(proc, tmp_path, 60)
-    assert proc.returncode == 1, output
-    assert time.monotonic() - started < 30
-    errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "no Kafka broker answered" in errors[0], output
-    assert "Traceback" not in output
+    """Until the scorer's group has committed ``target`` offsets: all of them published."""
+    committed = CommittedOffsets(outage.bootstrap, outage.group, outage.raw)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while (done := committed()) < target:
+            assert proc.poll() is None, f"the scorer exited ({proc.returncode})"
+            assert time.monotonic() < deadline, f"{done} of {target} committed"
+            time.sleep(0.1)
+    finally:
+        committed.close()
 
 
 def test_scorer_survives_a_broker_restart_mid_stream(
-    own_broker: BrokerSettings, model_dir: Path, tmp_path: Path
+    outage: Outage, model_dir: Path, tmp_path: Path
 ) -> None:
-    bootstrap = own_broker.bootstrap
-    send_raw(bootstrap, RAW, events(0, 3000))
-    proc = scorer(bootstrap, model_dir, tmp_path, "--mode", "streaming", "--batch-records", "20")
+    bootstrap = outage.bootstrap
+    send_raw(bootstrap, outage.raw, events(0, 3000))
+    proc = scorer(outage, model_dir, tmp_path, "--mode", "streaming", "--batch-records", "20")
     try:
-        deadline = time.monotonic() + 60
-        while (
-            time.monotonic() < deadline
-            and len(read_topic(bootstrap, PREDS, idle_s=0.3, timeout_s=2)) < 100
-        ):
-            pass
-        devbroker.stop(own_broker)
+        wait_committed(outage, 100, proc, 60)
+        devbroker.stop(outage.broker)
         time.sleep(5)
-        devbroker.start(own_broker)
-        send_raw(bootstrap, RAW, events(3000, 2000))
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if (
-                len({r.headers[SOURCE_HEADER] for r in read_topic(bootstrap, PREDS, idle_s=1)})
-                >= 5000
-            ):
-                break
+        devbroker.start(outage.broker)
+        send_raw(bootstrap, outage.raw, events(3000, 2000))
+        wait_committed(outage, 5000, proc, 90)
         proc.send_signal(signal.SIGTERM)
         output = output_of(proc, tmp_path, 30)
     finally:
@@ -173,52 +172,54 @@ def test_scorer_survives_a_broker_restart_mid_stream(
             proc.kill()
     assert proc.returncode == 0, output
     assert "Traceback" not in output
-    sources = Counter(r.headers[SOURCE_HEADER] for r in read_topic(bootstrap, PREDS, expect=5000))
+    records = read_topic(bootstrap, outage.preds, expect=5000)
+    sources = Counter(r.headers[SOURCE_HEADER] for r in records)
     assert len(sources) == 5000, f"lost {5000 - len(sources)} across the restart:\n{output}"
 
 
-def test_producer_survives_a_broker_restart(own_broker: BrokerSettings, dataset_path: Path) -> None:
-    settings = load_settings(**{"kafka.bootstrap_servers": own_broker.bootstrap})
+def test_producer_survives_a_broker_restart(outage: Outage, dataset_path: Path) -> None:
+    settings = load_settings(**{"kafka.bootstrap_servers": outage.bootstrap})
     options = ProduceOptions(
         mode="streaming",
-        topic=RAW,
+        topic=outage.raw,
         data_path=dataset_path,
         events_per_sec=200,
         batch_size=500,
         checkpoint_file=Path("unused"),
         duration_s=12.0,
     )
+    broker = outage.broker
     bounce = threading.Timer(
-        3.0, lambda: (devbroker.stop(own_broker), time.sleep(4), devbroker.start(own_broker))
+        3.0, lambda: (devbroker.stop(broker), time.sleep(4), devbroker.start(broker))
     )
     bounce.start()
     summary = run_producer(settings, options, threading.Event())
     bounce.join()
     assert summary.failed == 0
-    records = read_topic(own_broker.bootstrap, RAW, expect=summary.sent)
+    records = read_topic(outage.bootstrap, outage.raw, expect=summary.sent)
     rows = Counter(r.headers[ROW_INDEX_HEADER] for r in records)
     assert len(records) == summary.sent  # every acknowledged event is there, once
     assert max(rows.values()) == 1
 
 
 def test_producer_reports_what_it_could_not_deliver(
-    own_broker: BrokerSettings,
+    outage: Outage,
     dataset_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("CHURNSTREAM_PRODUCER__DELIVERY_TIMEOUT_MS", "2000")
-    settings = load_settings(**{"kafka.bootstrap_servers": own_broker.bootstrap})
+    settings = load_settings(**{"kafka.bootstrap_servers": outage.bootstrap})
     options = ProduceOptions(
         mode="streaming",
-        topic=RAW,
+        topic=outage.raw,
         data_path=dataset_path,
         events_per_sec=100,
         batch_size=500,
         checkpoint_file=Path("unused"),
         duration_s=6.0,
     )
-    threading.Timer(2.0, lambda: devbroker.stop(own_broker)).start()
+    threading.Timer(2.0, lambda: devbroker.stop(outage.broker)).start()
     with caplog.at_level(logging.ERROR, logger="churnstream.kafka.producer"):
         summary = run_producer(settings, options, threading.Event())
     assert summary.failed > 0, "events sent while the broker was gone must count as failed"
@@ -228,7 +229,22 @@ def test_producer_reports_what_it_could_not_deliver(
     counts = [int(line.split()[0]) for line in lines]
     assert all(" failed: " in line and "(first: " in line for line in lines), lines
     assert sum(counts) == summary.failed, (lines, summary.failed)
-    devbroker.start(own_broker)
-    delivered = read_topic(own_broker.bootstrap, RAW, idle_s=2)
+    devbroker.start(outage.broker)
+    delivered = read_topic(outage.bootstrap, outage.raw, idle_s=2)
     assert len(delivered) == summary.sent
     assert summary.sent + summary.failed >= 500  # 6 s at 100/s, every one accounted for
+
+
+def test_scorer_gives_up_after_connect_timeout_with_one_line(
+    outage: Outage, model_dir: Path, tmp_path: Path
+) -> None:
+    """Last in the module: it leaves the broker down."""
+    devbroker.stop(outage.broker)
+    started = time.monotonic()
+    proc = scorer(outage, model_dir, tmp_path, "--mode", "batch", "--connect-timeout", "4")
+    output = output_of(proc, tmp_path, 60)
+    assert proc.returncode == 1, output
+    assert time.monotonic() - started < 30
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no Kafka broker answered" in errors[0], output
+    assert "Traceback" not in output

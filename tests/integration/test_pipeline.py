@@ -19,9 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from typer.testing import CliRunner
 
-from churnstream.cli import app
 from churnstream.data import load_dataset, read_table, validate_frame
 from churnstream.headers import REASONS_HEADER, ROW_INDEX_HEADER, SOURCE_HEADER
 from churnstream.model.contributions import top_reasons
@@ -31,6 +29,7 @@ from churnstream.schemas import DeadLetter, Prediction
 from churnstream.settings import load_settings
 from churnstream.streaming.checkpoint import load_checkpoint
 from churnstream.streaming.events_producer import ProduceOptions, run_producer
+from tests.integration.cli_runs import consume_args, invoke, produce_batch_args
 from tests.integration.kafka_io import read_topic, send_raw
 from tests.unit.test_schemas import EVENT, contract
 
@@ -43,44 +42,6 @@ def topics(topic_factory: TopicFactory) -> tuple[str, str, str]:
     return topic_factory(partitions=3), topic_factory(partitions=3), topic_factory(partitions=1)
 
 
-def invoke(args: list[str]) -> str:
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, f"{args}: {result.output}\n{result.exception!r}"
-    return result.output
-
-
-def consume_args(
-    broker: str,
-    raw: str,
-    preds: str,
-    dlq: str,
-    model_dir: Path,
-    tmp_path: Path,
-    group: str | None = None,
-) -> list[str]:
-    return [
-        "consume",
-        "--mode",
-        "batch",
-        "--broker",
-        broker,
-        "--input-topic",
-        raw,
-        "--output-topic",
-        preds,
-        "--deadletter-topic",
-        dlq,
-        "--consumer-group",
-        group or f"g-{uuid.uuid4().hex[:8]}",
-        "--model-path",
-        str(model_dir),
-        "--timeout-ms",
-        "4000",
-        "--reports-dir",
-        str(tmp_path / "reports"),
-    ]
-
-
 def batch_roundtrip(
     bootstrap: str,
     topic_factory: TopicFactory,
@@ -91,27 +52,11 @@ def batch_roundtrip(
     reasons: bool = False,
 ) -> None:
     raw, preds, dlq = topics(topic_factory)
-    out = invoke(
-        [
-            "produce",
-            "--mode",
-            "batch",
-            "--broker",
-            bootstrap,
-            "--topic",
-            raw,
-            "--data-path",
-            str(dataset_path),
-            "--batch-size",
-            "1000",
-            "--checkpoint-file",
-            str(tmp_path / "ckpt.json"),
-            "--no-progress",
-        ]
-    )
+    args = produce_batch_args(bootstrap, raw, dataset_path, tmp_path / "ckpt.json")
+    out = invoke([*args, "--batch-size", "1000"])
     assert "sent 7043, failed 0" in out
     extra = ["--reasons"] if reasons else []
-    out = invoke(consume_args(bootstrap, raw, preds, dlq, model_dir, tmp_path) + extra)
+    out = invoke(consume_args(bootstrap, raw, preds, dlq, model_dir, tmp_path / "reports") + extra)
     assert "consumed 7043, scored 7043, dead-lettered 0" in out
 
     records = read_topic(bootstrap, preds, expect=7043)
@@ -249,22 +194,7 @@ def test_batch_checkpoint_resume(
     rows = Counter(int(r.headers[ROW_INDEX_HEADER]) for r in records)
     assert len(records) == 7043 and set(rows) == set(range(7043)) and max(rows.values()) == 1
 
-    out = invoke(
-        [
-            "produce",
-            "--mode",
-            "batch",
-            "--broker",
-            kafka_bootstrap,
-            "--topic",
-            raw,
-            "--data-path",
-            str(dataset_path),
-            "--checkpoint-file",
-            str(ckpt),
-            "--no-progress",
-        ]
-    )
+    out = invoke(produce_batch_args(kafka_bootstrap, raw, dataset_path, ckpt))
     assert "already finished" in out
     assert len(read_topic(kafka_bootstrap, raw, idle_s=1.0)) == 7043
 
@@ -284,7 +214,7 @@ def test_mixed_batch_scores_good_and_dead_letters_bad(
         (None, b""),
     ]
     send_raw(kafka_bootstrap, raw, good[:10] + bad + good[10:])
-    out = invoke(consume_args(kafka_bootstrap, raw, preds, dlq, model_dir, tmp_path))
+    out = invoke(consume_args(kafka_bootstrap, raw, preds, dlq, model_dir, tmp_path / "reports"))
     assert "consumed 27, scored 20, dead-lettered 7" in out
 
     predictions = read_topic(kafka_bootstrap, preds, expect=20)
@@ -331,7 +261,7 @@ def test_batch_consume_returns_with_its_report_and_never_imports_the_heavy_libra
         raw,
         [(b"7590-VHVEG", orjson.dumps({**EVENT, "tenure": t})) for t in range(50)],
     )
-    args = consume_args(kafka_bootstrap, raw, preds, dlq, model_dir, tmp_path)
+    args = consume_args(kafka_bootstrap, raw, preds, dlq, model_dir, tmp_path / "reports")
     if extra:  # a champion and a shadow model, one transaction per batch
         args += [*extra, f"{preds}.shadow", "--shadow-model", str(model_dir)]
     # -X importtime: one stderr line per module the scorer process imported. Files, not
@@ -397,7 +327,7 @@ def test_sigterm_during_streaming_loses_nothing(
         threading.Event(),
     ).sent
     assert produced == 7043
-    args = consume_args(kafka_bootstrap, raw, preds, dlq, model_dir, tmp_path, group)
+    args = consume_args(kafka_bootstrap, raw, preds, dlq, model_dir, tmp_path / "reports", group)
     args[args.index("batch")] = "streaming"
     args += ["--batch-records", "200"]
     if exactly_once:
@@ -431,7 +361,7 @@ def test_sigterm_during_streaming_loses_nothing(
     assert windows and all(w.with_suffix(".md").is_file() for w in windows), output
     first_run = read_topic(kafka_bootstrap, preds, idle_s=1.0)
     # restart in batch mode with the same group: it scores only what was not committed
-    restart = consume_args(kafka_bootstrap, raw, preds, dlq, model_dir, tmp_path, group)
+    restart = consume_args(kafka_bootstrap, raw, preds, dlq, model_dir, tmp_path / "reports", group)
     invoke(restart + (["--exactly-once"] if exactly_once else []))
     everything = read_topic(kafka_bootstrap, preds, expect=7043)
     sources = Counter(r.headers[SOURCE_HEADER] for r in everything)

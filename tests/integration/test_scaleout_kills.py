@@ -15,28 +15,24 @@ import re
 import signal
 import subprocess
 import time
-import uuid
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from churnstream.headers import SOURCE_HEADER
-from tests.integration.kafka_io import CommittedOffsets, read_topic
 from tests.integration.scorers import (
-    Feeder,
+    KillLoop,
+    ScoredStream,
+    assert_no_dead_letters,
     consumed,
-    free_ports,
     kill_leftovers,
-    send_events,
+    read_predictions,
     stop_process,
     wait_drained,
     wait_until_scoring,
+    wide_env,
     worker_pids,
 )
-from tests.integration.streams import unique_id
-from tests.integration.test_crash import KillLoop, cli, scorer_args
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -51,7 +47,6 @@ TARGET_TIMEOUT_S = 120.0
 SCORING_TIMEOUT_S = 90.0
 #: The supervisor's stop grace period (20 s) plus the workers' own drain.
 STOP_TIMEOUT_S = 40.0
-TopicFactory = Callable[..., str]
 
 
 def kill_workers(
@@ -109,30 +104,19 @@ def wait_all_up(supervisor: subprocess.Popen[bytes], metrics_port: int) -> None:
 @pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
 def test_workers_survive_sigkills_and_partitions_move(
     exactly_once: bool,
-    kafka_bootstrap: str,
-    topic_factory: TopicFactory,
+    scored_stream: Callable[..., ScoredStream],
     model_dir: Path,
     tmp_path: Path,
 ) -> None:
-    raw, preds, dlq = topic_factory(PARTITIONS), topic_factory(PARTITIONS), topic_factory(1)
-    send_events(kafka_bootstrap, raw, 0, EVENTS)
-    group = f"scaleout-{uuid.uuid4().hex[:8]}"
-    port = free_ports(WORKERS)
-    argv = cli(
-        *scorer_args(
-            kafka_bootstrap, (raw, preds, dlq), group, model_dir, tmp_path, "streaming",
-            BATCH_RECORDS,
-        ),
-        "--no-reports", "--reload-interval", "0", "--metrics-port", str(port),
+    stream = scored_stream("scaleout", partitions=PARTITIONS, events=EVENTS, ports=WORKERS)
+    port, feeder, committed = stream.port, stream.feeder, stream.committed
+    argv = stream.argv(
+        model_dir, tmp_path, BATCH_RECORDS, "--metrics-port", str(port),
         "--workers", str(WORKERS), *(["--exactly-once"] if exactly_once else []),
     )  # fmt: skip
     out, err = tmp_path / "supervisor.out", tmp_path / "supervisor.err"
     with out.open("wb") as stdout, err.open("wb") as stderr:
-        # wide log lines, so that none is wrapped
-        env = {**os.environ, "COLUMNS": "240"}
-        supervisor = subprocess.Popen(argv, stdout=stdout, stderr=stderr, env=env)  # noqa: S603
-    feeder = Feeder(kafka_bootstrap, raw, group, EVENTS)
-    committed = CommittedOffsets(kafka_bootstrap, group, raw)
+        supervisor = subprocess.Popen(argv, stdout=stdout, stderr=stderr, env=wide_env())  # noqa: S603
     seen: set[int] = set()
     try:
         feeder.start()
@@ -149,11 +133,9 @@ def test_workers_survive_sigkills_and_partitions_move(
         code = stop_process(supervisor, STOP_TIMEOUT_S)
         stop_s = time.monotonic() - started
     finally:
-        feeder.stop_event.set()
-        committed.close()
         if supervisor.poll() is None:
             stop_process(supervisor, STOP_TIMEOUT_S)
-        kill_leftovers(seen, group)
+        kill_leftovers(seen, stream.group)
     log = err.read_text(errors="replace")
     final = out.read_text(errors="replace").strip().splitlines()[-1]
     assert loop.mid_run == KILLS, f"only {loop.mid_run} kill(s) landed mid-stream"
@@ -169,21 +151,13 @@ def test_workers_survive_sigkills_and_partitions_move(
     assert restarts >= loop.attempts  # every killed worker came back
     assert len(re.findall(r"restarting in [0-9.]+ s", log)) == restarts
 
-    isolation = "read_committed" if exactly_once else "read_uncommitted"
-    records = read_topic(kafka_bootstrap, preds, expect=events, isolation=isolation, timeout_s=120)
-    sources = Counter(r.headers[SOURCE_HEADER] for r in records)
-    duplicates = len(records) - len(sources)
+    scored = read_predictions(stream.bootstrap, stream.preds, events, exactly_once=exactly_once)
     print(
         f"\n{'exactly' if exactly_once else 'at-least'}-once, {WORKERS} workers: "
         f"{loop.attempts} SIGKILLs ({loop.mid_run} mid-stream), {events} events, "
-        f"{len(records)} predictions, {duplicates} duplicate(s), {restarts} restart(s), "
-        f"stopped in {stop_s:.1f}s"
+        f"{len(scored.records)} predictions, {scored.duplicates} duplicate(s), "
+        f"{restarts} restart(s), stopped in {stop_s:.1f}s"
     )
-    assert len(sources) == events, f"lost {events - len(sources)} input message(s)"
-    assert {r.json()["customerID"] for r in records} == {unique_id(i) for i in range(events)}
-    if exactly_once:
-        assert duplicates == 0, f"{duplicates} duplicate(s) visible to read_committed readers"
-    else:
-        # the uncommitted batch in flight at each kill is scored again by the new owner
-        assert duplicates <= loop.attempts * BATCH_RECORDS
-    assert read_topic(kafka_bootstrap, dlq, idle_s=1.0, isolation=isolation) == []
+    # at-least-once: the uncommitted batch in flight at each kill is scored again by the new owner
+    scored.check(max_duplicates=loop.attempts * BATCH_RECORDS)
+    assert_no_dead_letters(stream.bootstrap, stream.dlq, exactly_once=exactly_once)

@@ -22,14 +22,15 @@ from tests.integration.kafka_io import CommittedOffsets, read_topic
 from tests.integration.scorers import (
     Feeder,
     alive,
+    cli,
     free_ports,
     kill_leftovers,
+    scorer_args,
     send_events,
     wait_until_scoring,
     worker_pids,
 )
 from tests.integration.streams import unique_id
-from tests.integration.test_crash import cli, scorer_args
 
 pytestmark = [
     pytest.mark.integration,

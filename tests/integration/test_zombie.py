@@ -12,14 +12,11 @@ rejoin the group and score on, or exit with one error line and no traceback.
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import signal
 import subprocess
 import time
-import uuid
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,19 +26,16 @@ import pytest
 from confluent_kafka import ConsumerGroupState
 from confluent_kafka.admin import AdminClient
 
-from churnstream.headers import SOURCE_HEADER
-from tests.integration.kafka_io import CommittedOffsets, read_topic
 from tests.integration.scorers import (
-    Feeder,
+    ScoredStream,
+    assert_no_dead_letters,
     consumed,
-    free_ports,
-    send_events,
+    read_predictions,
     stop_process,
     wait_drained,
     wait_until_scoring,
+    wide_env,
 )
-from tests.integration.streams import unique_id
-from tests.integration.test_crash import cli, scorer_args
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -55,7 +49,6 @@ TAKEOVER_TIMEOUT_S = 60.0
 #: How long the resumed zombie has to rejoin and score, or to exit.
 OBSERVE_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 40.0
-TopicFactory = Callable[..., str]
 
 
 @dataclass(frozen=True)
@@ -135,31 +128,24 @@ def fencing_evidence(output: str) -> list[str]:
 @pytest.mark.parametrize("pause", list(PAUSES.values()), ids=list(PAUSES))
 def test_a_frozen_exactly_once_scorer_is_fenced(
     pause: Pause,
-    kafka_bootstrap: str,
-    topic_factory: TopicFactory,
+    scored_stream: Callable[..., ScoredStream],
     model_dir: Path,
     tmp_path: Path,
 ) -> None:
-    raw, preds, dlq = topic_factory(PARTITIONS), topic_factory(PARTITIONS), topic_factory(1)
-    send_events(kafka_bootstrap, raw, 0, EVENTS)
-    group = f"zombie-{uuid.uuid4().hex[:8]}"
-    port = free_ports(2)
-    env = {**os.environ, "COLUMNS": "240"}
+    stream = scored_stream("zombie", partitions=PARTITIONS, events=EVENTS, ports=2)
+    port, group, feeder, committed = stream.port, stream.group, stream.feeder, stream.committed
+    env = wide_env()
     if pause.max_poll_interval_ms is not None:
         env["CHURNSTREAM_KAFKA__LIBRDKAFKA_CONSUMER"] = orjson.dumps(
             {"max.poll.interval.ms": pause.max_poll_interval_ms}
         ).decode()
-    base = scorer_args(
-        kafka_bootstrap, (raw, preds, dlq), group, model_dir, tmp_path, "streaming", BATCH_RECORDS
-    )
     logs = [tmp_path / "zombie.log", tmp_path / "survivor.log"]
     procs = [
         start_scorer(
-            cli(
-                *base,
-                "--no-reports",
-                "--reload-interval",
-                "0",
+            stream.argv(
+                model_dir,
+                tmp_path,
+                BATCH_RECORDS,
                 "--exactly-once",
                 "--transactional-id",
                 f"{group}-{i}",
@@ -168,13 +154,11 @@ def test_a_frozen_exactly_once_scorer_is_fenced(
             ),
             logs[i],
             env,
-        )  # fmt: skip
+        )
         for i in range(2)
     ]
     zombie, survivor = procs
-    feeder = Feeder(kafka_bootstrap, raw, group, EVENTS)
-    committed = CommittedOffsets(kafka_bootstrap, group, raw)
-    coordinator = Group(kafka_bootstrap, group)
+    coordinator = Group(stream.bootstrap, group)
     rng = random.Random(20261127)
     try:
         feeder.start()
@@ -210,17 +194,12 @@ def test_a_frozen_exactly_once_scorer_is_fenced(
         wait_drained(committed, events, [p for p in procs if p.poll() is None])
         codes = [stop_process(p, STOP_TIMEOUT_S) for p in procs]
     finally:
-        feeder.stop_event.set()
-        committed.close()
         for proc in procs:
             if proc.poll() is None:
                 stop_process(proc, STOP_TIMEOUT_S)
 
     zombie_log, survivor_log = (log.read_text(errors="replace") for log in logs)
-    records = read_topic(kafka_bootstrap, preds, expect=events, isolation="read_committed",
-                         timeout_s=120)  # fmt: skip
-    sources = Counter(r.headers[SOURCE_HEADER] for r in records)
-    duplicates = len(records) - len(sources)
+    scored = read_predictions(stream.bootstrap, stream.preds, events, exactly_once=True)
     errors = [line for line in zombie_log.splitlines() if line.startswith("error: ")]
     if outcome is None:
         fate = f"rejoined and scored on, exit {codes[0]} on SIGTERM"
@@ -233,18 +212,16 @@ def test_a_frozen_exactly_once_scorer_is_fenced(
     print(
         f"\nzombie, {limits}SIGSTOP {frozen_s:.1f}s: survivor had all {PARTITIONS} partitions "
         f"{takeover_s:.1f}s after the SIGSTOP and scored on; zombie {fate}; {events} events, "
-        f"{len(records)} predictions, {duplicates} duplicate(s)"
+        f"{len(scored.records)} predictions, {scored.duplicates} duplicate(s)"
     )
     for line in evidence[:4]:
         print(f"  zombie: {line[:200]}")
     assert "Traceback" not in zombie_log, zombie_log[-4000:]
     assert "Traceback" not in survivor_log, survivor_log[-4000:]
-    assert len(sources) == events, f"lost {events - len(sources)} input message(s)"
-    assert {r.json()["customerID"] for r in records} == {unique_id(i) for i in range(events)}
-    assert duplicates == 0, f"{duplicates} duplicate(s) visible to read_committed readers"
+    scored.check()  # nothing lost, nothing doubled
     assert codes[1] == 0, f"survivor exit {codes[1]}:\n{survivor_log[-3000:]}"
     if outcome is None:
         assert codes[0] == 0, f"zombie exit {codes[0]} on SIGTERM:\n{zombie_log[-3000:]}"
     else:
         assert outcome != 0 and len(errors) == 1, zombie_log[-3000:]  # one line, non-zero
-    assert read_topic(kafka_bootstrap, dlq, idle_s=1.0) == []
+    assert_no_dead_letters(stream.bootstrap, stream.dlq, exactly_once=True)
