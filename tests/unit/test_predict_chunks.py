@@ -15,6 +15,7 @@ import pytest
 
 from churnstream import predict
 from churnstream.data import read_table
+from churnstream.exceptions import DataError
 from churnstream.model.scorer import Scorer
 from churnstream.predict import DEFAULT_CHUNK_ROWS, predict_file, score_frame
 from churnstream.settings import Settings
@@ -148,3 +149,18 @@ def test_memory_is_one_chunk_whatever_the_file_size(
     # Four times the rows, (nearly) the same peak: what is held is one chunk, not the file.
     # Read whole, the peak grows with the file (about 4x here).
     assert peaks[large] < 1.5 * peaks[small], peaks
+
+
+def test_a_file_that_breaks_midway_leaves_the_old_output(
+    tmp_path: Path, scorer: Scorer, dataset_path: Path
+) -> None:
+    lines = dataset_path.read_text().splitlines()[:3001]
+    lines[2500] += ",two,more"  # a parse error in the third 1,000-row chunk
+    source = tmp_path / "broken.csv"
+    source.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.csv"
+    out.write_text("the previous run\n")
+    with pytest.raises(DataError, match="cannot read"):
+        predict_file(source, out, scorer, chunk_rows=1000)
+    assert out.read_text() == "the previous run\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.csv", "out.csv"]
