@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,6 +161,50 @@ def read_table(path: Path) -> pd.DataFrame:
         return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
+
+
+def iter_table(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """:func:`read_table` in chunks of at most ``chunk_rows`` rows, in file order, so that a
+    file of any size is read in bounded memory. Always yields at least one chunk (an empty
+    one, with the columns, for a file without rows)."""
+    if not path.is_file():
+        raise DataError(f"{path} does not exist")
+    try:
+        if path.suffix.lower() == ".parquet":
+            yield from _parquet_chunks(path, chunk_rows)
+        else:
+            yield from _csv_chunks(path, chunk_rows)
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+
+
+def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    # The options are read_table's: every cell the text it is ("NA" is a value, not a null).
+    with pd.read_csv(
+        path, dtype=str, keep_default_na=False, na_filter=False, chunksize=chunk_rows
+    ) as reader:
+        empty = True
+        for chunk in reader:
+            empty = False
+            yield chunk
+    if empty:
+        yield pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, nrows=0)
+
+
+def _parquet_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    # Imported here: most users of this module never read Parquet.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path) as parquet:
+        empty = True
+        for batch in parquet.iter_batches(batch_size=chunk_rows):
+            empty = False
+            # Through a Table, whose schema keeps the file's pandas metadata (a stored index
+            # is restored as the index, as pd.read_parquet does, not read as a column).
+            yield as_text(pa.Table.from_batches([batch]).to_pandas())
+        if empty:
+            yield as_text(parquet.schema_arrow.empty_table().to_pandas())
 
 
 def as_text(frame: pd.DataFrame) -> pd.DataFrame:

@@ -11,7 +11,9 @@ import contextlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 logger = logging.getLogger(__name__)
 
@@ -46,14 +48,32 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = FILE_MODE) -> Pat
     The parent directory must exist. On any failure the target is untouched and the
     temporary file is removed.
     """
-    temp = write_temp(path.parent, data, mode=mode, name=path.name)
+    with atomic_writer(path, mode=mode) as handle:
+        handle.write(data)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path, *, mode: int = FILE_MODE) -> Iterator[BinaryIO]:
+    """The atomic write for a file produced piece by piece (too large to hold in memory).
+
+    Yields a binary handle on a temporary file beside ``path``; when the block ends without
+    an exception the file is fsynced and replaces ``path``. On any failure the target is
+    untouched and the temporary file is removed.
+    """
+    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temp = Path(temp_name)
     try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
-    return path
 
 
 def atomic_write_text(

@@ -8,20 +8,22 @@ the reason.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import orjson
 import pandas as pd
 from pydantic import ValidationError
 
-from churnstream.data import REJECT_REASON_COLUMN, read_table, validate_frame
+from churnstream.data import REJECT_REASON_COLUMN, iter_table, validate_frame
 from churnstream.exceptions import DataError, InvalidEventError, ModelError
-from churnstream.files import atomic_write_bytes, atomic_write_text
+from churnstream.files import atomic_writer
 from churnstream.model.contributions import TOP_REASONS, TopReasons
 from churnstream.model.features import from_frame
 from churnstream.model.scorer import Scorer
@@ -31,7 +33,14 @@ from churnstream.scoring.encode import NEGATIVE_LABEL, POSITIVE_LABEL, encode_pr
 from churnstream.scoring.infer import Predict, score_features
 from churnstream.scoring.reasons import Explain, reasons_of
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
 logger = logging.getLogger(__name__)
+
+#: Rows read, scored and written at a time by :func:`predict_file` (``predict.chunk_rows``).
+DEFAULT_CHUNK_ROWS = 50_000
 
 OUTPUT_COLUMNS = ("churn_probability", "prediction", "model_version")
 #: With reasons, each scored row also gets these: ``feature=value (+contribution)``, the
@@ -55,16 +64,6 @@ class PredictResult:
 def _check_suffix(path: Path, role: str) -> None:
     if path.suffix.lower() not in SUPPORTED_SUFFIXES:
         raise DataError(f"{role} {path} must end in .csv or .parquet")
-
-
-def _write_table(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".parquet":
-        buffer = io.BytesIO()
-        frame.to_parquet(buffer, index=False)
-        atomic_write_bytes(path, buffer.getvalue())
-    else:
-        atomic_write_text(path, frame.to_csv(index=False))
 
 
 def rejects_path_for(output: Path) -> Path:
@@ -120,40 +119,109 @@ def predict_file(
     *,
     rejects_path: Path | None = None,
     reasons: bool = True,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> PredictResult:
     """Score every valid row of a CSV/Parquet file; write rejects with their reason.
 
     With ``reasons`` (and a model that can give them) the scored rows also get the
-    :data:`REASON_COLUMNS`.
+    :data:`REASON_COLUMNS`. The file is read, scored and written ``chunk_rows`` rows at a
+    time, so memory stays flat whatever its size; the files are the same as scoring it whole
+    (CSV byte for byte; Parquet the same table, one row group per chunk). Both appear only
+    complete: each is written to a temporary file that replaces the target at the end.
     """
     _check_suffix(input_path, "input")
     _check_suffix(output_path, "output")
+    if chunk_rows < 1:
+        raise DataError(f"chunk_rows must be at least 1, got {chunk_rows}")
     started = time.perf_counter()
-    out, rejects = score_frame(
-        read_table(input_path),
-        scorer.predict_features,
-        threshold=scorer.threshold,
-        model_version=scorer.version,
-        explain=scorer.explain_features if reasons and scorer.explains else None,
-    )
-    _write_table(out, output_path)
-
-    written_rejects: Path | None = None
-    if len(rejects):
-        written_rejects = rejects_path or rejects_path_for(output_path)
-        _write_table(rejects, written_rejects)
-        logger.warning(
-            "%d row(s) rejected, first: %s", len(rejects), rejects[REJECT_REASON_COLUMN].iloc[0]
-        )
-    churn_rate = float((out["prediction"] == "Yes").mean()) if len(out) else 0.0
+    explain = scorer.explain_features if reasons and scorer.explains else None
+    written_rejects = rejects_path or rejects_path_for(output_path)
+    scored = rejected = churned = 0
+    first_reason = ""
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as files:
+        output = _TableSink(output_path, files)
+        rejects_sink = _TableSink(written_rejects, files)
+        for raw in iter_table(input_path, chunk_rows):
+            out, rejects = score_frame(
+                raw,
+                scorer.predict_features,
+                threshold=scorer.threshold,
+                model_version=scorer.version,
+                explain=explain,
+            )
+            output.write(out)
+            scored += len(out)
+            churned += int((out["prediction"] == POSITIVE_LABEL).sum())
+            if len(rejects):
+                written_rejects.parent.mkdir(parents=True, exist_ok=True)
+                rejects_sink.write(rejects)
+                first_reason = first_reason or str(rejects[REJECT_REASON_COLUMN].iloc[0])
+                rejected += len(rejects)
+        output.finish()
+        rejects_sink.finish()
+    if rejected:
+        logger.warning("%d row(s) rejected, first: %s", rejected, first_reason)
     return PredictResult(
         output=output_path,
-        rejects=written_rejects,
-        scored=len(out),
-        rejected=len(rejects),
-        churn_rate=churn_rate,
+        rejects=written_rejects if rejected else None,
+        scored=scored,
+        rejected=rejected,
+        churn_rate=churned / scored if scored else 0.0,
         seconds=time.perf_counter() - started,
     )
+
+
+class _TableSink:
+    """One output table written chunk by chunk, through the atomic write (opened at the
+    first chunk, so that a table that never gets a row is never created).
+
+    CSV: the header once, then each chunk's rows, as ``to_csv`` writes them (so the bytes
+    are those of the whole frame). Parquet: one ``ParquetWriter`` with the schema of the
+    first chunk that has rows (an empty chunk's text columns have no Arrow type yet); a
+    table with no row at all is written as ``to_parquet`` writes an empty frame.
+    """
+
+    def __init__(self, path: Path, files: contextlib.ExitStack) -> None:
+        self._path = path
+        self._files = files
+        self._parquet = path.suffix.lower() == ".parquet"
+        self._handle: BinaryIO | None = None
+        self._writer: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+        self._empty: pd.DataFrame | None = None
+
+    def _open(self) -> BinaryIO:
+        if self._handle is None:
+            self._handle = self._files.enter_context(atomic_writer(self._path))
+        return self._handle
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if not self._parquet:
+            first = self._handle is None
+            self._open().write(frame.to_csv(index=False, header=first).encode())
+            return
+        if not len(frame):
+            if self._empty is None:
+                self._empty = frame
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False)
+        if self._writer is None:
+            self._schema = table.schema
+            # The writer's defaults are to_parquet's (snappy, one row group per write).
+            self._writer = pq.ParquetWriter(self._open(), table.schema, compression="snappy")
+            self._files.callback(self._writer.close)
+        self._writer.write_table(table)
+
+    def finish(self) -> None:
+        """Write the empty table if no chunk had a row (the file is then just as before)."""
+        if self._parquet and self._writer is None and self._empty is not None:
+            buffer = io.BytesIO()
+            self._empty.to_parquet(buffer, index=False)
+            self._open().write(buffer.getvalue())
 
 
 def _reason_cells(reasons: TopReasons | None, rows: int) -> list[list[str]]:

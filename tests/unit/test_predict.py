@@ -7,6 +7,7 @@ typed frame (``Scorer.predict_proba``), labelled at the threshold, and one pydan
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -25,7 +26,6 @@ from churnstream.model.scorer import Scorer
 from churnstream.predict import (
     REASON_COLUMNS,
     UNSCORED_REASON,
-    _write_table,
     parse_record,
     predict_file,
     predict_record,
@@ -33,6 +33,16 @@ from churnstream.predict import (
 from churnstream.schemas import FEATURE_COLUMNS, Prediction, dump_body
 from tests.unit.test_data import GOOD, HEADER, NEW_CUSTOMER
 from tests.unit.test_schemas import EVENT
+
+
+def write_whole(frame: pd.DataFrame, path: Path) -> None:
+    """The table written whole, as ``predict`` wrote it before it wrote in chunks."""
+    if path.suffix == ".parquet":
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        path.write_bytes(buffer.getvalue())
+    else:
+        path.write_text(frame.to_csv(index=False))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +66,7 @@ def test_output_file_is_what_the_pipeline_gave(
     expected["prediction"] = np.where(probability >= scorer.threshold, "Yes", "No").astype(object)
     expected["model_version"] = pd.Series(scorer.version, index=expected.index).to_numpy()
     pinned = tmp_path / f"expected{suffix}"
-    _write_table(expected, pinned)
+    write_whole(expected, pinned)
     if suffix == ".csv":
         assert out.read_bytes() == pinned.read_bytes()
     else:

@@ -106,7 +106,12 @@ def predict(
             raise DataError(f"{input_path} does not exist")
         scorer = Scorer.load(models)
         result = predict_file(
-            input_path, output_path, scorer, rejects_path=rejects_path, reasons=reasons
+            input_path,
+            output_path,
+            scorer,
+            rejects_path=rejects_path,
+            reasons=reasons,
+            chunk_rows=settings.predict.chunk_rows,
         )
     rejects = f", rejects in {result.rejects}" if result.rejects else ""
     typer.echo(

@@ -27,6 +27,7 @@ from churnstream.settings.sections import (
     ModelSettings,
     ObservabilitySettings,
     PathsSettings,
+    PredictSettings,
     ProducerSettings,
     ScoringSettings,
     SparkSettings,
@@ -57,6 +58,7 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     spark: SparkSettings = SparkSettings()
     scoring: ScoringSettings = ScoringSettings()
+    predict: PredictSettings = PredictSettings()
     paths: PathsSettings = PathsSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     api: ApiSettings = ApiSettings()

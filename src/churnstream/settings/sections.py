@@ -114,6 +114,13 @@ class ModelSettings(_Frozen):
     cv_folds: int = Field(default=5, ge=2)
 
 
+class PredictSettings(_Frozen):
+    """`churnstream predict` over files (the pandas engine)."""
+
+    #: Rows read, scored and written at a time: memory grows with this, not with the file.
+    chunk_rows: int = Field(default=50_000, ge=1)
+
+
 class ScoringSettings(_Frozen):
     """The scoring core's fast check: ``auto`` uses the native extension (built from
     ``native/`` by ``make setup``) where it is installed, else Python; ``native`` insists on
