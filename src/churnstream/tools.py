@@ -63,10 +63,15 @@ def run_tool(
         raise error(f"{doing} failed: cannot run {tool}: {exc.strerror or exc}") from None
 
 
+#: A Java stack trace's frame lines: a JVM tool's error message is above them, not in them.
+_JAVA_FRAME = re.compile(r"^(at \S+\(.*\)|\.\.\. \d+ more)$")
+
+
 def failure_detail(output: str, returncode: int, count: int) -> str:
-    """A failed tool's last ``count`` non-blank lines of ``output``, joined by `` | ``; its
-    exit status when it printed nothing."""
+    """A failed tool's last ``count`` non-blank lines of ``output`` that are not Java stack
+    frames, joined by `` | ``; its exit status when it printed nothing else."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
+    lines = [line for line in lines if not _JAVA_FRAME.match(line)]
     return " | ".join(lines[-count:]) or f"exit {returncode}"
 
 

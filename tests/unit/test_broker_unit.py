@@ -239,6 +239,37 @@ def test_failure_detail_quotes_the_last_lines_or_the_exit_status() -> None:
     assert failure_detail("\n  \n", 7, 2) == "exit 7"
 
 
+def test_failure_detail_keeps_a_java_error_above_its_stack_frames() -> None:
+    # StorageTool's output in a CI run: the frames alone said nothing about the cause.
+    output = (
+        'Exception in thread "main" java.lang.IllegalArgumentException: requirement failed:'
+        " Each listener must have a different port\n"
+        "\tat scala.Predef$.require(Predef.scala:337)\n"
+        "\tat scala.Option.flatMap(Option.scala:283)\n"
+        "\tat kafka.tools.StorageTool$.main(StorageTool.scala:46)\n"
+        "\t... 3 more\n"
+    )
+    assert failure_detail(output, 1, 5).endswith("Each listener must have a different port")
+
+
+def test_the_controller_port_avoids_the_extra_listeners_ports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A free port picked for an extra listener is not bound yet, so the OS can offer it again
+    for the controller: that collision failed a secured broker's format in a CI run."""
+    from churnstream.ops.devbroker import config, probe
+
+    offered = iter([41001, 41002, 41003])
+    monkeypatch.setattr(probe, "find_free_port", lambda host="127.0.0.1": next(offered))
+    settings = BrokerSettings(port=41000)
+    _, port = config.kafka_identity(settings, tmp_path, [41001, 41002])
+    assert port == 41003
+    # A remembered controller port that an extra listener now uses is chosen again, too.
+    offered = iter([41004])
+    _, again = config.kafka_identity(settings, tmp_path, [41003])
+    assert again == 41004
+
+
 def test_maven_error_picks_the_first_real_error() -> None:
     output = (
         "\x1b[0m\x1b[0m[INFO] Scanning\n"

@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -147,8 +147,14 @@ def new_cluster_id() -> str:
             return cid
 
 
-def kafka_identity(settings: BrokerSettings, state_dir: Path) -> tuple[str, int]:
-    """The cluster id and controller port, chosen once and remembered in ``kafka.json``."""
+def kafka_identity(
+    settings: BrokerSettings, state_dir: Path, other_ports: Collection[int] = ()
+) -> tuple[str, int]:
+    """The cluster id and controller port, chosen once and remembered in ``kafka.json``.
+
+    The port is never the broker's or one of ``other_ports`` (extra listeners' ports, picked
+    free but not yet bound, so the OS may hand the same one out again).
+    """
     path = state_dir / KAFKA_STATE_FILE
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
@@ -159,12 +165,14 @@ def kafka_identity(settings: BrokerSettings, state_dir: Path) -> tuple[str, int]
     data_dir = state_dir / KAFKA_DATA_DIR
     cluster_id = _formatted_cluster_id(data_dir) or saved.get("cluster_id") or new_cluster_id()
     port = settings.controller_port or saved.get("controller_port")
+    avoid = {settings.port, *other_ports}
     if not isinstance(port, int) or (
-        settings.controller_port is None and not port_is_free(settings.host, port)
+        settings.controller_port is None
+        and (port in avoid or not port_is_free(settings.host, port))
     ):
         if isinstance(port, int):
             logger.info("remembered controller port %d is taken; choosing another", port)
-        port = free_port_except(settings.host, settings.port)
+        port = free_port_except(settings.host, avoid)
     if saved != {"cluster_id": cluster_id, "controller_port": port}:
         path.write_text(
             json.dumps({"cluster_id": cluster_id, "controller_port": port}), encoding="utf-8"

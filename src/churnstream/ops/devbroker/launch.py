@@ -44,9 +44,11 @@ def prepare_kafka(
     if java is None:  # the engine choice checked, but PATH may have changed since
         raise BrokerError("engine kafka needs Java 17+ on PATH ('java' not found)")
     jars_dir = jars.fetch_jars(settings)  # a no-op once the jars are complete
-    cluster_id, controller_port = config.kafka_identity(settings, state_dir)
-    check_port_free(settings.host, controller_port, state_dir, what="controller listener")
     extras = extras or config.KafkaExtras()
+    cluster_id, controller_port = config.kafka_identity(
+        settings, state_dir, [listener.port for listener in extras.listeners]
+    )
+    check_port_free(settings.host, controller_port, state_dir, what="controller listener")
     for listener in extras.listeners:
         check_port_free(settings.host, listener.port, state_dir, what=f"{listener.name} listener")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 from confluent_kafka import KafkaException
@@ -27,11 +28,11 @@ def find_free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def free_port_except(host: str, avoid: int) -> int:
-    """:func:`find_free_port`, never ``avoid``."""
+def free_port_except(host: str, avoid: Collection[int]) -> int:
+    """:func:`find_free_port`, never one of ``avoid`` (ports chosen but not yet bound)."""
     while True:
         port = find_free_port(host)
-        if port != avoid:
+        if port not in avoid:
             return port
 
 
