@@ -243,13 +243,14 @@ def test_failure_detail_keeps_a_java_error_above_its_stack_frames() -> None:
     # StorageTool's output in a CI run: the frames alone said nothing about the cause.
     output = (
         'Exception in thread "main" java.lang.IllegalArgumentException: requirement failed:'
-        " Each listener must have a different port\n"
+        " If you have two listeners on the same port then one needs to be IPv4 and the other"
+        " IPv6, port: 54183\n"
         "\tat scala.Predef$.require(Predef.scala:337)\n"
         "\tat scala.Option.flatMap(Option.scala:283)\n"
         "\tat kafka.tools.StorageTool$.main(StorageTool.scala:46)\n"
         "\t... 3 more\n"
     )
-    assert failure_detail(output, 1, 5).endswith("Each listener must have a different port")
+    assert failure_detail(output, 1, 5).endswith("the other IPv6, port: 54183")
 
 
 def test_the_controller_port_avoids_the_extra_listeners_ports(
