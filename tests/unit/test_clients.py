@@ -67,6 +67,24 @@ def test_group_members_and_offset_readers_use_the_settings_recipes() -> None:
 
 
 @pytest.mark.usefixtures("built")
+def test_the_scorer_consumer_bounds_its_fetches_and_prefetch_queue_unless_overridden() -> None:
+    # The memory defaults measured in docs/benchmarks.md ("Memory: where the scorer's RSS
+    # goes"): librdkafka's own (1 MB per partition, a 64 MB queue) cost the scorer RSS.
+    conf = conf_of(clients.consumer(settings(), "scorer"))
+    assert conf["max.partition.fetch.bytes"] == 262_144
+    assert conf["queued.max.messages.kbytes"] == 16_384
+    kafka = KafkaSettings(
+        bootstrap_servers="b:9092", librdkafka_consumer={"max.partition.fetch.bytes": 1_048_576}
+    )
+    typed = Settings(kafka=kafka).model_copy(
+        update={"consumer": Settings().consumer.model_copy(update={"queued_max_kbytes": 4096})}
+    )
+    overridden = conf_of(clients.consumer(typed, "scorer"))
+    assert overridden["max.partition.fetch.bytes"] == "1048576"
+    assert overridden["queued.max.messages.kbytes"] == 4096
+
+
+@pytest.mark.usefixtures("built")
 def test_producers_are_idempotent_and_transactional_on_request() -> None:
     s = settings()
     plain = conf_of(clients.producer(s))
