@@ -28,18 +28,25 @@ def write_temp(directory: Path, data: bytes, *, mode: int = FILE_MODE, name: str
     The first half of an atomic write, for callers that publish the file themselves (with
     ``os.link`` to claim a name that must not exist yet, say).
     """
+    with _temp_file(directory, name, mode) as (temp, handle):
+        handle.write(data)
+    return temp
+
+
+@contextlib.contextmanager
+def _temp_file(directory: Path, name: str, mode: int) -> Iterator[tuple[Path, BinaryIO]]:
+    """A new temporary file in ``directory``, fsynced when the block ends; removed if it fails."""
     fd, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
     temp = Path(temp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)
-            handle.write(data)
+            yield temp, handle
             handle.flush()
             os.fsync(handle.fileno())
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    return temp
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, mode: int = FILE_MODE) -> Path:
@@ -61,14 +68,9 @@ def atomic_writer(path: Path, *, mode: int = FILE_MODE) -> Iterator[BinaryIO]:
     an exception the file is fsynced and replaces ``path``. On any failure the target is
     untouched and the temporary file is removed.
     """
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    temp = Path(temp_name)
+    with _temp_file(path.parent, path.name, mode) as (temp, handle):
+        yield handle
     try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
