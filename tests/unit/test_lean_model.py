@@ -131,6 +131,18 @@ def test_a_version_without_arrays_asks_for_model_export(models: Path) -> None:
     assert LeanScorer.load(models).version == _version(models).name
 
 
+def test_the_demo_exports_a_model_trained_before_exports(models: Path) -> None:
+    from churnstream.ops.demo import ensure_exported
+
+    said: list[str] = []
+    assert not ensure_exported(models, say=said.append)  # already exported: nothing to do
+    (_version(models) / COMPILED_FILE).unlink()
+    _edit(models, lambda m: m.pop(COMPILED_KEY))
+    assert ensure_exported(models, say=said.append)
+    assert said == [f"model {_version(models).name} has no exported arrays: exporting them once"]
+    assert LeanScorer.load(models).version == _version(models).name
+
+
 def test_tampered_arrays_are_refused(models: Path) -> None:
     path = _version(models) / COMPILED_FILE
     blob = bytearray(path.read_bytes())

@@ -87,7 +87,27 @@ def prepare(settings: Settings, *, say: Callable[[str], None]) -> tuple[bool, bo
         outcome = train_and_save(settings, data_path=settings.paths.raw_csv)
         say(f"trained model {outcome.version}: ROC AUC {outcome.metrics['roc_auc']:.3f}")
         trained = True
+    else:
+        ensure_exported(settings.model.models_dir, say=say)
     return broker_started, fetched, trained
+
+
+def ensure_exported(models_dir: Path, *, say: Callable[[str], None]) -> bool:
+    """Export the latest version's arrays if it was trained before training exported them.
+
+    The scorer loads only the exported arrays; a model kept from an older churnstream would
+    otherwise stop the demo with "run `churnstream model export` once". Returns whether it
+    exported.
+    """
+    from churnstream.model import artifacts
+    from churnstream.model.export import export_version
+
+    version_dir = artifacts.resolve_version_dir(models_dir)
+    if artifacts.COMPILED_KEY in artifacts.read_metadata(version_dir):
+        return False
+    say(f"model {version_dir.name} has no exported arrays: exporting them once")
+    export_version(version_dir)
+    return True
 
 
 def run_demo(
