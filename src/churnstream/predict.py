@@ -32,6 +32,7 @@ from churnstream.scoring.decode import features_of_events
 from churnstream.scoring.encode import NEGATIVE_LABEL, POSITIVE_LABEL, encode_predictions
 from churnstream.scoring.infer import Predict, score_features
 from churnstream.scoring.reasons import Explain, reasons_of
+from churnstream.settings import PredictSettings
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -39,8 +40,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Rows read, scored and written at a time by :func:`predict_file` (``predict.chunk_rows``).
-DEFAULT_CHUNK_ROWS = 50_000
+#: Rows read, scored and written at a time by :func:`predict_file`: the setting's default.
+DEFAULT_CHUNK_ROWS: int = PredictSettings.model_fields["chunk_rows"].default
 
 OUTPUT_COLUMNS = ("churn_probability", "prediction", "model_version")
 #: With reasons, each scored row also gets these: ``feature=value (+contribution)``, the
