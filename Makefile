@@ -14,7 +14,7 @@ NATIVE_STAMP := $(VENV)/.native
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup demo test test-unit test-integration test-airflow lint format bench soak clean
+.PHONY: help setup demo test test-unit test-integration test-airflow lint format bench soak window-rss clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -106,6 +106,10 @@ SOAK_MINUTES ?= 30
 SOAK_RATE ?= 2000
 soak: setup ## Soak one streaming scorer (SOAK_MINUTES=30, SOAK_RATE=2000 events/s): RSS, fds, threads, p99
 	$(BIN)/python -m bench soak --minutes $(SOAK_MINUTES) --rate $(SOAK_RATE) $(SOAK_ARGS)
+
+WINDOW_EVENTS ?= 10000000
+window-rss: setup ## One batch window over WINDOW_EVENTS=10000000 events: the scorer's RSS every second
+	$(BIN)/python -m bench window-rss --events $(WINDOW_EVENTS) $(WINDOW_ARGS)
 
 clean: ## Remove the venv, caches and generated files (keeps data/)
 	rm -rf $(VENV) $(AIRFLOW_VENV) $(LEGACY_VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -1,4 +1,5 @@
-"""``python -m bench``: see :mod:`bench.run`; ``python -m bench soak``: see :mod:`bench.soak`."""
+"""``python -m bench``: see :mod:`bench.run`; ``python -m bench soak``: see :mod:`bench.soak`;
+``python -m bench window-rss``: see :mod:`bench.window_rss`."""
 
 import sys
 
@@ -7,6 +8,10 @@ if __name__ == "__main__":
         from bench.soak import main as soak
 
         raise SystemExit(soak(sys.argv[2:]))
+    if sys.argv[1:2] == ["window-rss"]:
+        from bench.window_rss import main as window_rss
+
+        raise SystemExit(window_rss(sys.argv[2:]))
     from bench.run import main
 
     raise SystemExit(main())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import tracemalloc
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 
 from churnstream.exceptions import DataError
 from churnstream.windows import bounded, drift, fields
+from churnstream.windows.reservoir import Reservoir
 from churnstream.windows.stats import WindowStats
 
 T0 = datetime(2026, 11, 23, 3, 15, 0, tzinfo=UTC)
@@ -478,6 +480,60 @@ def scored_columns(start: int, n: int, customers: int, rng: np.random.Generator)
         "source_partition": np.zeros(n, dtype=np.int64),
         "source_offset": np.arange(start, start + n, dtype=np.int64),
     }
+
+
+def test_a_window_does_not_grow_in_bytes_with_the_number_of_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Bytes, not element counts: memory kept per event anywhere in the window shows here.
+    # Small bounds, so that the first 10,000 events reach them; 50,000 more must add less
+    # than 2 bytes per event (what is left is the saw-tooth of the bounded buffers).
+    monkeypatch.setattr(bounded, "MAX_SEEN_OFFSETS", 2_000)
+    monkeypatch.setattr(drift, "MAX_DISTINCT_VALUES", 3_000)
+    monkeypatch.setattr(drift, "_COMPACT_AT", 5_000)
+    stats = WindowStats(max_latency_samples=5_000)
+    rng = np.random.default_rng(11)
+    batch_rows = 500
+    batches = [scored_columns(0, batch_rows, 3_000, rng) for _ in range(3)]
+
+    def feed(first: int, count: int) -> None:
+        for number in range(first, first + count):
+            columns = dict(batches[number % 3])
+            columns["source_offset"] = np.arange(number * batch_rows, (number + 1) * batch_rows)
+            stats.add_scored(columns)
+            stats.add_batch_size(batch_rows)
+
+    tracemalloc.start()
+    try:
+        feed(0, 20)
+        warm, _ = tracemalloc.get_traced_memory()
+        feed(20, 100)
+        current, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert current - warm < 2 * 100 * batch_rows, (warm, current)
+    assert summarize(stats)["latency_ms"]["end_to_end"]["sampled"] is True
+
+
+def test_a_latency_sample_is_never_copied_as_it_fills() -> None:
+    # The sample is one array of its capacity: filling it up and sampling past it allocate
+    # no second array of that size (joining chunks did, and the allocator kept the memory).
+    capacity = 50_000
+    reservoir = Reservoir("latency", capacity, np.random.default_rng(0))
+    values = np.random.default_rng(1).uniform(0, 50, 1_000)
+    tracemalloc.start()
+    try:
+        reservoir.add(values)
+        first, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        for _ in range(200):
+            reservoir.add(values)
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert reservoir.sampled and reservoir.stored == capacity
+    assert peak - first < 8 * capacity // 4, (first, peak)
+    assert current - first < 8 * 1_000, (first, current)
 
 
 def test_a_window_over_many_events_keeps_bounded_state(monkeypatch: pytest.MonkeyPatch) -> None:

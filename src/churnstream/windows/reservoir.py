@@ -23,10 +23,11 @@ class Reservoir:
         self._name = name
         self._capacity = capacity
         self._rng = rng
-        # Filled as a list of chunks: concatenating per batch would copy the sample each time.
-        self._chunks: list[NDArray[np.float64]] = []
-        self._kept = 0
+        # One array of ``capacity`` slots, allocated at the first value and filled in place.
+        # Its untouched pages cost no RSS, and unlike chunks joined when the sample fills up,
+        # it never needs a second copy (whose freed heap the allocator keeps).
         self._sample: NDArray[np.float64] | None = None
+        self._kept = 0
         self.count = 0
         self.total = 0.0
         self.maximum = -math.inf
@@ -46,23 +47,23 @@ class Reservoir:
             return
         self.total += float(values.sum())
         self.maximum = max(self.maximum, float(values.max()))
+        if self._sample is None:
+            self._sample = np.empty(self._capacity, dtype=np.float64)
         room = self._capacity - self._kept
         if room > 0:
             head = values[:room]
-            self._chunks.append(head.copy())
+            self._sample[self._kept : self._kept + head.size] = head
             self._kept += head.size
             self.count += head.size
             values = values[room:]
             if values.size == 0:
                 return
-        if self._sample is None:
+        if self.count == self._capacity:  # the first value past the capacity
             logger.warning(
                 "more than %d %s samples in one window; percentiles are now sampled",
                 self._capacity,
                 self._name,
             )
-            self._sample = np.concatenate(self._chunks)
-            self._chunks = []
         # Element i of this batch is stream item count+i; it replaces slot j if j < capacity.
         stream_index = np.arange(self.count, self.count + values.size)
         slots = self._rng.integers(0, stream_index + 1)
@@ -71,11 +72,9 @@ class Reservoir:
         self.count += values.size
 
     def values(self) -> NDArray[np.float64]:
-        if self._sample is not None:
-            return self._sample
-        if not self._chunks:
+        if self._sample is None:
             return np.empty(0, dtype=np.float64)
-        return np.concatenate(self._chunks)
+        return self._sample[: self._kept]
 
     def as_dict(self) -> dict[str, Any]:
         sample = self.values()

@@ -55,7 +55,10 @@ from churnstream.windows.reservoir import Reservoir
 
 logger = logging.getLogger(__name__)
 
-MAX_LATENCY_SAMPLES = 1_000_000
+#: Latency values kept per window for percentiles (a uniform sample past it: p99 within
+#: about +-0.06 percentile points at 2 sigma). 8 bytes each, for each of the two latencies;
+#: at 1,000,000 the two samples held 16 MB of a scorer's RSS over a long batch window.
+MAX_LATENCY_SAMPLES = 100_000
 _RESERVOIR_SEED = 0
 
 
