@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from churnstream.cli._common import init_logging
 from churnstream.exceptions import ConfigError
 from churnstream.scoring.engine import select_engine
 from churnstream.settings import Settings, load_settings
@@ -66,7 +67,7 @@ BatchRecordsOption = Annotated[
     int | None, typer.Option("--batch-records", help="Micro-batch size cap.", min=1)
 ]
 ReportsOption = Annotated[bool, typer.Option("--reports/--no-reports", help="Write summary files.")]
-#: The settings those flags override, by parameter name.
+#: The settings those flags override, by parameter name (see :func:`setting_overrides`).
 SCORER_SETTINGS = {
     "input_topic": "topics.raw.name",
     "output_topic": "topics.predictions.name",
@@ -77,9 +78,15 @@ SCORER_SETTINGS = {
 }
 
 
-def scorer_overrides(params: Mapping[str, object]) -> dict[str, object]:
-    """The :data:`SCORER_SETTINGS` overrides of a scorer command's parsed ``params``."""
-    return {setting: params[name] for name, setting in SCORER_SETTINGS.items()}
+def setting_overrides(
+    params: Mapping[str, object], settings: Mapping[str, str]
+) -> dict[str, object]:
+    """The overrides a command's parsed ``params`` give, for :func:`effective_settings`.
+
+    ``settings`` maps a parameter name to the dotted setting its flag overrides (a table
+    such as :data:`SCORER_SETTINGS`), so each command states the mapping once, as data.
+    """
+    return {setting: params[name] for name, setting in settings.items()}
 
 
 def checked_mode(mode: str) -> Literal["streaming", "batch"]:
@@ -115,4 +122,23 @@ def effective_settings(
         from churnstream.kafka.clientcheck import check_client_configs
 
         check_client_configs(settings)
+    return settings
+
+
+def kafka_command_settings(
+    ctx: typer.Context,
+    log_name: str | None,
+    overrides: Mapping[str, object] | None = None,
+    *,
+    broker: str | None,
+    metrics_port: int | None = None,
+    console_level: str | None = None,
+) -> Settings:
+    """The preamble of a command that talks to Kafka: its checked settings, then its logging.
+
+    The settings are :func:`effective_settings` with ``kafka=True``; a ``log_name`` also
+    logs to logs/<log_name>.log (see :func:`churnstream.cli._common.init_logging`).
+    """
+    settings = effective_settings(overrides, broker=broker, metrics_port=metrics_port, kafka=True)
+    init_logging(ctx, log_name, settings, console_level=console_level)
     return settings
