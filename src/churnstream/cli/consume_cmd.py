@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from churnstream.cli._common import stop_signals
+from churnstream.cli._common import echo_run_end, stop_signals
 from churnstream.cli.options import (
     CONNECT_TIMEOUT_S,
     SCORER_SETTINGS,
@@ -30,7 +30,6 @@ from churnstream.cli.options import (
     checked_mode,
     kafka_command_settings,
     metrics_port_option,
-    setting_overrides,
 )
 from churnstream.cli.spark_options import (
     Engine,
@@ -193,13 +192,7 @@ def consume(
         if result.exit_code:
             raise typer.Exit(result.exit_code)
         return
-    settings = kafka_command_settings(
-        ctx,
-        "scorer",
-        setting_overrides(ctx.params, CONSUME_SETTINGS),
-        broker=broker,
-        metrics_port=metrics_port,
-    )
+    settings = kafka_command_settings(ctx, "scorer", CONSUME_SETTINGS)
     options = ScoreOptions.from_settings(
         settings,
         mode=run_mode,
@@ -247,9 +240,7 @@ def consume(
             writer.close()  # the last windows' Markdown and charts, waited for (bounded)
     if summary.last_summary is not None:
         render_console(summary.last_summary, Console())
-    typer.echo(summary.line())
-    if writer is not None and writer.paths:
-        typer.echo(f"reports: {', '.join(str(p) for p in writer.paths[-2:])}")
+    echo_run_end(summary.line(), writer)
 
 
 def _exec_spark_consume(ctx: typer.Context, *, mode: str, refused: dict[str, bool]) -> None:

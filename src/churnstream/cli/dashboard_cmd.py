@@ -78,7 +78,7 @@ def dashboard(
     from churnstream.dashboard.state import DashboardState
     from churnstream.kafka import admin
 
-    settings = kafka_command_settings(ctx, "dashboard", broker=broker)
+    settings = kafka_command_settings(ctx, "dashboard")
     obs = settings.observability
     admin.check_reachable(settings.kafka, timeout_s=CONNECT_TIMEOUT_S)
     options = FollowOptions(

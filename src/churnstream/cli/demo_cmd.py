@@ -39,9 +39,7 @@ def demo(
     from churnstream.reports.console import render_console
 
     # The demo narrates on the console; the full INFO log goes to logs/demo.log.
-    settings = kafka_command_settings(
-        ctx, "demo", broker=broker, metrics_port=metrics_port, console_level="WARNING"
-    )
+    settings = kafka_command_settings(ctx, "demo", console_level="WARNING")
     console = Console()
 
     def say(text: str) -> None:

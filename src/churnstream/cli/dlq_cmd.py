@@ -73,7 +73,7 @@ def inspect(
     from churnstream.deadletters import commands
 
     settings = kafka_command_settings(
-        ctx, None, broker=broker, console_level=JSON_CONSOLE_LEVEL if as_json else None
+        ctx, None, console_level=JSON_CONSOLE_LEVEL if as_json else None
     )
     name = topic or settings.topics.deadletter.name
     summary = commands.inspect(
@@ -194,7 +194,7 @@ def replay(
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     settings = kafka_command_settings(
-        ctx, "dlq", broker=broker, console_level=JSON_CONSOLE_LEVEL if as_json else None
+        ctx, "dlq", console_level=JSON_CONSOLE_LEVEL if as_json else None
     )
     request = commands.ReplayRequest(
         from_topic=from_topic or settings.topics.deadletter.name,

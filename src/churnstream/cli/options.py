@@ -128,17 +128,23 @@ def effective_settings(
 def kafka_command_settings(
     ctx: typer.Context,
     log_name: str | None,
-    overrides: Mapping[str, object] | None = None,
+    flag_settings: Mapping[str, str] | None = None,
     *,
-    broker: str | None,
-    metrics_port: int | None = None,
     console_level: str | None = None,
 ) -> Settings:
     """The preamble of a command that talks to Kafka: its checked settings, then its logging.
 
-    The settings are :func:`effective_settings` with ``kafka=True``; a ``log_name`` also
-    logs to logs/<log_name>.log (see :func:`churnstream.cli._common.init_logging`).
+    The settings are :func:`effective_settings` with ``kafka=True``, overridden by the
+    command's parsed flags: the shared ``broker`` and ``metrics_port`` parameters when it
+    has them, and those ``flag_settings`` maps (parameter name -> setting). A ``log_name``
+    also logs to logs/<log_name>.log (see :func:`churnstream.cli._common.init_logging`).
     """
-    settings = effective_settings(overrides, broker=broker, metrics_port=metrics_port, kafka=True)
+    params = ctx.params
+    settings = effective_settings(
+        setting_overrides(params, flag_settings or {}),
+        broker=params.get("broker"),
+        metrics_port=params.get("metrics_port"),
+        kafka=True,
+    )
     init_logging(ctx, log_name, settings, console_level=console_level)
     return settings

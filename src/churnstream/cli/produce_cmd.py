@@ -19,7 +19,6 @@ from churnstream.cli.options import (
     checked_mode,
     kafka_command_settings,
     metrics_port_option,
-    setting_overrides,
 )
 
 logger = logging.getLogger(__name__)
@@ -85,13 +84,7 @@ def produce(
     from churnstream.streaming.events_producer import ProduceOptions, run_producer
 
     run_mode = checked_mode(mode)
-    settings = kafka_command_settings(
-        ctx,
-        "producer",
-        setting_overrides(ctx.params, PRODUCE_SETTINGS),
-        broker=broker,
-        metrics_port=metrics_port,
-    )
+    settings = kafka_command_settings(ctx, "producer", PRODUCE_SETTINGS)
     options = ProduceOptions(
         mode=run_mode,
         topic=topic or settings.topics.raw.name,

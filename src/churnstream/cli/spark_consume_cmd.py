@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 
+from churnstream.cli._common import echo_run_end
 from churnstream.cli.options import (
     SCORER_SETTINGS,
     BatchRecordsOption,
@@ -28,7 +29,6 @@ from churnstream.cli.options import (
     ReportsOption,
     ScorerModelPathOption,
     kafka_command_settings,
-    setting_overrides,
 )
 from churnstream.cli.spark_options import (
     MasterOption,
@@ -70,9 +70,7 @@ def spark_consume(
     from churnstream.spark.commands import consume_on_spark
     from churnstream.spark.session import parse_conf
 
-    settings = kafka_command_settings(
-        ctx, "scorer", setting_overrides(ctx.params, SPARK_CONSUME_SETTINGS), broker=broker
-    )
+    settings = kafka_command_settings(ctx, "scorer", SPARK_CONSUME_SETTINGS)
     # The renderer starts with the first window: a bad flag or a missing jar is then one line.
     writer = SummaryWriter(settings.paths.reports_dir) if reports else None
     try:
@@ -88,6 +86,4 @@ def spark_consume(
     finally:
         if writer is not None:
             writer.close()
-    typer.echo(summary.line())
-    if writer is not None and writer.paths:
-        typer.echo(f"reports: {', '.join(str(p) for p in writer.paths[-2:])}")
+    echo_run_end(summary.line(), writer)
