@@ -40,6 +40,8 @@ def model_path_option(help_text: str) -> Any:
     return typer.Option("--model-path", help=help_text)
 
 
+#: Declared as the ``broker`` parameter (and --metrics-port as ``metrics_port``), so that
+#: kafka_command_settings() finds them in the parsed params by name.
 BrokerOption = Annotated[str | None, typer.Option("--broker", help=BROKER_HELP)]
 ModeOption = Annotated[str, typer.Option("--mode", help="streaming or batch.")]
 ConnectTimeoutOption = Annotated[
