@@ -166,7 +166,7 @@ def test_produce_dry_run_counts_the_file(dataset_path: Path) -> None:
 def test_scorer_flags_override_the_same_settings_in_consume_and_spark_consume(
     command: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from churnstream.cli import consume_cmd, spark_consume_cmd
+    from churnstream.cli import options
 
     seen: list[Mapping[str, object]] = []
 
@@ -174,8 +174,7 @@ def test_scorer_flags_override_the_same_settings_in_consume_and_spark_consume(
         seen.append(overrides)
         raise ConfigError("stopped before any broker")
 
-    for module in (consume_cmd, spark_consume_cmd):
-        monkeypatch.setattr(module, "effective_settings", stop_at_settings)
+    monkeypatch.setattr(options, "effective_settings", stop_at_settings)
     flags = ["--input-topic", "in", "--output-topic", "out", "--deadletter-topic", "dl"]
     flags += ["--consumer-group", "g", "--model-path", "m", "--reports-dir", "r"]
     code, output = run(command, *flags, "--batch-records", "7")

@@ -11,13 +11,16 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import typer
 
 from churnstream.exceptions import ChurnstreamError
 from churnstream.logging import configure_logging
 from churnstream.settings import CONFIG_ENV_VAR, Settings
+
+if TYPE_CHECKING:
+    from churnstream.reports.writer import SummaryWriter
 
 logger = logging.getLogger(__name__)
 
@@ -129,3 +132,10 @@ def stop_signals() -> Iterator[threading.Event]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def echo_run_end(line: str, writer: SummaryWriter | None) -> None:
+    """A scorer run's last lines: its one-line summary, then the newest report files."""
+    typer.echo(line)
+    if writer is not None and writer.paths:
+        typer.echo(f"reports: {', '.join(str(p) for p in writer.paths[-2:])}")

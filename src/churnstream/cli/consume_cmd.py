@@ -12,9 +12,10 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from churnstream.cli._common import init_logging, stop_signals
+from churnstream.cli._common import echo_run_end, stop_signals
 from churnstream.cli.options import (
     CONNECT_TIMEOUT_S,
+    SCORER_SETTINGS,
     BatchRecordsOption,
     BrokerOption,
     ConnectTimeoutOption,
@@ -27,9 +28,8 @@ from churnstream.cli.options import (
     ReportsOption,
     ScorerModelPathOption,
     checked_mode,
-    effective_settings,
+    kafka_command_settings,
     metrics_port_option,
-    scorer_overrides,
 )
 from churnstream.cli.spark_options import (
     Engine,
@@ -47,6 +47,14 @@ logger = logging.getLogger(__name__)
 #: The hidden command ``--engine spark`` runs (churnstream.cli.spark_consume_cmd); named here,
 #: not imported, so this module's imports stay those of the lean scorer.
 SPARK_CONSUME = "spark-consume"
+#: The settings consume's flags override, by parameter name.
+CONSUME_SETTINGS = {
+    **SCORER_SETTINGS,
+    "timeout_ms": "consumer.idle_timeout_ms",
+    "batch_records": "consumer.max_batch_records",
+    "batch_wait_ms": "consumer.max_batch_wait_ms",
+    "summary_interval": "consumer.summary_interval_s",
+}
 
 
 def consume(
@@ -184,19 +192,7 @@ def consume(
         if result.exit_code:
             raise typer.Exit(result.exit_code)
         return
-    settings = effective_settings(
-        {
-            **scorer_overrides(ctx.params),
-            "consumer.idle_timeout_ms": timeout_ms,
-            "consumer.max_batch_records": batch_records,
-            "consumer.max_batch_wait_ms": batch_wait_ms,
-            "consumer.summary_interval_s": summary_interval,
-        },
-        broker=broker,
-        metrics_port=metrics_port,
-        kafka=True,
-    )
-    init_logging(ctx, "scorer", settings)
+    settings = kafka_command_settings(ctx, "scorer", CONSUME_SETTINGS)
     options = ScoreOptions.from_settings(
         settings,
         mode=run_mode,
@@ -244,9 +240,7 @@ def consume(
             writer.close()  # the last windows' Markdown and charts, waited for (bounded)
     if summary.last_summary is not None:
         render_console(summary.last_summary, Console())
-    typer.echo(summary.line())
-    if writer is not None and writer.paths:
-        typer.echo(f"reports: {', '.join(str(p) for p in writer.paths[-2:])}")
+    echo_run_end(summary.line(), writer)
 
 
 def _exec_spark_consume(ctx: typer.Context, *, mode: str, refused: dict[str, bool]) -> None:

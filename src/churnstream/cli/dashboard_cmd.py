@@ -7,11 +7,10 @@ from typing import Annotated
 
 import typer
 
-from churnstream.cli._common import init_logging
 from churnstream.cli.options import (
     BrokerOption,
     DeadletterTopicOption,
-    effective_settings,
+    kafka_command_settings,
     setting_option,
 )
 
@@ -79,8 +78,7 @@ def dashboard(
     from churnstream.dashboard.state import DashboardState
     from churnstream.kafka import admin
 
-    settings = effective_settings(broker=broker, kafka=True)
-    init_logging(ctx, "dashboard", settings)
+    settings = kafka_command_settings(ctx, "dashboard")
     obs = settings.observability
     admin.check_reachable(settings.kafka, timeout_s=CONNECT_TIMEOUT_S)
     options = FollowOptions(

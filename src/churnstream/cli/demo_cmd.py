@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from churnstream.cli._common import init_logging, stop_signals
-from churnstream.cli.options import BrokerOption, effective_settings, metrics_port_option
+from churnstream.cli._common import stop_signals
+from churnstream.cli.options import BrokerOption, kafka_command_settings, metrics_port_option
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +38,8 @@ def demo(
     from churnstream.ops.demo import DemoState, run_demo
     from churnstream.reports.console import render_console
 
-    settings = effective_settings(broker=broker, metrics_port=metrics_port, kafka=True)
     # The demo narrates on the console; the full INFO log goes to logs/demo.log.
-    init_logging(ctx, "demo", settings, console_level="WARNING")
+    settings = kafka_command_settings(ctx, "demo", console_level="WARNING")
     console = Console()
 
     def say(text: str) -> None:

@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from churnstream.cli._common import EXIT_ERROR, init_logging, new_app
-from churnstream.cli.options import BrokerOption, effective_settings, setting_option
+from churnstream.cli._common import EXIT_ERROR, new_app
+from churnstream.cli.options import BrokerOption, kafka_command_settings, setting_option
 from churnstream.exceptions import ConfigError
 from churnstream.kafka.admin import ADMIN_TIMEOUT_S
 
@@ -72,8 +72,9 @@ def inspect(
     """Summarise dead letters by error type and reason code, each input counted once."""
     from churnstream.deadletters import commands
 
-    settings = effective_settings(broker=broker, kafka=True)
-    init_logging(ctx, console_level=JSON_CONSOLE_LEVEL if as_json else None)
+    settings = kafka_command_settings(
+        ctx, None, console_level=JSON_CONSOLE_LEVEL if as_json else None
+    )
     name = topic or settings.topics.deadletter.name
     summary = commands.inspect(
         settings, name, limit=limit, examples=examples, idle_s=idle, timeout_s=timeout
@@ -192,8 +193,9 @@ def replay(
         window = {k: parse_when(v) if v else None for k, v in (("since", since), ("until", until))}
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    settings = effective_settings(broker=broker, kafka=True)
-    init_logging(ctx, "dlq", settings, console_level=JSON_CONSOLE_LEVEL if as_json else None)
+    settings = kafka_command_settings(
+        ctx, "dlq", console_level=JSON_CONSOLE_LEVEL if as_json else None
+    )
     request = commands.ReplayRequest(
         from_topic=from_topic or settings.topics.deadletter.name,
         to_topic=to_topic or settings.topics.raw.name,

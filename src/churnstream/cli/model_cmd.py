@@ -102,10 +102,7 @@ def promote(
         ),
     ] = None,
     tracking_uri: TrackingUriOption = None,
-    models_dir: Annotated[
-        Path | None,
-        typer.Option("--models-dir", help="Default model.models_dir (models)."),
-    ] = None,
+    models_dir: ModelsDirOption = None,
     data: DataOption = None,
     wait: WaitOption = False,
 ) -> None:

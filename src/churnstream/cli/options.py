@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from churnstream.cli._common import init_logging
 from churnstream.exceptions import ConfigError
 from churnstream.scoring.engine import select_engine
 from churnstream.settings import Settings, load_settings
@@ -39,6 +40,8 @@ def model_path_option(help_text: str) -> Any:
     return typer.Option("--model-path", help=help_text)
 
 
+#: Declared as the ``broker`` parameter (and --metrics-port as ``metrics_port``), so that
+#: kafka_command_settings() finds them in the parsed params by name.
 BrokerOption = Annotated[str | None, typer.Option("--broker", help=BROKER_HELP)]
 ModeOption = Annotated[str, typer.Option("--mode", help="streaming or batch.")]
 ConnectTimeoutOption = Annotated[
@@ -66,7 +69,7 @@ BatchRecordsOption = Annotated[
     int | None, typer.Option("--batch-records", help="Micro-batch size cap.", min=1)
 ]
 ReportsOption = Annotated[bool, typer.Option("--reports/--no-reports", help="Write summary files.")]
-#: The settings those flags override, by parameter name.
+#: The settings those flags override, by parameter name (see :func:`setting_overrides`).
 SCORER_SETTINGS = {
     "input_topic": "topics.raw.name",
     "output_topic": "topics.predictions.name",
@@ -77,9 +80,15 @@ SCORER_SETTINGS = {
 }
 
 
-def scorer_overrides(params: Mapping[str, object]) -> dict[str, object]:
-    """The :data:`SCORER_SETTINGS` overrides of a scorer command's parsed ``params``."""
-    return {setting: params[name] for name, setting in SCORER_SETTINGS.items()}
+def setting_overrides(
+    params: Mapping[str, object], settings: Mapping[str, str]
+) -> dict[str, object]:
+    """The overrides a command's parsed ``params`` give, for :func:`effective_settings`.
+
+    ``settings`` maps a parameter name to the dotted setting its flag overrides (a table
+    such as :data:`SCORER_SETTINGS`), so each command states the mapping once, as data.
+    """
+    return {setting: params[name] for name, setting in settings.items()}
 
 
 def checked_mode(mode: str) -> Literal["streaming", "batch"]:
@@ -115,4 +124,29 @@ def effective_settings(
         from churnstream.kafka.clientcheck import check_client_configs
 
         check_client_configs(settings)
+    return settings
+
+
+def kafka_command_settings(
+    ctx: typer.Context,
+    log_name: str | None,
+    flag_settings: Mapping[str, str] | None = None,
+    *,
+    console_level: str | None = None,
+) -> Settings:
+    """The preamble of a command that talks to Kafka: its checked settings, then its logging.
+
+    The settings are :func:`effective_settings` with ``kafka=True``, overridden by the
+    command's parsed flags: the shared ``broker`` and ``metrics_port`` parameters when it
+    has them, and those ``flag_settings`` maps (parameter name -> setting). A ``log_name``
+    also logs to logs/<log_name>.log (see :func:`churnstream.cli._common.init_logging`).
+    """
+    params = ctx.params
+    settings = effective_settings(
+        setting_overrides(params, flag_settings or {}),
+        broker=params.get("broker"),
+        metrics_port=params.get("metrics_port"),
+        kafka=True,
+    )
+    init_logging(ctx, log_name, settings, console_level=console_level)
     return settings

@@ -10,18 +10,25 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from churnstream.cli._common import init_logging, stop_signals
+from churnstream.cli._common import stop_signals
 from churnstream.cli.options import (
     CONNECT_TIMEOUT_S,
     BrokerOption,
     ConnectTimeoutOption,
     ModeOption,
     checked_mode,
-    effective_settings,
+    kafka_command_settings,
     metrics_port_option,
 )
 
 logger = logging.getLogger(__name__)
+
+#: The settings produce's flags override, by parameter name.
+PRODUCE_SETTINGS = {
+    "events_per_sec": "producer.events_per_sec",
+    "batch_size": "producer.batch_size",
+    "checkpoint_file": "producer.checkpoint_file",
+}
 
 
 def produce(
@@ -77,17 +84,7 @@ def produce(
     from churnstream.streaming.events_producer import ProduceOptions, run_producer
 
     run_mode = checked_mode(mode)
-    settings = effective_settings(
-        {
-            "producer.events_per_sec": events_per_sec,
-            "producer.batch_size": batch_size,
-            "producer.checkpoint_file": checkpoint_file,
-        },
-        broker=broker,
-        metrics_port=metrics_port,
-        kafka=True,
-    )
-    init_logging(ctx, "producer", settings)
+    settings = kafka_command_settings(ctx, "producer", PRODUCE_SETTINGS)
     options = ProduceOptions(
         mode=run_mode,
         topic=topic or settings.topics.raw.name,

@@ -16,8 +16,9 @@ from typing import Annotated
 
 import typer
 
-from churnstream.cli._common import init_logging
+from churnstream.cli._common import echo_run_end
 from churnstream.cli.options import (
+    SCORER_SETTINGS,
     BatchRecordsOption,
     BrokerOption,
     ConsumerGroupOption,
@@ -27,8 +28,7 @@ from churnstream.cli.options import (
     ReportsDirOption,
     ReportsOption,
     ScorerModelPathOption,
-    effective_settings,
-    scorer_overrides,
+    kafka_command_settings,
 )
 from churnstream.cli.spark_options import (
     MasterOption,
@@ -40,6 +40,9 @@ from churnstream.cli.spark_options import (
 logger = logging.getLogger(__name__)
 
 COMMAND = "spark-consume"
+#: The settings spark-consume's flags override, by parameter name (--batch-records is the
+#: Spark source's maxOffsetsPerTrigger instead).
+SPARK_CONSUME_SETTINGS = {**SCORER_SETTINGS, "checkpoint_location": "spark.checkpoint_location"}
 
 
 def spark_consume(
@@ -67,12 +70,7 @@ def spark_consume(
     from churnstream.spark.commands import consume_on_spark
     from churnstream.spark.session import parse_conf
 
-    settings = effective_settings(
-        {**scorer_overrides(ctx.params), "spark.checkpoint_location": checkpoint_location},
-        broker=broker,
-        kafka=True,
-    )
-    init_logging(ctx, "scorer", settings)
+    settings = kafka_command_settings(ctx, "scorer", SPARK_CONSUME_SETTINGS)
     # The renderer starts with the first window: a bad flag or a missing jar is then one line.
     writer = SummaryWriter(settings.paths.reports_dir) if reports else None
     try:
@@ -88,6 +86,4 @@ def spark_consume(
     finally:
         if writer is not None:
             writer.close()
-    typer.echo(summary.line())
-    if writer is not None and writer.paths:
-        typer.echo(f"reports: {', '.join(str(p) for p in writer.paths[-2:])}")
+    echo_run_end(summary.line(), writer)
