@@ -74,14 +74,24 @@ def embedded_broker(bootstrap: str | None) -> Iterator[str]:
 
 
 def create_topics(
-    bootstrap: str, partitions: int, *, log_append_time: bool = False
+    bootstrap: str,
+    partitions: int,
+    *,
+    log_append_time: bool = False,
+    input_append_time: bool = False,
 ) -> tuple[str, str, str]:
-    """Fresh (input, predictions, dead letters) topics with unique names."""
+    """Fresh (input, predictions, dead letters) topics with unique names.
+
+    ``log_append_time``: the predictions topic is stamped with the broker's append time;
+    ``input_append_time``: the input topic too.
+    """
     tag = uuid.uuid4().hex[:8]
     names = (f"bench-{tag}-raw", f"bench-{tag}-predictions", f"bench-{tag}-deadletter")
-    predictions_config = {"message.timestamp.type": "LogAppendTime"} if log_append_time else {}
+    append_time = {"message.timestamp.type": "LogAppendTime"}
+    predictions_config = append_time if log_append_time else {}
+    input_config = append_time if input_append_time else {}
     topics = [
-        NewTopic(names[0], num_partitions=partitions, replication_factor=1),
+        NewTopic(names[0], num_partitions=partitions, replication_factor=1, config=input_config),
         NewTopic(
             names[1], num_partitions=partitions, replication_factor=1, config=predictions_config
         ),

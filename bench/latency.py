@@ -33,6 +33,12 @@ logger = logging.getLogger("bench")
 READY_TIMEOUT_S = 90.0
 DRAIN_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 30.0
+#: The legs of one event's latency (see LatencyResult.stages_ms).
+STAGES = (
+    "event sent -> input appended",
+    "input appended -> processed",
+    "processed -> prediction appended",
+)
 
 
 @dataclass
@@ -47,6 +53,11 @@ class LatencyResult:
     processed_ms: dict[str, float] = field(default_factory=dict)
     #: The broker's append time of the prediction record (LogAppendTime) minus event_ts.
     acknowledged_ms: dict[str, float] = field(default_factory=dict)
+    #: Where the milliseconds go, per event (joined on event_ts): the broker's append time
+    #: of the input event minus event_ts (the event producer's linger and the broker's
+    #: append), processed_ts minus that (fetch, waiting for the batch, scoring), and the
+    #: prediction's append time minus processed_ts (produce, flush, broker append).
+    stages_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     #: processed_ts - event_ts of the warm-up events (not in the figures above).
     warmup_processed_ms: dict[str, float] = field(default_factory=dict)
     batch_sizes: dict[str, float] = field(default_factory=dict)
@@ -66,7 +77,7 @@ def measure(
     models_dir: Path,
     warmup_s: float = 5.0,
 ) -> LatencyResult:
-    topics = env.create_topics(bootstrap, partitions, log_append_time=True)
+    topics = env.create_topics(bootstrap, partitions, log_append_time=True, input_append_time=True)
     raw, predictions_topic, deadletter = topics
     settings = env.effective_settings()
     command = [
@@ -96,8 +107,8 @@ def measure(
             scorer.wait(STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             scorer.kill()
-    processed, acknowledged, batches, warmup = _latencies(
-        bootstrap, predictions_topic, started, warmup_started
+    processed, acknowledged, batches, warmup, stages = _latencies(
+        bootstrap, raw, predictions_topic, started, warmup_started
     )
     result = LatencyResult(
         rate_per_s=rate,
@@ -108,6 +119,7 @@ def measure(
         achieved_send_rate=send_rate,
         processed_ms=_percentiles(processed),
         acknowledged_ms=_percentiles(acknowledged),
+        stages_ms={name: _percentiles(values) for name, values in stages.items()},
         warmup_processed_ms=_percentiles(warmup),
         batch_sizes=_percentiles(batches),
         command=command,
@@ -207,27 +219,39 @@ def _drain(bootstrap: str, topic: str, started: datetime, sent: int) -> None:
 
 
 def _latencies(
-    bootstrap: str, topic: str, started: datetime, warmup_started: datetime
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    bootstrap: str, raw: str, topic: str, started: datetime, warmup_started: datetime
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     processed: list[float] = []
     acknowledged: list[float] = []
     warmup: list[float] = []
     batches: dict[str, int] = {}
+    # The input topic is stamped with LogAppendTime: when each event reached the broker.
+    appended_at = {
+        orjson.loads(m.value())["event_ts"]: m.timestamp()[1] for m in env.read_all(bootstrap, raw)
+    }
+    stages: dict[str, list[float]] = {name: [] for name in STAGES}
     for msg in env.read_all(bootstrap, topic):
         body = orjson.loads(msg.value())
         event = parse_ts(body["event_ts"])
+        done = parse_ts(body["processed_ts"])
         if event < started:
             if event >= warmup_started:  # before that: the readiness probes
-                warmup.append((parse_ts(body["processed_ts"]) - event).total_seconds() * 1000)
+                warmup.append((done - event).total_seconds() * 1000)
             continue
-        processed.append((parse_ts(body["processed_ts"]) - event).total_seconds() * 1000)
+        processed.append((done - event).total_seconds() * 1000)
         acknowledged.append(msg.timestamp()[1] - event.timestamp() * 1000)
         batches[body["processed_ts"]] = batches.get(body["processed_ts"], 0) + 1
+        appended = appended_at.get(body["event_ts"])
+        if appended is not None:
+            stages[STAGES[0]].append(appended - event.timestamp() * 1000)
+            stages[STAGES[1]].append(done.timestamp() * 1000 - appended)
+        stages[STAGES[2]].append(msg.timestamp()[1] - done.timestamp() * 1000)
     return (
         np.array(processed),
         np.array(acknowledged),
         np.array(list(batches.values()), dtype=float),
         np.array(warmup),
+        {name: np.array(values) for name, values in stages.items()},
     )
 
 

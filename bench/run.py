@@ -351,6 +351,12 @@ def render(results: dict[str, Any]) -> str:
             f"| same, prediction acknowledged (broker append time) - event_ts | "
             f"{_pcts(lat['acknowledged_ms'])} |",
         ]
+        for stage, values in lat.get("stages_ms", {}).items():
+            if values:
+                lines += [
+                    f"| same, one leg of it: {stage} (broker times in whole ms) | "
+                    f"{_pcts(values, bold=False)} |"
+                ]
         if lat.get("warmup_processed_ms"):
             warm = _pcts(lat["warmup_processed_ms"], bold=False)
             lines += [

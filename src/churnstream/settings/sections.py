@@ -56,9 +56,10 @@ class ConsumerSettings(_Frozen):
     """Consumer tuning; the reasons for each default are in docs/benchmarks.md."""
 
     group_id: str = "churnstream-scorer"
-    # Large micro-batches amortise the per-batch flush and commit round trips under load;
-    # a short wait keeps latency low when traffic is light (a poll returns as soon as
-    # max_batch_records are queued, so the wait only matters below that).
+    # A micro-batch is what is queued once its first message is there, up to
+    # max_batch_records: a backlog fills large batches that amortise the per-batch flush
+    # and commit round trips, a slow stream is scored at once. max_batch_wait_ms bounds one
+    # poll's wait for that first message (how often an idle loop wakes up).
     max_batch_records: int = Field(default=5000, ge=1)
     max_batch_wait_ms: int = Field(default=5, ge=1)
     idle_timeout_ms: int = Field(default=10_000, ge=1)

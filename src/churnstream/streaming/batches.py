@@ -1,11 +1,20 @@
-"""Consumed messages as a batch for the scoring core; the offsets a batch commits or rewinds."""
+"""Consumed messages as a batch for the scoring core; the offsets a batch commits or rewinds.
+
+A batch is taken from the consumer by :func:`next_batch`: it waits for its first message
+only, then adds what is already queued. ``consumer.consume(num_messages=n, timeout=t)``
+returns when ``n`` messages are queued or ``t`` has passed, so below ``n`` messages per
+``t`` it always waited the whole ``t``: at 1,000 events/s a 5 ms wait held every event for
+a batch that never filled, and an event that came in while the previous batch was being
+published waited those 5 ms after it. Under a backlog librdkafka's prefetch queue holds a
+full batch, which is taken at once as before (docs/benchmarks.md, *Latency*).
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 
-from confluent_kafka import KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from churnstream.exceptions import BrokerUnavailableError
 from churnstream.kafka.reader import record_fields
@@ -13,6 +22,17 @@ from churnstream.logging import ERROR_CODE, PARTITION, TOPIC
 from churnstream.scoring.messages import RawMessage
 
 logger = logging.getLogger(__name__)
+
+
+def next_batch(consumer: Consumer, max_records: int, wait_s: float) -> list[Message]:
+    """Up to ``max_records`` messages (and consumer events): at most ``wait_s`` of waiting
+    for the first, then only those already in the consumer's queue; empty if nothing came
+    within ``wait_s``."""
+    first = consumer.consume(num_messages=1, timeout=wait_s)
+    if not first or max_records <= 1:
+        return first
+    # timeout=0: librdkafka hands over what is queued now and does not wait for more.
+    return first + consumer.consume(num_messages=max_records - 1, timeout=0)
 
 
 def raw_message(msg: Message) -> RawMessage:

@@ -37,7 +37,7 @@ from churnstream.scoring.batch import score_batch
 from churnstream.scoring.messages import BatchResult, RawMessage
 from churnstream.scoring.shadow import ShadowRecord, shadow_records
 from churnstream.settings import Settings
-from churnstream.streaming.batches import first_offsets, usable
+from churnstream.streaming.batches import first_offsets, next_batch, usable
 from churnstream.streaming.models import ModelWatcher, ShadowTap
 from churnstream.streaming.observers import Observers, ScorerObserver
 from churnstream.streaming.options import ScoreOptions, ScoreSummary
@@ -131,9 +131,7 @@ class ScorerLoop:
                 want = self._room()
                 if want <= 0:
                     break
-                messages = consumer.consume(
-                    num_messages=want, timeout=opts.max_batch_wait_ms / 1000
-                )
+                messages = next_batch(consumer, want, opts.max_batch_wait_ms / 1000)
                 batch = usable(messages)
                 self.hooks.on_poll(consumer)
                 now = time.monotonic()
