@@ -8,8 +8,9 @@ from typing import Any
 
 from churnstream.reports.writer import SummaryWriter
 from churnstream.settings import load_settings
+from churnstream.spark.kafka_batch import SparkBatchSummary
 from churnstream.streaming.observers import Observers, ScorerObserver, WindowCallback
-from churnstream.streaming.options import ScoreOptions
+from churnstream.streaming.options import ScoreOptions, ScoreSummary
 from tests.unit.test_reports import make_summary
 
 
@@ -86,3 +87,18 @@ def test_window_hooks_run_in_order_and_the_writer_sees_what_came_before(
     assert json_path.suffix == ".json" and md_path.suffix == ".md"
     assert md_path.is_file()
     assert '"extra"' in json_path.read_text()
+
+
+def test_the_summary_lines_of_both_engines_are_pinned() -> None:
+    counts = {"consumed": 1200, "scored": 1190, "dead_lettered": 10, "duration_s": 0.5}
+    kafka = ScoreSummary(mode="batch", model_version="v1", producer_recoveries=2, **counts)
+    spark = SparkBatchSummary(batches=3, model_version="v2", **counts)
+    assert kafka.line() == (
+        "batch: consumed 1200, scored 1190, dead-lettered 10 in 0.50s (2,400.0 msgs/s), "
+        "model v1, producer recovered 2x"
+    )
+    assert spark.line() == (
+        "batch (spark): consumed 1200, scored 1190, dead-lettered 10 in 0.50s "
+        "(2,400.0 msgs/s) over 3 micro-batch(es), model v2"
+    )
+    assert ScoreSummary(mode="stream").rate == 0.0

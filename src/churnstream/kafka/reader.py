@@ -25,7 +25,6 @@ import logging
 import time
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
-from types import TracebackType
 from typing import Any, Literal
 
 import orjson
@@ -84,12 +83,7 @@ class TopicReader:
     def __enter__(self) -> TopicReader:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:

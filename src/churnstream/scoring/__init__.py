@@ -7,7 +7,8 @@ pandas, scikit-learn or files. Every consumer of scoring calls it: the Kafka sco
 ``churnstream predict``, the REST API and shadow scoring. import-linter holds it to that
 (``[tool.importlinter]`` in pyproject.toml).
 
-- :mod:`~churnstream.scoring.messages`: RawMessage, OutMessage, Predicted, BatchResult.
+- :mod:`~churnstream.scoring.messages`: RawMessage, OutMessage, Predicted, BatchResult, and
+  RunCounts (what a run of batches came to).
 - :mod:`~churnstream.scoring.validate`: the one fast check of a valid event, batch-wide.
 - :mod:`~churnstream.scoring.decode`: the reference decoder (the contract model decides and
   explains), and events to features.

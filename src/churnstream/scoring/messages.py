@@ -1,5 +1,6 @@
 """What crosses the scoring core's boundary: raw messages in; messages to produce, and what a
-batch became, out. No Kafka client type appears here (the poll loop converts)."""
+batch became, out; and what a run of batches came to. No Kafka client type appears here (the
+poll loop converts)."""
 
 from __future__ import annotations
 
@@ -110,4 +111,32 @@ class BatchResult:
         return (
             f"BatchResult({len(self.predictions)} predictions, "
             f"{len(self.dead_letters)} dead letters, inference {self.inference_ms:.2f} ms)"
+        )
+
+
+@dataclass
+class RunCounts:
+    """What one scoring run came to over its batches, whichever engine ran it.
+
+    The Kafka poll loop (:class:`~churnstream.streaming.options.ScoreSummary`) and the Spark
+    engine (:class:`~churnstream.spark.kafka_batch.SparkBatchSummary`) add their own fields
+    and end their summary line their own way; :meth:`counts` is the part they share.
+    """
+
+    consumed: int = 0
+    scored: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    duration_s: float = 0.0
+    model_version: str = ""
+
+    @property
+    def rate(self) -> float:
+        """Consumed messages per second over the run."""
+        return self.consumed / self.duration_s if self.duration_s > 0 else 0.0
+
+    def counts(self) -> str:
+        return (
+            f"consumed {self.consumed}, scored {self.scored}, dead-lettered "
+            f"{self.dead_lettered} in {self.duration_s:.2f}s ({self.rate:,.1f} msgs/s)"
         )

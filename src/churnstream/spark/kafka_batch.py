@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from churnstream.exceptions import ConfigError, SparkError
 from churnstream.scoring.batch import score_batch
-from churnstream.scoring.messages import SCORED_COLUMNS, BatchResult, RawMessage
+from churnstream.scoring.messages import SCORED_COLUMNS, BatchResult, RawMessage, RunCounts
 from churnstream.settings import Settings
 from churnstream.windows.drift import drift_reference
 from churnstream.windows.stats import WindowStats
@@ -163,24 +163,16 @@ def score_partition(
 
 
 @dataclass
-class SparkBatchSummary:
+class SparkBatchSummary(RunCounts):
     """What one run did: counts over its micro-batches, and the window summary."""
 
-    consumed: int = 0
-    produced: int = 0
-    dead_lettered: int = 0
-    batches: int = 0
-    duration_s: float = 0.0
-    model_version: str = ""
     window: dict[str, Any] | None = None
     batch_ids: list[int] = field(default_factory=list)
 
     def line(self) -> str:
-        rate = self.consumed / self.duration_s if self.duration_s > 0 else 0.0
         return (
-            f"batch (spark): consumed {self.consumed}, scored {self.produced}, dead-lettered "
-            f"{self.dead_lettered} in {self.duration_s:.2f}s ({rate:,.1f} msgs/s) over "
-            f"{self.batches} micro-batch(es), model {self.model_version}"
+            f"batch (spark): {self.counts()} over {self.batches} micro-batch(es), "
+            f"model {self.model_version}"
         )
 
 
@@ -308,7 +300,7 @@ def _process_batch(
     if len(analytics):
         stats.add_scored({name: analytics[name] for name in analytics.columns})
     summary.consumed += consumed
-    summary.produced += len(analytics)
+    summary.scored += len(analytics)
     summary.dead_lettered += sum(types.values())
     summary.batches += 1
     summary.batch_ids.append(batch_id)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from churnstream.scoring.messages import RunCounts
 from churnstream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -112,31 +113,17 @@ class ScoreOptions:
 
 
 @dataclass
-class ScoreSummary:
+class ScoreSummary(RunCounts):
     """Running totals of one scorer run; the loop returns it, its hooks receive it."""
 
-    mode: str
-    consumed: int = 0
-    scored: int = 0
-    dead_lettered: int = 0
-    batches: int = 0
+    mode: str = field(kw_only=True)
     redelivered_batches: int = 0
     #: Producers replaced after a fatal error (see churnstream.streaming.recovery).
     producer_recoveries: int = 0
-    duration_s: float = 0.0
-    model_version: str = ""
     last_summary: dict[str, Any] | None = None
-
-    @property
-    def rate(self) -> float:
-        return self.consumed / self.duration_s if self.duration_s > 0 else 0.0
 
     def line(self) -> str:
         recovered = (
             f", producer recovered {self.producer_recoveries}x" if self.producer_recoveries else ""
         )
-        return (
-            f"{self.mode}: consumed {self.consumed}, scored {self.scored}, dead-lettered "
-            f"{self.dead_lettered} in {self.duration_s:.2f}s ({self.rate:,.1f} msgs/s), "
-            f"model {self.model_version}{recovered}"
-        )
+        return f"{self.mode}: {self.counts()}, model {self.model_version}{recovered}"

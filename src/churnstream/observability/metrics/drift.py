@@ -6,8 +6,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry
 
+from churnstream.observability.metrics.histogram import gauge
 from churnstream.observability.names import (
     DRIFT_CHURN_RATE,
     DRIFT_DETECTED,
@@ -55,24 +56,20 @@ class DriftObserver(ScorerObserver):
         )
         self.last_block: dict[str, Any] | None = None
         r = self.registry
-        self.psi = Gauge(
+        self.psi = gauge(
             DRIFT_PSI,
             "Population Stability Index of a feature in the last window vs training.",
-            labelnames=["feature"],
-            registry=r,
+            r,
+            ["feature"],
         )
-        self.churn_rate = Gauge(
-            DRIFT_CHURN_RATE, "Predicted churn rate of the last window.", registry=r
-        )
-        self.expected_churn_rate = Gauge(
+        self.churn_rate = gauge(DRIFT_CHURN_RATE, "Predicted churn rate of the last window.", r)
+        self.expected_churn_rate = gauge(
             DRIFT_EXPECTED_CHURN_RATE,
             "Predicted churn rate expected from the model's held-out test set.",
-            registry=r,
+            r,
         )
-        self.samples = Gauge(DRIFT_SAMPLES, "Scored messages in the last window.", registry=r)
-        self.detected = Gauge(
-            DRIFT_DETECTED, "1 if the last evaluated window drifted, else 0.", registry=r
-        )
+        self.samples = gauge(DRIFT_SAMPLES, "Scored messages in the last window.", r)
+        self.detected = gauge(DRIFT_DETECTED, "1 if the last evaluated window drifted, else 0.", r)
         if reference is not None and reference.expected_churn_rate is not None:
             self.expected_churn_rate.set(reference.expected_churn_rate)
 

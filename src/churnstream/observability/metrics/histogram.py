@@ -1,4 +1,4 @@
-"""A Prometheus histogram fed with whole arrays, and counter creation by full name."""
+"""A Prometheus histogram fed with whole arrays, and counter and gauge creation by full name."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -22,6 +22,11 @@ def counter(
     """A counter registered under ``name`` (a full ``..._total`` name, as in names.py)."""
     # prometheus_client appends "_total" itself.
     return Counter(name.removesuffix("_total"), doc, labelnames=labels, registry=registry)
+
+
+def gauge(name: str, doc: str, registry: CollectorRegistry, labels: Sequence[str] = ()) -> Gauge:
+    """A gauge registered under ``name`` (as in names.py)."""
+    return Gauge(name, doc, labelnames=labels, registry=registry)
 
 
 class ArrayHistogram(Collector):

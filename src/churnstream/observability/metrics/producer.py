@@ -9,9 +9,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry
 
-from churnstream.observability.metrics.histogram import counter
+from churnstream.observability.metrics.histogram import counter, gauge
 from churnstream.observability.names import (
     PRODUCER_DELIVERED,
     PRODUCER_FAILURES,
@@ -87,22 +87,18 @@ class ProducerMetrics:
         self.failures = counter(
             PRODUCER_FAILURES, "Messages the broker did not acknowledge.", r, ["topic", "error"]
         )
-        self.rate = Gauge(
-            PRODUCER_RATE,
-            f"Acknowledged messages per second over the last {rate_window_s:g} s.",
-            registry=r,
+        self.rate = gauge(
+            PRODUCER_RATE, f"Acknowledged messages per second over the last {rate_window_s:g} s.", r
         )
         self.rate.set_function(self._meter.rate)
-        self.progress = Gauge(
-            PRODUCER_PROGRESS, "Events queued so far (batch mode: the next row).", registry=r
+        self.progress = gauge(
+            PRODUCER_PROGRESS, "Events queued so far (batch mode: the next row).", r
         )
-        self.progress_total = Gauge(
-            PRODUCER_PROGRESS_TOTAL,
-            "Events planned (batch: rows in the file), if known.",
-            registry=r,
+        self.progress_total = gauge(
+            PRODUCER_PROGRESS_TOTAL, "Events planned (batch: rows in the file), if known.", r
         )
-        self.last_delivery = Gauge(
-            PRODUCER_LAST_DELIVERY, "Unix time of the last acknowledgement.", registry=r
+        self.last_delivery = gauge(
+            PRODUCER_LAST_DELIVERY, "Unix time of the last acknowledgement.", r
         )
 
     def on_delivery(self, err: Any, msg: Any) -> None:

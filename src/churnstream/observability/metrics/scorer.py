@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from confluent_kafka import KafkaException
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry
 
-from churnstream.observability.metrics.histogram import ArrayHistogram, counter
+from churnstream.observability.metrics.histogram import ArrayHistogram, counter, gauge
 from churnstream.observability.names import (
     MODEL_INFO,
     SCORER_BATCH_SIZE,
@@ -152,28 +152,26 @@ class PrometheusScorerObserver(ScorerObserver):
             END_TO_END_BUCKETS_S,
             r,
         )
-        self.lag = Gauge(
+        self.lag = gauge(
             SCORER_LAG,
             "Consumer lag per partition: cached high watermark minus position, clamped at 0 "
             "(understated on tansu, whose high watermark is wrong).",
-            labelnames=["topic", "partition"],
-            registry=r,
+            r,
+            ["topic", "partition"],
         )
-        self.lag_age = Gauge(
+        self.lag_age = gauge(
             SCORER_LAG_AGE,
             "Seconds since the consumer lag was last measured against end offsets the broker "
             "reported (grows while the broker is unreachable; the lag shown is that old).",
-            registry=r,
+            r,
         )
         self.lag_age.set_function(self._lag_age_s)
-        self.last_batch_ts = Gauge(
-            SCORER_LAST_BATCH, "Unix time of the last committed micro-batch.", registry=r
+        self.last_batch_ts = gauge(
+            SCORER_LAST_BATCH, "Unix time of the last committed micro-batch.", r
         )
-        self.last_poll_ts = Gauge(SCORER_LAST_POLL, "Unix time of the last poll.", registry=r)
-        self.running = Gauge(SCORER_RUNNING, "1 while the scorer loop runs.", registry=r)
-        self.model_info = Gauge(
-            MODEL_INFO, "The model being served (value 1).", labelnames=["version"], registry=r
-        )
+        self.last_poll_ts = gauge(SCORER_LAST_POLL, "Unix time of the last poll.", r)
+        self.running = gauge(SCORER_RUNNING, "1 while the scorer loop runs.", r)
+        self.model_info = gauge(MODEL_INFO, "The model being served (value 1).", r, ["version"])
         for kind in ("prediction", "dead_letter"):
             self.produced.labels(kind=kind)
         for error_type in ERROR_TYPES:
