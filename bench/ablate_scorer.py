@@ -1,12 +1,13 @@
 """`churnstream consume` with one plumbing lever set, for the ablation (``bench/ablation.py``).
 
     python -m bench.ablate_scorer [--delivery-reports all|errors] [--produce classic|lean]
-        [--compression CODEC] [--drop-header NAME ...] [--select-headers] [--timings FILE]
-        -- <consume arguments>
+        [--compression CODEC] [--pipeline] [--drop-header NAME ...] [--select-headers]
+        [--timings FILE] -- <consume arguments>
 
 Only the bench runs it. The levers that are product options are set as a user would (the
 ``CHURNSTREAM_PRODUCER__DELIVERY_REPORTS`` and ``..._COMPRESSION`` environment variables,
-gzip unless given); the others replace
+gzip unless given, and ``CHURNSTREAM_CONSUMER__PIPELINE`` for ``--pipeline``); the others
+replace
 ``Publisher._produce`` in this process before the command runs:
 
 - ``--produce classic``: the per-message path the product used before
@@ -18,8 +19,8 @@ gzip unless given); the others replace
   selection keeping all three, the reference the header rows are compared with.
 
 ``--timings FILE``: time spent producing, in ``flush()`` and committing, summed over the
-batches, written as JSON when the command exits: what pipelining (scoring the next batch
-while this one is acknowledged and committed) could win back at most.
+batches, written as JSON when the command exits: the loop's wait for acknowledgements and
+commits (what pipelining, scoring the next batch meanwhile, can hide).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument(
         "--compression", choices=("none", "gzip", "snappy", "lz4", "zstd"), default="gzip"
     )
+    parser.add_argument("--pipeline", action="store_true")
     parser.add_argument("--drop-header", action="append", default=[], choices=PREDICTION_HEADERS)
     parser.add_argument("--select-headers", action="store_true")
     parser.add_argument("--timings", type=Path)
@@ -60,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, rest = parse(sys.argv[1:] if argv is None else argv)
     os.environ["CHURNSTREAM_PRODUCER__DELIVERY_REPORTS"] = args.delivery_reports
     os.environ["CHURNSTREAM_PRODUCER__COMPRESSION"] = args.compression
+    os.environ["CHURNSTREAM_CONSUMER__PIPELINE"] = "true" if args.pipeline else "false"
     from churnstream.cli import app
     from churnstream.kafka.producer import SafeProducer
     from churnstream.streaming.publish import Publisher
@@ -99,7 +102,8 @@ def producing(args: argparse.Namespace) -> Callable[[Any, Any, Any], None]:
 
 
 def _time_publishing(publisher: Any, producer: Any, path: Path) -> None:
-    """Sum the time spent in each step of Publisher.publish; written to ``path`` at exit."""
+    """Sum the time spent in each step of publishing (``send``, then ``settle``: flush and
+    commit), sequential or pipelined; written to ``path`` at exit."""
     totals: dict[str, Any] = {
         "batches": 0, "publish_s": 0.0, "produce_s": 0.0, "flush_s": 0.0,
         "first_publish": None, "last_publish_end": None, "flush_ms": [],
@@ -117,15 +121,16 @@ def _time_publishing(publisher: Any, producer: Any, path: Path) -> None:
                 totals[key] += spent
                 if key == "flush_s":
                     totals["flush_ms"].append(spent * 1000)
-                if key == "publish_s":
+                if name == "send" and totals["first_publish"] is None:
+                    totals["first_publish"] = started
+                if name == "settle":
                     totals["batches"] += 1
-                    if totals["first_publish"] is None:
-                        totals["first_publish"] = started
                     totals["last_publish_end"] = started + spent
 
         setattr(cls, name, wrapper)
 
-    timed(publisher, "publish", "publish_s")
+    timed(publisher, "send", "publish_s")
+    timed(publisher, "settle", "publish_s")
     timed(publisher, "_produce", "produce_s")
     timed(producer, "flush", "flush_s")
 

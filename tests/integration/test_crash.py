@@ -95,18 +95,26 @@ def filled_topics(kafka_bootstrap: str, topic_factory: TopicFactory) -> tuple[st
     return raw, preds, dlq
 
 
-@pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
+@pytest.mark.parametrize(
+    ("exactly_once", "pipeline"),
+    [(False, False), (False, True), (True, False)],
+    ids=["at-least-once", "at-least-once-pipelined", "exactly-once"],
+)
 def test_scorer_survives_sigkill_loop(
     exactly_once: bool,
+    pipeline: bool,
+    monkeypatch: pytest.MonkeyPatch,
     kafka_bootstrap: str,
     filled_topics: tuple[str, str, str],
     model_dir: Path,
     tmp_path: Path,
 ) -> None:
+    if pipeline:  # every scorer started below inherits it
+        monkeypatch.setenv("CHURNSTREAM_CONSUMER__PIPELINE", "true")
     raw, preds, dlq = filled_topics
     group = f"crash-{uuid.uuid4().hex[:8]}"
     extra = ["--exactly-once"] if exactly_once else []
-    rng = random.Random(20261123 + exactly_once)
+    rng = random.Random(20261123 + exactly_once + 2 * pipeline)
     batch = BATCH_RECORDS[exactly_once]
     streaming = cli(
         *scorer_args(
@@ -152,6 +160,7 @@ def test_scorer_survives_sigkill_loop(
         f"{len(scored.records)} predictions for {events} events, {scored.duplicates} duplicate(s)"
     )
     # at-least-once: at most the one uncommitted batch in flight at each kill is scored again
+    # (pipelined too: the next batch is produced only once the one before it is committed)
     scored.check(max_duplicates=loop.attempts * BATCH_RECORDS[exactly_once])
     assert_no_dead_letters(kafka_bootstrap, dlq, exactly_once=exactly_once)
 

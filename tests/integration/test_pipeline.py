@@ -302,15 +302,23 @@ def test_batch_consume_returns_with_its_report_and_never_imports_the_heavy_libra
     assert all((tmp_path / "reports" / link).stat().st_size > 0 for link in links)
 
 
-@pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
+@pytest.mark.parametrize(
+    ("exactly_once", "pipeline"),
+    [(False, False), (False, True), (True, False)],
+    ids=["at-least-once", "at-least-once-pipelined", "exactly-once"],
+)
 def test_sigterm_during_streaming_loses_nothing(
     exactly_once: bool,
+    pipeline: bool,
+    monkeypatch: pytest.MonkeyPatch,
     kafka_bootstrap: str,
     topic_factory: TopicFactory,
     dataset_path: Path,
     model_dir: Path,
     tmp_path: Path,
 ) -> None:
+    if pipeline:  # the scorer and the restart below both score pipelined
+        monkeypatch.setenv("CHURNSTREAM_CONSUMER__PIPELINE", "true")
     raw, preds, dlq = topics(topic_factory)
     group = f"g-{uuid.uuid4().hex[:8]}"
     settings = load_settings(**{"kafka.bootstrap_servers": kafka_bootstrap})

@@ -78,6 +78,9 @@ class ConsumerSettings(_Frozen):
     # A broken producer is replaced and failed batches are retried for this long without
     # anything published (a broker restart takes seconds to minutes); then the scorer exits.
     recovery_timeout_s: float = Field(default=300.0, gt=0)
+    # At-least-once only: score batch N+1 while batch N is acknowledged and committed
+    # (churnstream.streaming.pipelined). Opt-in; docs/benchmarks.md has the A/B.
+    pipeline: bool = False
 
 
 class BrokerSettings(_Frozen):

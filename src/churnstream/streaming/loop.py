@@ -5,6 +5,8 @@ or one transaction per batch with ``exactly_once=True``), account for it. A batc
 not published whole is rewound and scored again; a producer that became unusable is replaced
 and the consumer rewound to the committed offsets (:mod:`~churnstream.streaming.recovery`).
 The scorer gives up only after ``consumer.recovery_timeout_s`` without publishing anything.
+With ``consumer.pipeline`` (at-least-once only) batch N+1 is scored while batch N
+is acknowledged (:mod:`~churnstream.streaming.pipelined`).
 Between batches the loop may swap in a new model (:mod:`~churnstream.streaming.models`) and
 close a window. Everything it reports goes
 through its observers' hooks (:mod:`~churnstream.streaming.observers`), which the command
@@ -41,6 +43,7 @@ from churnstream.streaming.batches import first_offsets, next_batch, usable
 from churnstream.streaming.models import ModelWatcher, ShadowTap
 from churnstream.streaming.observers import Observers, ScorerObserver
 from churnstream.streaming.options import ScoreOptions, ScoreSummary
+from churnstream.streaming.pipelined import Pipeline, Scored
 from churnstream.streaming.publish import Publisher, open_publisher
 from churnstream.streaming.recovery import Failure, ProgressClock, Recovery
 from churnstream.streaming.window import Window
@@ -113,6 +116,7 @@ class ScorerLoop:
             auto_offset_reset=self.settings.consumer.auto_offset_reset,
             start_offsets=opts.start_offsets,
         )
+        pipe = self._pipeline(consumer, publisher)
         started = last_message = last_report = time.monotonic()
         quiet_since: float | None = None
         retries = 0
@@ -128,17 +132,26 @@ class ScorerLoop:
                     last_message = time.monotonic()  # batch mode: the rewound input is not idle
                     continue
                 self._maybe_reload()
-                want = self._room()
+                want = self._room(pipe.in_flight if pipe is not None else 0)
                 if want <= 0:
                     break
-                messages = next_batch(consumer, want, opts.max_batch_wait_ms / 1000)
+                # With a batch in flight, take only what is already fetched: waiting for
+                # more would delay that batch's acknowledgement.
+                wait_ms = 0 if pipe is not None and pipe.pending else opts.max_batch_wait_ms
+                messages = next_batch(consumer, want, wait_ms / 1000)
                 batch = usable(messages)
                 self.hooks.on_poll(consumer)
                 now = time.monotonic()
                 if opts.mode == "streaming" and now - last_report >= opts.summary_interval_s:
                     self._close_window()
                     last_report = now
-                if not batch:
+                if batch:
+                    last_message = now
+                    quiet_since = None
+                    failure = self._process(batch, consumer, publisher, pipe, stop)
+                elif pipe is not None and pipe.pending:
+                    failure = pipe.drain()  # nothing to overlap with: finish the batch now
+                else:
                     quiet_since = quiet_since or now
                     if now - quiet_since >= QUIET_PROGRESS_S:
                         self.progress.progressed()
@@ -150,9 +163,6 @@ class ScorerLoop:
                         )
                         break
                     continue
-                last_message = now
-                quiet_since = None
-                failure = self._process(batch, consumer, publisher)
                 if failure is None:
                     retries = 0
                     self.progress.progressed()
@@ -161,6 +171,8 @@ class ScorerLoop:
                     self.progress.check()
                     stop.wait(min(RETRY_BACKOFF_S * retries, MAX_RETRY_BACKOFF_S))
                     last_message = time.monotonic()
+            if pipe is not None:
+                pipe.drain()  # stopping: finish the batch in flight (a failure stays uncommitted)
         finally:
             self.summary.duration_s = time.monotonic() - started
             publisher.close()
@@ -179,9 +191,28 @@ class ScorerLoop:
 
     # -- one batch -----------------------------------------------------------------------
     def _process(
-        self, batch: list[RawMessage], consumer: Consumer, publisher: Publisher
+        self,
+        batch: list[RawMessage],
+        consumer: Consumer,
+        publisher: Publisher,
+        pipe: Pipeline | None = None,
+        stop: threading.Event | None = None,
     ) -> Failure | None:
-        """Score, publish and account for one batch; why not, if it must be scored again."""
+        """Score, publish and account for one batch; why not, if it must be scored again.
+
+        With ``pipe`` the batch is only sent, and the one sent before it finished.
+        """
+        scored = self._score(batch)
+        if pipe is not None:
+            return pipe.advance(scored, stop)
+        failure = publisher.publish(batch, scored.result, consumer, scored.shadow)
+        if failure is not None:
+            self._failed(batch, failure, consumer, publisher)
+            return failure
+        self._published(scored)
+        return None
+
+    def _score(self, batch: list[RawMessage]) -> Scored:
         tap = ShadowTap(self.scorer, self.shadow) if self.shadow is not None else None
         if tap is not None:
             tap.begin()
@@ -197,17 +228,31 @@ class ScorerLoop:
                 else None
             ),
         )
-        shadow = self._shadow_outputs(result, tap)
-        failure = publisher.publish(batch, result, consumer, shadow)
-        if failure is not None:
-            self.progress.failed(failure.reason)
-            self.summary.redelivered_batches += 1
-            self.hooks.on_redelivery(len(batch), failure.reason)
-            if not failure.replace:  # else the recovery rewinds to the committed offsets
-                self._rewind(batch, consumer, publisher, failure.reason)
-            return failure
-        self._account(batch, result, shadow)
-        return None
+        return Scored(batch, result, self._shadow_outputs(result, tap))
+
+    def _failed(
+        self, batch: list[RawMessage], failure: Failure, consumer: Consumer, publisher: Publisher
+    ) -> None:
+        """Account for a batch (or two, pipelined) to be scored again, and rewind to it."""
+        self.progress.failed(failure.reason)
+        self.summary.redelivered_batches += 1
+        self.hooks.on_redelivery(len(batch), failure.reason)
+        if not failure.replace:  # else the recovery rewinds to the committed offsets
+            self._rewind(batch, consumer, publisher, failure.reason)
+
+    def _pipeline(self, consumer: Consumer, publisher: Publisher) -> Pipeline | None:
+        if not self.options.pipeline:
+            return None
+        if self.options.exactly_once:
+            # One open transaction per producer: N+1 cannot be produced before N commits.
+            logger.info("consumer.pipeline applies to at-least-once only; scoring sequentially")
+            return None
+        return Pipeline(
+            publisher,
+            consumer,
+            on_published=self._published,
+            on_failed=lambda batch, failure: self._failed(batch, failure, consumer, publisher),
+        )
 
     def _shadow_outputs(self, result: BatchResult, tap: ShadowTap | None) -> list[ShadowRecord]:
         """Shadow predictions aligned with the champion's (none if they cannot be aligned)."""
@@ -245,6 +290,9 @@ class ScorerLoop:
                     extra={TOPIC: tp.topic, PARTITION: tp.partition, OFFSET: tp.offset},
                 )
 
+    def _published(self, scored: Scored) -> None:
+        self._account(scored.batch, scored.result, scored.shadow)
+
     def _account(
         self, batch: list[RawMessage], result: BatchResult, shadow: Sequence[ShadowRecord] = ()
     ) -> None:
@@ -265,12 +313,13 @@ class ScorerLoop:
         self.hooks.on_batch(batch, result, s)
 
     # -- between batches -------------------------------------------------------------------
-    def _room(self) -> int:
-        """How many messages the next batch may hold (0: max_messages reached)."""
+    def _room(self, in_flight: int = 0) -> int:
+        """How many messages the next batch may hold (0: max_messages reached), with
+        ``in_flight`` consumed but not yet accounted for."""
         opts = self.options
         if opts.max_messages is None:
             return opts.max_batch_records
-        return min(opts.max_batch_records, opts.max_messages - self.summary.consumed)
+        return min(opts.max_batch_records, opts.max_messages - self.summary.consumed - in_flight)
 
     def _close_window(self) -> None:
         summary = self.window.close(

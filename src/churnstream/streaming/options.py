@@ -58,6 +58,9 @@ class ScoreOptions:
     #: Put each prediction's top reasons in its ``churnstream.reasons`` header (costs
     #: throughput: see docs/reasons.md).
     reasons: bool = False
+    #: At-least-once: score the next batch while this one is acknowledged
+    #: (:mod:`~churnstream.streaming.pipelined`); ignored with ``exactly_once``.
+    pipeline: bool = False
 
     @classmethod
     def from_settings(
@@ -109,6 +112,7 @@ class ScoreOptions:
             if shadow_model_path
             else None,
             reasons=reasons,
+            pipeline=consumer.pipeline,
         )
 
 

@@ -113,6 +113,9 @@ class Publisher:
         #: Set when a publish found the producer unusable; :meth:`reopen` clears it.
         self.broken = False
         self._commits = BoundedCalls("commit")
+        #: Failed deliveries counted before the batch being sent: more after its flush
+        #: means one of its own failed.
+        self._failed_before = 0
 
     def publish(
         self,
@@ -128,16 +131,32 @@ class Publisher:
         ones (``producer.delivery_reports``): a failure is reported either way, and flush
         serves its callback before it returns.
         """
-        producer = self.producer
-        failed_before = producer.stats.failed
+        return self.send(result, shadow) or self.settle(batch, consumer)
+
+    def send(self, result: BatchResult, shadow: Sequence[ShadowRecord] = ()) -> Failure | None:
+        """Queue a batch's outputs without waiting for them: the first half of
+        :meth:`publish`. Nothing else may be produced until :meth:`settle` has judged it,
+        since a failed delivery is attributed to whatever was sent since the last send."""
+        self._failed_before = self.producer.stats.failed
         try:
             self._produce(result, shadow)
-            remaining = producer.flush()
         except ProducerFatalError as exc:
             return self._broken(str(exc))
         except KafkaException as exc:  # refused locally (e.g. an unknown topic)
             return Failure(describe(exc))
-        if remaining or producer.stats.failed > failed_before:
+        return None
+
+    def settle(self, batch: Sequence[RawMessage], consumer: Consumer) -> Failure | None:
+        """Wait until everything :meth:`send` queued is acknowledged, then commit ``batch``'s
+        offsets: the second half of :meth:`publish`."""
+        producer = self.producer
+        try:
+            remaining = producer.flush()
+        except ProducerFatalError as exc:
+            return self._broken(str(exc))
+        except KafkaException as exc:
+            return Failure(describe(exc))
+        if remaining or producer.stats.failed > self._failed_before:
             return Failure(producer.stats.last_error or f"{remaining} still queued")
         offsets = next_offsets(batch)
         try:
