@@ -31,10 +31,11 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from churnstream.model import compiled_native
 from churnstream.model.feature_batch import (
     ADDON_COLUMNS,
     RAW_CATEGORICAL,
@@ -293,7 +294,27 @@ class TreeTables:
 
     def raw(self, design: np.ndarray, groups: np.ndarray) -> np.ndarray:
         """The raw score: baseline, then each tree's leaf added in order."""
+        if self._native is not None and compiled_native.native_enabled():
+            try:
+                scores = self._native.raw(
+                    np.ascontiguousarray(design, dtype=np.float64),
+                    np.ascontiguousarray(groups, dtype=np.int64),
+                )
+                return np.frombuffer(scores, dtype=np.float64)
+            except ValueError:  # a code outside its table: numpy says what it makes of it
+                logger.debug("native trees refused a batch; scoring it with numpy")
         return self.sum_leaves(self.leaf_index(design, groups))
+
+    @cached_property
+    def _native(self) -> Any:
+        """The same tables in Rust (:mod:`churnstream.model.compiled_native`), or None."""
+        return compiled_native.new_trees(
+            self.baseline,
+            [(c.kind == "group", c.source, c.thresholds) for c in self.codes],
+            self.leaves,
+            self.offsets_without_codes,
+            self.packs,
+        )
 
     def leaf_index(self, design: np.ndarray, groups: np.ndarray) -> np.ndarray:
         """(rows, trees): each row's position in :attr:`leaves` for every tree."""
