@@ -1,5 +1,10 @@
 """Scoring one record in-process: the scoring core's score_batch, and the reference
-(``tests/oracle.py``) for comparison."""
+(``tests/oracle.py``) for comparison.
+
+``python -m bench.single`` prints where one record's time goes: the median of each step of
+``score_batch`` on its own, one dataset event per call (see docs/benchmarks.md, *One record:
+where the microseconds go*).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,13 @@ import pandas as pd
 from tests.oracle import score_batch_reference
 
 from churnstream.events import encode_event, stamp
+from churnstream.headers import source_key
 from churnstream.model.scorer import Scorer
 from churnstream.schemas import utc_now_iso
+from churnstream.scoring import engine
 from churnstream.scoring.batch import score_batch
+from churnstream.scoring.encode import encode_predictions
+from churnstream.scoring.infer import score_features
 from churnstream.scoring.messages import RawMessage
 
 WARMUP = 200
@@ -79,3 +88,78 @@ def _time(
             times.append(took * 1000)
             frames.append(frame * 1000)
     return np.array(times), np.array(frames)
+
+
+def steps(scorer: Scorer, rows: list[dict[str, Any]], iterations: int) -> dict[str, float]:
+    """Median microseconds of each step of ``score_batch`` for one record, each timed alone."""
+    messages = [
+        RawMessage("bench", 0, i, *encode_event(stamp(rows[i % len(rows)], utc_now_iso())))
+        for i in range(iterations)
+    ]
+    compiled = scorer.compiled
+    if compiled is None:
+        raise RuntimeError("the per-step figures need a compiled model")
+    accepted = [engine.check_batch([m.value], [m.key])[0] for m in messages]
+    features = [rows.features for rows in accepted]
+    groups = [compiled.group_codes(f) for f in features]
+    designs = [compiled.design_matrix(f, g) for f, g in zip(features, groups, strict=True)]
+    predict = scorer.predict_features
+    scores = [score_features(f, predict, threshold=scorer.threshold) for f in features]
+
+    def median_us(step: Any) -> float:
+        for i in range(min(WARMUP, iterations)):
+            step(i)
+        times = []
+        for i in range(iterations):
+            started = time.perf_counter()
+            step(i)
+            times.append(time.perf_counter() - started)
+        return float(np.median(times) * 1e6)
+
+    out = {
+        "score_batch, whole": median_us(
+            lambda i: score_batch(
+                [messages[i]], predict, threshold=scorer.threshold, model_version=scorer.version
+            )
+        ),
+        f"fast check ({engine.active_engine()})": median_us(
+            lambda i: engine.check_batch([messages[i].value], [messages[i].key])
+        ),
+        "model call with its checks (score_features)": median_us(
+            lambda i: score_features(features[i], predict, threshold=scorer.threshold)
+        ),
+        "  the model (predict_features)": median_us(lambda i: predict(features[i])),
+        "    group codes": median_us(lambda i: compiled.group_codes(features[i])),
+        "    design matrix": median_us(lambda i: compiled.design_matrix(features[i], groups[i])),
+    }
+    for member in getattr(compiled.classifier, "members", [compiled.classifier]):
+        out[f"    {type(member).__name__} (with its expit)"] = median_us(
+            lambda i, member=member: member(designs[i], groups[i])
+        )
+    out["prediction body and headers (encode_predictions)"] = median_us(
+        lambda i: encode_predictions(
+            [accepted[i].customer_ids[0]],
+            [accepted[i].event_ts[0]],
+            scores[i].probabilities,
+            scores[i].labels_yes,
+            processed_ts=utc_now_iso(),
+            model_version=scorer.version,
+            inference_ms=scores[i].inference_ms,
+            sources=[source_key("bench", 0, i).encode()],
+        )
+    )
+    return out
+
+
+def main() -> None:
+    from bench import env
+
+    scorer = env.model(env.REPO / "models")
+    print(f"| step (one record, median of 3,000; engine {engine.active_engine()}) | us |")
+    print("|---|---|")
+    for name, value in steps(scorer, env.records(), 3000).items():
+        print(f"| {name} | {value:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -51,7 +51,7 @@ def score_batch_reference(
 ) -> BatchResult:
     """The reference transform: ``predict_proba`` takes the model-ready DataFrame."""
     good: list[tuple[RawMessage, CustomerEvent]] = []
-    rejects = Rejects(consumer_group, format_ts(clock()))
+    rejects = Rejects(consumer_group, clock())
     reject = rejects.add
 
     for msg in messages:

@@ -1,4 +1,5 @@
-//! churnstream's native hot path: the fast check of a batch of customer events.
+//! churnstream's native hot path: the fast check of a batch of customer events, and the
+//! compiled model's trees (`trees.rs`).
 //!
 //! The contract is the one of `churnstream.scoring.validate.check_batch`: a row this check
 //! accepts is a valid event and gives exactly the values the Python check gives; every other
@@ -14,6 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDateTime, PyList, PyString, PyTuple};
 
 mod parse;
+mod trees;
 use parse::{ascii, customer_id, timestamp, Parser};
 
 /// More than this many fields in a body: not a valid event (21 required + Churn).
@@ -341,6 +343,7 @@ impl Checker {
 #[pymodule]
 fn churnstream_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Checker>()?;
+    m.add_class::<trees::Trees>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

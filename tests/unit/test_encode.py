@@ -292,6 +292,10 @@ def test_band_indices_pick_what_risk_band_picks() -> None:
     p = np.concatenate([np.linspace(-1, 2, 3001), edges])
     names = [name for _, name in RISK_BANDS]
     assert band_indices(p) == [names.index(risk_band(x)) for x in p.tolist()]
+    # A few rows at a time are counted in Python: the same bands, edges included.
+    for start in range(0, len(p), 5):
+        part = p[start : start + 5]
+        assert band_indices(part) == [names.index(risk_band(x)) for x in part.tolist()]
 
 
 def explain_fixed(batch: FeatureBatch) -> Contributions:

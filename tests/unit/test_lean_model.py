@@ -16,13 +16,14 @@ from scipy.special import expit as scipy_expit
 from typer.testing import CliRunner
 
 from churnstream.cli import app
+from churnstream.data import load_dataset
 from churnstream.exceptions import ModelLoadError
-from churnstream.model import compiled_io
+from churnstream.model import arrays, compiled_io
 from churnstream.model.artifacts import COMPILED_FILE, COMPILED_KEY, LATEST_FILE, METADATA_FILE
 from churnstream.model.compile import compile_pipeline
 from churnstream.model.contributions import explainer
 from churnstream.model.export import synthetic_features
-from churnstream.model.features import to_frame
+from churnstream.model.features import from_frame, to_frame
 from churnstream.model.lean import LeanScorer
 from churnstream.model.pipeline import churn_probabilities
 from churnstream.model.scorer import Scorer
@@ -61,6 +62,13 @@ def test_expit_is_scipys_bit_for_bit() -> None:
     assert got is out
     assert np.array_equal(got, scipy_expit(x))
     assert np.isnan(compiled_io.expit(np.array([np.nan]))).all()
+    # A few values at a time take the Python-float path: the same bits, in place too.
+    small = np.concatenate([x[:2_000], x[-40:]])
+    for size in (1, compiled_io.SMALL_EXPIT_VALUES):
+        for start in range(0, small.size, size):
+            part = small[start : start + size].copy()
+            assert compiled_io.expit(part, out=part) is part
+            assert np.array_equal(part, scipy_expit(small[start : start + size])), start
 
 
 def test_training_exports_arrays_identical_to_the_pipeline(model_dir: Path) -> None:
@@ -96,6 +104,28 @@ def test_a_row_scores_to_the_same_bits_whatever_batch_it_is_in(model_dir: Path) 
     # The explainer's probabilities are the same numbers, one row at a time too.
     alone = [lean.explain_features(batch.take(slice(i, i + 1))).probabilities for i in range(9)]
     assert np.array_equal(np.concatenate(alone).view(np.int64), whole[:9])
+
+
+def test_a_few_rows_get_the_design_matrix_numpy_gives_them(
+    model_dir: Path, dataset_path: Path
+) -> None:
+    # Up to SMALL_NUMERIC_ROWS rows, the numeric block is computed on Python floats.
+    compiled = LeanScorer.load(model_dir).compiled
+    dataset = from_frame(load_dataset(dataset_path))
+    synthetic = synthetic_features(2_000, 5)
+    size = arrays.SMALL_NUMERIC_ROWS
+    for batch in (dataset, synthetic):
+        groups = compiled.group_codes(batch)
+        whole = compiled.design_matrix(batch, groups)  # numpy's path
+        for start in range(0, len(batch), size):
+            rows = slice(start, start + size)
+            part = compiled.design_matrix(batch.take(rows), groups[rows])
+            assert part.tobytes() == whole[rows].tobytes(), start
+    # A tenure beyond the log1p table (the contract's bound) goes to numpy, not an error.
+    odd = synthetic.take(slice(0, 1))
+    odd.tenure[0] = 1_000
+    assert arrays._small_numeric_rows(odd, compiled.numeric) is None
+    assert compiled.design_matrix(odd, compiled.group_codes(odd)).shape == (1, compiled.width)
 
 
 def test_the_file_holds_arrays_only(model_dir: Path) -> None:

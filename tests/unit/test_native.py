@@ -24,6 +24,10 @@ from hypothesis import strategies as st
 from churnstream.data import load_dataset
 from churnstream.events import encode_event, frame_to_events
 from churnstream.exceptions import ChurnstreamError
+from churnstream.model import compiled_native
+from churnstream.model.arrays import SoftVote, TreeTables
+from churnstream.model.export import synthetic_features
+from churnstream.model.lean import LeanScorer
 from churnstream.scoring import engine, validate
 from churnstream.scoring.batch import score_batch
 from churnstream.scoring.messages import BatchResult, RawMessage
@@ -42,6 +46,7 @@ def _restore_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     """Whatever a test selects, the engine in use before it comes back afterwards."""
     monkeypatch.setattr(engine, "_active", engine._active)
     monkeypatch.setattr(engine, "_active_name", engine._active_name)
+    monkeypatch.setattr(compiled_native, "_enabled", compiled_native._enabled)
 
 
 def same_checks(values: list[bytes | None], keys: list[bytes | None]) -> int:
@@ -156,6 +161,50 @@ def test_fuzzed_message_families_end_the_same(families: list[test_fuzz.Family]) 
         test_validate.assert_same(*on_both(messages))
     finally:
         logging.disable(logging.NOTSET)
+
+
+def test_native_trees_give_the_numpy_trees_bits(model_dir: Path) -> None:
+    lean = LeanScorer.load(model_dir)
+    assert isinstance(lean.compiled.classifier, SoftVote)
+    (trees,) = [m for m in lean.compiled.classifier.members if isinstance(m, TreeTables)]
+    assert compiled_native.available() and trees._native is not None
+    batch = synthetic_features(3_000, 21)
+    groups = lean.compiled.group_codes(batch)
+    design = lean.compiled.design_matrix(batch, groups)
+    # Values exactly on every threshold and one ulp either side: searchsorted's ties.
+    row = 0
+    for code in (c for c in trees.codes if c.kind == "numeric"):
+        for value in code.thresholds.tolist():
+            for near in (np.nextafter(value, -np.inf), value, np.nextafter(value, np.inf)):
+                design[row % len(design), code.source] = near
+                row += 1
+    assert row > 100
+    for rows in (1, 7, 300, 3_000):  # both of numpy's ways of summing the trees
+        compiled_native.use_native(False)
+        expected = trees.raw(design[:rows], groups[:rows])
+        compiled_native.use_native(True)
+        got = trees.raw(design[:rows], groups[:rows])
+        assert got.dtype == np.float64 and got.tobytes() == expected.tobytes(), rows
+    # Whole predictions follow the engine setting, and agree bit for bit.
+    probabilities = {}
+    for name in (engine.NATIVE, engine.PYTHON):
+        engine.select_engine(name)
+        assert compiled_native.native_enabled() == (name == engine.NATIVE)
+        probabilities[name] = lean.predict_features(batch).tobytes()
+    assert probabilities[engine.NATIVE] == probabilities[engine.PYTHON]
+
+
+def test_native_trees_refuse_codes_outside_their_tables(model_dir: Path) -> None:
+    lean = LeanScorer.load(model_dir)
+    (trees,) = [m for m in lean.compiled.classifier.members if isinstance(m, TreeTables)]
+    batch = synthetic_features(2, 3)
+    groups = lean.compiled.group_codes(batch)
+    design = lean.compiled.design_matrix(batch, groups)
+    groups[:, :] = 10_000
+    with pytest.raises(ValueError, match="outside"):
+        trees._native.raw(design, groups)
+    with pytest.raises(ValueError, match="2-d"):
+        trees._native.raw(design[0], groups)
 
 
 def test_the_engine_setting_picks_the_check(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,17 +31,19 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from churnstream.model import compiled_native
 from churnstream.model.feature_batch import (
     ADDON_COLUMNS,
+    MIN_AVG_CHARGE,
     RAW_CATEGORICAL,
     FeatureBatch,
     numeric_engineered,
 )
-from churnstream.schemas import CATEGORICAL_LEVELS
+from churnstream.schemas import CATEGORICAL_LEVELS, NUMERIC_BOUNDS
 
 logger = logging.getLogger(__name__)
 
@@ -51,17 +53,26 @@ LOOP_SUM_MIN_ROWS = 256
 #: of the kernels' 4 (or 8) rows, and with our ~60 columns far below the size (2,304 x 4
 #: elements) from which OpenBLAS splits a matrix-vector product between threads.
 PRODUCT_BLOCK_ROWS = 64
+#: Up to this many rows, the design matrix's numeric block is computed on Python floats.
+SMALL_NUMERIC_ROWS = 8
 #: The engineered one-hot group: Contract x InternetService.
 CONTRACT_INTERNET = "contract_internet"
 _YES = CATEGORICAL_LEVELS[ADDON_COLUMNS[0]].index("Yes")
 _AUTO_PAY_CODES = np.array(
     [i for i, m in enumerate(CATEGORICAL_LEVELS["PaymentMethod"]) if "automatic" in m]
 )
-_ADDON_POSITIONS = [RAW_CATEGORICAL.index(name) for name in ADDON_COLUMNS]
+_ADDON_POSITIONS = np.array([RAW_CATEGORICAL.index(name) for name in ADDON_COLUMNS], dtype=np.intp)
 _PAYMENT = RAW_CATEGORICAL.index("PaymentMethod")
 _AUTO_PAY_BY_CODE = np.isin(
     np.arange(len(CATEGORICAL_LEVELS["PaymentMethod"])), _AUTO_PAY_CODES
 ).astype(float)
+_AUTO_PAY_LIST: list[float] = _AUTO_PAY_BY_CODE.tolist()
+_ADDON_LIST: list[int] = _ADDON_POSITIONS.tolist()
+#: log1p of every valid tenure, each computed by numpy on its own as a one-row batch is.
+_LOG1P_TENURE: list[float] = [
+    float(np.log1p(np.array([float(t)]))[0])
+    for t in range(int(NUMERIC_BOUNDS["tenure"][1] or 0) + 1)
+]
 _CONTRACT = RAW_CATEGORICAL.index("Contract")
 _INTERNET = RAW_CATEGORICAL.index("InternetService")
 _N_INTERNET = len(CATEGORICAL_LEVELS["InternetService"])
@@ -121,17 +132,27 @@ class CompiledPipeline:
     def _group_index(self) -> np.ndarray:
         return np.arange(len(self.groups))[None, :]
 
+    @cached_property
+    def _group_sources(self) -> tuple[np.ndarray, int | None]:
+        """Each group's column of FeatureBatch.codes (0 for contract_internet, whose position
+        comes second: it is computed from two columns)."""
+        names = [g.name for g in self.groups]
+        engineered = names.index(CONTRACT_INTERNET) if CONTRACT_INTERNET in names else None
+        sources = [
+            0 if name == CONTRACT_INTERNET else RAW_CATEGORICAL.index(name) for name in names
+        ]
+        return np.array(sources, dtype=np.intp), engineered
+
     def group_codes(self, batch: FeatureBatch) -> np.ndarray:
         """(n, groups) level codes of every one-hot group, contract_internet included."""
-        codes = np.empty((len(batch), len(self.groups)), dtype=np.intp)
-        for position, group in enumerate(self.groups):
-            if group.name == CONTRACT_INTERNET:
-                codes[:, position] = (
-                    batch.codes[:, _CONTRACT].astype(np.intp) * _N_INTERNET
-                    + batch.codes[:, _INTERNET]
-                )
-            else:
-                codes[:, position] = batch.codes[:, RAW_CATEGORICAL.index(group.name)]
+        # One gather for every raw group, then the engineered column: a few numpy calls
+        # whatever the number of groups (per-call overhead is most of a single row's cost).
+        sources, engineered = self._group_sources
+        codes = batch.codes.take(sources, axis=1).astype(np.intp)
+        if engineered is not None:
+            codes[:, engineered] = (
+                batch.codes[:, _CONTRACT].astype(np.intp) * _N_INTERNET + batch.codes[:, _INTERNET]
+            )
         return codes
 
     def design_matrix(self, batch: FeatureBatch, groups: np.ndarray) -> np.ndarray:
@@ -142,16 +163,18 @@ class CompiledPipeline:
         columns = self._column_table[self._group_index, groups]
         known = columns >= 0
         design[np.nonzero(known)[0], columns[known]] = 1.0
-        values = _numeric_values(batch)
-        block = np.empty((n, len(self.numeric)), dtype=np.float64)
-        for position, name in enumerate(self.numeric):
-            block[:, position] = values[name]
+        block = design[:, self.n_onehot :]
+        small = _small_numeric_rows(batch, self.numeric) if n <= SMALL_NUMERIC_ROWS else None
+        if small is not None:
+            block[...] = small
+        else:
+            values = _numeric_values(batch)
+            block[...] = np.array([values[name] for name in self.numeric]).T  # one copy
         # StandardScaler.transform: subtract, then divide, in place.
         if self.mean is not None:
             block -= self.mean
         if self.scale is not None:
             block /= self.scale
-        design[:, self.n_onehot :] = block
         return design
 
     def predict_proba(self, batch: FeatureBatch) -> np.ndarray:
@@ -169,13 +192,48 @@ def _numeric_values(batch: FeatureBatch) -> dict[str, np.ndarray]:
     """Raw and engineered numeric features, as float64, computed as feature_matrix does."""
     values = numeric_engineered(batch.tenure, batch.monthly_charges, batch.total_charges)
     # Small whole numbers, so any summation order gives the same float as feature_matrix.
-    values["n_addons"] = (batch.codes[:, _ADDON_POSITIONS] == _YES).sum(axis=1).astype(float)
+    values["n_addons"] = (
+        (batch.codes.take(_ADDON_POSITIONS, axis=1) == _YES).sum(axis=1).astype(float)
+    )
     values["auto_pay"] = _AUTO_PAY_BY_CODE[batch.codes[:, _PAYMENT]]
     values["SeniorCitizen"] = batch.senior_citizen.astype(float)
     values["tenure"] = batch.tenure.astype(float)
     values["MonthlyCharges"] = batch.monthly_charges.astype(float)
     values["TotalCharges"] = batch.total_charges.astype(float)
     return values
+
+
+def _small_numeric_rows(batch: FeatureBatch, names: list[str]) -> list[list[float]] | None:
+    """:func:`_numeric_values` for a few rows, on Python floats: the same IEEE operations
+    (``np.log1p`` from a table numpy filled one value at a time), a fraction of the cost of
+    twenty numpy calls. None when a tenure is outside the table (numpy takes the batch)."""
+    rows = []
+    for codes, senior, tenure, monthly, total in zip(
+        batch.codes.tolist(),
+        batch.senior_citizen.tolist(),
+        batch.tenure.tolist(),
+        batch.monthly_charges.tolist(),
+        batch.total_charges.tolist(),
+        strict=True,
+    ):
+        if not 0 <= tenure < len(_LOG1P_TENURE):
+            return None
+        tenure_f, monthly_f, total_f = float(tenure), float(monthly), float(total)
+        # numeric_engineered's formulas, operation for operation.
+        avg = total_f / max(tenure_f, 1.0) if tenure_f > 0 else monthly_f
+        values = {
+            "log_tenure": _LOG1P_TENURE[tenure],
+            "avg_monthly_charge": avg,
+            "charge_ratio": monthly_f / (avg if avg > MIN_AVG_CHARGE else MIN_AVG_CHARGE),
+            "n_addons": float(sum(codes[i] == _YES for i in _ADDON_LIST)),
+            "auto_pay": _AUTO_PAY_LIST[codes[_PAYMENT]],
+            "SeniorCitizen": float(senior),
+            "tenure": tenure_f,
+            "MonthlyCharges": monthly_f,
+            "TotalCharges": total_f,
+        }
+        rows.append([values[name] for name in names])
+    return rows
 
 
 # -- classifiers ----------------------------------------------------------------------------
@@ -293,7 +351,34 @@ class TreeTables:
 
     def raw(self, design: np.ndarray, groups: np.ndarray) -> np.ndarray:
         """The raw score: baseline, then each tree's leaf added in order."""
+        if self._native is not None and compiled_native.native_enabled():
+            try:
+                scores = self._native.raw(
+                    np.ascontiguousarray(design, dtype=np.float64),
+                    np.ascontiguousarray(groups, dtype=np.int64),
+                )
+                return np.frombuffer(scores, dtype=np.float64)
+            except ValueError:  # a code outside its table: numpy says what it makes of it
+                logger.debug("native trees refused a batch; scoring it with numpy")
         return self.sum_leaves(self.leaf_index(design, groups))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The native evaluator does not pickle (Spark ships models to its workers): each
+        # process builds its own on first use.
+        state = dict(self.__dict__)
+        state.pop("_native", None)
+        return state
+
+    @cached_property
+    def _native(self) -> Any:
+        """The same tables in Rust (:mod:`churnstream.model.compiled_native`), or None."""
+        return compiled_native.new_trees(
+            self.baseline,
+            [(c.kind == "group", c.source, c.thresholds) for c in self.codes],
+            self.leaves,
+            self.offsets_without_codes,
+            self.packs,
+        )
 
     def leaf_index(self, design: np.ndarray, groups: np.ndarray) -> np.ndarray:
         """(rows, trees): each row's position in :attr:`leaves` for every tree."""

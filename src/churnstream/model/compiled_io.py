@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 #: Version of the layout below; a reader refuses any other.
 COMPILED_FORMAT = 1
 STRUCTURE_KEY = "structure"
+#: Up to this many values, :func:`expit` computes on Python floats instead of numpy arrays.
+SMALL_EXPIT_VALUES = 8
 # Above this, exp(x) overflows a double (math.exp raises; C's exp gives inf).
 _EXP_SAFE_MAX = 709.0
 
@@ -51,6 +53,12 @@ class CompiledFormatError(ValueError):
 def expit(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``1 / (1 + exp(-x))`` element-wise, bit-identical to ``scipy.special.expit``."""
     values = np.asarray(x, dtype=np.float64)
+    if values.size <= SMALL_EXPIT_VALUES:
+        # The same float operations on Python floats: for a row or two, a dozen numpy calls
+        # cost more than the arithmetic.
+        result = out if out is not None else np.empty_like(values)
+        result.flat[:] = [1.0 / (1.0 + _exp_or_inf(-v)) for v in values.ravel().tolist()]
+        return result
     flat = np.negative(values).ravel()
     big = flat > _EXP_SAFE_MAX
     if big.any():

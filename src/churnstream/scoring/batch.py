@@ -62,7 +62,7 @@ def score_batch(
     :meth:`churnstream.model.scorer.Scorer.explain_features`) each prediction also carries
     its top reasons (the ``churnstream.reasons`` header).
     """
-    rejects = Rejects(consumer_group, format_ts(clock()))
+    rejects = Rejects(consumer_group, clock())
     reject = rejects.add
 
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -24,7 +25,7 @@ from churnstream.headers import (
     source_key,
 )
 from churnstream.logging import ERROR_CODE, OFFSET, PARTITION, TOPIC
-from churnstream.schemas import DeadLetter, ErrorType, dump_body
+from churnstream.schemas import DeadLetter, ErrorType, dump_body, format_ts
 from churnstream.scoring.decode import MAX_BODY_BYTES, nested_too_deep
 from churnstream.scoring.messages import OutMessage, RawMessage
 
@@ -104,12 +105,20 @@ def dead_letter(
 class Rejects:
     """The dead letters of one batch, with their counts by error type and by reason code."""
 
-    def __init__(self, consumer_group: str | None, failed_ts: str) -> None:
+    def __init__(self, consumer_group: str | None, failed_at: datetime) -> None:
         self.consumer_group = consumer_group
-        self.failed_ts = failed_ts
+        self.failed_at = failed_at
+        self._failed_ts: str | None = None
         self.letters: list[OutMessage] = []
         self.types: dict[str, int] = {}
         self.codes: dict[str, int] = {}
+
+    def failed_ts(self) -> str:
+        """The batch's failure time as bodies write it; formatted only once a letter needs it
+        (most batches have none, and formatting is a measurable part of scoring one row)."""
+        if self._failed_ts is None:
+            self._failed_ts = format_ts(self.failed_at)
+        return self._failed_ts
 
     def add(
         self,
@@ -127,7 +136,7 @@ class Rejects:
                 code=code,
                 details=details,
                 consumer_group=self.consumer_group,
-                failed_ts=self.failed_ts,
+                failed_ts=self.failed_ts(),
             )
         )
         self.types[error_type] = self.types.get(error_type, 0) + 1

@@ -1,5 +1,9 @@
 """Which fast check runs: the native extension (Rust, ``churnstream_native``) or Python.
 
+The same choice picks how the compiled model's trees are evaluated
+(:mod:`churnstream.model.compiled_native`): natively with the native check, with numpy with
+the Python one.
+
 ``make setup`` builds the extension from ``native/``; where that build fails, churnstream
 runs on the Python check (:func:`churnstream.scoring.validate.check_batch`), which stays the
 fallback and the oracle of the differential tests. Both keep one contract: a row they accept
@@ -21,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from churnstream.exceptions import ChurnstreamError, ConfigError
+from churnstream.model import compiled_native
 from churnstream.model.feature_batch import RAW_CATEGORICAL, FeatureBatch
 from churnstream.schemas import (
     CATEGORICAL_LEVELS,
@@ -134,6 +139,8 @@ def select_engine(engine: str) -> str:
         _fallback_logged = True
     _active = native_check_batch if chosen == NATIVE else validate.check_batch
     _active_name = chosen
+    # The compiled model's trees follow the check: all native, or all Python (the oracle).
+    compiled_native.use_native(chosen == NATIVE)
     return chosen
 
 
