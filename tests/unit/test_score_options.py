@@ -6,6 +6,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from churnstream.exceptions import ChurnstreamError
 from churnstream.reports.writer import SummaryWriter
 from churnstream.settings import load_settings
 from churnstream.spark.kafka_batch import SparkBatchSummary
@@ -43,7 +46,24 @@ def test_options_come_from_the_settings() -> None:
         max_batch_wait_ms=9,
         summary_interval_s=12.5,
         top_k=4,
+        pipeline=True,  # consumer.pipeline "auto": batch mode, at-least-once
     )
+
+
+def test_pipeline_auto_is_on_for_an_at_least_once_batch_window_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    auto = load_settings()
+    assert auto.consumer.pipeline == "auto"
+    assert ScoreOptions.from_settings(auto, mode="batch").pipeline is True
+    assert ScoreOptions.from_settings(auto, mode="streaming").pipeline is False
+    assert ScoreOptions.from_settings(auto, mode="batch", exactly_once=True).pipeline is False
+    for value, mode, expected in (("true", "streaming", True), ("false", "batch", False)):
+        monkeypatch.setenv("CHURNSTREAM_CONSUMER__PIPELINE", value)
+        assert ScoreOptions.from_settings(load_settings(), mode=mode).pipeline is expected
+    monkeypatch.setenv("CHURNSTREAM_CONSUMER__PIPELINE", "sometimes")
+    with pytest.raises(ChurnstreamError, match="consumer.pipeline"):
+        load_settings()
 
 
 def test_exactly_once_gets_a_stable_id_per_worker() -> None:

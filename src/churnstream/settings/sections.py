@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from churnstream.exceptions import ConfigError
 
@@ -79,8 +79,20 @@ class ConsumerSettings(_Frozen):
     # anything published (a broker restart takes seconds to minutes); then the scorer exits.
     recovery_timeout_s: float = Field(default=300.0, gt=0)
     # At-least-once only: score batch N+1 while batch N is acknowledged and committed
-    # (churnstream.streaming.pipelined). Opt-in; docs/benchmarks.md has the A/B.
-    pipeline: bool = False
+    # (churnstream.streaming.pipelined). "auto" pipelines batch mode, where a backlog gains
+    # 1.3-1.5x, and not streaming mode, where each batch would wait for the flush of the one
+    # before it (docs/benchmarks.md, "Pipelining").
+    pipeline: Literal["auto"] | bool = "auto"
+
+    @field_validator("pipeline", mode="before")
+    @classmethod
+    def _auto_or_bool(cls, value: object) -> object:
+        # One readable line instead of pydantic's error for each member of the union.
+        if value == "auto" or isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"true", "false", "1", "0", "yes", "no"}:
+            return value.lower() in {"true", "1", "yes"}
+        raise ValueError(f"must be auto, true or false, not {value!r}")
 
 
 class BrokerSettings(_Frozen):

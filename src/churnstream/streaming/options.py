@@ -112,7 +112,9 @@ class ScoreOptions:
             if shadow_model_path
             else None,
             reasons=reasons,
-            pipeline=consumer.pipeline,
+            pipeline=(mode == "batch" and not exactly_once)
+            if consumer.pipeline == "auto"
+            else consumer.pipeline,
         )
 
 
