@@ -178,7 +178,12 @@ def test_scorer_survives_a_broker_restart_mid_stream(
 
 
 def test_producer_survives_a_broker_restart(outage: Outage, dataset_path: Path) -> None:
-    settings = load_settings(**{"kafka.bootstrap_servers": outage.bootstrap})
+    # The broker is down for its stop, 4 s and its start: on a loaded machine that outlasted
+    # the default 30 s delivery timeout once (379 events "Message timed out"). The test is
+    # about surviving the restart, not about that timeout (the next test is).
+    settings = load_settings(
+        **{"kafka.bootstrap_servers": outage.bootstrap, "producer.delivery_timeout_ms": 120_000}
+    )
     options = ProduceOptions(
         mode="streaming",
         topic=outage.raw,
@@ -231,7 +236,11 @@ def test_producer_reports_what_it_could_not_deliver(
     assert sum(counts) == summary.failed, (lines, summary.failed)
     devbroker.start(outage.broker)
     delivered = read_topic(outage.bootstrap, outage.raw, idle_s=2)
-    assert len(delivered) == summary.sent
+    # Every acknowledged event is there. An event in flight when the broker stopped can be
+    # appended without its acknowledgement reaching the producer, which then reports it
+    # timed out: it counts as failed, and may be there too (seen once: 184 for 183 sent).
+    assert summary.sent <= len(delivered) <= summary.sent + summary.failed
+    assert len({r.headers[ROW_INDEX_HEADER] for r in delivered}) == len(delivered)
     assert summary.sent + summary.failed >= 500  # 6 s at 100/s, every one accounted for
 
 
