@@ -75,12 +75,14 @@ def kill_at_progress(
         step = max(1, (total() - start) // (KILLS - loop.mid_run + 1))
         target = start + rng.randint(1, step)
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline and progress() < target:
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, extra_delay_s))
-        proc.kill()
-        proc.wait(timeout=10)
+        try:
+            deadline = time.monotonic() + 120
+            while proc.poll() is None and time.monotonic() < deadline and progress() < target:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, extra_delay_s))
+        finally:  # also when pytest-timeout interrupts the wait: no scorer outlives the test
+            proc.kill()
+            proc.wait(timeout=10)
         loop.attempts += 1
         done = progress()
         print(f"SIGKILL past {target}: {done} of {total()} done")
