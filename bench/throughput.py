@@ -59,14 +59,18 @@ def scorer_command(
     models_dir: Path,
     workers: int,
     extra: list[str],
+    reports: Path | None = None,
 ) -> list[str]:
+    """The scorer's command line; it writes no report unless given ``reports``."""
     raw, predictions, deadletter = topics
     return [
         sys.executable, "-m", "churnstream", "--log-level", "WARNING",
         "consume", "--mode", "batch", "--broker", bootstrap,
         "--input-topic", raw, "--output-topic", predictions, "--deadletter-topic", deadletter,
         "--consumer-group", group, "--model-path", str(models_dir),
-        "--timeout-ms", str(IDLE_TIMEOUT_MS), "--no-reports", "--workers", str(workers), *extra,
+        "--timeout-ms", str(IDLE_TIMEOUT_MS),
+        *(["--no-reports"] if reports is None else ["--reports-dir", str(reports)]),
+        "--workers", str(workers), *extra,
     ]  # fmt: skip
 
 

@@ -38,13 +38,12 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from bench import env
+from bench import env, throughput
 
 logger = logging.getLogger("bench")
 
 RESULTS = env.REPO / "bench" / "results"
 DEFAULT_EVENTS = 10_000_000
-IDLE_TIMEOUT_MS = 10_000
 FIRST_MINUTE_S = 60.0
 #: Committed offsets are read this often (a broker round trip; RSS is read every sample).
 PROGRESS_EVERY_S = 5.0
@@ -174,24 +173,6 @@ def end_offsets(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
-def scorer_command(
-    bootstrap: str,
-    topics: tuple[str, str, str],
-    group: str,
-    args: argparse.Namespace,
-    reports: Path,
-) -> list[str]:
-    raw, predictions, deadletter = topics
-    return [
-        sys.executable, "-m", "churnstream", "--log-level", "WARNING",
-        "consume", "--mode", "batch", "--broker", bootstrap,
-        "--input-topic", raw, "--output-topic", predictions, "--deadletter-topic", deadletter,
-        "--consumer-group", group, "--model-path", str(args.models_dir),
-        "--timeout-ms", str(IDLE_TIMEOUT_MS), "--workers", "1",
-        *(["--no-reports"] if args.no_reports else ["--reports-dir", str(reports)]),
-    ]  # fmt: skip
-
-
 def sample_scorer(
     command: list[str], progress: Progress, every_s: float
 ) -> tuple[int, float, list[Sample]]:
@@ -228,7 +209,15 @@ def measure(
     group = f"bench-{uuid.uuid4().hex[:8]}"
     progress = Progress(bootstrap, topics[0], group, args.partitions)
     with tempfile.TemporaryDirectory(prefix="churnstream-window-rss-") as reports:
-        command = scorer_command(bootstrap, topics, group, args, Path(reports))
+        command = throughput.scorer_command(
+            bootstrap,
+            topics,
+            group,
+            args.models_dir,
+            1,
+            [],
+            None if args.no_reports else Path(reports),
+        )
         try:
             code, wall, samples = sample_scorer(command, progress, args.sample_every)
         finally:
