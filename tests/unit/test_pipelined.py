@@ -5,8 +5,7 @@ the librdkafka producer and the consumer are fakes that log every call in one se
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -16,21 +15,12 @@ from churnstream.kafka import clients
 from churnstream.kafka.producer import SafeProducer
 from churnstream.scoring.messages import BatchResult, OutMessage, RawMessage
 from churnstream.streaming.batches import first_offsets
-from churnstream.streaming.options import ScoreOptions
 from churnstream.streaming.pipelined import Pipeline, Scored
 from churnstream.streaming.publish import Publisher
 from churnstream.streaming.recovery import Failure
+from tests.unit.test_recovery import OPTIONS as RECOVERY_OPTIONS
 
-OPTIONS = ScoreOptions(
-    mode="streaming",
-    input_topic="in",
-    output_topic="out",
-    deadletter_topic="dlq",
-    group_id="g",
-    model_path=Path("models"),
-    idle_timeout_ms=1000,
-    pipeline=True,
-)
+OPTIONS = replace(RECOVERY_OPTIONS, pipeline=True)
 
 
 @dataclass
