@@ -7,7 +7,8 @@ each contender reads all of it with a consumer group of its own into output topi
 - the plain batched peer, ``bench/peer_batched.py``: what an afternoon's work gives;
 - the Python copy ceiling, ``bench/ceiling.py``'s loop: no decoding, no model;
 - the native ceiling: Debian's kcat, ``kcat -C`` piped into ``kcat -P`` (keys and values;
-  ``kcat -P`` cannot carry per-message headers, and neither commits offsets).
+  ``kcat -P`` cannot carry per-message headers, and neither commits offsets), once with
+  kcat's default codec (none) and once writing gzip, the codec churnstream's outputs use.
 
 **Rates** come from the broker's clock: the output topics use ``LogAppendTime``, so every
 output record carries the time the broker appended it, the same clock for every contender.
@@ -53,6 +54,7 @@ FIRST_APPEND_S = 0.0005
 
 LABELS = {
     "kcat": "native ceiling: `kcat -C` piped into `kcat -P` (keys and values)",
+    "kcat_gzip": "the same, writing gzip as the contract asks (`kcat -P -z gzip`)",
     "churnstream": "churnstream `consume --mode batch`, 1 worker",
     "batched": "plain batched peer (`bench/peer_batched.py`)",
     "python_copy": "Python copy ceiling (`bench/ceiling.py`'s loop, no scoring)",
@@ -148,25 +150,29 @@ def measure(
     out.append(copy)
 
     kcat = shutil.which("kcat")
-    topic = _output_topic(bootstrap, partitions)
     # One line per message, key TAB value: the events are single-line JSON (orjson escapes
     # control characters) and the keys are customer IDs, so the framing survives the pipe;
-    # the check below compares every key and value with the input's.
-    commands = [
-        [kcat or "kcat", "-C", "-b", bootstrap, "-t", raw, "-o", "beginning", "-e", "-q",
-         "-f", r"%k\t%s\n"],
-        [kcat or "kcat", "-P", "-b", bootstrap, "-t", topic, "-K", r"\t"],
-    ]  # fmt: skip
-    if kcat is None:
-        native = Contender("kcat", _shown(commands), events, missing="kcat missing")
-    else:
-        native, output = _contender("kcat", commands, bootstrap, topic, events, 0.0)
-        native.check = _same(_digests(output, headers=False), without_headers, "keys and values")
-        native.check += (
-            f"; the pipe's wall time {native.wall_s:.2f} s, start-up included "
-            f"({events / native.wall_s:,.0f} msgs/s)"
-        )
-    out.insert(0, native)
+    # the check below compares every key and value with the input's. The second run writes
+    # gzip, the codec the contract asks of churnstream's outputs (kcat's default is none).
+    for name, codec in (("kcat", []), ("kcat_gzip", ["-z", "gzip"])):
+        topic = _output_topic(bootstrap, partitions)
+        commands = [
+            [kcat or "kcat", "-C", "-b", bootstrap, "-t", raw, "-o", "beginning", "-e", "-q",
+             "-f", r"%k\t%s\n"],
+            [kcat or "kcat", "-P", "-b", bootstrap, "-t", topic, "-K", r"\t", *codec],
+        ]  # fmt: skip
+        if kcat is None:
+            native = Contender(name, _shown(commands), events, missing="kcat missing")
+        else:
+            native, output = _contender(name, commands, bootstrap, topic, events, 0.0)
+            native.check = _same(
+                _digests(output, headers=False), without_headers, "keys and values"
+            )
+            native.check += (
+                f"; the pipe's wall time {native.wall_s:.2f} s, start-up included "
+                f"({events / native.wall_s:,.0f} msgs/s)"
+            )
+        out.insert(0 if name == "kcat" else 1, native)
     return {
         "events": events,
         "partitions": partitions,
@@ -371,7 +377,7 @@ def render(results: dict[str, Any]) -> str:
             continue
         versus = ratio(results, c["name"])
         shown = "" if c["name"] == "churnstream" else f"{versus:.2f}x" if versus else "n/a"
-        rss = f"{c['peak_rss_mb']:.0f} MB" + (" (both)" if c["name"] == "kcat" else "")
+        rss = f"{c['peak_rss_mb']:.0f} MB" + (" (both)" if c["name"].startswith("kcat") else "")
         committed = "" if c["committed"] is None else f"; all committed: {c['committed']}"
         lines.append(
             f"| {label} | **{c['sustained_msgs_per_s']:,.0f}** | {shown} | "
