@@ -147,13 +147,17 @@ fn copy(args: &Args) -> Result<u64, String> {
 
     let idle_stop = Duration::from_secs_f64(args.idle_stop_s.max(0.0));
     let mut copied: u64 = 0;
+    let mut phases = Phases::default();
     let mut idle_since = Instant::now();
     while idle_since.elapsed() < idle_stop {
+        let started = Instant::now();
         let batch = consume(&consumer, MAX_BATCH_RECORDS, BATCH_WAIT);
         if batch.is_empty() {
             continue;
         }
         idle_since = Instant::now();
+        phases.batches += 1;
+        phases.consume += idle_since - started;
         // Per partition, the offset after the batch's last record: what the commit stores.
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
         for msg in &batch {
@@ -161,9 +165,13 @@ fn copy(args: &Args) -> Result<u64, String> {
             producer.poll(Duration::ZERO);
             next.insert(msg.partition(), msg.offset() + 1);
         }
+        let produced = Instant::now();
+        phases.produce += produced - idle_since;
         producer
             .flush(Timeout::Never)
             .map_err(|e| format!("flush failed: {e}"))?;
+        let flushed = Instant::now();
+        phases.flush += flushed - produced;
         let context = producer.context();
         let failed = context.failed.load(Ordering::Relaxed);
         let delivered = context.delivered.load(Ordering::Relaxed);
@@ -187,9 +195,35 @@ fn copy(args: &Args) -> Result<u64, String> {
         consumer
             .commit(&offsets, CommitMode::Sync)
             .map_err(|e| format!("commit failed: {e}"))?;
+        phases.commit += flushed.elapsed();
         copied += batch.len() as u64;
     }
+    eprintln!("native-copy: {copied} records; {}", phases.summary());
     Ok(copied)
+}
+
+/// Wall time of each step of the loop, over the batches that had records: where a batch's
+/// time goes (the waits for the broker's acknowledgements and commit are in flush and commit).
+#[derive(Default)]
+struct Phases {
+    batches: u64,
+    consume: Duration,
+    produce: Duration,
+    flush: Duration,
+    commit: Duration,
+}
+
+impl Phases {
+    fn summary(&self) -> String {
+        format!(
+            "{} batches; wall s in consume {:.3}, produce {:.3}, flush {:.3}, commit {:.3}",
+            self.batches,
+            self.consume.as_secs_f64(),
+            self.produce.as_secs_f64(),
+            self.flush.as_secs_f64(),
+            self.commit.as_secs_f64(),
+        )
+    }
 }
 
 /// Up to `max` records, waiting at most `wait` for them, as librdkafka's batch consume does
