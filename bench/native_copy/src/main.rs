@@ -79,6 +79,17 @@ struct Args {
     group: String,
     #[arg(long, default_value_t = 5.0)]
     idle_stop_s: f64,
+    /// A librdkafka producer property over churnstream's (repeatable; for lever experiments,
+    /// e.g. compression.type=none). The bench passes none.
+    #[arg(long = "producer-property", value_name = "KEY=VALUE", value_parser = property)]
+    producer_properties: Vec<(String, String)>,
+}
+
+fn property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
 }
 
 /// Counts the producer's delivery reports; librdkafka calls it from `poll` and `flush`.
@@ -138,7 +149,11 @@ fn copy(args: &Args) -> Result<u64, String> {
     let consumer: BaseConsumer = consumer_config
         .create()
         .map_err(|e| format!("cannot create the consumer: {e}"))?;
-    let producer: BaseProducer<Deliveries> = config(&args.broker, PRODUCER_PROPERTIES)
+    let mut producer_config = config(&args.broker, PRODUCER_PROPERTIES);
+    for (key, value) in &args.producer_properties {
+        producer_config.set(key, value);
+    }
+    let producer: BaseProducer<Deliveries> = producer_config
         .create_with_context(Deliveries::default())
         .map_err(|e| format!("cannot create the producer: {e}"))?;
     consumer
