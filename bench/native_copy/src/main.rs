@@ -31,6 +31,8 @@ const MAX_BATCH_RECORDS: usize = 5_000;
 const BATCH_WAIT: Duration = Duration::from_millis(100);
 /// After a full send queue, poll this long for deliveries before trying again.
 const QUEUE_FULL_POLL: Duration = Duration::from_millis(100);
+/// With `--pipeline`, how long one poll waits for the previous batch's delivery reports.
+const ACK_POLL: Duration = Duration::from_millis(1);
 
 /// churnstream's producer properties (`KafkaSettings.producer_config`, defaults).
 const PRODUCER_PROPERTIES: &[(&str, &str)] = &[
@@ -83,6 +85,10 @@ struct Args {
     /// e.g. compression.type=none). The bench passes none.
     #[arg(long = "producer-property", value_name = "KEY=VALUE", value_parser = property)]
     producer_properties: Vec<(String, String)>,
+    /// Produce batch N+1 before waiting for batch N's acknowledgements, then commit N (the
+    /// scorer's pipelining lever). The bench's row runs without it: the Python loop's order.
+    #[arg(long)]
+    pipeline: bool,
 }
 
 fn property(text: &str) -> Result<(String, String), String> {
@@ -92,10 +98,12 @@ fn property(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Counts the producer's delivery reports; librdkafka calls it from `poll` and `flush`.
+/// Counts the producer's delivery reports per batch; librdkafka calls it from `poll` and
+/// `flush`. At most two batches are in flight (one with `--pipeline`'s overlap), so a batch's
+/// count lives in slot `seq % 2`, reset when the batch starts.
 #[derive(Default)]
 struct Deliveries {
-    delivered: AtomicU64,
+    reported: [AtomicU64; 2],
     failed: AtomicU64,
     first_error: Mutex<Option<KafkaError>>,
 }
@@ -103,20 +111,25 @@ struct Deliveries {
 impl ClientContext for Deliveries {}
 
 impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
+    /// The batch's sequence number.
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(_) => {
-                self.delivered.fetch_add(1, Ordering::Relaxed);
-            }
-            Err((err, _)) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
-                first.get_or_insert_with(|| err.clone());
-            }
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        if let Err((err, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
+            first.get_or_insert_with(|| err.clone());
         }
+        self.reported[seq % 2].fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// A batch whose copies are produced: what settling it (acknowledged, then committed) needs.
+struct Produced {
+    seq: usize,
+    records: u64,
+    /// Per partition, the offset after the batch's last record: what the commit stores.
+    next: BTreeMap<i32, i64>,
 }
 
 fn main() -> ExitCode {
@@ -163,79 +176,122 @@ fn copy(args: &Args) -> Result<u64, String> {
     let idle_stop = Duration::from_secs_f64(args.idle_stop_s.max(0.0));
     let mut copied: u64 = 0;
     let mut phases = Phases::default();
+    let mut pending: Option<Produced> = None;
     let mut idle_since = Instant::now();
     while idle_since.elapsed() < idle_stop {
         let started = Instant::now();
         let batch = consume(&consumer, MAX_BATCH_RECORDS, BATCH_WAIT);
         if batch.is_empty() {
+            if let Some(done) = pending.take() {
+                copied += settle(args, &consumer, &producer, done, true, &mut phases)?;
+            }
             continue;
         }
         idle_since = Instant::now();
         phases.batches += 1;
         phases.consume += idle_since - started;
-        // Per partition, the offset after the batch's last record: what the commit stores.
+        let seq = phases.batches as usize;
+        producer.context().reported[seq % 2].store(0, Ordering::Relaxed);
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
         for msg in &batch {
-            send(&producer, &args.output_topic, msg)?;
+            send(&producer, &args.output_topic, msg, seq)?;
             producer.poll(Duration::ZERO);
             next.insert(msg.partition(), msg.offset() + 1);
         }
-        let produced = Instant::now();
-        phases.produce += produced - idle_since;
-        producer
-            .flush(Timeout::Never)
-            .map_err(|e| format!("flush failed: {e}"))?;
-        let flushed = Instant::now();
-        phases.flush += flushed - produced;
-        let context = producer.context();
-        let failed = context.failed.load(Ordering::Relaxed);
-        let delivered = context.delivered.load(Ordering::Relaxed);
-        if failed > 0 || delivered != copied + batch.len() as u64 {
-            let first = context
-                .first_error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            return Err(format!(
-                "{failed} deliveries failed, {delivered} of {} acknowledged (first error: {})",
-                copied + batch.len() as u64,
-                first.as_ref().map_or("none".to_string(), |e| e.to_string()),
-            ));
+        phases.produce += idle_since.elapsed();
+        let produced = Produced {
+            seq,
+            records: batch.len() as u64,
+            next,
+        };
+        if args.pipeline {
+            // Settle the previous batch now that this one's copies are queued behind it.
+            if let Some(done) = pending.replace(produced) {
+                copied += settle(args, &consumer, &producer, done, false, &mut phases)?;
+            }
+        } else {
+            copied += settle(args, &consumer, &producer, produced, true, &mut phases)?;
         }
-        let mut offsets = TopicPartitionList::new();
-        for (partition, offset) in next {
-            offsets
-                .add_partition_offset(&args.input_topic, partition, Offset::Offset(offset))
-                .map_err(|e| format!("bad offset {offset} for partition {partition}: {e}"))?;
-        }
-        consumer
-            .commit(&offsets, CommitMode::Sync)
-            .map_err(|e| format!("commit failed: {e}"))?;
-        phases.commit += flushed.elapsed();
-        copied += batch.len() as u64;
+    }
+    if let Some(done) = pending.take() {
+        copied += settle(args, &consumer, &producer, done, true, &mut phases)?;
     }
     eprintln!("native-copy: {copied} records; {}", phases.summary());
     Ok(copied)
 }
 
+/// Wait until every copy of `batch` is acknowledged (`flush`, or with `flush` false poll
+/// until its own reports are in, leaving the next batch's copies in flight), check that none
+/// failed, then commit its offsets synchronously; the number of records it settled.
+fn settle(
+    args: &Args,
+    consumer: &BaseConsumer,
+    producer: &BaseProducer<Deliveries>,
+    batch: Produced,
+    flush: bool,
+    phases: &mut Phases,
+) -> Result<u64, String> {
+    let started = Instant::now();
+    let context = producer.context();
+    let reported = &context.reported[batch.seq % 2];
+    if flush {
+        producer
+            .flush(Timeout::Never)
+            .map_err(|e| format!("flush failed: {e}"))?;
+    } else {
+        while reported.load(Ordering::Relaxed) < batch.records {
+            producer.poll(ACK_POLL);
+        }
+    }
+    let acknowledged = Instant::now();
+    phases.acks += acknowledged - started;
+    let failed = context.failed.load(Ordering::Relaxed);
+    let reports = reported.load(Ordering::Relaxed);
+    if failed > 0 || reports != batch.records {
+        let first = context
+            .first_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        return Err(format!(
+            "{failed} deliveries failed; batch {}: {reports} reports for {} records \
+             (first error: {})",
+            batch.seq,
+            batch.records,
+            first.as_ref().map_or("none".to_string(), |e| e.to_string()),
+        ));
+    }
+    let mut offsets = TopicPartitionList::new();
+    for (partition, offset) in batch.next {
+        offsets
+            .add_partition_offset(&args.input_topic, partition, Offset::Offset(offset))
+            .map_err(|e| format!("bad offset {offset} for partition {partition}: {e}"))?;
+    }
+    consumer
+        .commit(&offsets, CommitMode::Sync)
+        .map_err(|e| format!("commit failed: {e}"))?;
+    phases.commit += acknowledged.elapsed();
+    Ok(batch.records)
+}
+
 /// Wall time of each step of the loop, over the batches that had records: where a batch's
-/// time goes (the waits for the broker's acknowledgements and commit are in flush and commit).
+/// time goes (the waits for the broker's acknowledgements and commit are in acks and commit).
 #[derive(Default)]
 struct Phases {
     batches: u64,
     consume: Duration,
     produce: Duration,
-    flush: Duration,
+    acks: Duration,
     commit: Duration,
 }
 
 impl Phases {
     fn summary(&self) -> String {
         format!(
-            "{} batches; wall s in consume {:.3}, produce {:.3}, flush {:.3}, commit {:.3}",
+            "{} batches; wall s in consume {:.3}, produce {:.3}, acks {:.3}, commit {:.3}",
             self.batches,
             self.consume.as_secs_f64(),
             self.produce.as_secs_f64(),
-            self.flush.as_secs_f64(),
+            self.acks.as_secs_f64(),
             self.commit.as_secs_f64(),
         )
     }
@@ -262,8 +318,9 @@ fn send(
     producer: &BaseProducer<Deliveries>,
     topic: &str,
     msg: &BorrowedMessage<'_>,
+    seq: usize,
 ) -> Result<(), String> {
-    let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+    let mut record: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(topic, seq);
     if let Some(key) = msg.key() {
         record = record.key(key);
     }
