@@ -8,7 +8,8 @@
 //!
 //! The client properties are churnstream's defaults, as `Settings().kafka.producer_config()`
 //! and `consumer_config()` give them with `config/churnstream.yaml` (the Python copy loop uses
-//! those), so the two loops differ only in the language around librdkafka.
+//! those), so the two loops differ in the language around librdkafka and in its version (the
+//! crate bundles 2.12.1; confluent-kafka 2.16.1 ships 2.16.0).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
