@@ -6,6 +6,9 @@ each contender reads all of it with a consumer group of its own into output topi
 - churnstream: `churnstream consume --mode batch --workers 1`, the throughput bench's command;
 - the plain batched peer, ``bench/peer_batched.py``: what an afternoon's work gives;
 - the Python copy ceiling, ``bench/ceiling.py``'s loop: no decoding, no model;
+- the native copy loop, ``bench/native_copy`` (Rust, the rdkafka crate): the same loop with
+  the same client settings and no Python, built on demand with cargo: the I/O ceiling of a
+  native consume-score-produce loop;
 - the native ceiling: Debian's kcat, ``kcat -C`` piped into ``kcat -P`` (keys and values;
   ``kcat -P`` cannot carry per-message headers, and neither commits offsets), once with
   kcat's default codec (none) and once writing gzip, the codec churnstream's outputs use.
@@ -58,7 +61,13 @@ LABELS = {
     "churnstream": "churnstream `consume --mode batch`, 1 worker",
     "batched": "plain batched peer (`bench/peer_batched.py`)",
     "python_copy": "Python copy ceiling (`bench/ceiling.py`'s loop, no scoring)",
+    "native_copy": "native copy loop, Rust rdkafka (`bench/native_copy`): the scorer's I/O "
+    "without scoring",
 }
+NATIVE_COPY = env.REPO / "bench" / "native_copy"
+NATIVE_COPY_BIN = NATIVE_COPY / "target" / "release" / "native-copy"
+#: Where rustup puts cargo, for shells whose PATH does not have it.
+RUSTUP_CARGO = Path.home() / ".cargo" / "bin" / "cargo"
 
 
 @dataclass
@@ -106,6 +115,8 @@ def measure(
     models_dir: Path,
 ) -> dict[str, Any]:
     """Fill one topic, run every contender on it; a JSON-ready dict of the results."""
+    # Built before anything is timed: a cold build takes minutes of both cores.
+    binary, missing = _build_native_copy()
     raw, predictions, deadletter = env.create_topics(bootstrap, partitions, log_append_time=True)
     fill_s = env.fill(bootstrap, raw, events, rows)
     logger.info("peers: filled %s with %d events in %.1fs", raw, events, fill_s)
@@ -149,6 +160,21 @@ def measure(
     copy.check = _same(_digests(output), with_headers, "keys, values and headers")
     out.append(copy)
 
+    topic, group = _output_topic(bootstrap, partitions), _group()
+    command = [
+        str(binary or NATIVE_COPY_BIN), "--broker", bootstrap, "--input-topic", raw,
+        "--output-topic", topic, "--group", group, "--idle-stop-s", str(IDLE_STOP_S),
+    ]  # fmt: skip
+    if binary is None:
+        native_copy = Contender("native_copy", _shown([command]), events, missing=missing)
+    else:
+        native_copy, output = _contender(
+            "native_copy", [command], bootstrap, topic, events, IDLE_STOP_S
+        )
+        native_copy.committed = env.committed_complete(bootstrap, raw, group)
+        native_copy.check = _same(_digests(output), with_headers, "keys, values and headers")
+    out.append(native_copy)
+
     kcat = shutil.which("kcat")
     # One line per message, key TAB value: the events are single-line JSON (orjson escapes
     # control characters) and the keys are customer IDs, so the framing survives the pipe;
@@ -180,6 +206,29 @@ def measure(
         "sample_s": SAMPLE_S,
         "contenders": [c.as_dict() for c in out],
     }
+
+
+def _build_native_copy() -> tuple[Path | None, str]:
+    """Build the native copy loop (a no-op when it is up to date): (its binary, "") or
+    (None, why it cannot be measured)."""
+    cargo = shutil.which("cargo") or (str(RUSTUP_CARGO) if RUSTUP_CARGO.exists() else None)
+    if cargo is None:
+        return None, "cargo missing"
+    started = time.perf_counter()
+    built = subprocess.run(
+        [cargo, "build", "--release", "--locked", "--quiet"],
+        cwd=NATIVE_COPY,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if built.returncode != 0 or not NATIVE_COPY_BIN.exists():
+        errors = [line for line in built.stderr.splitlines() if line.startswith("error")]
+        reason = (errors or built.stderr.strip().splitlines() or ["no output"])[0]
+        logger.warning("peers: the native copy loop did not build:\n%s", built.stderr)
+        return None, f"cargo build failed ({reason.strip()})"
+    logger.info("peers: native copy loop built in %.1fs", time.perf_counter() - started)
+    return NATIVE_COPY_BIN, ""
 
 
 def _group() -> str:
