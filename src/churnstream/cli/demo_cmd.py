@@ -35,6 +35,7 @@ def demo(
     ] = False,
 ) -> None:
     """Start what is needed, stream events through the scorer, print the summary."""
+    from churnstream.cli.live import logs_above
     from churnstream.ops.demo import DemoState, run_demo
     from churnstream.reports.console import render_console
 
@@ -63,6 +64,7 @@ def demo(
 
     with (
         stop_signals() as stop,
+        logs_above(console),
         Live(table(DemoState()), console=console, refresh_per_second=4, transient=False) as live,
     ):
         result = run_demo(

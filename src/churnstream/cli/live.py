@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -33,6 +35,31 @@ logger = logging.getLogger(__name__)
 REFRESH_S = 0.5
 #: The streaming rate is measured over this many seconds.
 RATE_WINDOW_S = 5.0
+
+
+@contextlib.contextmanager
+def logs_above(console: Console) -> Iterator[None]:
+    """While a live display is drawn on ``console``, write the log's lines through it.
+
+    A live display (rich Live, Progress) keeps the cursor at the end of its last line and
+    redraws upwards from there. The log handler has a console of its own, which writes to
+    the real stderr (rich unwraps the display's redirection of it), so a warning or error
+    logged mid-run would start on the table's last line and the next redraw would mangle
+    both. Printed through the display's console, it goes above the display instead. Only
+    when both consoles are terminals (the same screen); a log redirected to a file is left
+    alone.
+    """
+    moved: list[tuple[RichHandler, Console]] = []
+    if console.is_terminal:
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, RichHandler) and handler.console.is_terminal:
+                moved.append((handler, handler.console))
+                handler.console = console
+    try:
+        yield
+    finally:
+        for handler, own in moved:
+            handler.console = own
 
 
 def bar_columns(title: str) -> list[ProgressColumn]:
@@ -64,14 +91,17 @@ class LiveConsole(ScorerObserver):
         )
         self.progress = Progress(*columns, console=self.console, transient=False)
         self.task = self.progress.add_task("score", total=None, line="waiting for partitions")
+        self._logs = contextlib.ExitStack()
 
     def __enter__(self) -> LiveConsole:
         if self.console.is_terminal:
+            self._logs.enter_context(logs_above(self.console))
             self.progress.start()
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self.progress.stop()
+        self._logs.close()
 
     def on_poll(self, consumer: Consumer) -> None:
         now = time.monotonic()
