@@ -30,6 +30,7 @@ figures say as much about the neighbours as the scorer.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import logging
@@ -67,7 +68,10 @@ SEND_TICK_S = 0.005
 READY_TIMEOUT_S = 120.0
 DRAIN_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 60.0
-#: After Ctrl-C: the scorer's wait (its drain is cut short) and the feeder's last flush.
+#: After Ctrl-C: a terminal sends SIGINT to the scorer too, and it drains and exits by
+#: itself; past this grace it gets SIGTERM (then it aborts its drain), and past
+#: INTERRUPTED_STOP_S more, SIGKILL. Then the feeder's last flush.
+INTERRUPTED_GRACE_S = 3.0
 INTERRUPTED_STOP_S = 10.0
 INTERRUPTED_FLUSH_S = 5.0
 EXIT_INTERRUPTED = 130
@@ -431,7 +435,10 @@ def run(
         reader.stop_event.set()
         if interrupted:
             feeder.flush_timeout_s = INTERRUPTED_FLUSH_S
-        scorer.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                scorer.wait(INTERRUPTED_GRACE_S)
+        if scorer.poll() is None:
+            scorer.send_signal(signal.SIGTERM)
         try:
             exit_code = scorer.wait(INTERRUPTED_STOP_S if interrupted else STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -446,8 +453,6 @@ def run(
     if exit_code != 0:
         tail = (work / "scorer.out").read_text(errors="replace")[-2000:]
         logger.warning("the scorer exited with %d; its output ends:\n%s", exit_code, tail)
-    if interrupted:
-        later.append(reader.take_latencies())
     return Outcome(
         samples,
         (feeder.acked + feeder.failed, predicted, missing, duplicates),

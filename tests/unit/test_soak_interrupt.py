@@ -82,6 +82,8 @@ def stand_ins(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(soak, "scrape_lag", lambda *_a: None)
     monkeypatch.setattr(soak, "Feeder", FakeFeeder)
     monkeypatch.setattr(soak, "PredictionReader", FakeReader)
+    # the stand-in gets no SIGINT of its own (only this process is signalled): no grace
+    monkeypatch.setattr(soak, "INTERRUPTED_GRACE_S", 0.1)
     previous = signal.getsignal(signal.SIGINT)
     try:
         yield
