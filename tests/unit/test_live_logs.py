@@ -61,11 +61,8 @@ def test_the_demo_table_keeps_log_lines_and_the_error_off_its_lines(
     grid = Table(title="churnstream demo: live")
     grid.add_column("scored")
     grid.add_row("42")
-    with (
-        pytest.raises(ChurnstreamError),
-        logs_above(console),
-        Live(grid, console=console, auto_refresh=False) as live,
-    ):
+    live = Live(grid, console=console, auto_refresh=False)
+    with pytest.raises(ChurnstreamError), logs_above(live):
         live.refresh()
         logging.getLogger("churnstream.streaming.loop").error(MESSAGE)
         live.refresh()

@@ -62,11 +62,8 @@ def demo(
         )
         return grid
 
-    with (
-        stop_signals() as stop,
-        logs_above(console),
-        Live(table(DemoState()), console=console, refresh_per_second=4, transient=False) as live,
-    ):
+    live = Live(table(DemoState()), console=console, refresh_per_second=4, transient=False)
+    with stop_signals() as stop, logs_above(live):
         result = run_demo(
             settings,
             duration_s=duration,
