@@ -21,13 +21,16 @@ It reports, against the targets:
   holds a pipe for a moment at each rollover, which a sample can catch once; a leak stays.
 
 Results go to ``bench/results/soak_<UTC stamp>.json``, with a short table on stdout. Exit
-code 1 when a target is missed. The machine's load average before and after is recorded:
-on a shared machine the latency figures say as much about the neighbours as the scorer.
+code 1 when a target is missed. Ctrl-C (SIGINT) stops the feeder and the scorer within
+seconds and reports the samples taken so far (marked interrupted), then exits 130. The
+machine's load average before and after is recorded: on a shared machine the latency
+figures say as much about the neighbours as the scorer.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import logging
@@ -44,7 +47,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import numpy as np
@@ -65,6 +68,13 @@ SEND_TICK_S = 0.005
 READY_TIMEOUT_S = 120.0
 DRAIN_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 60.0
+#: After Ctrl-C: a terminal sends SIGINT to the scorer too, and it drains and exits by
+#: itself; past this grace it gets SIGTERM (then it aborts its drain), and past
+#: INTERRUPTED_STOP_S more, SIGKILL. Then the feeder's last flush.
+INTERRUPTED_GRACE_S = 3.0
+INTERRUPTED_STOP_S = 10.0
+INTERRUPTED_FLUSH_S = 5.0
+EXIT_INTERRUPTED = 130
 HTTP_TIMEOUT_S = 5.0
 MAX_WARMUP_MIN = 5.0
 
@@ -121,6 +131,8 @@ class Feeder(threading.Thread):
         self.failed = 0
         self.acked_by_partition: dict[int, int] = {}
         self.stop_event = threading.Event()
+        #: How long the last flush may wait for acknowledgements (shortened on Ctrl-C).
+        self.flush_timeout_s = 60.0
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is not None:
@@ -147,7 +159,7 @@ class Feeder(threading.Thread):
                 self.sent += 1
             self.producer.poll(0)
             time.sleep(SEND_TICK_S)
-        self.producer.flush(60)
+        self.producer.flush(self.flush_timeout_s)
 
 
 class PredictionReader(threading.Thread):
@@ -265,16 +277,33 @@ def main(argv: list[str] | None = None) -> int:
     scorer_model = env.model(args.models_dir)
     rows = env.records()
     started_at = datetime.now(UTC)
-    with (
-        env.embedded_broker(args.bootstrap) as bootstrap,
-        tempfile.TemporaryDirectory(prefix="churnstream-soak-") as work,
-    ):
-        samples, tally, warmup_e2e, later_e2e, exit_code = run(args, bootstrap, rows, Path(work))
+    try:
+        with (
+            env.embedded_broker(args.bootstrap) as bootstrap,
+            tempfile.TemporaryDirectory(prefix="churnstream-soak-") as work,
+        ):
+            outcome = run(args, bootstrap, rows, Path(work))
+    except KeyboardInterrupt:  # before the scorer started: nothing to report
+        print("interrupted before the soak began: nothing measured", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    samples, tally, warmup_e2e, later_e2e, exit_code = outcome[:5]
+    interrupted = outcome.interrupted
+    if not samples:
+        print("interrupted before the first sample: nothing measured", file=sys.stderr)
+        return EXIT_INTERRUPTED
     results = summarise(args, samples, tally, warmup_e2e, later_e2e, exit_code)
+    if interrupted:
+        results["targets"].append(
+            _target("the run ran its course", f"{args.minutes:g} min",
+                    f"interrupted at t={samples[-1].t_s:.0f} s", False)
+        )  # fmt: skip
     results = {
         "command": command.strip(),
         "started": started_at.isoformat(timespec="seconds"),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "interrupted": interrupted,
         "machine": machine.__dict__,
         "load_after": os.getloadavg(),
         "model": {"version": scorer_model.version},
@@ -295,14 +324,25 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(render(results))
     print(f"results: {path}")
+    if interrupted:
+        return EXIT_INTERRUPTED
     return 0 if all(t["met"] for t in results["targets"]) else 1
 
 
-def run(
-    args: argparse.Namespace, bootstrap: str, rows: list[dict[str, Any]], work: Path
-) -> tuple[list[Sample], tuple[int, int, int, int], np.ndarray, np.ndarray, int]:
-    raw, predictions, deadletter = env.create_topics(bootstrap, args.partitions)
-    metrics_port = _free_port()
+class Outcome(NamedTuple):
+    samples: list[Sample]
+    tally: tuple[int, int, int, int]
+    warmup_e2e: np.ndarray
+    later_e2e: np.ndarray
+    scorer_exit_code: int
+    interrupted: bool
+
+
+def scorer_command(
+    args: argparse.Namespace, bootstrap: str, topics: tuple[str, str, str], metrics_port: int,
+    work: Path,
+) -> list[str]:  # fmt: skip
+    raw, predictions, deadletter = topics
     command = [
         sys.executable, "-m", "churnstream", "--log-level", "WARNING",
         "consume", "--mode", "streaming", "--broker", bootstrap,
@@ -313,6 +353,20 @@ def run(
     ]  # fmt: skip
     if args.no_reports:
         command.append("--no-reports")
+    return command
+
+
+def run(
+    args: argparse.Namespace, bootstrap: str, rows: list[dict[str, Any]], work: Path
+) -> Outcome:
+    """The soak itself. Ctrl-C ends it early: what was sampled so far is returned, with
+    ``interrupted`` set, after the feeder and the scorer are stopped. SIGINT is ignored from
+    the clean-up on (the caller restores it), so a second Ctrl-C cannot orphan the scorer
+    or the broker."""
+    topics = env.create_topics(bootstrap, args.partitions)
+    metrics_port = _free_port()
+    command = scorer_command(args, bootstrap, topics, metrics_port, work)
+    raw, predictions = topics[0], topics[1]
     log = (work / "scorer.out").open("wb")
     scorer = subprocess.Popen(command, cwd=work, stdout=log, stderr=subprocess.STDOUT)
     http = httpx.Client(timeout=HTTP_TIMEOUT_S)
@@ -322,6 +376,7 @@ def run(
     samples: list[Sample] = []
     warmup: list[np.ndarray] = []
     later: list[np.ndarray] = []
+    interrupted = False
     try:
         _wait_ready(http, metrics_url, scorer)
         reader.start()
@@ -370,28 +425,41 @@ def run(
             time.sleep(1.0)
         time.sleep(2.0)  # late duplicates, if any, are counted too
         later.append(reader.take_latencies())
+    except KeyboardInterrupt:
+        interrupted = True
+        logger.warning("interrupted: stopping the feeder and the scorer")
     finally:
+        # Every wait below is bounded; a second Ctrl-C must not leave the scorer running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         feeder.stop_event.set()
         reader.stop_event.set()
-        scorer.send_signal(signal.SIGTERM)
+        if interrupted:
+            feeder.flush_timeout_s = INTERRUPTED_FLUSH_S
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                scorer.wait(INTERRUPTED_GRACE_S)
+        if scorer.poll() is None:
+            scorer.send_signal(signal.SIGTERM)
         try:
-            exit_code = scorer.wait(STOP_TIMEOUT_S)
+            exit_code = scorer.wait(INTERRUPTED_STOP_S if interrupted else STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             scorer.kill()
             exit_code = scorer.wait()
         http.close()
         log.close()
+        if feeder.is_alive():
+            feeder.join(INTERRUPTED_FLUSH_S + 5)
         reader.join(10)
     predicted, missing, duplicates = reader.tally(feeder.acked_by_partition)
     if exit_code != 0:
         tail = (work / "scorer.out").read_text(errors="replace")[-2000:]
         logger.warning("the scorer exited with %d; its output ends:\n%s", exit_code, tail)
-    return (
+    return Outcome(
         samples,
         (feeder.acked + feeder.failed, predicted, missing, duplicates),
         _concat(warmup),
         _concat(later),
         exit_code,
+        interrupted,
     )
 
 

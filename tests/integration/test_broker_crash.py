@@ -1,4 +1,5 @@
-"""The broker itself crashes: its JVM SIGKILLed mid-stream and restarted on its state dir.
+"""The broker itself crashes: its JVM SIGKILLed mid-stream and restarted on its state dir,
+or frozen (SIGSTOP) while the scorer is asked to stop.
 
 The tests run on an embedded Apache Kafka of this module's own (``own_broker``, not the
 session one) so that they can kill it; each starts it again if an earlier one left it down.
@@ -27,13 +28,17 @@ from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka import TopicPartition
 
-from churnstream.headers import ROW_INDEX_HEADER
-from churnstream.kafka import admin
+from churnstream.headers import ROW_INDEX_HEADER, SOURCE_HEADER, source_key
+from churnstream.kafka import admin, clients
+from churnstream.kafka.producer import FLUSH_TIMEOUT_S
 from churnstream.observability import names
 from churnstream.ops import devbroker
 from churnstream.settings import BrokerSettings, KafkaSettings, TopicSettings
 from churnstream.streaming.checkpoint import load_checkpoint
+from churnstream.streaming.loop import CONSUMER_CLOSE_BOUND_S
+from churnstream.streaming.publish import CLOSE_TIMEOUT_S, COMMIT_BOUND_S
 from tests.integration.kafka_io import CommittedOffsets, read_topic, send_raw
 from tests.integration.scorers import assert_no_dead_letters, read_predictions
 from tests.integration.streams import customer_events, http_get, unique_rows_csv, wait_for
@@ -54,6 +59,16 @@ PRODUCER_ROWS = 50_000
 #: Generous but bounded on a shared 2-core machine: a Kafka start there takes 10-20 s.
 PROGRESS_TIMEOUT_S = 180.0
 DRAIN_TIMEOUT_S = 120.0
+#: After SIGTERM with the broker frozen: the batch in flight's flush (its messages time out),
+#: then the bounded commit, producer close and consumer close, and a margin for the last
+#: window's report on a loaded machine.
+SILENT_EXIT_BOUND_S = (
+    FLUSH_TIMEOUT_S + COMMIT_BOUND_S + CLOSE_TIMEOUT_S + CONSUMER_CLOSE_BOUND_S + 15.0
+)
+FROZEN_BEFORE_SIGTERM_S = 3.0
+#: The frozen batch's messages time out this soon (not the default 30 s), so its flush ends
+#: early: the same path, 25 s less suite time. The bound above holds for the default.
+SILENT_DELIVERY_TIMEOUT_MS = 5000
 
 
 def kill_broker(settings: BrokerSettings) -> int:
@@ -279,6 +294,71 @@ def test_batch_producer_survives_broker_sigkill(
     assert missing == 0, f"{missing} row(s) missing"
     assert duplicates == 0, f"{duplicates} duplicate row(s)"
     assert len(records) == PRODUCER_ROWS
+
+
+@pytest.mark.timeout(600)
+def test_sigterm_with_a_silent_broker_exits_within_its_bounds(
+    own_broker: BrokerSettings, model_dir: Path, tmp_path: Path
+) -> None:
+    """The broker's JVM frozen (SIGSTOP: connections stay open, nothing is answered)
+    mid-stream, then SIGTERM: the scorer's last flush cannot be acknowledged, and its close
+    gets no answer. It still exits 0 within its bounds, says which batch was not
+    acknowledged, and has committed nothing it had not published: the rest is redelivered
+    to the next scorer (at-least-once)."""
+    bootstrap = own_broker.bootstrap
+    raw, preds, dlq = make_topics(bootstrap)
+    send_raw(bootstrap, raw, customer_events(0, EVENTS))
+    group = f"silent-{uuid.uuid4().hex[:8]}"
+    scorer = Process.start(
+        "consume", "--mode", "streaming", "--broker", bootstrap, "--input-topic", raw,
+        "--output-topic", preds, "--deadletter-topic", dlq, "--consumer-group", group,
+        "--model-path", str(model_dir), "--batch-records", str(BATCH_RECORDS),
+        "--reports-dir", str(tmp_path / "reports"),
+        env={"CHURNSTREAM_PRODUCER__DELIVERY_TIMEOUT_MS": str(SILENT_DELIVERY_TIMEOUT_MS)},
+    )  # fmt: skip
+    committed = CommittedOffsets(bootstrap, group, raw)
+    jvm = devbroker.status(own_broker).pid
+    assert jvm is not None
+    try:
+        scorer.wait_until(committed, PAST, PROGRESS_TIMEOUT_S)
+        os.kill(jvm, signal.SIGSTOP)
+        # the scorer goes on with what it had fetched, and waits on that batch's flush
+        time.sleep(FROZEN_BEFORE_SIGTERM_S)
+        terminated = time.monotonic()
+        scorer.proc.send_signal(signal.SIGTERM)
+        code = scorer.wait(SILENT_EXIT_BOUND_S + 60)
+        took_s = time.monotonic() - terminated
+    finally:
+        os.kill(jvm, signal.SIGCONT)
+        committed.close()
+    (tmp_path / "scorer.log").write_text(scorer.output)
+    unacked = scorer.logs("batch of ")
+    print(f"\nsilent broker: exit {code} {took_s:.1f}s after SIGTERM; {unacked[:1]}")
+    assert code == 0, scorer.output
+    assert "Traceback" not in scorer.output
+    assert took_s <= SILENT_EXIT_BOUND_S, scorer.output
+    assert unacked and "not fully acknowledged" in unacked[0]["message"], scorer.output
+
+    # Committed means published: every input offset below a partition's committed offset
+    # has its prediction; what lies past it is read again by the group's next scorer.
+    offsets = clients.group_offsets_consumer(KafkaSettings(bootstrap_servers=bootstrap), group)
+    try:
+        parts = [TopicPartition(raw, p) for p in range(3)]
+        ends = {tp.partition: max(tp.offset, 0) for tp in offsets.committed(parts, 30)}
+    finally:
+        offsets.close()
+    sources = {
+        r.headers[SOURCE_HEADER].decode()
+        for r in read_topic(bootstrap, preds, expect=sum(ends.values()), timeout_s=60)
+    }
+    unpublished = [
+        (p, o)
+        for p, end in ends.items()
+        for o in range(end)
+        if source_key(raw, p, o) not in sources
+    ]
+    assert PAST <= sum(ends.values()) < EVENTS, ends
+    assert unpublished == [], unpublished[:5]
 
 
 @pytest.mark.timeout(600)

@@ -24,6 +24,7 @@ from churnstream.kafka.producer import DeliveryStats, SafeProducer, is_fatal
 from churnstream.scoring.messages import BatchResult, OutMessage, RawMessage
 from churnstream.settings.kafka import MAX_POLL_INTERVAL_MS
 from churnstream.streaming import publish
+from churnstream.streaming.loop import close_consumer
 from churnstream.streaming.observers import ScorerObserver
 from churnstream.streaming.options import ScoreOptions
 from churnstream.streaming.publish import Publisher, TransactionalPublisher
@@ -425,6 +426,30 @@ def test_a_commit_that_never_returns_holds_the_loop_only_for_its_bound(
     assert consumer.commits == 2
     release.set()
     publisher.close()
+
+
+def test_a_consumer_close_that_never_returns_holds_the_shutdown_only_for_its_bound(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """librdkafka's close has no timeout (reported to block while the broker is unreachable);
+    it cannot be made to hang on demand, so a fake blocks instead."""
+    release = threading.Event()
+
+    class StuckClose(FakeConsumer):
+        def close(self) -> None:
+            release.wait(30)
+
+    started = time.monotonic()
+    with caplog.at_level(logging.ERROR, logger="churnstream.streaming.loop"):
+        close_consumer(StuckClose(), bound_s=0.3)  # type: ignore[arg-type]
+    waited = time.monotonic() - started
+    release.set()
+    assert 0.3 <= waited < 5.0, waited
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line == (
+        "consumer close did not return within 0.3s (past its own timeout); the client is "
+        "abandoned; stopping anyway: uncommitted input is redelivered"
+    )
 
 
 def test_reports_on_error_only_still_report_a_real_failure() -> None:

@@ -35,6 +35,7 @@ def demo(
     ] = False,
 ) -> None:
     """Start what is needed, stream events through the scorer, print the summary."""
+    from churnstream.cli.live import logs_above
     from churnstream.ops.demo import DemoState, run_demo
     from churnstream.reports.console import render_console
 
@@ -61,10 +62,8 @@ def demo(
         )
         return grid
 
-    with (
-        stop_signals() as stop,
-        Live(table(DemoState()), console=console, refresh_per_second=4, transient=False) as live,
-    ):
+    live = Live(table(DemoState()), console=console, refresh_per_second=4, transient=False)
+    with stop_signals() as stop, logs_above(live):
         result = run_demo(
             settings,
             duration_s=duration,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.live import Live
+from rich.logging import RichHandler
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -33,6 +36,41 @@ logger = logging.getLogger(__name__)
 REFRESH_S = 0.5
 #: The streaming rate is measured over this many seconds.
 RATE_WINDOW_S = 5.0
+
+
+@contextlib.contextmanager
+def logs_above(display: Live | Progress) -> Iterator[None]:
+    """Draw ``display`` (a rich Live or Progress) and write the log's lines through it.
+
+    A live display keeps the cursor at the end of its last line and redraws upwards from
+    there. The log handler has a console of its own, which writes to the real stderr (rich
+    unwraps the display's redirection of it), so a warning or error logged mid-run would
+    start on the table's last line and the next redraw would mangle both. Printed through
+    the display's console, it goes above the display instead. The display is stopped with
+    the handlers held, so that a line logged meanwhile by another thread (a Kafka client's)
+    cannot be drawn through the stopped display, over what is printed after it (the
+    one-line error). Only when both consoles are terminals (the same screen); a log
+    redirected to a file is left alone.
+    """
+    console = display.console
+    moved: list[tuple[RichHandler, Console]] = []
+    if console.is_terminal:
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, RichHandler) and handler.console.is_terminal:
+                moved.append((handler, handler.console))
+                handler.console = console
+    display.start()
+    try:
+        yield
+    finally:
+        for handler, _ in moved:
+            handler.acquire()
+        try:
+            display.stop()
+        finally:
+            for handler, own in moved:
+                handler.console = own
+                handler.release()
 
 
 def bar_columns(title: str) -> list[ProgressColumn]:
@@ -64,13 +102,15 @@ class LiveConsole(ScorerObserver):
         )
         self.progress = Progress(*columns, console=self.console, transient=False)
         self.task = self.progress.add_task("score", total=None, line="waiting for partitions")
+        self._logs = contextlib.ExitStack()
 
     def __enter__(self) -> LiveConsole:
         if self.console.is_terminal:
-            self.progress.start()
+            self._logs.enter_context(logs_above(self.progress))
         return self
 
     def __exit__(self, *_exc: object) -> None:
+        self._logs.close()
         self.progress.stop()
 
     def on_poll(self, consumer: Consumer) -> None:

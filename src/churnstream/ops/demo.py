@@ -30,6 +30,10 @@ ASSIGN_TIMEOUT_S = 30.0
 #: After the producer stops, how long the scorer may take to catch up before it is stopped.
 DRAIN_TIMEOUT_S = 15.0
 WATERMARK_TIMEOUT_S = 10.0
+#: How long a failed demo waits for its scorer thread to close its clients before it
+#: reports the error: until then the thread's client keeps logging (e.g. connection
+#: refused), and those lines would follow, or cut into, the error line.
+SCORER_STOP_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -195,6 +199,7 @@ def _run_pipeline(
     scorer_thread.start()
     if not loop.assigned.wait(ASSIGN_TIMEOUT_S):
         scorer_stop.set()
+        scorer_thread.join(SCORER_STOP_TIMEOUT_S)
         raise ChurnstreamError(f"the scorer got no partitions within {ASSIGN_TIMEOUT_S:g}s")
     if errors:
         raise errors[0]

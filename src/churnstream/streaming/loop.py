@@ -22,8 +22,9 @@ from collections.abc import Sequence
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from churnstream.exceptions import ConfigError
+from churnstream.exceptions import ClientStuckError, ConfigError
 from churnstream.kafka import clients
+from churnstream.kafka.bounded import BoundedCalls
 from churnstream.kafka.connect import wait_for_broker
 from churnstream.logging import (
     BATCH_SIZE,
@@ -57,6 +58,12 @@ MAX_RETRY_BACKOFF_S = 8.0
 #: Empty polls for this long with a working producer count as progress: after a failure
 #: there was nothing left to publish (a rewound batch comes back well within it).
 QUIET_PROGRESS_S = 5.0
+#: The longest the scorer waits for ``consumer.close()`` at shutdown. librdkafka's close has
+#: no timeout of its own and is reported to block indefinitely while the broker is
+#: unreachable (librdkafka issue 4519); against a silent (SIGSTOPped) broker it took about
+#: 5 s here (its LeaveGroup request timing out). Nothing is lost by giving up: close commits
+#: nothing (offsets are committed per batch), so what was not committed is redelivered.
+CONSUMER_CLOSE_BOUND_S = 15.0
 
 
 class ScorerLoop:
@@ -176,10 +183,7 @@ class ScorerLoop:
         finally:
             self.summary.duration_s = time.monotonic() - started
             publisher.close()
-            try:
-                consumer.close()
-            except KafkaException as exc:  # closing must not hide the real outcome
-                logger.warning("consumer close: %s", exc)
+            close_consumer(consumer)
         self._close_window()
         self.hooks.on_stop(self.summary)
         logger.info(
@@ -384,3 +388,17 @@ class ScorerLoop:
                     tp.offset = self.options.start_offsets[tp.partition]
             consumer.assign(partitions)
         self.assigned.set()
+
+
+def close_consumer(consumer: Consumer, bound_s: float = CONSUMER_CLOSE_BOUND_S) -> None:
+    """``consumer.close()``, waited for at most ``bound_s``; never raises (closing must not
+    hide the run's real outcome). A close still blocked is left behind on its worker."""
+    calls = BoundedCalls("consumer-close")
+    try:
+        calls.call(consumer.close, bound_s=bound_s, what="consumer close")
+    except ClientStuckError as exc:
+        logger.error("%s; stopping anyway: uncommitted input is redelivered", exc)
+    except KafkaException as exc:
+        logger.warning("consumer close: %s", exc)
+    finally:
+        calls.close()
