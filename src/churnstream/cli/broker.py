@@ -12,7 +12,7 @@ import typer
 from churnstream.cli._common import new_app
 from churnstream.cli.options import JsonOption, effective_settings
 from churnstream.ops import devbroker
-from churnstream.settings import BrokerSettings
+from churnstream.settings.sections import BrokerSettings
 
 logger = logging.getLogger(__name__)
 
