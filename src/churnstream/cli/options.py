@@ -59,6 +59,20 @@ ModelPathOption = Annotated[
     Path | None, model_path_option("Model version dir or models root (default: latest).")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+ModelsDirOption = Annotated[Path | None, setting_option("model.models_dir", "--models-dir")]
+#: The commands that read topics or ask the broker for metadata (topics, dlq, preflight).
+AdminTimeoutOption = Annotated[
+    float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the broker to answer.")
+]
+IdleOption = Annotated[
+    float,
+    typer.Option("--idle", min=0.1, help="Stop reading after this many seconds without a message."),
+]
+#: ``stop`` of the dev broker and of the supervised scorer.
+StopTimeoutOption = Annotated[
+    float,
+    typer.Option("--timeout", min=0.0, help="Seconds to wait after SIGTERM before SIGKILL."),
+]
 
 # The scorer's flags, taken alike by `consume` and the `spark-consume` it execs into (which
 # gets them back by parameter name: consume_cmd.spark_consume_argv).
