@@ -27,7 +27,8 @@ from churnstream.model.scorer import Scorer
 from churnstream.model.train import run_training
 from churnstream.ops import devbroker
 from churnstream.schemas import format_ts
-from churnstream.settings import BrokerSettings, Settings
+from churnstream.settings import Settings
+from churnstream.settings.sections import BrokerSettings
 from churnstream.streaming.events_producer import load_records
 
 logger = logging.getLogger("bench")

@@ -27,8 +27,17 @@ enum Kind {
     Timestamp,
     Target,
     Categorical(usize),
-    Integer { slot: usize, low: i64, high: i64 },
-    Number { slot: usize, low: f64, high: Option<f64>, strings: bool },
+    Integer {
+        slot: usize,
+        low: i64,
+        high: i64,
+    },
+    Number {
+        slot: usize,
+        low: f64,
+        high: Option<f64>,
+        strings: bool,
+    },
 }
 
 struct Field {
@@ -77,28 +86,50 @@ impl Checker {
         max_number_chars: usize,
     ) -> PyResult<Self> {
         if integers.len() != 2 || numbers.len() != 2 {
-            return Err(PyValueError::new_err("expected two integer and two number columns"));
+            return Err(PyValueError::new_err(
+                "expected two integer and two number columns",
+            ));
         }
         let mut fields = vec![
-            Field { name: id_field.into(), kind: Kind::Id },
-            Field { name: timestamp_field.into(), kind: Kind::Timestamp },
+            Field {
+                name: id_field.into(),
+                kind: Kind::Id,
+            },
+            Field {
+                name: timestamp_field.into(),
+                kind: Kind::Timestamp,
+            },
         ];
         let mut levels = Vec::new();
         for (i, (name, values)) in categorical.iter().enumerate() {
-            fields.push(Field { name: name.as_bytes().to_vec(), kind: Kind::Categorical(i) });
+            fields.push(Field {
+                name: name.as_bytes().to_vec(),
+                kind: Kind::Categorical(i),
+            });
             levels.push(values.iter().map(|v| v.as_bytes().to_vec()).collect());
         }
         for (slot, (name, low, high)) in integers.into_iter().enumerate() {
-            fields.push(Field { name: name.into_bytes(), kind: Kind::Integer { slot, low, high } });
+            fields.push(Field {
+                name: name.into_bytes(),
+                kind: Kind::Integer { slot, low, high },
+            });
         }
         for (slot, (name, low, high, strings)) in numbers.into_iter().enumerate() {
             fields.push(Field {
                 name: name.into_bytes(),
-                kind: Kind::Number { slot, low, high, strings },
+                kind: Kind::Number {
+                    slot,
+                    low,
+                    high,
+                    strings,
+                },
             });
         }
         let required = (1u64 << fields.len()) - 1;
-        fields.push(Field { name: target_field.into(), kind: Kind::Target });
+        fields.push(Field {
+            name: target_field.into(),
+            kind: Kind::Target,
+        });
         if fields.len() > MAX_FIELDS {
             return Err(PyValueError::new_err("too many fields"));
         }
@@ -272,7 +303,12 @@ impl Checker {
                     }
                     row.integers[slot] = value;
                 }
-                Kind::Number { slot, low, high, strings } => {
+                Kind::Number {
+                    slot,
+                    low,
+                    high,
+                    strings,
+                } => {
                     let value = if p.peek() == Some(b'"') {
                         if !strings {
                             return None;

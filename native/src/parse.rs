@@ -66,7 +66,15 @@ pub(crate) fn timestamp(s: &[u8]) -> Option<(i32, u8, u8, u8, u8, u8, u32)> {
     if year == 0 || day == 0 || day > days || hour > 23 || minute > 59 || second > 59 {
         return None;
     }
-    Some((year as i32, month as u8, day as u8, hour as u8, minute as u8, second as u8, micro))
+    Some((
+        year as i32,
+        month as u8,
+        day as u8,
+        hour as u8,
+        minute as u8,
+        second as u8,
+        micro,
+    ))
 }
 
 /// A strict subset of JSON: what it accepts, orjson reads the same way.
@@ -158,6 +166,9 @@ impl<'a> Parser<'a> {
         if matches!(self.peek(), Some(b'e' | b'E')) {
             return None;
         }
-        ascii(&self.s[start..self.i]).parse::<f64>().ok().filter(|v| v.is_finite())
+        ascii(&self.s[start..self.i])
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
     }
 }

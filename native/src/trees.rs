@@ -70,12 +70,23 @@ impl Trees {
             if !fits {
                 return Err(PyValueError::new_err("inconsistent tree pack"));
             }
-            out.push(Pack { members, radices, domain, table });
+            out.push(Pack {
+                members,
+                radices,
+                domain,
+                table,
+            });
         }
         if !codes.is_empty() && out.is_empty() {
             return Err(PyValueError::new_err("codes without packs"));
         }
-        Ok(Trees { baseline, codes, leaves, offsets, packs: out })
+        Ok(Trees {
+            baseline,
+            codes,
+            leaves,
+            offsets,
+            packs: out,
+        })
     }
 
     /// The raw score of every row, as n little-endian float64s: `design` is the (n, width)
@@ -108,7 +119,9 @@ impl Trees {
                 CodeSpec::Numeric(source, _) => *source < width,
             };
             if !fits {
-                return Err(PyValueError::new_err("a code reads a column the input lacks"));
+                return Err(PyValueError::new_err(
+                    "a code reads a column the input lacks",
+                ));
             }
         }
         let n_trees = self.offsets.len();

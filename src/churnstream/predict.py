@@ -32,7 +32,7 @@ from churnstream.scoring.decode import features_of_events
 from churnstream.scoring.encode import NEGATIVE_LABEL, POSITIVE_LABEL, encode_predictions
 from churnstream.scoring.infer import Predict, score_features
 from churnstream.scoring.reasons import Explain, reasons_of
-from churnstream.settings import PredictSettings
+from churnstream.settings.sections import PredictSettings
 
 if TYPE_CHECKING:
     import pyarrow as pa

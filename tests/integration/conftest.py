@@ -37,7 +37,8 @@ from confluent_kafka import Producer
 
 from churnstream.kafka import admin
 from churnstream.ops import devbroker
-from churnstream.settings import BrokerSettings, KafkaSettings, TopicSettings
+from churnstream.settings import KafkaSettings
+from churnstream.settings.sections import BrokerSettings, TopicSettings
 from tests.integration.kafka_io import CommittedOffsets
 from tests.integration.scorers import Feeder, ScoredStream, free_ports, send_events
 from tests.integration.spark_cluster import SparkCluster

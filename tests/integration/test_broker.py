@@ -16,7 +16,8 @@ from churnstream.cli.broker import app as broker_app
 from churnstream.exceptions import BrokerError
 from churnstream.kafka import admin, reader
 from churnstream.ops import devbroker
-from churnstream.settings import BrokerSettings, KafkaSettings, TopicSettings
+from churnstream.settings import KafkaSettings
+from churnstream.settings.sections import BrokerSettings, TopicSettings
 
 SettingsFactory = Callable[..., BrokerSettings]
 

@@ -35,7 +35,8 @@ from churnstream.kafka import admin, clients
 from churnstream.kafka.producer import FLUSH_TIMEOUT_S
 from churnstream.observability import names
 from churnstream.ops import devbroker
-from churnstream.settings import BrokerSettings, KafkaSettings, TopicSettings
+from churnstream.settings import KafkaSettings
+from churnstream.settings.sections import BrokerSettings, TopicSettings
 from churnstream.streaming.checkpoint import load_checkpoint
 from churnstream.streaming.loop import CONSUMER_CLOSE_BOUND_S
 from churnstream.streaming.publish import CLOSE_TIMEOUT_S, COMMIT_BOUND_S

@@ -36,7 +36,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from churnstream.kafka import admin
 from churnstream.observability import names
 from churnstream.ops import devbroker
-from churnstream.settings import BrokerSettings, KafkaSettings, TopicSettings
+from churnstream.settings import KafkaSettings
+from churnstream.settings.sections import BrokerSettings, TopicSettings
 from tests.faults.proxy import FaultProxy, ProxyStats
 from tests.integration.conftest import embedded_broker_settings
 from tests.integration.kafka_io import read_topic

@@ -24,7 +24,8 @@ import pytest
 from churnstream.headers import ROW_INDEX_HEADER, SOURCE_HEADER
 from churnstream.kafka import admin
 from churnstream.ops import devbroker
-from churnstream.settings import BrokerSettings, TopicSettings, load_settings
+from churnstream.settings import load_settings
+from churnstream.settings.sections import BrokerSettings, TopicSettings
 from churnstream.streaming.events_producer import ProduceOptions, run_producer
 from tests.integration.kafka_io import CommittedOffsets, read_topic, send_raw
 from tests.unit.test_schemas import EVENT

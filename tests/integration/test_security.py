@@ -41,7 +41,8 @@ from churnstream.ops.devbroker.secure import (
     make_throwaway_pki,
     start_secure,
 )
-from churnstream.settings import Settings, TopicSettings, load_settings
+from churnstream.settings import Settings, load_settings
+from churnstream.settings.sections import TopicSettings
 from tests.integration.conftest import embedded_broker_settings
 
 pytestmark = pytest.mark.integration

@@ -32,7 +32,8 @@ from churnstream.events import events_to_frame, frame_to_records
 from churnstream.exceptions import ConfigError
 from churnstream.model.scorer import Scorer
 from churnstream.schemas import FEATURE_COLUMNS, CustomerEvent, Prediction, dump_body, parse_ts
-from churnstream.settings import ApiSettings, Settings, load_settings, with_overrides
+from churnstream.settings import Settings, load_settings, with_overrides
+from churnstream.settings.sections import ApiSettings
 
 with warnings.catch_warnings():
     # starlette 1.10 would rather its test client ran on httpx2; httpx works the same here.

@@ -13,7 +13,7 @@ import pytest
 from churnstream.exceptions import BrokerError
 from churnstream.kafka.reader import decode_value
 from churnstream.ops import devbroker
-from churnstream.settings import BrokerSettings
+from churnstream.settings.sections import BrokerSettings
 from churnstream.tools import JARS_MARKER, failure_detail, maven_error, run_tool
 
 

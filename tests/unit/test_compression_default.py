@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from churnstream.settings import ProducerSettings, Settings
+from churnstream.settings import Settings
+from churnstream.settings.sections import ProducerSettings
 
 
 def test_every_producer_config_defaults_to_gzip() -> None:

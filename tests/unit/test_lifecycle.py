@@ -21,7 +21,8 @@ from churnstream.cli import app
 from churnstream.lifecycle import gate, promotion, registry
 from churnstream.model import artifacts
 from churnstream.model.train import run_training
-from churnstream.settings import PromotionSettings, load_settings
+from churnstream.settings import load_settings
+from churnstream.settings.promotion import PromotionSettings
 from tests.lifecycle_data import write_variant
 
 pytest.importorskip("mlflow", reason="the [mlflow] extra is not installed")

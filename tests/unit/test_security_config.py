@@ -17,14 +17,8 @@ from churnstream.exceptions import AuthenticationError, BrokerError, ConfigError
 from churnstream.kafka import admin, errors
 from churnstream.ops import devbroker
 from churnstream.ops.devbroker import secure as secure_broker
-from churnstream.settings import (
-    BrokerSettings,
-    KafkaSettings,
-    Settings,
-    load_settings,
-    masked_dump,
-    with_overrides,
-)
+from churnstream.settings import KafkaSettings, Settings, load_settings, masked_dump, with_overrides
+from churnstream.settings.sections import BrokerSettings
 
 PASSWORD = "pa55-Word-not-to-leak"
 KEY_PASSWORD = "key-pa55-not-to-leak"

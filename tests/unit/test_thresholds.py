@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from churnstream.cli import check_cmd
 from churnstream.cli._common import new_app
-from churnstream.settings import ObservabilitySettings
+from churnstream.settings.sections import ObservabilitySettings
 from churnstream.windows.fields import SUMMARY_KEYS, SUMMARY_SCHEMA_VERSION
 from churnstream.windows.thresholds import (
     DEFAULT_MAX_DLQ_RATE,

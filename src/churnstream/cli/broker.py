@@ -10,9 +10,9 @@ from typing import Annotated, Literal
 import typer
 
 from churnstream.cli._common import new_app
-from churnstream.cli.options import JsonOption, effective_settings
+from churnstream.cli.options import JsonOption, StopTimeoutOption, effective_settings
 from churnstream.ops import devbroker
-from churnstream.settings import BrokerSettings
+from churnstream.settings.sections import BrokerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -90,9 +90,7 @@ def start(
 def stop(
     state_dir: StateDirOption = None,
     port: PortOption = None,
-    timeout: Annotated[
-        float, typer.Option("--timeout", help="Seconds to wait after SIGTERM before SIGKILL.")
-    ] = devbroker.STOP_TIMEOUT_S,
+    timeout: StopTimeoutOption = devbroker.STOP_TIMEOUT_S,
 ) -> None:
     """Stop the broker (SIGTERM, then SIGKILL after --timeout)."""
     settings = _settings(port, state_dir)

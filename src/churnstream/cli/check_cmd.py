@@ -10,7 +10,7 @@ from typing import Annotated
 import orjson
 import typer
 
-from churnstream.cli.options import ReportsDirOption, effective_settings
+from churnstream.cli.options import JsonOption, ReportsDirOption, effective_settings
 from churnstream.exceptions import DataError
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def check(
             "--max-age", min=0.001, help="Fail if the window ended more than S seconds ago."
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Check a window summary against thresholds: dead-letter rate, churn-rate shift, PSI.
 

@@ -208,7 +208,7 @@ def consume(
     )
     if options.shadow_topic:
         from churnstream.kafka.admin import create_topics
-        from churnstream.settings import TopicSettings
+        from churnstream.settings.sections import TopicSettings
 
         shadow_settings = settings.topics.predictions.model_copy(
             update={"name": options.shadow_topic}

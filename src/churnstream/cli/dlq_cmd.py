@@ -11,7 +11,14 @@ from rich.console import Console
 from rich.table import Table
 
 from churnstream.cli._common import EXIT_ERROR, new_app
-from churnstream.cli.options import BrokerOption, kafka_command_settings, setting_option
+from churnstream.cli.options import (
+    AdminTimeoutOption,
+    BrokerOption,
+    IdleOption,
+    JsonOption,
+    kafka_command_settings,
+    setting_option,
+)
 from churnstream.exceptions import ConfigError
 from churnstream.kafka.admin import ADMIN_TIMEOUT_S
 
@@ -34,15 +41,6 @@ JSON_CONSOLE_LEVEL = "CRITICAL"
 SHOWN_REFUSALS = 10
 SHOWN_PLANNED = 20
 MESSAGE_CHARS = 70
-
-IdleOption = Annotated[
-    float,
-    typer.Option("--idle", min=0.1, help="Stop reading after this many seconds without news."),
-]
-TimeoutOption = Annotated[
-    float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the broker to answer.")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
 
 def _dump(payload: Any) -> None:
@@ -67,7 +65,7 @@ def inspect(
     ] = 3,
     as_json: JsonOption = False,
     idle: IdleOption = DEFAULT_IDLE_S,
-    timeout: TimeoutOption = ADMIN_TIMEOUT_S,
+    timeout: AdminTimeoutOption = ADMIN_TIMEOUT_S,
 ) -> None:
     """Summarise dead letters by error type and reason code, each input counted once."""
     from churnstream.deadletters import commands
@@ -172,7 +170,7 @@ def replay(
     ] = True,
     as_json: JsonOption = False,
     idle: IdleOption = DEFAULT_IDLE_S,
-    timeout: TimeoutOption = ADMIN_TIMEOUT_S,
+    timeout: AdminTimeoutOption = ADMIN_TIMEOUT_S,
 ) -> None:
     """Re-send dead-lettered originals to the input topic, once per letter (see markers)."""
     from churnstream.deadletters import commands

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from churnstream.cli._common import new_app
-from churnstream.cli.options import effective_settings
+from churnstream.cli.options import JsonOption, ModelsDirOption, effective_settings
 
 if TYPE_CHECKING:
     from churnstream.settings import Settings
@@ -47,9 +47,6 @@ DataOption = Annotated[
 ]
 WaitOption = Annotated[
     bool, typer.Option("--wait", help="Wait for the shadow window to end instead of exit 4.")
-]
-ModelsDirOption = Annotated[
-    Path | None, typer.Option("--models-dir", help="Default model.models_dir (models).")
 ]
 VersionPathArgument = Annotated[
     Path | None,
@@ -265,7 +262,7 @@ def rollback(tracking_uri: TrackingUriOption = None, models_dir: ModelsDirOption
 @app.command("status")
 def status(
     tracking_uri: TrackingUriOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print it as JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """The registry's champion and challenger, the challenger's gates, the champion history."""
     import json

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 
@@ -15,6 +16,8 @@ from churnstream.scoring.engine import select_engine
 from churnstream.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: The settings the shared --broker and --metrics-port flags override.
 BROKER_SETTING = "kafka.bootstrap_servers"
@@ -56,6 +59,20 @@ ModelPathOption = Annotated[
     Path | None, model_path_option("Model version dir or models root (default: latest).")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+ModelsDirOption = Annotated[Path | None, setting_option("model.models_dir", "--models-dir")]
+#: The commands that read topics or ask the broker for metadata (topics, dlq, preflight).
+AdminTimeoutOption = Annotated[
+    float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the broker to answer.")
+]
+IdleOption = Annotated[
+    float,
+    typer.Option("--idle", min=0.1, help="Stop reading after this many seconds without a message."),
+]
+#: ``stop`` of the dev broker and of the supervised scorer.
+StopTimeoutOption = Annotated[
+    float,
+    typer.Option("--timeout", min=0.0, help="Seconds to wait after SIGTERM before SIGKILL."),
+]
 
 # The scorer's flags, taken alike by `consume` and the `spark-consume` it execs into (which
 # gets them back by parameter name: consume_cmd.spark_consume_argv).
@@ -78,6 +95,37 @@ SCORER_SETTINGS = {
     "model_path": "model.models_dir",
     "reports_dir": "paths.reports_dir",
 }
+
+
+def flags_of(command: Callable[..., Any], names: Collection[str]) -> Callable[[F], F]:
+    """Give a command ``command``'s parameters ``names``: the same flags, types and defaults.
+
+    For a command that must accept another's flags as they are (``spark-consume`` gets
+    ``consume``'s back by parameter name), declared once. The decorated function takes them
+    as ``**flags``; Typer reads its parameters from ``__signature__``, which lists its own
+    first parameter (the context), then those of ``command`` in ``command``'s order, then
+    its other parameters.
+    """
+    source = inspect.signature(command, eval_str=True).parameters
+    unknown = set(names) - set(source)
+    if unknown:
+        raise TypeError(f"{command.__name__} has no parameter {', '.join(sorted(unknown))}")
+
+    def decorate(func: F) -> F:
+        own = inspect.signature(func, eval_str=True)
+        first, *rest, flags = own.parameters.values()
+        if flags.kind is not inspect.Parameter.VAR_KEYWORD:
+            raise TypeError(f"{func.__name__} must take the flags of {command.__name__} as **")
+        taken = [
+            param.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            for name, param in source.items()
+            if name in names
+        ]
+        rest = [param.replace(kind=inspect.Parameter.KEYWORD_ONLY) for param in rest]
+        func.__signature__ = own.replace(parameters=[first, *taken, *rest])  # type: ignore[attr-defined]
+        return func
+
+    return decorate
 
 
 def setting_overrides(

@@ -17,8 +17,10 @@ import typer
 
 from churnstream.cli._common import cli_state, new_app
 from churnstream.cli.options import (
+    AdminTimeoutOption,
     BrokerOption,
     JsonOption,
+    StopTimeoutOption,
     effective_settings,
     metrics_port_option,
     model_path_option,
@@ -46,9 +48,7 @@ def preflight(
     model_path: Annotated[
         Path | None, model_path_option("Model version dir or models root (model.models_dir).")
     ] = None,
-    timeout: Annotated[
-        float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the broker.")
-    ] = 10.0,
+    timeout: AdminTimeoutOption = 10.0,
 ) -> None:
     """Check that a scorer can run: the broker answers, the three topics exist, the model loads.
 
@@ -226,9 +226,7 @@ def status(
 @app.command("stop")
 def stop(
     state_dir: StateDirOption = DEFAULT_STATE_DIR,
-    timeout: Annotated[
-        float, typer.Option("--timeout", min=0.0, help="Seconds after SIGTERM before SIGKILL.")
-    ] = 30.0,
+    timeout: StopTimeoutOption = 30.0,
 ) -> None:
     """Stop the supervised scorer: SIGTERM (it drains, flushes, commits), then SIGKILL."""
     from churnstream.ops.supervisor import Supervisor

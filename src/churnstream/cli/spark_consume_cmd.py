@@ -12,30 +12,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from churnstream.cli._common import echo_run_end
-from churnstream.cli.options import (
-    SCORER_SETTINGS,
-    BatchRecordsOption,
-    BrokerOption,
-    ConsumerGroupOption,
-    DeadletterTopicOption,
-    InputTopicOption,
-    OutputTopicOption,
-    ReportsDirOption,
-    ReportsOption,
-    ScorerModelPathOption,
-    kafka_command_settings,
-)
-from churnstream.cli.spark_options import (
-    MasterOption,
-    SparkConfOption,
-    checkpoint_location_option,
-    fetch_jars_option,
-)
+from churnstream.cli.consume_cmd import consume
+from churnstream.cli.options import SCORER_SETTINGS, flags_of, kafka_command_settings
+from churnstream.cli.spark_options import checkpoint_location_option, fetch_jars_option
 
 logger = logging.getLogger(__name__)
 
@@ -43,27 +27,34 @@ COMMAND = "spark-consume"
 #: The settings spark-consume's flags override, by parameter name (--batch-records is the
 #: Spark source's maxOffsetsPerTrigger instead).
 SPARK_CONSUME_SETTINGS = {**SCORER_SETTINGS, "checkpoint_location": "spark.checkpoint_location"}
+#: The flags spark-consume takes from consume (consume_cmd.spark_consume_argv passes them on
+#: by name); --checkpoint-location and --fetch-jars are its own, with help that does not say
+#: "with --engine spark".
+CONSUME_FLAGS = {
+    "broker",
+    "input_topic",
+    "output_topic",
+    "deadletter_topic",
+    "consumer_group",
+    "model_path",
+    "batch_records",
+    "reports_dir",
+    "reports",
+    "master",
+    "spark_conf",
+}
 
 
+@flags_of(consume, CONSUME_FLAGS)
 def spark_consume(
     ctx: typer.Context,
-    broker: BrokerOption = None,
-    input_topic: InputTopicOption = None,
-    output_topic: OutputTopicOption = None,
-    deadletter_topic: DeadletterTopicOption = None,
-    consumer_group: ConsumerGroupOption = None,
-    model_path: ScorerModelPathOption = None,
-    batch_records: BatchRecordsOption = None,
-    reports_dir: ReportsDirOption = None,
-    reports: ReportsOption = True,
-    master: MasterOption = None,
-    spark_conf: SparkConfOption = None,
     checkpoint_location: Annotated[
         Path | None, checkpoint_location_option("Spark's checkpoint; a re-run resumes.")
     ] = None,
     fetch_jars: Annotated[
         bool, fetch_jars_option("Download the Kafka connector's jars first.")
     ] = False,
+    **flags: Any,
 ) -> None:
     """The backlog through Spark (batch only, at-least-once); see `consume --engine spark`."""
     from churnstream.reports.writer import SummaryWriter
@@ -72,15 +63,15 @@ def spark_consume(
 
     settings = kafka_command_settings(ctx, "scorer", SPARK_CONSUME_SETTINGS)
     # The renderer starts with the first window: a bad flag or a missing jar is then one line.
-    writer = SummaryWriter(settings.paths.reports_dir) if reports else None
+    writer = SummaryWriter(settings.paths.reports_dir) if flags["reports"] else None
     try:
         summary = consume_on_spark(
             settings,
-            master=master,
-            conf=parse_conf(spark_conf or []),
+            master=flags["master"],
+            conf=parse_conf(flags["spark_conf"] or []),
             model_path=settings.model.models_dir,
             fetch_jars=fetch_jars,
-            max_offsets_per_trigger=batch_records,
+            max_offsets_per_trigger=flags["batch_records"],
             on_window=writer,
         )
     finally:

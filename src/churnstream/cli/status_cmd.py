@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Annotated
 
 import orjson
@@ -12,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from churnstream.cli.options import BrokerOption, effective_settings, setting_option
+from churnstream.cli.options import BrokerOption, JsonOption, ModelsDirOption, effective_settings
 from churnstream.observability.status import ClusterStatus, lag_rows
 
 logger = logging.getLogger(__name__)
@@ -22,7 +21,7 @@ EXIT_UNREACHABLE = 3
 
 def status(
     broker: BrokerOption = None,
-    models_dir: Annotated[Path | None, setting_option("model.models_dir", "--models-dir")] = None,
+    models_dir: ModelsDirOption = None,
     dead_letters: Annotated[
         bool,
         typer.Option(
@@ -33,7 +32,7 @@ def status(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to wait for each broker answer.", min=0.1)
     ] = 5.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """One screen: broker reachable, topics and end offsets, group lag, model, dead letters.
 

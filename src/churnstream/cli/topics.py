@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from churnstream.cli._common import new_app
-from churnstream.cli.options import BrokerOption, effective_settings
+from churnstream.cli.options import AdminTimeoutOption, BrokerOption, IdleOption, effective_settings
 from churnstream.files import atomic_write_bytes
 from churnstream.kafka import admin, reader
 
@@ -20,13 +20,11 @@ logger = logging.getLogger(__name__)
 
 app = new_app("Create, list, describe and dump Kafka topics.")
 
-TimeoutOption = Annotated[
-    float, typer.Option("--timeout", help="Seconds to wait for the broker to answer.")
-]
-
 
 @app.command("create")
-def create(broker: BrokerOption = None, timeout: TimeoutOption = admin.ADMIN_TIMEOUT_S) -> None:
+def create(
+    broker: BrokerOption = None, timeout: AdminTimeoutOption = admin.ADMIN_TIMEOUT_S
+) -> None:
     """Create the raw, predictions and dead-letter topics from settings (idempotent)."""
     outcomes = admin.ensure_topics(effective_settings(broker=broker, kafka=True), timeout_s=timeout)
     table = Table(title="topics")
@@ -48,7 +46,7 @@ def list_(
     include_internal: Annotated[
         bool, typer.Option("--all", help="Include internal topics (__consumer_offsets...).")
     ] = False,
-    timeout: TimeoutOption = admin.ADMIN_TIMEOUT_S,
+    timeout: AdminTimeoutOption = admin.ADMIN_TIMEOUT_S,
 ) -> None:
     """List the topics on the cluster."""
     topics = admin.list_topics(
@@ -71,7 +69,7 @@ def describe(
         list[str] | None, typer.Argument(help="Topics to describe (default: all but internal).")
     ] = None,
     broker: BrokerOption = None,
-    timeout: TimeoutOption = admin.ADMIN_TIMEOUT_S,
+    timeout: AdminTimeoutOption = admin.ADMIN_TIMEOUT_S,
 ) -> None:
     """Partitions, leaders, replicas, ISR and low/high watermarks of each topic."""
     described = admin.describe_topics(
@@ -104,11 +102,9 @@ def dump(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="JSON file to write (default stdout).")
     ] = None,
-    idle: Annotated[
-        float, typer.Option("--idle", help="Stop after this many seconds without a message.")
-    ] = reader.READ_IDLE_S,
+    idle: IdleOption = reader.READ_IDLE_S,
     broker: BrokerOption = None,
-    timeout: TimeoutOption = admin.ADMIN_TIMEOUT_S,
+    timeout: AdminTimeoutOption = admin.ADMIN_TIMEOUT_S,
 ) -> None:
     """Read up to --limit messages from the beginning of a topic into a JSON array."""
     records = reader.dump_topic(

@@ -18,7 +18,8 @@ from churnstream.deadletters.letters import Letter
 from churnstream.deadletters.markers import MarkerIndex, marker_topic_for
 from churnstream.kafka import admin
 from churnstream.kafka.reader import READ_IDLE_S, TopicReader, record_fields
-from churnstream.settings import Settings, TopicSettings
+from churnstream.settings import Settings
+from churnstream.settings.sections import TopicSettings
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ from churnstream.kafka.clients import WatchedAdminClient, admin_client
 from churnstream.kafka.errors import error_code, error_reason
 from churnstream.logging import ATTEMPT, DELAY_S, ERROR_CODE, TOPIC
 from churnstream.retry import NotYet, RetryNote, retrying
-from churnstream.settings import KafkaSettings, Settings, TopicSettings
+from churnstream.settings import KafkaSettings, Settings
+from churnstream.settings.sections import TopicSettings
 
 logger = logging.getLogger(__name__)
 

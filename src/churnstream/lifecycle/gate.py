@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from churnstream.settings import PromotionSettings
+from churnstream.settings.promotion import PromotionSettings
 
 logger = logging.getLogger(__name__)
 

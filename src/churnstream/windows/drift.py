@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from churnstream.model.feature_batch import PROFILE_CATEGORICAL, PROFILE_NUMERIC
-from churnstream.settings import ObservabilitySettings
+from churnstream.settings.sections import ObservabilitySettings
 from churnstream.windows import columns as cols
 from churnstream.windows.columns import Columns, as_floats, counts_by_level
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from churnstream.settings import ObservabilitySettings
+from churnstream.settings.sections import ObservabilitySettings
 
 #: The default limit on dead-lettered / consumed messages in one window.
 DEFAULT_MAX_DLQ_RATE = 0.05

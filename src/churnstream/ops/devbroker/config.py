@@ -20,7 +20,7 @@ from typing import Literal
 
 from churnstream.exceptions import BrokerError
 from churnstream.ops.devbroker.probe import free_port_except, port_is_free
-from churnstream.settings import BrokerSettings
+from churnstream.settings.sections import BrokerSettings
 from churnstream.tools import failure_detail, run_tool
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 from churnstream.exceptions import BrokerError
-from churnstream.settings import BrokerSettings
+from churnstream.settings.sections import BrokerSettings
 from churnstream.tools import maven_fetch, read_jars_marker, write_jars_marker
 
 logger = logging.getLogger(__name__)

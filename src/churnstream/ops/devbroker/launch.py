@@ -10,7 +10,7 @@ from pathlib import Path
 from churnstream.exceptions import BrokerError
 from churnstream.ops.devbroker import config, jars, jvm, tansu
 from churnstream.ops.devbroker.probe import check_port_free
-from churnstream.settings import BrokerSettings
+from churnstream.settings.sections import BrokerSettings
 
 logger = logging.getLogger(__name__)
 

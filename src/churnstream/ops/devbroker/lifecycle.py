@@ -36,7 +36,7 @@ from churnstream.ops.devbroker.probe import (
     wait_ready,
 )
 from churnstream.ops.devbroker.tansu import TANSU_GAPS, tansu_binary
-from churnstream.settings import BrokerSettings
+from churnstream.settings.sections import BrokerSettings
 
 logger = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from pydantic import SecretStr
 
 from churnstream.exceptions import BrokerError
 from churnstream.ops import devbroker as broker
-from churnstream.settings import BrokerSettings
+from churnstream.settings.sections import BrokerSettings
 from churnstream.tools import failure_detail, run_tool
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
-from churnstream.settings import BrokerSettings
+from churnstream.settings.sections import BrokerSettings
 
 logger = logging.getLogger(__name__)
 
