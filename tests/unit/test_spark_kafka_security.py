@@ -18,6 +18,15 @@ KEY_PASSWORD = "key-pa55-not-to-leak"
 CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 KEY = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIC\n-----END ENCRYPTED PRIVATE KEY-----\n"
 SCRAM = "org.apache.kafka.common.security.scram.ScramLoginModule"
+#: A throwaway EC key as `openssl genpkey -aes-256-cbc` writes it: PBES2.
+PBES2_KEY = """-----BEGIN ENCRYPTED PRIVATE KEY-----
+MIHsMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAjM/QKdDddV1gICCAAw
+DAYIKoZIhvcNAgkFADAdBglghkgBZQMEASoEEEI+bwIz73RVIPRSE0EbtJoEgZBD
+/6J2R58Hox7u/UeAYOgT4ZosDz9CQbIl7ikpSkf3jHo69DPqdgZ45F1N2R2kMIgd
+2gp+910IoG2HnGj5AWEGJChelUAN042piFCmVvkPuyd/pXK+zeoIJnQTC9brocMC
+F8vCMk1mIpdEUg1Yx/UD/yfCoSsPpe4NPLiscgJs5Myic5eXusRF14+Py+NFKyg=
+-----END ENCRYPTED PRIVATE KEY-----
+"""
 
 
 @pytest.fixture
@@ -209,6 +218,9 @@ def test_ca_directory_and_traditional_key_are_refused(tmp_path: Path, pki: dict[
     message = refusal(settings)
     assert message.startswith("kafka.ssl_key_location: ") and "openssl pkcs8 -topk8" in message
     assert "MHc" not in message
+    pki["key"].write_text(PBES2_KEY, encoding="ascii")
+    message = refusal(settings)
+    assert "encrypted with PBES2" in message and "PBE-SHA1-3DES" in message
 
 
 def test_nothing_is_logged_and_spark_redacts_the_secret_options(

@@ -12,15 +12,18 @@ The only place that knows both vocabularies: the librdkafka-flavoured settings o
 - GSSAPI: ``Krb5LoginModule`` with the keytab and principal (the JVMs need a krb5.conf).
 - TLS: the CA file as a PEM truststore (by path: it must exist on every executor); a client
   certificate and its PKCS#8 key as an inline PEM keystore, because the Java client wants
-  both in one store and churnstream keeps them in two files.
+  both in one store and churnstream keeps them in two files. An encrypted key must use a
+  PBES1 scheme (e.g. PBE-SHA1-3DES): the Java client cannot decrypt PBES2 on Java 17.
 
 What the Java client cannot be given this way is refused with one :class:`ConfigError` line
-naming the setting: OAUTHBEARER with oidc, a CA directory, a key in a pre-PKCS#8 format,
+naming the setting: OAUTHBEARER with oidc, a CA directory, a key in a pre-PKCS#8 format or
+encrypted with PBES2,
 and security properties given only through the ``kafka.librdkafka*`` pass-through.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 from pathlib import Path
@@ -49,6 +52,11 @@ _ENDPOINT_IDENTIFICATION = "ssl.endpoint.identification.algorithm"
 # JAAS values are double-quoted; anything Kafka's JAAS parser would end a string on is refused.
 _JAAS_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 _PKCS8 = ("-----BEGIN PRIVATE KEY-----", "-----BEGIN ENCRYPTED PRIVATE KEY-----")
+_ENCRYPTED_KEY = re.compile(
+    r"-----BEGIN ENCRYPTED PRIVATE KEY-----(?P<body>[A-Za-z0-9+/=\s]+)-----END", re.ASCII
+)
+#: DER of the PBES2 object identifier (1.2.840.113549.1.5.13), OpenSSL's default key encryption.
+_PBES2_OID = bytes.fromhex("06092a864886f70d01050d")
 
 
 def spark_kafka_options(kafka: KafkaSettings) -> dict[str, str]:
@@ -196,13 +204,35 @@ def _tls_options(kafka: KafkaSettings) -> dict[str, str]:
         options["kafka.ssl.keystore.certificate.chain"] = _pem(
             cert, "kafka.ssl_certificate_location", ("-----BEGIN CERTIFICATE-----",)
         )
-        options["kafka.ssl.keystore.key"] = _pem(key, "kafka.ssl_key_location", _PKCS8)
+        key_pem = _pem(key, "kafka.ssl_key_location", _PKCS8)
+        if _pbes2(key_pem):
+            # kafka-clients 3.9 asks the JVM for a "PBES2" SecretKeyFactory, which Java 17
+            # does not have: the keystore fails on every executor, long after start-up.
+            raise ConfigError(
+                f"kafka.ssl_key_location: {key} is encrypted with PBES2 (OpenSSL's default), "
+                "which Spark's Java Kafka client cannot decrypt; re-encrypt it with "
+                "openssl pkcs8 -topk8 -v1 PBE-SHA1-3DES (or use an unencrypted key)"
+            )
+        options["kafka.ssl.keystore.key"] = key_pem
         password = kafka.secret(
             kafka.ssl_key_password, kafka.ssl_key_password_file, "kafka.ssl_key_password_file"
         )
         if password is not None:
             options["kafka.ssl.key.password"] = password
     return options
+
+
+def _pbes2(pem: str) -> bool:
+    """Whether ``pem`` is an encrypted PKCS#8 key whose algorithm is PBES2."""
+    match = _ENCRYPTED_KEY.search(pem)
+    if match is None:
+        return False
+    try:
+        der = base64.b64decode("".join(match.group("body").split()))
+    except ValueError:
+        return False
+    # EncryptedPrivateKeyInfo: SEQUENCE { SEQUENCE { OID, params }, ... }: the OID is early.
+    return _PBES2_OID in der[:24]
 
 
 def _pem(path: Path, setting: str, markers: tuple[str, ...]) -> str:
