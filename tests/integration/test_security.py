@@ -577,6 +577,22 @@ def files_text(directory: Path) -> str:
     )
 
 
+def pbes1_copy(pki: ThrowawayPki, directory: Path) -> Path:
+    """The client key re-encrypted with PBE-SHA1-3DES (same password): the Java client on
+    Java 17 cannot decrypt OpenSSL's default PBES2, which churnstream refuses for Spark."""
+    out = directory / "client-pbes1.key"
+    env = {**os.environ, "KEY_PW": pki.client_key_password.get_secret_value()}
+    subprocess.run(  # noqa: S603 - fixed argv
+        ["openssl", "pkcs8", "-topk8", "-v1", "PBE-SHA1-3DES", "-in", str(pki.client_key)]  # noqa: S607
+        + ["-passin", "env:KEY_PW", "-passout", "env:KEY_PW", "-out", str(out)],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return out
+
+
 def test_cli_spark_consume_over_sasl_ssl_scram(
     secured: SecureBroker, spark_jars: Path, model_dir: Path, tmp_path: Path
 ) -> None:
@@ -619,9 +635,9 @@ def test_spark_batch_over_mtls_and_a_refused_password_that_is_never_echoed(
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The Spark query itself (no librdkafka check first): an encrypted PKCS#8 client key
-    in a PEM keystore is accepted; a wrong SCRAM password fails the query in one line, and
-    the password is in no message, log line, Spark output or checkpoint file."""
+    """The Spark query itself (no librdkafka check first): an encrypted (PBES1) PKCS#8
+    client key in a PEM keystore is accepted; a wrong SCRAM password fails the query in one
+    line, and the password is in no message, log line, Spark output or checkpoint file."""
     from churnstream.exceptions import SparkError
     from churnstream.model.scorer import Scorer
     from churnstream.spark.commands import spark_session
@@ -639,7 +655,9 @@ def test_spark_batch_over_mtls_and_a_refused_password_that_is_never_echoed(
         raw, preds, dlq = spark_topics(secured, "mtls")
         overrides = {"topics.raw.name": raw, "topics.predictions.name": preds}
         overrides["topics.deadletter.name"] = dlq
-        for name, value in security_env(secured, "MTLS", tmp_path).items():
+        mtls = security_env(secured, "MTLS", tmp_path)
+        mtls["CHURNSTREAM_KAFKA__SSL_KEY_LOCATION"] = str(pbes1_copy(secured.pki, tmp_path))
+        for name, value in mtls.items():
             monkeypatch.setenv(name, value)
         settings = load_settings(**{"kafka.bootstrap_servers": secured.mtls, **overrides})
         summary = run_spark_batch(spark, settings, scorer, checkpoint=tmp_path / "mtls")
