@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -29,6 +30,7 @@ import pytest
 from pydantic import SecretStr
 
 from churnstream.exceptions import AuthenticationError, BrokerError
+from churnstream.headers import SOURCE_HEADER
 from churnstream.kafka import admin, reader
 from churnstream.kafka.clientcheck import check_client_configs
 from churnstream.kafka.connect import wait_for_broker
@@ -44,6 +46,8 @@ from churnstream.ops.devbroker.secure import (
 from churnstream.settings import Settings, load_settings
 from churnstream.settings.sections import TopicSettings
 from tests.integration.conftest import embedded_broker_settings
+from tests.integration.kafka_io import read_topic, send_raw
+from tests.integration.streams import customer_events
 
 pytestmark = pytest.mark.integration
 
@@ -136,7 +140,9 @@ def settings_from_env(
     return load_settings(**{"kafka.bootstrap_servers": bootstrap})  # as --broker does
 
 
-def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str, float]:
+def run_cli(
+    args: list[str], env: dict[str, str], cwd: Path, timeout_s: float = CLI_TIMEOUT_S
+) -> tuple[int, str, str, float]:
     """``python -m churnstream ARGS`` in a clean environment plus ``env``; (rc, out, err, s)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CHURNSTREAM_")}
     full_env.update(env)
@@ -148,7 +154,7 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, 
         text=True,
         env=full_env,
         cwd=cwd,  # no config/churnstream.yaml here: defaults < env < flags
-        timeout=CLI_TIMEOUT_S,
+        timeout=timeout_s,
         check=False,
     )
     return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started
@@ -536,3 +542,141 @@ def test_oidc_wrong_client_secret_is_refused_without_showing_it(
     assert len(errors) == 1, err
     assert token_endpoint.requests and not any(r["ok"] for r in token_endpoint.requests)
     assert WRONG_PASSWORD not in out + err and OIDC_SECRET not in out + err
+
+
+# --------------------------------------------------------------------------- Spark engine
+
+SPARK_EVENTS = 20
+SPARK_TIMEOUT_S = 300.0
+
+
+@pytest.fixture(scope="module")
+def spark_jars() -> Path:
+    """Spark's Kafka connector jars (fetched once with Maven into the project's cache)."""
+    pytest.importorskip("pyspark")
+    from churnstream.spark.jars import fetch_connector_jars
+
+    jars_dir = Settings().spark.jars_dir.resolve()
+    fetch_connector_jars(jars_dir)
+    return jars_dir
+
+
+def spark_topics(secured: SecureBroker, label: str) -> tuple[str, str, str]:
+    """Fresh raw, predictions and dead-letter topics, the raw one holding SPARK_EVENTS."""
+    suffix = uuid.uuid4().hex[:8]
+    names = tuple(f"spark-{label}-{kind}-{suffix}" for kind in ("raw", "preds", "dlq"))
+    plain = load_settings(**{"kafka.bootstrap_servers": secured.plaintext}).kafka
+    admin.create_topics(plain, [TopicSettings(name=name, partitions=2) for name in names])
+    send_raw(secured.plaintext, names[0], customer_events(0, SPARK_EVENTS))
+    return names[0], names[1], names[2]
+
+
+def files_text(directory: Path) -> str:
+    return "".join(
+        p.read_bytes().decode("utf-8", "replace") for p in directory.rglob("*") if p.is_file()
+    )
+
+
+def pbes1_copy(pki: ThrowawayPki, directory: Path) -> Path:
+    """The client key re-encrypted with PBE-SHA1-3DES (same password): the Java client on
+    Java 17 cannot decrypt OpenSSL's default PBES2, which churnstream refuses for Spark."""
+    out = directory / "client-pbes1.key"
+    env = {**os.environ, "KEY_PW": pki.client_key_password.get_secret_value()}
+    subprocess.run(  # noqa: S603 - fixed argv
+        ["openssl", "pkcs8", "-topk8", "-v1", "PBE-SHA1-3DES", "-in", str(pki.client_key)]  # noqa: S607
+        + ["-passin", "env:KEY_PW", "-passout", "env:KEY_PW", "-out", str(out)],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return out
+
+
+def test_cli_spark_consume_over_sasl_ssl_scram(
+    secured: SecureBroker, spark_jars: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    """consume --engine spark end to end through TLS and SCRAM-SHA-512 (password file)."""
+    raw, preds, dlq = spark_topics(secured, "sasl-ssl")
+    env = security_env(
+        secured,
+        "SASL_SSL",
+        tmp_path,
+        SASL_MECHANISM="SCRAM-SHA-512",
+        SASL_PASSWORD_FILE=str(write_secret(tmp_path, PASSWORD)),
+    )
+    env["CHURNSTREAM_SPARK__JARS_DIR"] = str(spark_jars)
+    checkpoint = tmp_path / "checkpoint"
+    args = ["consume", "--mode", "batch", "--engine", "spark", "--master", "local[1]"]
+    args += ["--broker", secured.sasl_ssl, "--input-topic", raw, "--output-topic", preds]
+    args += ["--deadletter-topic", dlq, "--model-path", str(model_dir)]
+    args += ["--checkpoint-location", str(checkpoint), "--reports-dir", str(tmp_path / "r")]
+    code, out, err, took = run_cli(args, env, tmp_path, timeout_s=SPARK_TIMEOUT_S)
+    print(f"spark consume over SASL_SSL: exit {code} after {took:.1f}s")
+    assert code == 0, err[-3000:]
+    assert f"consumed {SPARK_EVENTS}," in out, out
+
+    predictions = read_topic(secured.plaintext, preds, expect=SPARK_EVENTS, idle_s=0.5)
+    assert len({r.headers[SOURCE_HEADER] for r in predictions}) == SPARK_EVENTS
+    # The checkpoint advanced past every event: offsets of the last committed batch.
+    assert (checkpoint / "commits" / "0").is_file()
+    last = max((checkpoint / "offsets").glob("[0-9]*"), key=lambda p: int(p.name))
+    offsets = json.loads(last.read_text().splitlines()[-1])[raw]
+    assert sum(offsets.values()) == SPARK_EVENTS
+    assert_no_secret(out + err + files_text(checkpoint), secured)
+
+
+def test_spark_batch_over_mtls_and_a_refused_password_that_is_never_echoed(
+    secured: SecureBroker,
+    spark_jars: Path,
+    model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The Spark query itself (no librdkafka check first): an encrypted (PBES1) PKCS#8
+    client key in a PEM keystore is accepted; a wrong SCRAM password fails the query in one
+    line, and the password is in no message, log line, Spark output or checkpoint file."""
+    from churnstream.exceptions import SparkError
+    from churnstream.model.scorer import Scorer
+    from churnstream.spark.commands import spark_session
+    from churnstream.spark.jars import connector_jars
+    from churnstream.spark.kafka_batch import run_spark_batch
+    from churnstream.spark.kafka_security import REDACTION_REGEX
+
+    caplog.set_level(logging.DEBUG, logger="churnstream")
+    scorer = Scorer.load(model_dir)
+    conf = {
+        "spark.jars": ",".join(str(j) for j in connector_jars(spark_jars)),
+        "spark.sql.redaction.options.regex": REDACTION_REGEX,
+    }
+    with spark_session("local[1]", conf, "churnstream-security-test") as spark:
+        raw, preds, dlq = spark_topics(secured, "mtls")
+        overrides = {"topics.raw.name": raw, "topics.predictions.name": preds}
+        overrides["topics.deadletter.name"] = dlq
+        mtls = security_env(secured, "MTLS", tmp_path)
+        mtls["CHURNSTREAM_KAFKA__SSL_KEY_LOCATION"] = str(pbes1_copy(secured.pki, tmp_path))
+        for name, value in mtls.items():
+            monkeypatch.setenv(name, value)
+        settings = load_settings(**{"kafka.bootstrap_servers": secured.mtls, **overrides})
+        summary = run_spark_batch(spark, settings, scorer, checkpoint=tmp_path / "mtls")
+        assert summary.consumed == SPARK_EVENTS
+        assert (
+            len(read_topic(secured.plaintext, preds, expect=SPARK_EVENTS, idle_s=0.5))
+            == SPARK_EVENTS
+        )
+
+        extra = {"SASL_MECHANISM": "SCRAM-SHA-512", "SASL_PASSWORD": WRONG_PASSWORD}
+        for name, value in security_env(secured, "SASL_SSL", tmp_path, **extra).items():
+            monkeypatch.setenv(name, value)
+        wrong = load_settings(**{"kafka.bootstrap_servers": secured.sasl_ssl, **overrides})
+        with pytest.raises(SparkError) as info:
+            run_spark_batch(spark, wrong, scorer, checkpoint=tmp_path / "refused")
+    message = str(info.value)
+    print(f"wrong password on Spark: {message}")
+    assert "\n" not in message and "Authentication failed" in message
+    captured = capfd.readouterr()
+    everything = message + captured.out + captured.err + caplog.text
+    assert_no_secret(everything + files_text(tmp_path / "refused"), secured)
+    assert_no_secret(files_text(tmp_path / "mtls"), secured)

@@ -57,10 +57,17 @@ def consume_on_spark(
     from churnstream.model.scorer import Scorer
     from churnstream.spark.jars import connector_jars, fetch_connector_jars
     from churnstream.spark.kafka_batch import run_spark_batch
+    from churnstream.spark.kafka_security import REDACTION_REGEX, spark_kafka_options
 
+    # What Spark's Java client cannot be given is one line now, not a failed query later.
+    spark_kafka_options(settings.kafka)
     jars_dir = settings.spark.jars_dir
     jars = fetch_connector_jars(jars_dir) if fetch_jars else connector_jars(jars_dir)
-    conf = {"spark.jars": ",".join(str(j) for j in jars), **conf}
+    conf = {
+        "spark.jars": ",".join(str(j) for j in jars),
+        "spark.sql.redaction.options.regex": REDACTION_REGEX,
+        **conf,
+    }
     # Java, the master and the jars, before the model loads and a JVM starts.
     preflight(spark_options(master, conf, "churnstream-consume"))
     scorer = Scorer.load(model_path)

@@ -25,10 +25,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from churnstream.exceptions import ConfigError, SparkError
+from churnstream.exceptions import SparkError
 from churnstream.scoring.batch import score_batch
 from churnstream.scoring.messages import SCORED_COLUMNS, BatchResult, RawMessage, RunCounts
 from churnstream.settings import Settings
+from churnstream.spark.kafka_security import spark_kafka_options
 from churnstream.windows.drift import drift_reference
 from churnstream.windows.stats import WindowStats
 
@@ -177,14 +178,12 @@ class SparkBatchSummary(RunCounts):
 
 
 def kafka_options(settings: Settings) -> dict[str, str]:
-    """The Kafka client options of Spark's source and sink (``kafka.``-prefixed)."""
-    kafka = settings.kafka
-    if kafka.security_protocol != "PLAINTEXT":
-        raise ConfigError(
-            f"consume --engine spark supports kafka.security_protocol PLAINTEXT only, not "
-            f"{kafka.security_protocol}; use the default engine for this cluster"
-        )
-    return {"kafka.bootstrap.servers": kafka.bootstrap_servers}
+    """The Kafka client options of Spark's source and sink (``kafka.``-prefixed).
+
+    Security included: see :mod:`churnstream.spark.kafka_security`, which raises ConfigError
+    (one line naming the setting) for what Spark's Java client cannot be given.
+    """
+    return spark_kafka_options(settings.kafka)
 
 
 def sink_options(settings: Settings) -> dict[str, str]:
