@@ -21,6 +21,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,8 @@ BATCH_TASKS = [
     "check_thresholds",
 ]
 STREAMING_TASKS = ["preflight", "ensure_scorer", "check_health", "check_window"]
+#: The streaming DAG test's scorer writes a window summary this often (seconds).
+STREAM_SUMMARY_S = 1
 TRAINING_TASKS = ["fetch_data", "verify_data", "train", "evaluate", "register"]
 RETRAIN_TASKS = [
     "detect_drift",
@@ -302,10 +305,14 @@ def test_batch_dag_fails_loudly_when_a_threshold_is_crossed(
 
 
 def test_streaming_dag_starts_a_scorer_that_outlives_the_run(
-    dagbag: Any, churnstream_env: Stack
+    dagbag: Any, churnstream_env: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dag = dagbag.get_dag("churnstream_streaming")
-    run = dag.test(run_conf={"summary_interval_s": 1})
+    # check_window retries after one summary interval of the DAG's default (60 s) when the
+    # new scorer has written no window yet; this scorer writes one every STREAM_SUMMARY_S.
+    delay = timedelta(seconds=STREAM_SUMMARY_S)
+    monkeypatch.setattr(dag.get_task("check_window"), "retry_delay", delay)
+    run = dag.test(run_conf={"summary_interval_s": STREAM_SUMMARY_S})
     assert task_states(run) == dict.fromkeys(STREAMING_TASKS, "success")
     state_dir = churnstream_env.workdir / ".churnstream" / "scorer"
     status = json.loads(
@@ -315,7 +322,7 @@ def test_streaming_dag_starts_a_scorer_that_outlives_the_run(
     pid = status["pid"]
 
     # A second run keeps the same scorer.
-    again = dag.test(run_conf={"summary_interval_s": 1})
+    again = dag.test(run_conf={"summary_interval_s": STREAM_SUMMARY_S})
     assert task_states(again) == dict.fromkeys(STREAMING_TASKS, "success")
     status = json.loads(
         cs("scorer", "status", "--state-dir", str(state_dir), "--json", env=churnstream_env.env)
@@ -407,12 +414,14 @@ def test_retrain_dag_on_drift_promotes_the_better_model_and_refuses_a_worse_one(
         str(lifecycle_env.workdir / "lifecycle-checkpoint.json"),
         env=env,
     )
+    # The window is all written by now: 3 s idle after the assignment means done (as in the
+    # batch DAG test), rather than a 10 s wait at the end.
     cs(
         "consume",
         "--mode",
         "batch",
         "--timeout-ms",
-        "10000",
+        "3000",
         "--consumer-group",
         "lifecycle",
         "--reports-dir",

@@ -20,6 +20,9 @@
   ``BrokerSettings`` for a throwaway embedded broker on a free port (tests start/stop it).
 - ``scored_stream`` (function): topics, events, a group, metrics ports and a feeder for the
   scorer-process fault tests (``tests/integration/scorers.py``).
+- ``quick_rejoin`` (function): churnstream processes started by the test get a short group
+  session timeout (``CHURNSTREAM_KAFKA__SESSION_TIMEOUT_MS``) on the embedded broker, so a
+  group forgets a SIGKILLed member sooner.
 """
 
 from __future__ import annotations
@@ -50,6 +53,14 @@ EXTERNAL_ENV = "KAFKA_BOOTSTRAP"
 REAPER = REPO_ROOT / "tests" / "reaper.py"
 EXTERNAL_READY_TIMEOUT_S = 30.0
 OWN_BROKER_STOP_S = 5.0
+#: The session broker accepts group session timeouts down to this (Kafka's default minimum is
+#: 6000 ms, churnstream's default session timeout): tests that SIGKILL scorers ask for less.
+BROKER_MIN_SESSION_TIMEOUT_MS = 1000
+#: What ``quick_rejoin`` gives a test's scorers. A SIGKILLed member stays in its group until
+#: its session times out, and the next member's join waits for that: at 6000 ms most of each
+#: kill-and-restart round of the kill loops. Kept at 3x the 1 s heartbeat it implies, so that
+#: a loaded 2-core machine does not drop live members.
+QUICK_REJOIN_SESSION_TIMEOUT_MS = 3000
 
 
 def embedded_broker_settings(engine: str, state_dir: Path, **overrides: object) -> BrokerSettings:
@@ -92,7 +103,9 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield external
         return
     settings = embedded_broker_settings("kafka", tmp_path_factory.mktemp("kafka-broker"))
-    devbroker.start(settings)
+    # A test broker's setting, so that quick_rejoin may ask for session timeouts under 6 s.
+    quick = {"group.min.session.timeout.ms": str(BROKER_MIN_SESSION_TIMEOUT_MS)}
+    devbroker.start(settings, extras=devbroker.KafkaExtras(properties=quick))
     try:
         yield settings.bootstrap
     finally:
@@ -141,6 +154,15 @@ def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkClu
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture
+def quick_rejoin(kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """churnstream processes this test starts (they inherit the environment) use a short
+    group session timeout, when the broker is the embedded one that allows it."""
+    if not os.environ.get(EXTERNAL_ENV):
+        timeout = str(QUICK_REJOIN_SESSION_TIMEOUT_MS)
+        monkeypatch.setenv("CHURNSTREAM_KAFKA__SESSION_TIMEOUT_MS", timeout)
 
 
 @pytest.fixture

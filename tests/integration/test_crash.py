@@ -110,6 +110,7 @@ def test_scorer_survives_sigkill_loop(
     filled_topics: tuple[str, str, str],
     model_dir: Path,
     tmp_path: Path,
+    quick_rejoin: None,  # each restart joins a group that a killed member held
 ) -> None:
     if pipeline:  # every scorer started below inherits it
         monkeypatch.setenv("CHURNSTREAM_CONSUMER__PIPELINE", "true")

@@ -55,6 +55,20 @@ DRAIN_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 60.0
 BLACKHOLE_S = 30.0
 LATENCY_MS = 200.0
+#: How long the feeder keeps writing after the last fault: the checks need events on both
+#: sides of each fault, not a long healthy tail (the drain waits for the feeder to finish).
+FEED_AFTER_S = 3.0
+RESET_ROUNDS = 10
+#: Time for the scorer's clients to reconnect, fetch and commit between two resets (at 1.5 s
+#: every round still found 3 or 4 connections to reset, at 3 s 4).
+RESET_EVERY_S = 1.5
+BLACKHOLE_BEFORE_S = 10.0
+LATENCY_BEFORE_S = 5.0
+#: 20 samples under 200 ms each way (a fetch takes 0.4 s or more): enough to see it in the
+#: end-to-end mean, which is all the test checks about that phase.
+LATENCY_FOR_S = 10.0
+#: Between two reads of the predictions while some are still missing.
+DRAIN_POLL_S = 0.5
 CHURNSTREAM = Path(sys.executable).with_name("churnstream")
 
 
@@ -294,7 +308,7 @@ def drain(network: FaultyBroker, topics: Topics, feeder: Feeder) -> Outcome:
         sources = Counter(r.headers[SOURCE_HEADER].decode() for r in records)
         if expected <= sources.keys() or time.monotonic() > deadline:
             break
-        time.sleep(2.0)
+        time.sleep(DRAIN_POLL_S)
     return Outcome(
         written=len(expected),
         predicted=len(records),
@@ -371,14 +385,16 @@ def test_connection_resets_lose_nothing(
     scorers.append(scorer)
     scorer.wait_ready()
     scorer.start_sampling()
-    feeder = Feeder(network.direct, topics.raw, total=int(RATE_PER_S * 40))
+    before_s = 5.0
+    feed_s = before_s + RESET_ROUNDS * RESET_EVERY_S + FEED_AFTER_S
+    feeder = Feeder(network.direct, topics.raw, total=int(RATE_PER_S * feed_s))
     feeder.start()
-    time.sleep(5)
+    time.sleep(before_s)
     scorer.phase = "resets"
     resets = []
-    for _ in range(10):
+    for _ in range(RESET_ROUNDS):
         resets.append(network.proxy.reset_all())
-        time.sleep(3)
+        time.sleep(RESET_EVERY_S)
     scorer.phase = "after"
     outcome = drain(network, topics, feeder)
     scorer.wait_ready(60)
@@ -404,7 +420,8 @@ class BlackHoleRun:
 def black_hole(
     faulty_broker: FaultyBroker, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BlackHoleRun]:
-    """One run, several checks: 10 s of traffic, a 30 s black hole, then until drained."""
+    """One run, several checks: 10 s of traffic, a 30 s black hole, then until drained
+    (the feeder stops FEED_AFTER_S after the black hole)."""
     network = faulty_broker
     network.proxy.heal()
     topics = make_topics(network, "blackhole")
@@ -413,9 +430,10 @@ def black_hole(
     try:
         scorer.wait_ready()
         scorer.start_sampling()
-        feeder = Feeder(network.direct, topics.raw, total=int(RATE_PER_S * 60))
+        feed_s = BLACKHOLE_BEFORE_S + BLACKHOLE_S + FEED_AFTER_S
+        feeder = Feeder(network.direct, topics.raw, total=int(RATE_PER_S * feed_s))
         feeder.start()
-        time.sleep(10)
+        time.sleep(BLACKHOLE_BEFORE_S)
         scorer.phase = "blackhole"
         network.proxy.blackhole(BLACKHOLE_S)
         sent_at_cut = feeder.sent
@@ -492,12 +510,13 @@ def test_added_latency_slows_but_loses_nothing(
     scorers.append(scorer)
     scorer.wait_ready()
     scorer.start_sampling()
-    feeder = Feeder(network.direct, topics.raw, total=int(RATE_PER_S * 40))
+    feed_s = LATENCY_BEFORE_S + LATENCY_FOR_S + FEED_AFTER_S
+    feeder = Feeder(network.direct, topics.raw, total=int(RATE_PER_S * feed_s))
     feeder.start()
-    time.sleep(10)
+    time.sleep(LATENCY_BEFORE_S)
     scorer.phase = "latency"
     network.proxy.latency(LATENCY_MS)
-    time.sleep(20)
+    time.sleep(LATENCY_FOR_S)
     network.proxy.latency(0)
     scorer.phase = "after"
     outcome = drain(network, topics, feeder)

@@ -107,6 +107,7 @@ def test_workers_survive_sigkills_and_partitions_move(
     scored_stream: Callable[..., ScoredStream],
     model_dir: Path,
     tmp_path: Path,
+    quick_rejoin: None,  # a killed worker's partitions move once its session times out
 ) -> None:
     stream = scored_stream("scaleout", partitions=PARTITIONS, events=EVENTS, ports=WORKERS)
     port, feeder, committed = stream.port, stream.feeder, stream.committed

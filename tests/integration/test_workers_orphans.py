@@ -49,7 +49,11 @@ TopicFactory = Callable[..., str]
 
 
 def test_workers_die_with_a_sigkilled_supervisor_and_nothing_is_lost(
-    kafka_bootstrap: str, topic_factory: TopicFactory, model_dir: Path, tmp_path: Path
+    kafka_bootstrap: str,
+    topic_factory: TopicFactory,
+    model_dir: Path,
+    tmp_path: Path,
+    quick_rejoin: None,  # the finisher joins a group that the killed workers held
 ) -> None:
     topics = topic_factory(PARTITIONS), topic_factory(PARTITIONS), topic_factory(1)
     raw, preds, dlq = topics
