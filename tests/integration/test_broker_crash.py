@@ -332,7 +332,7 @@ def test_sigterm_with_a_silent_broker_exits_within_its_bounds(
     finally:
         os.kill(jvm, signal.SIGCONT)
         committed.close()
-    (tmp_path / "scorer.log").write_text(scorer.output)
+        (tmp_path / "scorer.log").write_text(scorer.output)
     unacked = scorer.logs("batch of ")
     print(f"\nsilent broker: exit {code} {took_s:.1f}s after SIGTERM; {unacked[:1]}")
     assert code == 0, scorer.output

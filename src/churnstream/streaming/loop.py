@@ -90,6 +90,8 @@ class ScorerLoop:
         )
         self.assigned = threading.Event()
         self._assigned_at: float | None = None
+        #: The stop event of the running loop (set by :meth:`run`).
+        self._stop = threading.Event()
         self.progress = ProgressClock(options.recovery_timeout_s)
         self.watcher = (
             ModelWatcher(options.model_path, self.scorer, interval_s=options.reload_interval_s)
@@ -111,6 +113,7 @@ class ScorerLoop:
     def run(self, stop: threading.Event) -> ScoreSummary:
         """Score until ``stop`` is set (or, in batch mode, until the topic is idle)."""
         opts = self.options
+        self._stop = stop
         wait_for_broker(
             self.settings.kafka, timeout_s=opts.connect_timeout_s, stop=stop, what="scorer"
         )
@@ -271,17 +274,24 @@ class ScorerLoop:
     def _rewind(
         self, batch: list[RawMessage], consumer: Consumer, publisher: Publisher, error: str
     ) -> None:
+        stopping = self._stop.is_set()
         logger.error(
-            "batch of %d not %s (%s); rewinding to score it again",
+            "batch of %d not %s (%s); %s",
             len(batch),
             publisher.failure,
             error,
+            # Stopping, the consumer closes without committing it, so the group's next scorer
+            # reads it again; no seek either: after a commit that never returned, a seek was
+            # seen to block forever on the same consumer.
+            "stopping: left uncommitted" if stopping else "rewinding to score it again",
             extra={
                 TOPIC: self.options.input_topic,
                 BATCH_SIZE: len(batch),
                 OFFSETS: {tp.partition: tp.offset for tp in first_offsets(batch)},
             },
         )
+        if stopping:
+            return
         for tp in first_offsets(batch):
             try:
                 consumer.seek(tp)
