@@ -89,7 +89,8 @@ CONFIGS = (
     Config("both", "both levers above (the product's defaults)", tuple(BEST)),
     Config(
         "pipelined",
-        "both + `consumer.pipeline: true` (opt-in): batch N+1 scored while N is acknowledged",
+        "both + `consumer.pipeline: true` (what `auto` gives in batch mode): batch N+1 "
+        "scored while N is acknowledged",
         (*BEST, "--pipeline"),
         versus="both",
     ),
