@@ -19,6 +19,7 @@ from churnstream.cli._common import new_app
 from churnstream.cli.options import JsonOption, ModelsDirOption, effective_settings
 
 if TYPE_CHECKING:
+    from churnstream.lifecycle.promotion import Moved
     from churnstream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -239,9 +240,13 @@ def _promote_challenger(
         typer.echo(promotion.compare(settings, data).line())
     if SHADOW in pending:
         typer.echo(promotion.run_shadow(settings, wait=wait).line())
-    moved = promotion.promote(settings)
+    _echo_moved(settings, promotion.promote(settings), "was")
+
+
+def _echo_moved(settings: Settings, moved: Moved, how: str) -> None:
+    """The champion now, the one it replaced (``how``: "was", "rolled back from"), and latest."""
     typer.echo(
-        f"champion: {moved.current.label} (was {moved.previous.label}); "
+        f"champion: {moved.current.label} ({how} {moved.previous.label}); "
         f"{settings.model.models_dir / 'latest'} -> {moved.current.model_version}"
     )
 
@@ -252,11 +257,7 @@ def rollback(tracking_uri: TrackingUriOption = None, models_dir: ModelsDirOption
     from churnstream.lifecycle import promotion
 
     settings = _settings(tracking_uri, models_dir)
-    moved = promotion.rollback(settings)
-    typer.echo(
-        f"champion: {moved.current.label} (rolled back from {moved.previous.label}); "
-        f"{settings.model.models_dir / 'latest'} -> {moved.current.model_version}"
-    )
+    _echo_moved(settings, promotion.rollback(settings), "rolled back from")
 
 
 @app.command("status")

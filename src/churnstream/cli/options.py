@@ -60,7 +60,8 @@ ModelPathOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 ModelsDirOption = Annotated[Path | None, setting_option("model.models_dir", "--models-dir")]
-#: The commands that read topics or ask the broker for metadata (topics, dlq, preflight).
+#: The commands that read topics or ask the broker for metadata (topics, dlq, preflight,
+#: status).
 AdminTimeoutOption = Annotated[
     float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the broker to answer.")
 ]

@@ -11,7 +11,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from churnstream.cli.options import BrokerOption, JsonOption, ModelsDirOption, effective_settings
+from churnstream.cli.options import (
+    AdminTimeoutOption,
+    BrokerOption,
+    JsonOption,
+    ModelsDirOption,
+    effective_settings,
+)
 from churnstream.observability.status import ClusterStatus, lag_rows
 
 logger = logging.getLogger(__name__)
@@ -29,9 +35,7 @@ def status(
             help="Read the dead-letter topic from the start to count letters by type.",
         ),
     ] = True,
-    timeout: Annotated[
-        float, typer.Option("--timeout", help="Seconds to wait for each broker answer.", min=0.1)
-    ] = 5.0,
+    timeout: AdminTimeoutOption = 5.0,
     as_json: JsonOption = False,
 ) -> None:
     """One screen: broker reachable, topics and end offsets, group lag, model, dead letters.

@@ -5,10 +5,20 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Literal
 
 from churnstream.exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
+
+#: The kafka section's secrets; each may be given inline or in the file its ``<name>_file``
+#: setting names, never both.
+SecretName = Literal["sasl_password", "ssl_key_password", "sasl_oauthbearer_client_secret"]
+SECRETS: tuple[SecretName, ...] = (
+    "sasl_password",
+    "ssl_key_password",
+    "sasl_oauthbearer_client_secret",
+)
 
 
 def read_secret_file(path: Path, setting: str) -> str:

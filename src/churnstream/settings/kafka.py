@@ -11,7 +11,14 @@ from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validat
 from churnstream.exceptions import ConfigError
 from churnstream.logging import LIBRDKAFKA_LOG
 from churnstream.settings import passthrough, sasl
-from churnstream.settings.files import check_readable, listing, peek_secret_file, read_secret_file
+from churnstream.settings.files import (
+    SECRETS,
+    SecretName,
+    check_readable,
+    listing,
+    peek_secret_file,
+    read_secret_file,
+)
 from churnstream.settings.passthrough import ClientKind, LibrdkafkaValue
 from churnstream.settings.sections import ConsumerSettings, ProducerSettings, _Frozen
 
@@ -119,9 +126,9 @@ class KafkaSettings(_Frozen):
         certificates need ``ssl_ca_location`` is learnt at the TLS handshake. The
         ``librdkafka*`` properties are librdkafka's to judge, not checked here.
         """
-        for inline in ("sasl_password", "ssl_key_password", "sasl_oauthbearer_client_secret"):
-            if getattr(self, inline) is not None and getattr(self, f"{inline}_file") is not None:
-                return f"set kafka.{inline} or kafka.{inline}_file, not both"
+        for name in SECRETS:
+            if getattr(self, name) is not None and getattr(self, f"{name}_file") is not None:
+                return f"set kafka.{name} or kafka.{name}_file, not both"
         if self.security_protocol in SASL_PROTOCOLS:
             problem = sasl.problem(self)
             if problem is not None:
@@ -242,12 +249,14 @@ class KafkaSettings(_Frozen):
             values += passthrough.secret_values(getattr(self, setting))
         return [v for v in values if v]
 
-    def secret(self, inline: SecretStr | None, file: Path | None, setting: str) -> str | None:
-        """An inline secret's value, or the one read from ``file`` (``setting`` names it)."""
+    def secret(self, name: SecretName) -> str | None:
+        """The secret setting ``name``'s value: inline, or read now from its ``<name>_file``."""
+        inline: SecretStr | None = getattr(self, name)
         if inline is not None:
             return inline.get_secret_value()
+        file: Path | None = getattr(self, f"{name}_file")
         if file is not None:
-            return read_secret_file(file, setting)
+            return read_secret_file(file, f"kafka.{name}_file")
         return None
 
     def _connection_config(self) -> dict[str, Any]:
@@ -284,9 +293,7 @@ class KafkaSettings(_Frozen):
             check_readable(key, "kafka.ssl_key_location")
             conf["ssl.certificate.location"] = str(cert)
             conf["ssl.key.location"] = str(key)
-        password = self.secret(
-            self.ssl_key_password, self.ssl_key_password_file, "kafka.ssl_key_password_file"
-        )
+        password = self.secret("ssl_key_password")
         if password is not None:
             conf["ssl.key.password"] = password
         return conf

@@ -22,7 +22,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import SecretStr
 
-from churnstream.settings.files import check_readable, listing
+from churnstream.settings.files import SecretName, check_readable, listing
 from churnstream.settings.passthrough import PASSTHROUGH_SETTINGS
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class KafkaSettings(Protocol):
     @property
     def sasl_kerberos_keytab(self) -> Path | None: ...
     def passthrough(self, kind: Any = None) -> dict[str, str]: ...
-    def secret(self, inline: SecretStr | None, file: Path | None, setting: str) -> str | None: ...
+    def secret(self, name: SecretName) -> str | None: ...
 
 
 _PASSWORD = ("sasl_username", "sasl_password", "sasl_password_file")
@@ -191,11 +191,7 @@ def client_properties(kafka: KafkaSettings) -> dict[str, Any]:
     elif mechanism == "OAUTHBEARER":
         conf["sasl.oauthbearer.method"] = "oidc"
         conf["sasl.oauthbearer.client.id"] = kafka.sasl_oauthbearer_client_id
-        conf["sasl.oauthbearer.client.secret"] = kafka.secret(
-            kafka.sasl_oauthbearer_client_secret,
-            kafka.sasl_oauthbearer_client_secret_file,
-            "kafka.sasl_oauthbearer_client_secret_file",
-        )
+        conf["sasl.oauthbearer.client.secret"] = kafka.secret("sasl_oauthbearer_client_secret")
         conf["sasl.oauthbearer.token.endpoint.url"] = kafka.sasl_oauthbearer_token_endpoint_url
         if kafka.sasl_oauthbearer_scope:
             conf["sasl.oauthbearer.scope"] = kafka.sasl_oauthbearer_scope
@@ -211,9 +207,7 @@ def client_properties(kafka: KafkaSettings) -> dict[str, Any]:
             conf["sasl.kerberos.service.name"] = kafka.sasl_kerberos_service_name
     else:
         conf["sasl.username"] = kafka.sasl_username
-        password = kafka.secret(
-            kafka.sasl_password, kafka.sasl_password_file, "kafka.sasl_password_file"
-        )
+        password = kafka.secret("sasl_password")
         if password is not None:
             conf["sasl.password"] = password
     return conf

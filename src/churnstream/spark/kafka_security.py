@@ -119,9 +119,7 @@ def _sasl_options(kafka: KafkaSettings) -> dict[str, str]:
         )
     options: dict[str, str] = {"kafka.sasl.mechanism": mechanism}
     if mechanism in _LOGIN_MODULES:
-        password = kafka.secret(
-            kafka.sasl_password, kafka.sasl_password_file, "kafka.sasl_password_file"
-        )
+        password = kafka.secret("sasl_password")
         options["kafka.sasl.jaas.config"] = (
             f"{_LOGIN_MODULES[mechanism]} required "
             f"username={jaas_quote(kafka.sasl_username or '', 'kafka.sasl_username')} "
@@ -214,9 +212,7 @@ def _tls_options(kafka: KafkaSettings) -> dict[str, str]:
                 "openssl pkcs8 -topk8 -v1 PBE-SHA1-3DES (or use an unencrypted key)"
             )
         options["kafka.ssl.keystore.key"] = key_pem
-        password = kafka.secret(
-            kafka.ssl_key_password, kafka.ssl_key_password_file, "kafka.ssl_key_password_file"
-        )
+        password = kafka.secret("ssl_key_password")
         if password is not None:
             options["kafka.ssl.key.password"] = password
     return options
