@@ -357,6 +357,15 @@ def render(results: dict[str, Any]) -> str:
                     f"| same, one leg of it: {stage} (broker times in whole ms) | "
                     f"{_pcts(values, bold=False)} |"
                 ]
+        gc = lat.get("broker_gc") or {}
+        if gc:
+            lines += [
+                f"| same run, the broker JVM's stop-the-world GC pauses | "
+                f"young {gc.get('young_pauses', 0):.0f} ({gc.get('young_pause_ms', 0):.0f} ms), "
+                f"full {gc.get('full_pauses', 0):.0f} ({gc.get('full_pause_ms', 0):.0f} ms), "
+                f"concurrent-cycle {gc.get('concurrent_pauses', 0):.0f} "
+                f"({gc.get('concurrent_pause_ms', 0):.0f} ms) |",
+            ]
         if lat.get("warmup_processed_ms"):
             warm = _pcts(lat["warmup_processed_ms"], bold=False)
             lines += [
