@@ -155,21 +155,25 @@ def _broker_gc(pid: int | None) -> dict[str, float]:
         out = subprocess.run(
             ["jstat", "-gc", str(pid)], capture_output=True, text=True, timeout=10, check=True
         ).stdout.split("\n")
-        return dict(zip(out[0].split(), map(float, out[1].split()), strict=True))
+        # "-" marks a counter the collector does not have (ZGC has no young generation).
+        fields = zip(out[0].split(), out[1].split(), strict=True)
+        return {name: float(value) for name, value in fields if value != "-"}
     except (subprocess.SubprocessError, OSError, ValueError, IndexError) as exc:
         logger.warning("broker GC counters not read: %s", exc)
         return {}
 
 
 def _gc_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Pauses between two ``jstat -gc`` samples: young (YGC), full (FGC) and the pauses of
-    concurrent cycles (CGC: G1's remark and cleanup); times in ms."""
+    """Collections between two ``jstat -gc`` samples, times in ms: young (YGC), full (FGC)
+    and concurrent cycles (CGC). With G1 all three count stop-the-world pauses (CGC: the
+    remark and cleanup pauses of its concurrent cycles); a collector without some counter
+    (ZGC has only CGC, whose time is not all stop-the-world) leaves it out."""
     if not before or not after:
         return {}
     pauses = {"young": ("YGC", "YGCT"), "full": ("FGC", "FGCT"), "concurrent": ("CGC", "CGCT")}
     delta: dict[str, float] = {}
     for name, (count, seconds) in pauses.items():
-        if count in before and count in after:
+        if all(key in sample for key in (count, seconds) for sample in (before, after)):
             delta[f"{name}_pauses"] = after[count] - before[count]
             delta[f"{name}_pause_ms"] = round((after[seconds] - before[seconds]) * 1000, 1)
     return delta

@@ -358,14 +358,12 @@ def render(results: dict[str, Any]) -> str:
                     f"{_pcts(values, bold=False)} |"
                 ]
         gc = lat.get("broker_gc") or {}
-        if gc:
-            lines += [
-                f"| same run, the broker JVM's stop-the-world GC pauses | "
-                f"young {gc.get('young_pauses', 0):.0f} ({gc.get('young_pause_ms', 0):.0f} ms), "
-                f"full {gc.get('full_pauses', 0):.0f} ({gc.get('full_pause_ms', 0):.0f} ms), "
-                f"concurrent-cycle {gc.get('concurrent_pauses', 0):.0f} "
-                f"({gc.get('concurrent_pause_ms', 0):.0f} ms) |",
-            ]
+        kinds = [k for k in ("young", "full", "concurrent") if f"{k}_pauses" in gc]
+        if kinds:
+            counts = ", ".join(
+                f"{k} {gc[f'{k}_pauses']:.0f} ({gc[f'{k}_pause_ms']:.0f} ms)" for k in kinds
+            )
+            lines += [f"| same run, the broker JVM's collections (`jstat -gc`) | {counts} |"]
         if lat.get("warmup_processed_ms"):
             warm = _pcts(lat["warmup_processed_ms"], bold=False)
             lines += [

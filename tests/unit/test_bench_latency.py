@@ -45,3 +45,25 @@ def test_no_counters_without_the_brokers_pid_or_jstat(monkeypatch: pytest.Monkey
     monkeypatch.setattr(latency.shutil, "which", lambda name: None)
     assert latency._broker_gc(4242) == {}
     assert latency._gc_delta({}, {"YGC": 1.0}) == {}
+
+
+def test_a_collector_without_a_young_generation_reports_what_it_has(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ZGC's `jstat -gc` marks the counters it does not have with "-"."""
+    head = "S0C S1C EC EU OC OU YGC YGCT FGC FGCT CGC CGCT GCT\n"
+    samples = iter([head + "- - - - 1.0 1.0 - - 0 0.000 5 0.010 0.010\n",
+                    head + "- - - - 1.0 1.0 - - 0 0.000 8 0.016 0.016\n"])  # fmt: skip
+    monkeypatch.setattr(latency.shutil, "which", lambda name: "/usr/bin/jstat")
+    monkeypatch.setattr(
+        latency.subprocess,
+        "run",
+        lambda argv, **kwargs: subprocess.CompletedProcess(argv, 0, stdout=next(samples)),
+    )
+    before, after = latency._broker_gc(1), latency._broker_gc(1)
+    assert latency._gc_delta(before, after) == {
+        "full_pauses": 0,
+        "full_pause_ms": 0.0,
+        "concurrent_pauses": 3,
+        "concurrent_pause_ms": 6.0,
+    }
