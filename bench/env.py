@@ -49,6 +49,10 @@ FILL_PRODUCER = {
 }
 
 
+#: The JVM of each embedded broker started here, by bootstrap address (for its GC counters).
+BROKER_PIDS: dict[str, int] = {}
+
+
 @contextlib.contextmanager
 def embedded_broker(bootstrap: str | None) -> Iterator[str]:
     """The given cluster, or a fresh embedded Apache Kafka on a free port (stopped after)."""
@@ -65,6 +69,8 @@ def embedded_broker(bootstrap: str | None) -> Iterator[str]:
             heap="1g",
         )
         status = devbroker.start(settings)
+        if status.pid is not None:
+            BROKER_PIDS[status.bootstrap] = status.pid
         logger.info(
             "embedded Apache Kafka at %s (%.1fs to start)", status.bootstrap, status.start_s or 0
         )

@@ -9,6 +9,7 @@ steady state (measured; the cause, JIT warm-up or otherwise, was not pinned down
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,6 +62,12 @@ class LatencyResult:
     #: processed_ts - event_ts of the warm-up events (not in the figures above).
     warmup_processed_ms: dict[str, float] = field(default_factory=dict)
     batch_sizes: dict[str, float] = field(default_factory=dict)
+    #: The embedded broker JVM's stop-the-world collections during the measured run
+    #: (``jstat -gc``: young, full and concurrent-cycle pauses; count and total ms), empty
+    #: when the broker is not the bench's own or jstat is missing. Each pause holds every
+    #: record in flight, so their total against the run's length says how much of the
+    #: tail they can explain.
+    broker_gc: dict[str, float] = field(default_factory=dict)
     command: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -99,7 +106,9 @@ def measure(
         if warmup_s > 0:
             _offer(producer, raw, rows, rate, warmup_s, run_id)
         started = datetime.now(UTC)
+        gc_before = _broker_gc(env.BROKER_PIDS.get(bootstrap))
         sent, send_rate = _offer(producer, raw, rows, rate, duration_s, run_id)
+        gc_after = _broker_gc(env.BROKER_PIDS.get(bootstrap))
         _drain(bootstrap, predictions_topic, started, sent)
     finally:
         scorer.send_signal(signal.SIGTERM)
@@ -122,8 +131,11 @@ def measure(
         stages_ms={name: _percentiles(values) for name, values in stages.items()},
         warmup_processed_ms=_percentiles(warmup),
         batch_sizes=_percentiles(batches),
+        broker_gc=_gc_delta(gc_before, gc_after),
         command=command,
     )
+    if result.broker_gc:
+        logger.info("broker GC during the measured run: %s", result.broker_gc)
     logger.info(
         "latency at %.0f/s: processed p50 %.1f p99 %.1f ms, acknowledged p50 %.1f p99 %.1f ms",
         rate,
@@ -133,6 +145,38 @@ def measure(
         result.acknowledged_ms.get("p99", float("nan")),
     )
     return result
+
+
+def _broker_gc(pid: int | None) -> dict[str, float]:
+    """The JVM's cumulative GC counters (``jstat -gc``), or {} if they cannot be read."""
+    if pid is None or shutil.which("jstat") is None:
+        return {}
+    try:
+        out = subprocess.run(
+            ["jstat", "-gc", str(pid)], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.split("\n")
+        # "-" marks a counter the collector does not have (ZGC has no young generation).
+        fields = zip(out[0].split(), out[1].split(), strict=True)
+        return {name: float(value) for name, value in fields if value != "-"}
+    except (subprocess.SubprocessError, OSError, ValueError, IndexError) as exc:
+        logger.warning("broker GC counters not read: %s", exc)
+        return {}
+
+
+def _gc_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Collections between two ``jstat -gc`` samples, times in ms: young (YGC), full (FGC)
+    and concurrent cycles (CGC). With G1 all three count stop-the-world pauses (CGC: the
+    remark and cleanup pauses of its concurrent cycles); a collector without some counter
+    (ZGC has only CGC, whose time is not all stop-the-world) leaves it out."""
+    if not before or not after:
+        return {}
+    pauses = {"young": ("YGC", "YGCT"), "full": ("FGC", "FGCT"), "concurrent": ("CGC", "CGCT")}
+    delta: dict[str, float] = {}
+    for name, (count, seconds) in pauses.items():
+        if all(key in sample for key in (count, seconds) for sample in (before, after)):
+            delta[f"{name}_pauses"] = after[count] - before[count]
+            delta[f"{name}_pause_ms"] = round((after[seconds] - before[seconds]) * 1000, 1)
+    return delta
 
 
 def _send(producer: Producer, topic: str, record: dict[str, Any], headers: list[Any]) -> None:

@@ -357,6 +357,13 @@ def render(results: dict[str, Any]) -> str:
                     f"| same, one leg of it: {stage} (broker times in whole ms) | "
                     f"{_pcts(values, bold=False)} |"
                 ]
+        gc = lat.get("broker_gc") or {}
+        kinds = [k for k in ("young", "full", "concurrent") if f"{k}_pauses" in gc]
+        if kinds:
+            counts = ", ".join(
+                f"{k} {gc[f'{k}_pauses']:.0f} ({gc[f'{k}_pause_ms']:.0f} ms)" for k in kinds
+            )
+            lines += [f"| same run, the broker JVM's collections (`jstat -gc`) | {counts} |"]
         if lat.get("warmup_processed_ms"):
             warm = _pcts(lat["warmup_processed_ms"], bold=False)
             lines += [
