@@ -4,7 +4,8 @@ Consume a batch, score it, publish it (:mod:`~churnstream.streaming.publish`: at
 or one transaction per batch with ``exactly_once=True``), account for it. A batch that was
 not published whole is rewound and scored again; a producer that became unusable is replaced
 and the consumer rewound to the committed offsets (:mod:`~churnstream.streaming.recovery`).
-The scorer gives up only after ``consumer.recovery_timeout_s`` without publishing anything.
+The scorer gives up after ``consumer.recovery_timeout_s`` without publishing anything, or
+when a rewind's seek gets no answer within :data:`SEEK_BOUND_S`.
 With ``consumer.pipeline`` (at-least-once only) batch N+1 is scored while batch N
 is acknowledged (:mod:`~churnstream.streaming.pipelined`).
 Between batches the loop may swap in a new model (:mod:`~churnstream.streaming.models`) and
@@ -19,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from functools import partial
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
@@ -64,6 +66,12 @@ QUIET_PROGRESS_S = 5.0
 #: 5 s here (its LeaveGroup request timing out). Nothing is lost by giving up: close commits
 #: nothing (offsets are committed per batch), so what was not committed is redelivered.
 CONSUMER_CLOSE_BOUND_S = 15.0
+#: The longest the rewind's ``consumer.seek()`` may take. librdkafka waits for a seek
+#: without a limit, and after a commit that never returned (a silent, SIGSTOPped broker) one
+#: was seen to wait forever, where neither a log line nor the recovery timeout could come.
+#: Past it the scorer ends with one line: the batch stays uncommitted, and is read again by
+#: the group's next scorer (a restart).
+SEEK_BOUND_S = 10.0
 
 
 class ScorerLoop:
@@ -292,17 +300,27 @@ class ScorerLoop:
         )
         if stopping:
             return
-        for tp in first_offsets(batch):
-            try:
-                consumer.seek(tp)
-            except KafkaException as exc:  # partition revoked meanwhile: its new owner rereads
-                logger.warning(
-                    "seek %s[%d]: %s",
-                    tp.topic,
-                    tp.partition,
-                    exc,
-                    extra={TOPIC: tp.topic, PARTITION: tp.partition, OFFSET: tp.offset},
-                )
+        seeks = BoundedCalls("seek")
+        try:
+            for tp in first_offsets(batch):
+                try:
+                    seeks.call(partial(consumer.seek, tp), bound_s=SEEK_BOUND_S, what="seek")
+                except KafkaException as exc:  # partition revoked meanwhile: its new owner rereads
+                    logger.warning(
+                        "seek %s[%d]: %s",
+                        tp.topic,
+                        tp.partition,
+                        exc,
+                        extra={TOPIC: tp.topic, PARTITION: tp.partition, OFFSET: tp.offset},
+                    )
+        except ClientStuckError:
+            raise ClientStuckError(
+                f"rewinding a batch of {len(batch)}: seek to {tp.topic}[{tp.partition}]@"
+                f"{tp.offset} did not return within {SEEK_BOUND_S:g}s (the broker does not "
+                "answer); stopping: the batch is left uncommitted for the group's next scorer"
+            ) from None
+        finally:
+            seeks.close()
 
     def _published(self, scored: Scored) -> None:
         self._account(scored.batch, scored.result, scored.shadow)
