@@ -67,11 +67,12 @@ QUIET_PROGRESS_S = 5.0
 #: nothing (offsets are committed per batch), so what was not committed is redelivered.
 CONSUMER_CLOSE_BOUND_S = 15.0
 #: The longest the rewind's ``consumer.seek()`` may take. librdkafka waits for a seek
-#: without a limit, and after a commit that never returned (a silent, SIGSTOPped broker) one
-#: was seen to wait forever, where neither a log line nor the recovery timeout could come.
-#: Past it the scorer ends with one line: the batch stays uncommitted, and is read again by
-#: the group's next scorer (a restart).
-SEEK_BOUND_S = 10.0
+#: without a limit. It needs no answer from the broker (with the broker frozen and no
+#: commit stuck, the loop went on polling), but after a commit that never returned (a silent,
+#: SIGSTOPped broker) one was seen to wait forever, where neither a log line nor the recovery
+#: timeout could come. Past it the scorer ends with one line: the batch stays uncommitted,
+#: and is read again by the group's next scorer (a restart).
+SEEK_BOUND_S = 5.0
 
 
 class ScorerLoop:
