@@ -24,7 +24,7 @@ from churnstream.kafka.producer import DeliveryStats, SafeProducer, is_fatal
 from churnstream.scoring.messages import BatchResult, OutMessage, RawMessage
 from churnstream.settings.kafka import MAX_POLL_INTERVAL_MS
 from churnstream.streaming import publish
-from churnstream.streaming.loop import close_consumer
+from churnstream.streaming.loop import SEEK_BOUND_S, close_consumer
 from churnstream.streaming.observers import ScorerObserver
 from churnstream.streaming.options import ScoreOptions
 from churnstream.streaming.publish import Publisher, TransactionalPublisher
@@ -78,8 +78,8 @@ def test_is_fatal_knows_the_local_fatal_code() -> None:
 def test_publish_bounds_fit_within_max_poll_interval() -> None:
     """The loop polls its consumer again before librdkafka evicts it from the group."""
     max_poll_s = MAX_POLL_INTERVAL_MS / 1000
-    # a batch's publish, its scoring and the poll itself
-    assert publish.LONGEST_PUBLISH_S + 10 <= max_poll_s
+    # a batch's publish, its rewind's seek, its scoring and the poll itself
+    assert publish.LONGEST_PUBLISH_S + SEEK_BOUND_S + 10 <= max_poll_s
     # one recovery attempt: init_transactions (hard bound), then the committed offsets
     attempt_s = publish.TXN_INIT_TIMEOUT_S + publish.TXN_CALL_BOUND_S + COMMITTED_TIMEOUT_S
     assert attempt_s + 10 <= max_poll_s
