@@ -24,7 +24,7 @@ from churnstream.kafka.producer import DeliveryStats, SafeProducer, is_fatal
 from churnstream.scoring.messages import BatchResult, OutMessage, RawMessage
 from churnstream.settings.kafka import MAX_POLL_INTERVAL_MS
 from churnstream.streaming import publish
-from churnstream.streaming.loop import SEEK_BOUND_S, close_consumer
+from churnstream.streaming.loop import close_consumer
 from churnstream.streaming.observers import ScorerObserver
 from churnstream.streaming.options import ScoreOptions
 from churnstream.streaming.publish import Publisher, TransactionalPublisher
@@ -78,8 +78,8 @@ def test_is_fatal_knows_the_local_fatal_code() -> None:
 def test_publish_bounds_fit_within_max_poll_interval() -> None:
     """The loop polls its consumer again before librdkafka evicts it from the group."""
     max_poll_s = MAX_POLL_INTERVAL_MS / 1000
-    # a batch's publish, its rewind's seek, its scoring and the poll itself
-    assert publish.LONGEST_PUBLISH_S + SEEK_BOUND_S + 10 <= max_poll_s
+    # a batch's publish, its scoring and the poll itself
+    assert publish.LONGEST_PUBLISH_S + 10 <= max_poll_s
     # one recovery attempt: init_transactions (hard bound), then the committed offsets
     attempt_s = publish.TXN_INIT_TIMEOUT_S + publish.TXN_CALL_BOUND_S + COMMITTED_TIMEOUT_S
     assert attempt_s + 10 <= max_poll_s
@@ -483,6 +483,35 @@ def test_a_call_past_its_bound_is_abandoned_and_the_next_gets_a_new_worker() -> 
     assert calls.abandoned == 1
     assert calls.call(lambda: "fresh", bound_s=5, what="next") == "fresh"
     release.set()  # the stuck worker finishes and ends; its result goes nowhere
+    calls.close()
+
+
+def test_a_slow_call_is_noticed_once_and_still_waited_for_within_its_bound() -> None:
+    """The rewind's seek after a broker crash: slow while the broker is away, then back."""
+    calls = BoundedCalls("test")
+    notices: list[float] = []
+    started = time.monotonic()
+    result = calls.call(
+        lambda: time.sleep(0.6) or "back",
+        bound_s=5,
+        what="seek",
+        slow=(0.2, lambda: notices.append(time.monotonic() - started)),
+    )
+    assert result == "back" and calls.abandoned == 0
+    assert len(notices) == 1 and 0.2 <= notices[0] < 0.6, notices
+    calls.close()
+
+
+def test_a_stop_ends_the_wait_for_a_call_before_its_bound() -> None:
+    calls = BoundedCalls("test")
+    release, stop = threading.Event(), threading.Event()
+    threading.Timer(0.2, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(ClientStuckError):
+        calls.call(release.wait, bound_s=30, what="seek", stop=stop)
+    assert time.monotonic() - started < 5
+    assert calls.abandoned == 1
+    release.set()
     calls.close()
 
 

@@ -5,7 +5,7 @@ or one transaction per batch with ``exactly_once=True``), account for it. A batc
 not published whole is rewound and scored again; a producer that became unusable is replaced
 and the consumer rewound to the committed offsets (:mod:`~churnstream.streaming.recovery`).
 The scorer gives up after ``consumer.recovery_timeout_s`` without publishing anything, or
-when a rewind's seek gets no answer within :data:`SEEK_BOUND_S`.
+when a rewind's seek has not returned within that budget (:data:`SEEK_SLOW_S`).
 With ``consumer.pipeline`` (at-least-once only) batch N+1 is scored while batch N
 is acknowledged (:mod:`~churnstream.streaming.pipelined`).
 Between batches the loop may swap in a new model (:mod:`~churnstream.streaming.models`) and
@@ -66,13 +66,14 @@ QUIET_PROGRESS_S = 5.0
 #: 5 s here (its LeaveGroup request timing out). Nothing is lost by giving up: close commits
 #: nothing (offsets are committed per batch), so what was not committed is redelivered.
 CONSUMER_CLOSE_BOUND_S = 15.0
-#: The longest the rewind's ``consumer.seek()`` may take. librdkafka waits for a seek
-#: without a limit. It needs no answer from the broker (with the broker frozen and no
-#: commit stuck, the loop went on polling), but after a commit that never returned (a silent,
-#: SIGSTOPped broker) one was seen to wait forever, where neither a log line nor the recovery
-#: timeout could come. Past it the scorer ends with one line: the batch stays uncommitted,
-#: and is read again by the group's next scorer (a restart).
-SEEK_BOUND_S = 5.0
+#: librdkafka waits for the rewind's ``consumer.seek()`` without a limit. After a commit that
+#: never returned, a seek was seen to wait until the broker answered again: forever against a
+#: silent (SIGSTOPped) broker, where neither a log line nor the recovery timeout could come.
+#: It is now waited for as long as the recovery budget lasts (consumer.recovery_timeout_s, so
+#: a restarted broker finds the scorer still running), with one WARNING after this long; past
+#: the budget the scorer ends with one line, the batch uncommitted for the group's next scorer.
+SEEK_SLOW_S = 5.0
+SEEK_SLOW = "seek to %s has not returned in %gs (the broker does not answer); waiting up to %.0fs"
 
 
 class ScorerLoop:
@@ -304,8 +305,17 @@ class ScorerLoop:
         seeks = BoundedCalls("seek")
         try:
             for tp in first_offsets(batch):
+                where = f"{tp.topic}[{tp.partition}]@{tp.offset}"
+                bound_s = max(SEEK_SLOW_S, self.progress.remaining_s())
+                slow = partial(logger.warning, SEEK_SLOW, where, SEEK_SLOW_S, bound_s)
                 try:
-                    seeks.call(partial(consumer.seek, tp), bound_s=SEEK_BOUND_S, what="seek")
+                    seeks.call(
+                        partial(consumer.seek, tp),
+                        bound_s=bound_s,
+                        what="seek",
+                        stop=self._stop,
+                        slow=(SEEK_SLOW_S, slow),
+                    )
                 except KafkaException as exc:  # partition revoked meanwhile: its new owner rereads
                     logger.warning(
                         "seek %s[%d]: %s",
@@ -315,10 +325,14 @@ class ScorerLoop:
                         extra={TOPIC: tp.topic, PARTITION: tp.partition, OFFSET: tp.offset},
                     )
         except ClientStuckError:
+            if self._stop.is_set():
+                logger.warning("stopping: the seek to %s had not returned; left uncommitted", where)
+                return
             raise ClientStuckError(
-                f"rewinding a batch of {len(batch)}: seek to {tp.topic}[{tp.partition}]@"
-                f"{tp.offset} did not return within {SEEK_BOUND_S:g}s (the broker does not "
-                "answer); stopping: the batch is left uncommitted for the group's next scorer"
+                f"rewinding a batch of {len(batch)}: seek to {where} did not return within "
+                f"{bound_s:.0f}s (the broker does not answer; consumer.recovery_timeout_s is "
+                f"{self.progress.timeout_s:g}s); stopping: the batch is left uncommitted for the "
+                "group's next scorer"
             ) from None
         finally:
             seeks.close()
