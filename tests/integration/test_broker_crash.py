@@ -70,6 +70,20 @@ FROZEN_BEFORE_SIGTERM_S = 3.0
 #: The frozen batch's messages time out this soon (not the default 30 s), so its flush ends
 #: early: the same path, 25 s less suite time. The bound above holds for the default.
 SILENT_DELIVERY_TIMEOUT_MS = 5000
+#: The frozen broker's scorer, not stopping: its commit gets no answer, then the rewind's seek
+#: neither, and is waited for until consumer.recovery_timeout_s (counted from the last batch
+#: published) is spent; the producer has nothing queued, the consumer's close is bounded; a
+#: margin for a loaded machine.
+STUCK_REWIND_RECOVERY_TIMEOUT_S = 15.0
+STUCK_REWIND_EXIT_BOUND_S = STUCK_REWIND_RECOVERY_TIMEOUT_S + CONSUMER_CLOSE_BOUND_S + 15.0
+#: Sent whenever less than half of it is left unscored.
+STUCK_REWIND_EVENTS = 5_000
+STUCK_REWIND_FREEZES = 10
+#: Small batches: the commit's round trip is then a large share of each batch's time, so a
+#: freeze catches it more often.
+STUCK_REWIND_BATCH = 100
+#: A freeze that catches a produce instead shows as a delivery timeout, this soon.
+STUCK_REWIND_DELIVERY_TIMEOUT_MS = 2000
 
 
 def kill_broker(settings: BrokerSettings) -> int:
@@ -360,6 +374,96 @@ def test_sigterm_with_a_silent_broker_exits_within_its_bounds(
     ]
     assert PAST <= sum(ends.values()) < EVENTS, ends
     assert unpublished == [], unpublished[:5]
+
+
+def freeze_until_a_commit_is_stuck(
+    scorer: Process, jvm: int, committed: CommittedOffsets, top_up: Callable[[], None]
+) -> float:
+    """Freeze the broker until a freeze catches the scorer in its commit; returns when.
+
+    A freeze that catches a produce instead is seen as that batch's delivery timing out:
+    the broker is thawed, the scorer left to score on, and frozen again. ``top_up`` keeps a
+    backlog before each freeze (an idle scorer has nothing to commit)."""
+    for _ in range(STUCK_REWIND_FREEZES):
+        top_up()
+        seen = len(scorer.logs("batch of "))
+        os.kill(jvm, signal.SIGSTOP)
+        frozen = time.monotonic()
+        scorer.wait_until(lambda: len(scorer.logs("batch of ")), seen + 1, PROGRESS_TIMEOUT_S)
+        if "commit did not return" in scorer.logs("batch of ")[seen]["message"]:
+            return frozen
+        os.kill(jvm, signal.SIGCONT)
+        scorer.wait_until(committed, committed() + STUCK_REWIND_BATCH, PROGRESS_TIMEOUT_S)
+    raise AssertionError(f"no freeze of {STUCK_REWIND_FREEZES} caught a commit:\n{scorer.output}")
+
+
+@pytest.mark.timeout(600)
+def test_a_stuck_rewind_on_a_silent_broker_ends_the_scorer_and_loses_nothing(
+    own_broker: BrokerSettings, model_dir: Path, tmp_path: Path
+) -> None:
+    """The broker's JVM frozen (SIGSTOP) while a scorer that is not stopping commits a batch:
+    the commit is abandoned after its bound, and the seek that would rewind the batch gets no
+    answer either: it is waited for until consumer.recovery_timeout_s is spent (a broker that
+    comes back in time finds the scorer running: test_scorer_recovers_from_broker_sigkill_by_
+    itself). The scorer ends within its bounds with one line and exit 1, having
+    committed nothing it had not published; after the thaw a fresh scorer in the group scores
+    the rest (at-least-once: none lost)."""
+    bootstrap = own_broker.bootstrap
+    raw, preds, dlq = make_topics(bootstrap)
+    sent = 0
+
+    def top_up() -> None:
+        nonlocal sent
+        if sent - committed() < STUCK_REWIND_EVENTS // 2:
+            send_raw(bootstrap, raw, customer_events(sent, STUCK_REWIND_EVENTS))
+            sent += STUCK_REWIND_EVENTS
+
+    group = f"stuck-{uuid.uuid4().hex[:8]}"
+    args = (
+        "consume", "--broker", bootstrap, "--input-topic", raw, "--output-topic", preds,
+        "--deadletter-topic", dlq, "--consumer-group", group, "--model-path", str(model_dir),
+        "--batch-records", str(STUCK_REWIND_BATCH), "--no-reports",
+    )  # fmt: skip
+    scorer = Process.start(
+        *args,
+        "--mode",
+        "streaming",
+        env={
+            "CHURNSTREAM_PRODUCER__DELIVERY_TIMEOUT_MS": str(STUCK_REWIND_DELIVERY_TIMEOUT_MS),
+            "CHURNSTREAM_CONSUMER__RECOVERY_TIMEOUT_S": str(STUCK_REWIND_RECOVERY_TIMEOUT_S),
+        },
+    )
+    committed = CommittedOffsets(bootstrap, group, raw)
+    top_up()
+    jvm = devbroker.status(own_broker).pid
+    assert jvm is not None
+    try:
+        scorer.wait_until(committed, STUCK_REWIND_BATCH, PROGRESS_TIMEOUT_S)
+        frozen = freeze_until_a_commit_is_stuck(scorer, jvm, committed, top_up)
+        code = scorer.wait(STUCK_REWIND_EXIT_BOUND_S + 60)
+        took_s = time.monotonic() - frozen
+    finally:
+        os.kill(jvm, signal.SIGCONT)
+        committed.close()
+        (tmp_path / "scorer.log").write_text(scorer.output)
+    errors = [line for line in scorer.lines if line.startswith("error:")]
+    rewound = len(scorer.logs("batch of "))  # one per freeze, or a delivery timing out early
+    print(f"\nstuck rewind: exit {code}, {took_s:.1f}s after the freeze, {rewound} rewinds")
+    print(errors)
+    assert code == 1, scorer.output
+    assert "Traceback" not in scorer.output
+    assert took_s <= STUCK_REWIND_EXIT_BOUND_S, scorer.output
+    assert len(errors) == 1, scorer.output
+    assert "seek to" in errors[0] and "consumer.recovery_timeout_s is 15s" in errors[0], errors
+    assert "left uncommitted for the group's next scorer" in errors[0], errors
+    assert len(scorer.logs("seek to ")) == 1, scorer.output  # waiting for it: said once
+
+    fresh = Process.start(*args, "--mode", "batch", "--timeout-ms", "2000")
+    assert fresh.wait(DRAIN_TIMEOUT_S) == 0, fresh.output
+    scored = read_predictions(bootstrap, preds, sent, exactly_once=False)
+    # each rewound batch may be scored twice, the one whose commit never returned too
+    scored.check(max_duplicates=(rewound + 1) * STUCK_REWIND_BATCH)
+    assert_no_dead_letters(bootstrap, dlq, exactly_once=False)
 
 
 @pytest.mark.timeout(600)

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
+import socket
+import struct
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -73,3 +78,49 @@ def test_a_taken_port_is_an_os_error() -> None:
     with start_metrics_server(0, CollectorRegistry()) as server:
         with pytest.raises(OSError):
             start_metrics_server(server.port, CollectorRegistry())
+
+
+def test_a_client_gone_mid_answer_is_one_debug_line_not_a_traceback(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A scraper that gave up and reset its connection (SO_LINGER 0: an RST) before the
+    answer was written: writing it fails with a broken pipe or a reset."""
+    gone = threading.Event()
+
+    def health_after_the_client_left() -> Health:
+        gone.wait(5)
+        return Health(live=True, ready=True)
+
+    with (
+        caplog.at_level(logging.DEBUG, logger="churnstream.observability.server"),
+        start_metrics_server(0, CollectorRegistry(), health_after_the_client_left) as server,
+    ):
+        client = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        client.sendall(b"GET /health/ready HTTP/1.1\r\nHost: scraper\r\n\r\n")
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        gone.set()
+        assert get(f"{server.url}/health/live")[0] == 200  # the server serves on
+    assert "Traceback" not in capfd.readouterr().err
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    gone_lines = [r.getMessage() for r in caplog.records if "went away" in r.getMessage()]
+    assert len(gone_lines) == 1 and "/health/ready" in gone_lines[0], gone_lines
+
+
+def test_a_client_gone_mid_request_is_one_debug_line_not_a_traceback(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reset comes while the server still reads the request line."""
+    with (
+        caplog.at_level(logging.DEBUG, logger="churnstream.observability.server"),
+        start_metrics_server(0, CollectorRegistry()) as server,
+    ):
+        client = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        client.sendall(b"GET /metr")
+        time.sleep(0.3)  # accepted, and waiting for the rest of the line
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        assert get(f"{server.url}/health/live")[0] == 200
+    assert "Traceback" not in capfd.readouterr().err
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert [r for r in caplog.records if "went away" in r.getMessage()], caplog.text

@@ -486,6 +486,35 @@ def test_a_call_past_its_bound_is_abandoned_and_the_next_gets_a_new_worker() -> 
     calls.close()
 
 
+def test_a_slow_call_is_noticed_once_and_still_waited_for_within_its_bound() -> None:
+    """The rewind's seek after a broker crash: slow while the broker is away, then back."""
+    calls = BoundedCalls("test")
+    notices: list[float] = []
+    started = time.monotonic()
+    result = calls.call(
+        lambda: time.sleep(0.6) or "back",
+        bound_s=5,
+        what="seek",
+        slow=(0.2, lambda: notices.append(time.monotonic() - started)),
+    )
+    assert result == "back" and calls.abandoned == 0
+    assert len(notices) == 1 and 0.2 <= notices[0] < 0.6, notices
+    calls.close()
+
+
+def test_a_stop_ends_the_wait_for_a_call_before_its_bound() -> None:
+    calls = BoundedCalls("test")
+    release, stop = threading.Event(), threading.Event()
+    threading.Timer(0.2, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(ClientStuckError):
+        calls.call(release.wait, bound_s=30, what="seek", stop=stop)
+    assert time.monotonic() - started < 5
+    assert calls.abandoned == 1
+    release.set()
+    calls.close()
+
+
 def test_a_stuck_send_offsets_abandons_the_producer_untouched(
     raws: list[FakeRaw], monkeypatch: pytest.MonkeyPatch
 ) -> None:

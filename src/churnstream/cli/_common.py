@@ -107,20 +107,27 @@ def init_logging(
 
 
 @contextlib.contextmanager
-def stop_signals() -> Iterator[threading.Event]:
-    """SIGINT/SIGTERM ask the running loop to drain, flush and commit; a second one aborts.
+def stop_signals(*, repeated: Literal["abort", "ignore"] = "abort") -> Iterator[threading.Event]:
+    """SIGINT/SIGTERM ask the running loop to drain, flush and commit. A second one aborts,
+    or with ``repeated="ignore"`` is logged once and ignored: for a drain whose every step is
+    bounded, which a supervisor's repeated SIGTERM must not cut short (SIGKILL still can).
 
     The previous handlers come back afterwards, so a command run in-process (tests) leaves
     no trace.
     """
     stop = threading.Event()
+    told = threading.Event()
 
     def handler(signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
         if stop.is_set():
-            raise KeyboardInterrupt
-        logger.warning(
-            "%s received: draining, flushing and committing", signal.Signals(signum).name
-        )
+            if repeated == "abort":
+                raise KeyboardInterrupt
+            if not told.is_set():
+                told.set()
+                logger.warning("%s received again: still draining, within its bounds", name)
+            return
+        logger.warning("%s received: draining, flushing and committing", name)
         stop.set()
 
     if threading.current_thread() is not threading.main_thread():

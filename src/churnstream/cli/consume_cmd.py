@@ -231,16 +231,19 @@ def consume(
     # here) would otherwise stall a batch now and then.
     gc.collect()
     gc.freeze()
-    try:
-        with stop_signals() as stop, live:
-            summary = loop.run(stop)
-    finally:
-        inst.close()
-        if writer is not None:
-            writer.close()  # the last windows' Markdown and charts, waited for (bounded)
-    if summary.last_summary is not None:
-        render_console(summary.last_summary, Console())
-    echo_run_end(summary.line(), writer)
+    # The handlers stay until the last line: a SIGTERM while the reports are written would
+    # otherwise meet the default action and kill the scorer at the end of its drain.
+    with stop_signals(repeated="ignore") as stop:
+        try:
+            with live:
+                summary = loop.run(stop)
+        finally:
+            inst.close()
+            if writer is not None:
+                writer.close()  # the last windows' Markdown and charts, waited for (bounded)
+        if summary.last_summary is not None:
+            render_console(summary.last_summary, Console())
+        echo_run_end(summary.line(), writer)
 
 
 def _exec_spark_consume(ctx: typer.Context, *, mode: str, refused: dict[str, bool]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -23,6 +24,9 @@ from churnstream.exceptions import ClientStuckError
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: How often a wait given a stop event looks at it.
+STOP_CHECK_S = 0.2
 
 
 @dataclass
@@ -58,8 +62,18 @@ class BoundedCalls:
         #: Workers left behind in a call that never returned (each holds its client).
         self.abandoned = 0
 
-    def call(self, fn: Callable[[], T], *, bound_s: float, what: str) -> T:
-        """``fn()``'s result or exception, or ClientStuckError once ``bound_s`` has passed.
+    def call(
+        self,
+        fn: Callable[[], T],
+        *,
+        bound_s: float,
+        what: str,
+        stop: threading.Event | None = None,
+        slow: tuple[float, Callable[[], None]] | None = None,
+    ) -> T:
+        """``fn()``'s result or exception, or ClientStuckError once ``bound_s`` has passed
+        (or ``stop`` is set, if given). ``slow`` is ``(seconds, notice)``: ``notice()`` is
+        called once if ``fn`` is still running after that long.
 
         After a ClientStuckError the stuck worker is left behind and the next call gets a new
         one; whatever ``fn`` was using must not be used again.
@@ -70,7 +84,7 @@ class BoundedCalls:
             worker.start()
         job: _Job[T] = _Job(fn)
         worker.jobs.put(job)
-        if not job.done.wait(bound_s):
+        if not _wait(job.done, bound_s, stop, slow):
             worker.jobs.put(None)  # ends that worker if its call ever returns
             self._worker = None
             self.abandoned += 1
@@ -87,3 +101,31 @@ class BoundedCalls:
         if self._worker is not None:
             self._worker.jobs.put(None)
             self._worker = None
+
+
+def _wait(
+    done: threading.Event,
+    bound_s: float,
+    stop: threading.Event | None,
+    slow: tuple[float, Callable[[], None]] | None,
+) -> bool:
+    """Whether ``done`` was set within ``bound_s``; False early once ``stop`` is set."""
+    if stop is None and slow is None:
+        return done.wait(bound_s)
+    now = time.monotonic()
+    deadline = now + bound_s
+    notice_at = now + slow[0] if slow is not None else None
+    while True:
+        step = deadline - now
+        if stop is not None:
+            step = min(step, STOP_CHECK_S)
+        if notice_at is not None:
+            step = min(step, notice_at - now)
+        if done.wait(max(0.0, step)):
+            return True
+        now = time.monotonic()
+        if slow is not None and notice_at is not None and now >= notice_at:
+            notice_at = None
+            slow[1]()
+        if now >= deadline or (stop is not None and stop.is_set()):
+            return done.is_set()

@@ -12,6 +12,7 @@ exposition: cheap enough to run inside the scorer process, no ASGI server needed
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -88,9 +89,21 @@ def _handler(
                     self._send(200, body, "text/plain; charset=utf-8")
                 else:
                     self._send(404, b"not found\n", "text/plain; charset=utf-8")
+            except ConnectionError as exc:
+                self._gone(path, exc)
             except Exception:  # a failing check answers 500, never kills the server
                 logger.exception("error serving %s", path)
-                self._send(500, b"internal error\n", "text/plain; charset=utf-8")
+                try:
+                    self._send(500, b"internal error\n", "text/plain; charset=utf-8")
+                except ConnectionError as exc:
+                    self._gone(path, exc)
+
+        def _gone(self, path: str, exc: ConnectionError) -> None:
+            # A scraper that timed out and hung up: nothing to answer, nothing wrong here.
+            logger.debug(
+                "client %s went away while %s was served: %s", self.client_address, path, exc
+            )
+            self.close_connection = True
 
         def _health(self, ready: bool) -> None:
             health = health_fn() if health_fn is not None else Health(True, True)
@@ -115,6 +128,16 @@ def _handler(
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up while its request was read: one DEBUG line, not the
+        standard library's traceback on stderr."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            logger.debug("client %s went away: %s", client_address, sys.exc_info()[1])
+            return
+        super().handle_error(request, client_address)
+
+
 def start_metrics_server(
     port: int,
     registry: CollectorRegistry,
@@ -127,7 +150,7 @@ def start_metrics_server(
     ``port`` 0 picks a free port (see ``.port`` of the result). Raises OSError if the port
     is taken.
     """
-    httpd = ThreadingHTTPServer((host, port), _handler(registry, health_fn))
+    httpd = _Server((host, port), _handler(registry, health_fn))
     httpd.daemon_threads = True
     thread = threading.Thread(
         target=httpd.serve_forever,

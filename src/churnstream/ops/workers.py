@@ -16,7 +16,7 @@ offsets. SIGINT/SIGTERM are forwarded to every worker (each drains, flushes and 
 pending restarts are cancelled. Workers still running ``stop_grace_s`` after the first signal (stuck
 in a client call) are SIGKILLed, and the exit status says so. Workers run in their own
 sessions, so a terminal's Ctrl-C reaches them once, through here; a second signal is
-forwarded too and aborts them, as it would a single scorer.
+forwarded too (a scorer logs it once and finishes its bounded drain).
 """
 
 from __future__ import annotations
