@@ -17,6 +17,7 @@ from tests.oracle import score_batch_reference
 
 from churnstream.events import encode_event, stamp
 from churnstream.headers import source_key
+from churnstream.model import small_rows
 from churnstream.model.scorer import Scorer
 from churnstream.schemas import utc_now_iso
 from churnstream.scoring import engine
@@ -117,6 +118,9 @@ def steps(scorer: Scorer, rows: list[dict[str, Any]], iterations: int) -> dict[s
     features = [rows.features for rows in accepted]
     groups = [compiled.group_codes(f) for f in features]
     designs = [compiled.design_matrix(f, g) for f, g in zip(features, groups, strict=True)]
+    tables, sources = compiled._small_tables, compiled._group_sources
+    if tables is None:
+        raise RuntimeError("this model's one-row inputs go through numpy")
     predict = scorer.predict_features
     scores = [score_features(f, predict, threshold=scorer.threshold) for f in features]
 
@@ -143,8 +147,15 @@ def steps(scorer: Scorer, rows: list[dict[str, Any]], iterations: int) -> dict[s
             lambda i: score_features(features[i], predict, threshold=scorer.threshold)
         ),
         "  the model (predict_features)": median_us(lambda i: predict(features[i])),
-        "    group codes": median_us(lambda i: compiled.group_codes(features[i])),
-        "    design matrix": median_us(lambda i: compiled.design_matrix(features[i], groups[i])),
+        "    group codes and design matrix (small_rows.inputs)": median_us(
+            lambda i: small_rows.inputs(features[i], compiled.numeric, tables, *sources)
+        ),
+        "    group codes (numpy, batches over 8 rows)": median_us(
+            lambda i: compiled.group_codes(features[i])
+        ),
+        "    design matrix (numpy, batches over 8 rows)": median_us(
+            lambda i: compiled.design_matrix(features[i], groups[i])
+        ),
     }
     for member in getattr(compiled.classifier, "members", [compiled.classifier]):
         out[f"    {type(member).__name__} (with its expit)"] = median_us(
