@@ -118,7 +118,7 @@ def steps(scorer: Scorer, rows: list[dict[str, Any]], iterations: int) -> dict[s
     features = [rows.features for rows in accepted]
     groups = [compiled.group_codes(f) for f in features]
     designs = [compiled.design_matrix(f, g) for f, g in zip(features, groups, strict=True)]
-    tables, sources = compiled._small_tables, compiled._group_sources
+    tables = compiled._small_tables
     if tables is None:
         raise RuntimeError("this model's one-row inputs go through numpy")
     predict = scorer.predict_features
@@ -148,7 +148,7 @@ def steps(scorer: Scorer, rows: list[dict[str, Any]], iterations: int) -> dict[s
         ),
         "  the model (predict_features)": median_us(lambda i: predict(features[i])),
         "    group codes and design matrix (small_rows.inputs)": median_us(
-            lambda i: small_rows.inputs(features[i], compiled.numeric, tables, *sources)
+            lambda i: small_rows.inputs(features[i], tables)
         ),
         "    group codes (numpy, batches over 8 rows)": median_us(
             lambda i: compiled.group_codes(features[i])

@@ -131,8 +131,7 @@ def test_a_few_rows_get_the_design_matrix_numpy_gives_them(
 
 def _small_inputs(compiled: arrays.CompiledPipeline, batch: FeatureBatch) -> Any:
     assert compiled._small_tables is not None
-    sources, engineered = compiled._group_sources
-    return small_rows.inputs(batch, compiled.numeric, compiled._small_tables, sources, engineered)
+    return small_rows.inputs(batch, compiled._small_tables)
 
 
 def test_a_few_rows_get_the_group_codes_and_design_matrix_numpy_gives_them(

@@ -175,8 +175,7 @@ class CompiledPipeline:
             return np.empty(0, dtype=float)
         small = None
         if len(batch) <= SMALL_NUMERIC_ROWS and self._small_tables is not None:
-            sources, engineered = self._group_sources
-            small = small_rows.inputs(batch, self.numeric, self._small_tables, sources, engineered)
+            small = small_rows.inputs(batch, self._small_tables)
         if small is not None:
             groups, design = small
         else:
@@ -189,8 +188,8 @@ class CompiledPipeline:
     @cached_property
     def _small_tables(self) -> small_rows.Tables | None:
         """The design matrix's parameters as lists, for up to SMALL_NUMERIC_ROWS rows."""
-        return small_rows.tables(self._column_table, self.n_onehot, self.mean, self.scale,
-                                 len(self.numeric))  # fmt: skip
+        return small_rows.tables(self._column_table, self._group_sources, self.n_onehot,
+                                 self.numeric, self.mean, self.scale)  # fmt: skip
 
 
 def _numeric_values(batch: FeatureBatch) -> dict[str, np.ndarray]:

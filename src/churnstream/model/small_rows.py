@@ -46,65 +46,81 @@ _LOG1P_TENURE: list[float] = [
 ]
 
 
+#: The numeric features a row can have, in the order :func:`_rows` computes them.
+_ROW_FIELDS = (
+    "log_tenure", "avg_monthly_charge", "charge_ratio", "n_addons", "auto_pay",
+    "SeniorCitizen", "tenure", "MonthlyCharges", "TotalCharges",
+)  # fmt: skip
+
+
 class Tables(NamedTuple):
     """A compiled pipeline's design-matrix parameters as Python lists."""
 
     #: Per one-hot group, the design column of each level code (-1: the encoder lacks it).
     columns: list[list[int]]
+    #: Per one-hot group, its column of FeatureBatch.codes (see ``engineered``).
+    sources: list[int]
+    #: The position of the contract_internet group, computed from two code columns.
+    engineered: int | None
     n_onehot: int
+    #: Per numeric feature of the design matrix, its position in ``_ROW_FIELDS``.
+    picks: list[int]
     mean: list[float]
     scale: list[float]
 
 
 def tables(
     column_table: np.ndarray,
+    group_sources: tuple[np.ndarray, int | None],
     n_onehot: int,
+    numeric: list[str],
     mean: np.ndarray | None,
     scale: np.ndarray | None,
-    n_numeric: int,
 ) -> Tables | None:
     """The parameters :func:`inputs` reads; None where they do not have the design matrix's
-    shape (a zero scale, a column past the one-hot block): numpy then scores every batch.
+    shape (a zero scale, a column past the one-hot block, an unknown numeric feature):
+    numpy then scores every batch.
 
     A missing mean is 0.0 and a missing scale 1.0: subtracting one and dividing by the
     other leave every float as it is, as skipping them does.
     """
-    means = [0.0] * n_numeric if mean is None else np.asarray(mean, np.float64).tolist()
-    scales = [1.0] * n_numeric if scale is None else np.asarray(scale, np.float64).tolist()
+    k = len(numeric)
+    means = [0.0] * k if mean is None else np.asarray(mean, np.float64).tolist()
+    scales = [1.0] * k if scale is None else np.asarray(scale, np.float64).tolist()
     columns: list[list[int]] = np.asarray(column_table).tolist()
-    if len(means) != n_numeric or len(scales) != n_numeric or 0.0 in scales:
+    if len(means) != k or len(scales) != k or 0.0 in scales:
         return None
     if any(column >= n_onehot for row in columns for column in row):
         return None
-    return Tables(columns, n_onehot, means, scales)
+    if not set(numeric) <= set(_ROW_FIELDS):
+        return None
+    sources, engineered = group_sources
+    picks = [_ROW_FIELDS.index(name) for name in numeric]
+    return Tables(columns, sources.tolist(), engineered, n_onehot, picks, means, scales)
 
 
-def inputs(
-    batch: FeatureBatch,
-    names: list[str],
-    params: Tables,
-    sources: np.ndarray,
-    engineered: int | None,
-) -> tuple[np.ndarray, np.ndarray] | None:
+def inputs(batch: FeatureBatch, params: Tables) -> tuple[np.ndarray, np.ndarray] | None:
     """``(group_codes, design_matrix)`` of a few rows, as the compiled pipeline's numpy path
     computes them; None when a row does not fit (see the module's docstring)."""
-    numeric = numeric_rows(batch, names)
+    numeric = _rows(batch)
     if numeric is None:
         return None
-    source_list: list[int] = sources.tolist()
+    engineered = params.engineered
+    scaling = list(zip(params.picks, params.mean, params.scale, strict=True))
     all_groups, rows = [], []
     for codes, values in zip(batch.codes.tolist(), numeric, strict=True):
-        groups = [codes[source] for source in source_list]
+        groups = [codes[source] for source in params.sources]
         if engineered is not None:
             groups[engineered] = codes[CONTRACT] * N_INTERNET + codes[INTERNET]
         row = [0.0] * params.n_onehot
         for columns, code in zip(params.columns, groups, strict=True):
             if not 0 <= code < len(columns):
                 return None
-            if columns[code] >= 0:
-                row[columns[code]] = 1.0
+            column = columns[code]
+            if column >= 0:
+                row[column] = 1.0
         # StandardScaler.transform: subtract, then divide, one rounding each as numpy does.
-        scaled = [(v - m) / s for v, m, s in zip(values, params.mean, params.scale, strict=True)]
+        scaled = [(values[pick] - m) / s for pick, m, s in scaling]
         if not all(map(math.isfinite, scaled)):
             return None
         all_groups.append(groups)
@@ -116,7 +132,17 @@ def numeric_rows(batch: FeatureBatch, names: list[str]) -> list[list[float]] | N
     """The numeric features ``names`` of a few rows, unscaled, on Python floats: the same
     IEEE operations as :func:`churnstream.model.feature_batch.numeric_engineered` and the
     compiled pipeline's numpy path. None when a tenure is outside the log1p table."""
-    rows = []
+    rows = _rows(batch)
+    if rows is None:
+        return None
+    picks = [_ROW_FIELDS.index(name) for name in names]
+    return [[row[pick] for pick in picks] for row in rows]
+
+
+def _rows(batch: FeatureBatch) -> list[tuple[float, ...]] | None:
+    """Every row's numeric features, in ``_ROW_FIELDS`` order; None when a tenure is
+    outside the log1p table."""
+    rows: list[tuple[float, ...]] = []
     for codes, senior, tenure, monthly, total in zip(
         batch.codes.tolist(),
         batch.senior_citizen.tolist(),
@@ -130,16 +156,17 @@ def numeric_rows(batch: FeatureBatch, names: list[str]) -> list[list[float]] | N
         tenure_f, monthly_f, total_f = float(tenure), float(monthly), float(total)
         # numeric_engineered's formulas, operation for operation.
         avg = total_f / max(tenure_f, 1.0) if tenure_f > 0 else monthly_f
-        values = {
-            "log_tenure": _LOG1P_TENURE[tenure],
-            "avg_monthly_charge": avg,
-            "charge_ratio": monthly_f / (avg if avg > MIN_AVG_CHARGE else MIN_AVG_CHARGE),
-            "n_addons": float(sum(codes[i] == _YES for i in _ADDON_LIST)),
-            "auto_pay": _AUTO_PAY_LIST[codes[_PAYMENT]],
-            "SeniorCitizen": float(senior),
-            "tenure": tenure_f,
-            "MonthlyCharges": monthly_f,
-            "TotalCharges": total_f,
-        }
-        rows.append([values[name] for name in names])
+        rows.append(
+            (
+                _LOG1P_TENURE[tenure],
+                avg,
+                monthly_f / (avg if avg > MIN_AVG_CHARGE else MIN_AVG_CHARGE),
+                float(sum(codes[i] == _YES for i in _ADDON_LIST)),
+                _AUTO_PAY_LIST[codes[_PAYMENT]],
+                float(senior),
+                tenure_f,
+                monthly_f,
+                total_f,
+            )
+        )
     return rows
