@@ -18,11 +18,12 @@ from typer.testing import CliRunner
 from churnstream.cli import app
 from churnstream.data import load_dataset
 from churnstream.exceptions import ModelLoadError
-from churnstream.model import arrays, compiled_io
+from churnstream.model import arrays, compiled_io, small_rows
 from churnstream.model.artifacts import COMPILED_FILE, COMPILED_KEY, LATEST_FILE, METADATA_FILE
 from churnstream.model.compile import compile_pipeline
 from churnstream.model.contributions import explainer
 from churnstream.model.export import synthetic_features
+from churnstream.model.feature_batch import FeatureBatch
 from churnstream.model.features import from_frame, to_frame
 from churnstream.model.lean import LeanScorer
 from churnstream.model.pipeline import churn_probabilities
@@ -126,6 +127,48 @@ def test_a_few_rows_get_the_design_matrix_numpy_gives_them(
     odd.tenure[0] = 1_000
     assert arrays._small_numeric_rows(odd, compiled.numeric) is None
     assert compiled.design_matrix(odd, compiled.group_codes(odd)).shape == (1, compiled.width)
+
+
+def _small_inputs(compiled: arrays.CompiledPipeline, batch: FeatureBatch) -> Any:
+    assert compiled._small_tables is not None
+    return small_rows.inputs(batch, compiled._small_tables)
+
+
+def test_a_few_rows_get_the_group_codes_and_design_matrix_numpy_gives_them(
+    model_dir: Path, dataset_path: Path
+) -> None:
+    # predict_proba takes up to SMALL_NUMERIC_ROWS rows' inputs from small_rows, on Python
+    # numbers: byte for byte what numpy's group_codes and design_matrix give every row.
+    compiled = LeanScorer.load(model_dir).compiled
+    for batch in (from_frame(load_dataset(dataset_path)), synthetic_features(2_000, 6)):
+        groups = compiled.group_codes(batch)
+        whole = compiled.design_matrix(batch, groups)  # numpy's path
+        for size in (1, small_rows.SMALL_NUMERIC_ROWS):
+            for start in range(0, len(batch), size):
+                rows = slice(start, start + size)
+                got = _small_inputs(compiled, batch.take(rows))
+                assert got is not None, start
+                assert got[0].dtype == groups.dtype and got[0].tobytes() == groups[rows].tobytes()
+                assert got[1].dtype == np.float64 and got[1].tobytes() == whole[rows].tobytes()
+
+
+def test_rows_that_do_not_fit_the_small_path_go_to_numpy(model_dir: Path) -> None:
+    compiled = LeanScorer.load(model_dir).compiled
+    assert _small_inputs(compiled, synthetic_features(1, 3)) is not None
+    far = synthetic_features(1, 3)
+    far.tenure[0] = 1_000  # beyond the log1p table: numpy scores it
+    assert _small_inputs(compiled, far) is None
+    assert compiled.predict_proba(far).shape == (1,)
+    unknown = synthetic_features(1, 3)
+    unknown.codes[0, 0] = 100  # a code past every table: numpy decides (it raises)
+    assert _small_inputs(compiled, unknown) is None
+    with pytest.raises(IndexError):
+        compiled.predict_proba(unknown)
+    huge = synthetic_features(1, 3)
+    huge.total_charges[0] = np.inf  # non-finite feature: the pipeline must score it
+    assert _small_inputs(compiled, huge) is None
+    with pytest.raises(arrays.UnsupportedModelError):
+        compiled.predict_proba(huge)
 
 
 def test_the_file_holds_arrays_only(model_dir: Path) -> None:

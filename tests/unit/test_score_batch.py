@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
@@ -12,8 +12,8 @@ import pytest
 
 from churnstream.headers import ERROR_CODE_HEADER, SOURCE_HEADER
 from churnstream.model.feature_batch import FeatureBatch
-from churnstream.schemas import DeadLetter, Prediction
-from churnstream.scoring.batch import score_batch
+from churnstream.schemas import DeadLetter, Prediction, format_ts
+from churnstream.scoring.batch import _format_utc, score_batch
 from churnstream.scoring.infer import score_features
 from churnstream.scoring.messages import RawMessage
 from tests.unit.test_schemas import EVENT, contract
@@ -155,3 +155,28 @@ def test_label_at_the_threshold() -> None:
     assert scores.labels_yes[:5].tolist() == [False, False, True, True, True]
     assert scores.probabilities[5:7].tolist() == [1.0, 0.0]
     assert scores.finite.tolist() == [True] * 7 + [False]
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        NOW,
+        datetime(2025, 10, 3, 4, 0, 1, 7, tzinfo=UTC),
+        datetime(1000, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(999, 1, 1, tzinfo=UTC),  # strftime's year is not zero-padded: it decides
+        datetime(2025, 10, 3, 6, 0, 1, 5, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2025, 10, 3, 4, 0, 1),  # naive: local time, as format_ts reads it
+    ],
+)
+def test_processed_ts_is_written_as_format_ts_writes_it(moment: datetime) -> None:
+    # score_batch formats its clock without strftime; the text must be format_ts's.
+    assert _format_utc(moment) == format_ts(moment)
+    (out,) = score_batch(
+        [RawMessage("t", 0, 0, None, orjson.dumps(EVENT))],
+        lambda f: np.full(len(f), 0.5),
+        threshold=0.5,
+        model_version="v",
+        clock=lambda: moment,
+    ).predictions
+    assert orjson.loads(out.value)["processed_ts"] == format_ts(moment)

@@ -35,15 +35,19 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from churnstream.model import compiled_native
+from churnstream.model import compiled_native, small_rows
 from churnstream.model.feature_batch import (
     ADDON_COLUMNS,
-    MIN_AVG_CHARGE,
     RAW_CATEGORICAL,
     FeatureBatch,
     numeric_engineered,
 )
-from churnstream.schemas import CATEGORICAL_LEVELS, NUMERIC_BOUNDS
+from churnstream.model.small_rows import CONTRACT as _CONTRACT
+from churnstream.model.small_rows import INTERNET as _INTERNET
+from churnstream.model.small_rows import N_INTERNET as _N_INTERNET
+from churnstream.model.small_rows import SMALL_NUMERIC_ROWS
+from churnstream.model.small_rows import numeric_rows as _small_numeric_rows
+from churnstream.schemas import CATEGORICAL_LEVELS
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +57,6 @@ LOOP_SUM_MIN_ROWS = 256
 #: of the kernels' 4 (or 8) rows, and with our ~60 columns far below the size (2,304 x 4
 #: elements) from which OpenBLAS splits a matrix-vector product between threads.
 PRODUCT_BLOCK_ROWS = 64
-#: Up to this many rows, the design matrix's numeric block is computed on Python floats.
-SMALL_NUMERIC_ROWS = 8
 #: The engineered one-hot group: Contract x InternetService.
 CONTRACT_INTERNET = "contract_internet"
 _YES = CATEGORICAL_LEVELS[ADDON_COLUMNS[0]].index("Yes")
@@ -66,16 +68,6 @@ _PAYMENT = RAW_CATEGORICAL.index("PaymentMethod")
 _AUTO_PAY_BY_CODE = np.isin(
     np.arange(len(CATEGORICAL_LEVELS["PaymentMethod"])), _AUTO_PAY_CODES
 ).astype(float)
-_AUTO_PAY_LIST: list[float] = _AUTO_PAY_BY_CODE.tolist()
-_ADDON_LIST: list[int] = _ADDON_POSITIONS.tolist()
-#: log1p of every valid tenure, each computed by numpy on its own as a one-row batch is.
-_LOG1P_TENURE: list[float] = [
-    float(np.log1p(np.array([float(t)]))[0])
-    for t in range(int(NUMERIC_BOUNDS["tenure"][1] or 0) + 1)
-]
-_CONTRACT = RAW_CATEGORICAL.index("Contract")
-_INTERNET = RAW_CATEGORICAL.index("InternetService")
-_N_INTERNET = len(CATEGORICAL_LEVELS["InternetService"])
 
 #: ``expit(x, out=x)``: the logistic function, in place, as scikit-learn's models call it.
 Logistic = Callable[..., np.ndarray]
@@ -181,11 +173,23 @@ class CompiledPipeline:
         """Churn probability per row; NaN-free input only (the scoring core guarantees it)."""
         if len(batch) == 0:
             return np.empty(0, dtype=float)
-        groups = self.group_codes(batch)
-        design = self.design_matrix(batch, groups)
-        if not np.isfinite(design).all():
-            raise UnsupportedModelError("non-finite features: score them with the pipeline")
+        small = None
+        if len(batch) <= SMALL_NUMERIC_ROWS and self._small_tables is not None:
+            small = small_rows.inputs(batch, self._small_tables)
+        if small is not None:
+            groups, design = small
+        else:
+            groups = self.group_codes(batch)
+            design = self.design_matrix(batch, groups)
+            if not np.isfinite(design).all():
+                raise UnsupportedModelError("non-finite features: score them with the pipeline")
         return self.classifier(design, groups)
+
+    @cached_property
+    def _small_tables(self) -> small_rows.Tables | None:
+        """The design matrix's parameters as lists, for up to SMALL_NUMERIC_ROWS rows."""
+        return small_rows.tables(self._column_table, self._group_sources, self.n_onehot,
+                                 self.numeric, self.mean, self.scale)  # fmt: skip
 
 
 def _numeric_values(batch: FeatureBatch) -> dict[str, np.ndarray]:
@@ -201,39 +205,6 @@ def _numeric_values(batch: FeatureBatch) -> dict[str, np.ndarray]:
     values["MonthlyCharges"] = batch.monthly_charges.astype(float)
     values["TotalCharges"] = batch.total_charges.astype(float)
     return values
-
-
-def _small_numeric_rows(batch: FeatureBatch, names: list[str]) -> list[list[float]] | None:
-    """:func:`_numeric_values` for a few rows, on Python floats: the same IEEE operations
-    (``np.log1p`` from a table numpy filled one value at a time), a fraction of the cost of
-    twenty numpy calls. None when a tenure is outside the table (numpy takes the batch)."""
-    rows = []
-    for codes, senior, tenure, monthly, total in zip(
-        batch.codes.tolist(),
-        batch.senior_citizen.tolist(),
-        batch.tenure.tolist(),
-        batch.monthly_charges.tolist(),
-        batch.total_charges.tolist(),
-        strict=True,
-    ):
-        if not 0 <= tenure < len(_LOG1P_TENURE):
-            return None
-        tenure_f, monthly_f, total_f = float(tenure), float(monthly), float(total)
-        # numeric_engineered's formulas, operation for operation.
-        avg = total_f / max(tenure_f, 1.0) if tenure_f > 0 else monthly_f
-        values = {
-            "log_tenure": _LOG1P_TENURE[tenure],
-            "avg_monthly_charge": avg,
-            "charge_ratio": monthly_f / (avg if avg > MIN_AVG_CHARGE else MIN_AVG_CHARGE),
-            "n_addons": float(sum(codes[i] == _YES for i in _ADDON_LIST)),
-            "auto_pay": _AUTO_PAY_LIST[codes[_PAYMENT]],
-            "SeniorCitizen": float(senior),
-            "tenure": tenure_f,
-            "MonthlyCharges": monthly_f,
-            "TotalCharges": total_f,
-        }
-        rows.append([values[name] for name in names])
-    return rows
 
 
 # -- classifiers ----------------------------------------------------------------------------
@@ -262,6 +233,10 @@ def blocked_product(design: np.ndarray, column: np.ndarray) -> np.ndarray:
     never to be split between threads, so a row always goes through the same kernel.
     """
     n = design.shape[0]
+    if n < PRODUCT_BLOCK_ROWS:  # one padded block: its first rows are the product
+        block = np.zeros((PRODUCT_BLOCK_ROWS, design.shape[1]), dtype=np.float64)
+        block[:n] = design
+        return np.asarray(block @ column)[:n]
     out = np.empty((n, column.shape[1]), dtype=np.float64)
     full = n - n % PRODUCT_BLOCK_ROWS
     for start in range(0, full, PRODUCT_BLOCK_ROWS):
@@ -282,6 +257,12 @@ class SoftVote:
 
     def __call__(self, design: np.ndarray, groups: np.ndarray) -> np.ndarray:
         # np.average(..., axis=0) without weights: a sum along the first axis, then / count.
+        if design.shape[0] <= SMALL_NUMERIC_ROWS:  # the same additions on Python floats
+            columns = [member(design, groups).tolist() for member in self.members]
+            sums = columns[0]
+            for column in columns[1:]:
+                sums = [a + b for a, b in zip(sums, column, strict=True)]
+            return np.array([value / len(columns) for value in sums], dtype=np.float64)
         total = self.members[0](design, groups).copy()
         for member in self.members[1:]:
             total += member(design, groups)

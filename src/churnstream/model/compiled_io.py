@@ -57,7 +57,11 @@ def expit(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         # The same float operations on Python floats: for a row or two, a dozen numpy calls
         # cost more than the arithmetic.
         result = out if out is not None else np.empty_like(values)
-        result.flat[:] = [1.0 / (1.0 + _exp_or_inf(-v)) for v in values.ravel().tolist()]
+        computed = [1.0 / (1.0 + _exp_or_inf(-v)) for v in values.ravel().tolist()]
+        if result.ndim == 1:
+            result[:] = computed  # cheaper than through .flat
+        else:
+            result.flat[:] = computed
         return result
     flat = np.negative(values).ravel()
     big = flat > _EXP_SAFE_MAX

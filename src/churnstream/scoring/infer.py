@@ -9,6 +9,7 @@ be compiled), a plain function in tests.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -20,6 +21,8 @@ from churnstream.model.feature_batch import FeatureBatch
 logger = logging.getLogger(__name__)
 
 Predict = Callable[[FeatureBatch], np.ndarray]
+#: Up to this many rows, the checks around the model call run in Python rather than numpy.
+SMALL_BATCH_ROWS = 16
 
 
 class Scores(NamedTuple):
@@ -44,6 +47,16 @@ def score_features(features: FeatureBatch, predict: Predict, *, threshold: float
         started = time.perf_counter()
         raw = _predict(lambda rows: predict(features if rows is None else features.take(rows)), n)
         inference_ms = (time.perf_counter() - started) * 1000
+    if n <= SMALL_BATCH_ROWS:
+        # The same comparisons on Python floats: numpy's per-call overhead dominates here.
+        values = raw.tolist()
+        clipped = [_clip_one(p) for p in values]
+        return Scores(
+            np.array(clipped, dtype=np.float64),
+            np.array([math.isfinite(p) for p in values], dtype=bool),
+            np.array([p >= threshold for p in clipped], dtype=bool),
+            inference_ms,
+        )
     finite = np.isfinite(raw)
     probabilities = clip(raw)
     return Scores(probabilities, finite, probabilities >= threshold, inference_ms)
@@ -55,11 +68,23 @@ def clip(probabilities: np.ndarray) -> np.ndarray:
     return np.where(clipped < 1.0, clipped, 1.0)
 
 
+def _clip_one(probability: float) -> float:
+    """:func:`clip` of one value."""
+    clipped = probability if probability > 0.0 else 0.0
+    return clipped if clipped < 1.0 else 1.0
+
+
+def _all_finite(values: np.ndarray) -> bool:
+    if values.shape[0] <= SMALL_BATCH_ROWS:
+        return all(map(math.isfinite, values.tolist()))
+    return bool(np.isfinite(values).all())
+
+
 def _predict(call: Callable[[Any], Any], n: int) -> np.ndarray:
     """One model call for the batch; if it fails, row by row (NaN where a row fails)."""
     try:
         probabilities = np.asarray(call(None), dtype=float)
-        if probabilities.shape != (n,) or not np.isfinite(probabilities).all():
+        if probabilities.shape != (n,) or not _all_finite(probabilities):
             raise ValueError(f"model returned {probabilities.shape} / non-finite values")
     except Exception:  # noqa: BLE001 - isolate the rows the model cannot score
         logger.warning("batch inference failed; scoring %d rows one by one", n)
