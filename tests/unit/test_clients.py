@@ -69,19 +69,27 @@ def test_group_members_and_offset_readers_use_the_settings_recipes() -> None:
 @pytest.mark.usefixtures("built")
 def test_the_scorer_consumer_bounds_its_fetches_and_prefetch_queue_unless_overridden() -> None:
     # The memory defaults measured in docs/benchmarks.md ("Memory: where the scorer's RSS
-    # goes"): librdkafka's own (1 MB per partition, a 64 MB queue) cost the scorer RSS.
+    # goes"): librdkafka's own (1 MB per partition, a 64 MB queue) cost the scorer RSS, and
+    # its 1,000 ms fetch backoff starves a scorer with a small queue.
     conf = conf_of(clients.consumer(settings(), "scorer"))
-    assert conf["max.partition.fetch.bytes"] == 262_144
-    assert conf["queued.max.messages.kbytes"] == 16_384
+    assert conf["max.partition.fetch.bytes"] == 65_536
+    assert conf["queued.max.messages.kbytes"] == 2048
+    assert conf["fetch.queue.backoff.ms"] == 10
+    assert settings().consumer.max_batch_records == 2000
     kafka = KafkaSettings(
-        bootstrap_servers="b:9092", librdkafka_consumer={"max.partition.fetch.bytes": 1_048_576}
+        bootstrap_servers="b:9092",
+        librdkafka_consumer={"max.partition.fetch.bytes": 1_048_576, "fetch.queue.backoff.ms": 50},
     )
-    typed = Settings(kafka=kafka).model_copy(
-        update={"consumer": Settings().consumer.model_copy(update={"queued_max_kbytes": 4096})}
+    consumer = Settings().consumer.model_copy(
+        update={"queued_max_kbytes": 4096, "fetch_queue_backoff_ms": 1000}
     )
+    typed = Settings(kafka=kafka).model_copy(update={"consumer": consumer})
     overridden = conf_of(clients.consumer(typed, "scorer"))
     assert overridden["max.partition.fetch.bytes"] == "1048576"
     assert overridden["queued.max.messages.kbytes"] == 4096
+    assert overridden["fetch.queue.backoff.ms"] == "50"  # the pass-through comes last
+    typed_only = Settings().model_copy(update={"consumer": consumer})
+    assert conf_of(clients.consumer(typed_only, "scorer"))["fetch.queue.backoff.ms"] == 1000
 
 
 @pytest.mark.usefixtures("built")

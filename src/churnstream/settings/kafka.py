@@ -190,6 +190,7 @@ class KafkaSettings(_Frozen):
                 "fetch.wait.max.ms": consumer.fetch_wait_max_ms,
                 "max.partition.fetch.bytes": consumer.max_partition_fetch_bytes,
                 "queued.max.messages.kbytes": consumer.queued_max_kbytes,
+                "fetch.queue.backoff.ms": consumer.fetch_queue_backoff_ms,
             }
         )
         return self._with_passthrough(conf, "consumer")

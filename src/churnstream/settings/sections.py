@@ -60,19 +60,27 @@ class ConsumerSettings(_Frozen):
     # max_batch_records: a backlog fills large batches that amortise the per-batch flush
     # and commit round trips, a slow stream is scored at once. max_batch_wait_ms bounds one
     # poll's wait for that first message (how often an idle loop wakes up).
-    max_batch_records: int = Field(default=5000, ge=1)
+    # 2,000 rather than 5,000: two batches are held while pipelined, and the smaller ones
+    # kept msgs/s with the small prefetch queue below (docs/benchmarks.md, "Memory").
+    max_batch_records: int = Field(default=2000, ge=1)
     max_batch_wait_ms: int = Field(default=5, ge=1)
     idle_timeout_ms: int = Field(default=10_000, ge=1)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
     fetch_min_bytes: int = Field(default=1, ge=1)
     fetch_wait_max_ms: int = Field(default=100, ge=0)
-    # Bytes per partition per fetch: with 6 partitions at librdkafka's 1 MB the scorer peaked
-    # about 55 MB higher with no measurable gain in msgs/s (docs/benchmarks.md, "Memory").
-    max_partition_fetch_bytes: int = Field(default=262_144, ge=1)
-    # librdkafka's prefetch queue (default 64 MB): a few batches ahead is enough, and it
-    # bounds the scorer's memory when it starts behind a large backlog.
-    queued_max_kbytes: int = Field(default=16_384, ge=1)
+    # Bytes per partition per fetch: each fetch is decompressed in memory and overshoots the
+    # prefetch queue by up to one fetch, so with 6 partitions librdkafka's 1 MB cost the
+    # scorer about 55 MB of peak RSS and 256 KB still about 15 MB (docs/benchmarks.md,
+    # "Memory").
+    max_partition_fetch_bytes: int = Field(default=65_536, ge=1)
+    # librdkafka's prefetch queue (default 64 MB): about one batch ahead is enough once
+    # fetch_queue_backoff_ms is short, and it bounds the scorer's memory behind a backlog.
+    queued_max_kbytes: int = Field(default=2048, ge=1)
+    # How long librdkafka postpones a partition's next fetch once the prefetch queue is full
+    # (its default 1,000 ms): with a small queue the scorer drained the queue and then waited
+    # out that second, at less than half the msgs/s (docs/benchmarks.md, "Memory").
+    fetch_queue_backoff_ms: int = Field(default=10, ge=0, le=300_000)
     summary_interval_s: float = Field(default=60.0, gt=0)
     top_k: int = Field(default=10, ge=1)
     # A broken producer is replaced and failed batches are retried for this long without
