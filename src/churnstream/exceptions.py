@@ -97,7 +97,8 @@ class ProducerFatalError(DeliveryError):
 class ClientStuckError(DeliveryError):
     """A Kafka client call did not return within its hard bound, past its own timeout.
 
-    That client is abandoned (never used again) and replaced.
+    That client is abandoned (never used again): a stuck producer is replaced, while a
+    rewind's seek that never returns ends the scorer (its consumer cannot be replaced in place).
     """
 
 
