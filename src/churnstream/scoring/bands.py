@@ -6,6 +6,8 @@ import logging
 
 import numpy as np
 
+from churnstream.scoring.infer import SMALL_BATCH_ROWS
+
 logger = logging.getLogger(__name__)
 
 #: (lowest probability, band), highest first: a probability gets the first band it reaches.
@@ -15,8 +17,6 @@ BAND_VALUES = tuple(name.encode() for _, name in RISK_BANDS)
 _UPPER_FLOORS = np.array([floor for floor, _ in RISK_BANDS[:-1]])
 _UPPER_FLOOR_LIST: list[float] = _UPPER_FLOORS.tolist()
 _N_UPPER = len(_UPPER_FLOOR_LIST)
-#: Up to this many rows, bands are counted in Python rather than numpy.
-_SMALL_BATCH_ROWS = 16
 
 
 def risk_band(probability: float) -> str:
@@ -32,7 +32,7 @@ def band_indices(probabilities: np.ndarray) -> list[int]:
     The floors descend, so a probability reaching one floor reaches every lower one: the
     band is the number of floors above the lowest that it does not reach.
     """
-    if len(probabilities) <= _SMALL_BATCH_ROWS:  # numpy's per-call overhead dominates
+    if len(probabilities) <= SMALL_BATCH_ROWS:  # numpy's per-call overhead dominates
         return [_N_UPPER - sum(p >= f for f in _UPPER_FLOOR_LIST) for p in probabilities.tolist()]
     reached = (probabilities[:, None] >= _UPPER_FLOORS).sum(axis=1)
     indices: list[int] = (len(_UPPER_FLOORS) - reached).tolist()

@@ -28,9 +28,9 @@ from churnstream.model.feature_batch import FeatureBatch
 from churnstream.schemas import CustomerEvent, format_ts, parse_ts
 from churnstream.scoring.dead_letter import Rejects
 from churnstream.scoring.decode import decode_event, features_of_events
-from churnstream.scoring.encode import SMALL_BATCH_ROWS, encode_predictions
+from churnstream.scoring.encode import encode_predictions
 from churnstream.scoring.engine import check_batch
-from churnstream.scoring.infer import Predict, score_features
+from churnstream.scoring.infer import SMALL_BATCH_ROWS, Predict, score_features
 from churnstream.scoring.messages import (
     BatchResult,
     Predicted,

@@ -29,12 +29,11 @@ from churnstream.headers import (
 )
 from churnstream.model.contributions import REASON_FEATURES, TopReasons
 from churnstream.scoring.bands import BAND_VALUES, band_indices
+from churnstream.scoring.infer import SMALL_BATCH_ROWS
 from churnstream.scoring.messages import OutMessage
 
 logger = logging.getLogger(__name__)
 
-#: Up to this many rows, checks run in Python rather than numpy (cheaper for a few values).
-SMALL_BATCH_ROWS = 16
 POSITIVE_LABEL = "Yes"
 NEGATIVE_LABEL = "No"
 # What JSON must escape in a string (orjson escapes exactly these).

@@ -21,7 +21,8 @@ from churnstream.model.feature_batch import FeatureBatch
 logger = logging.getLogger(__name__)
 
 Predict = Callable[[FeatureBatch], np.ndarray]
-#: Up to this many rows, the checks around the model call run in Python rather than numpy.
+#: Up to this many rows, the scoring core's per-row steps (the checks around the model call,
+#: risk bands, prediction bytes) run on Python numbers: numpy's per-call overhead dominates.
 SMALL_BATCH_ROWS = 16
 
 
