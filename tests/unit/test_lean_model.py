@@ -125,7 +125,7 @@ def test_a_few_rows_get_the_design_matrix_numpy_gives_them(
     # A tenure beyond the log1p table (the contract's bound) goes to numpy, not an error.
     odd = synthetic.take(slice(0, 1))
     odd.tenure[0] = 1_000
-    assert arrays._small_numeric_rows(odd, compiled.numeric) is None
+    assert small_rows.numeric_rows(odd, compiled.numeric) is None
     assert compiled.design_matrix(odd, compiled.group_codes(odd)).shape == (1, compiled.width)
 
 

@@ -37,17 +37,11 @@ import numpy as np
 
 from churnstream.model import compiled_native, small_rows
 from churnstream.model.feature_batch import (
-    ADDON_COLUMNS,
     RAW_CATEGORICAL,
     FeatureBatch,
     numeric_engineered,
 )
-from churnstream.model.small_rows import CONTRACT as _CONTRACT
-from churnstream.model.small_rows import INTERNET as _INTERNET
-from churnstream.model.small_rows import N_INTERNET as _N_INTERNET
 from churnstream.model.small_rows import SMALL_NUMERIC_ROWS
-from churnstream.model.small_rows import numeric_rows as _small_numeric_rows
-from churnstream.schemas import CATEGORICAL_LEVELS
 
 logger = logging.getLogger(__name__)
 
@@ -59,15 +53,8 @@ LOOP_SUM_MIN_ROWS = 256
 PRODUCT_BLOCK_ROWS = 64
 #: The engineered one-hot group: Contract x InternetService.
 CONTRACT_INTERNET = "contract_internet"
-_YES = CATEGORICAL_LEVELS[ADDON_COLUMNS[0]].index("Yes")
-_AUTO_PAY_CODES = np.array(
-    [i for i, m in enumerate(CATEGORICAL_LEVELS["PaymentMethod"]) if "automatic" in m]
-)
-_ADDON_POSITIONS = np.array([RAW_CATEGORICAL.index(name) for name in ADDON_COLUMNS], dtype=np.intp)
-_PAYMENT = RAW_CATEGORICAL.index("PaymentMethod")
-_AUTO_PAY_BY_CODE = np.isin(
-    np.arange(len(CATEGORICAL_LEVELS["PaymentMethod"])), _AUTO_PAY_CODES
-).astype(float)
+_ADDON_POSITIONS = np.array(small_rows.ADDON_POSITIONS, dtype=np.intp)
+_AUTO_PAY_BY_CODE = np.array(small_rows.AUTO_PAY_BY_CODE, dtype=np.float64)
 
 #: ``expit(x, out=x)``: the logistic function, in place, as scikit-learn's models call it.
 Logistic = Callable[..., np.ndarray]
@@ -143,7 +130,8 @@ class CompiledPipeline:
         codes = batch.codes.take(sources, axis=1).astype(np.intp)
         if engineered is not None:
             codes[:, engineered] = (
-                batch.codes[:, _CONTRACT].astype(np.intp) * _N_INTERNET + batch.codes[:, _INTERNET]
+                batch.codes[:, small_rows.CONTRACT].astype(np.intp) * small_rows.N_INTERNET
+                + batch.codes[:, small_rows.INTERNET]
             )
         return codes
 
@@ -156,7 +144,7 @@ class CompiledPipeline:
         known = columns >= 0
         design[np.nonzero(known)[0], columns[known]] = 1.0
         block = design[:, self.n_onehot :]
-        small = _small_numeric_rows(batch, self.numeric) if n <= SMALL_NUMERIC_ROWS else None
+        small = small_rows.numeric_rows(batch, self.numeric) if n <= SMALL_NUMERIC_ROWS else None
         if small is not None:
             block[...] = small
         else:
@@ -197,9 +185,9 @@ def _numeric_values(batch: FeatureBatch) -> dict[str, np.ndarray]:
     values = numeric_engineered(batch.tenure, batch.monthly_charges, batch.total_charges)
     # Small whole numbers, so any summation order gives the same float as feature_matrix.
     values["n_addons"] = (
-        (batch.codes.take(_ADDON_POSITIONS, axis=1) == _YES).sum(axis=1).astype(float)
+        (batch.codes.take(_ADDON_POSITIONS, axis=1) == small_rows.YES).sum(axis=1).astype(float)
     )
-    values["auto_pay"] = _AUTO_PAY_BY_CODE[batch.codes[:, _PAYMENT]]
+    values["auto_pay"] = _AUTO_PAY_BY_CODE[batch.codes[:, small_rows.PAYMENT]]
     values["SeniorCitizen"] = batch.senior_citizen.astype(float)
     values["tenure"] = batch.tenure.astype(float)
     values["MonthlyCharges"] = batch.monthly_charges.astype(float)

@@ -33,12 +33,15 @@ SMALL_NUMERIC_ROWS = 8
 CONTRACT = RAW_CATEGORICAL.index("Contract")
 INTERNET = RAW_CATEGORICAL.index("InternetService")
 N_INTERNET = len(CATEGORICAL_LEVELS["InternetService"])
-_YES = CATEGORICAL_LEVELS[ADDON_COLUMNS[0]].index("Yes")
-_PAYMENT = RAW_CATEGORICAL.index("PaymentMethod")
-_AUTO_PAY_LIST: list[float] = [
+#: The engineered features' inputs, shared with the numpy path (``model.arrays``).
+YES = CATEGORICAL_LEVELS[ADDON_COLUMNS[0]].index("Yes")
+PAYMENT = RAW_CATEGORICAL.index("PaymentMethod")
+#: Per PaymentMethod code, 1.0 for an automatic payment.
+AUTO_PAY_BY_CODE: list[float] = [
     1.0 if "automatic" in method else 0.0 for method in CATEGORICAL_LEVELS["PaymentMethod"]
 ]
-_ADDON_LIST: list[int] = [RAW_CATEGORICAL.index(name) for name in ADDON_COLUMNS]
+#: The add-on services' columns of FeatureBatch.codes.
+ADDON_POSITIONS: list[int] = [RAW_CATEGORICAL.index(name) for name in ADDON_COLUMNS]
 #: log1p of every valid tenure, each computed by numpy on its own as a one-row batch is.
 _LOG1P_TENURE: list[float] = [
     float(np.log1p(np.array([float(t)]))[0])
@@ -161,8 +164,8 @@ def _rows(batch: FeatureBatch) -> list[tuple[float, ...]] | None:
                 _LOG1P_TENURE[tenure],
                 avg,
                 monthly_f / (avg if avg > MIN_AVG_CHARGE else MIN_AVG_CHARGE),
-                float(sum(codes[i] == _YES for i in _ADDON_LIST)),
-                _AUTO_PAY_LIST[codes[_PAYMENT]],
+                float(sum(codes[i] == YES for i in ADDON_POSITIONS)),
+                AUTO_PAY_BY_CODE[codes[PAYMENT]],
                 float(senior),
                 tenure_f,
                 monthly_f,
