@@ -18,17 +18,22 @@ BEFORE = (
 AFTER = BEFORE.replace("    45    1.411", "    53    1.600").replace("34    0.525", "38    0.560")
 
 
-def test_the_pauses_of_the_measured_run_are_the_difference_of_two_samples(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    outputs = iter([BEFORE, AFTER])
+def fake_jstat(monkeypatch: pytest.MonkeyPatch, pid: int, outputs: list[str]) -> None:
+    """``jstat -gc PID`` answering ``outputs`` in turn."""
+    answers = iter(outputs)
 
     def jstat(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        assert argv == ["jstat", "-gc", "4242"]
-        return subprocess.CompletedProcess(argv, 0, stdout=next(outputs))
+        assert argv == ["jstat", "-gc", str(pid)]
+        return subprocess.CompletedProcess(argv, 0, stdout=next(answers))
 
     monkeypatch.setattr(latency.shutil, "which", lambda name: "/usr/bin/jstat")
     monkeypatch.setattr(latency.subprocess, "run", jstat)
+
+
+def test_the_pauses_of_the_measured_run_are_the_difference_of_two_samples(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_jstat(monkeypatch, 4242, [BEFORE, AFTER])
     before, after = latency._broker_gc(4242), latency._broker_gc(4242)
     assert latency._gc_delta(before, after) == {
         "young_pauses": 8,
@@ -52,14 +57,8 @@ def test_a_collector_without_a_young_generation_reports_what_it_has(
 ) -> None:
     """ZGC's `jstat -gc` marks the counters it does not have with "-"."""
     head = "S0C S1C EC EU OC OU YGC YGCT FGC FGCT CGC CGCT GCT\n"
-    samples = iter([head + "- - - - 1.0 1.0 - - 0 0.000 5 0.010 0.010\n",
-                    head + "- - - - 1.0 1.0 - - 0 0.000 8 0.016 0.016\n"])  # fmt: skip
-    monkeypatch.setattr(latency.shutil, "which", lambda name: "/usr/bin/jstat")
-    monkeypatch.setattr(
-        latency.subprocess,
-        "run",
-        lambda argv, **kwargs: subprocess.CompletedProcess(argv, 0, stdout=next(samples)),
-    )
+    fake_jstat(monkeypatch, 1, [head + "- - - - 1.0 1.0 - - 0 0.000 5 0.010 0.010\n",
+                                head + "- - - - 1.0 1.0 - - 0 0.000 8 0.016 0.016\n"])  # fmt: skip
     before, after = latency._broker_gc(1), latency._broker_gc(1)
     assert latency._gc_delta(before, after) == {
         "full_pauses": 0,

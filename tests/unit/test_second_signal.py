@@ -18,10 +18,7 @@ from confluent_kafka import TopicPartition
 from typer.testing import CliRunner
 
 from churnstream.cli import app, consume_cmd
-from churnstream.kafka import clients
-from churnstream.streaming import loop
-from tests.unit.test_recovery import FakeRaw
-from tests.unit.test_stuck_rewind import FakeRecord
+from tests.unit.test_stuck_rewind import FakeRecord, use_fake_clients
 
 
 def signal_self(signum: int) -> None:
@@ -60,9 +57,7 @@ def test_signals_during_the_drain_are_logged_once_and_ignored(
     model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     consumer = DrainedConsumer()
-    monkeypatch.setattr(clients, "Consumer", lambda conf: consumer)
-    monkeypatch.setattr(clients, "Producer", lambda conf: FakeRaw(conf))
-    monkeypatch.setattr(loop, "wait_for_broker", lambda *args, **kwargs: None)
+    use_fake_clients(monkeypatch, consumer)
     last_line = consume_cmd.echo_run_end
 
     def echo_run_end_signalled(*args: Any) -> None:

@@ -98,13 +98,19 @@ class SilentBrokerConsumer:
         self.closed = True
 
 
+def use_fake_clients(monkeypatch: pytest.MonkeyPatch, consumer: Any) -> None:
+    """The scorer's clients, for an in-process ``consume``: ``consumer`` and a fake producer,
+    with no broker to wait for."""
+    monkeypatch.setattr(clients, "Consumer", lambda conf: consumer)
+    monkeypatch.setattr(clients, "Producer", lambda conf: FakeRaw(conf))
+    monkeypatch.setattr(loop, "wait_for_broker", lambda *args, **kwargs: None)
+
+
 def test_a_seek_that_never_returns_ends_the_scorer_with_one_line(
     model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     consumer = SilentBrokerConsumer()
-    monkeypatch.setattr(clients, "Consumer", lambda conf: consumer)
-    monkeypatch.setattr(clients, "Producer", lambda conf: FakeRaw(conf))
-    monkeypatch.setattr(loop, "wait_for_broker", lambda *args, **kwargs: None)
+    use_fake_clients(monkeypatch, consumer)
     monkeypatch.setattr(publish, "COMMIT_BOUND_S", BOUND_S)
     monkeypatch.setattr(loop, "SEEK_SLOW_S", BOUND_S)
     monkeypatch.setenv("CHURNSTREAM_CONSUMER__RECOVERY_TIMEOUT_S", str(RECOVERY_TIMEOUT_S))
