@@ -301,7 +301,7 @@ class KafkaSettings(_Frozen):
 
     @staticmethod
     def _producer_properties(producer: ProducerSettings) -> dict[str, Any]:
-        return {
+        properties: dict[str, Any] = {
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": producer.linger_ms,
@@ -311,6 +311,9 @@ class KafkaSettings(_Frozen):
             "message.timeout.ms": producer.delivery_timeout_ms,
             "queue.buffering.max.messages": producer.queue_max_messages,
         }
+        if producer.compression == "gzip":
+            properties["compression.level"] = producer.gzip_level
+        return properties
 
     def _with_passthrough(self, conf: dict[str, Any], kind: ClientKind | None) -> dict[str, Any]:
         for name, value in self.passthrough(kind).items():

@@ -34,13 +34,18 @@ class ProducerSettings(_Frozen):
 
     events_per_sec: float = Field(default=10.0, gt=0)
     batch_size: int = Field(default=500, ge=1)
-    # Short: the event producer's linger is part of every event's end-to-end latency, and
+    # None: the event producer's linger is part of every event's end-to-end latency, and
     # the scorer flushes each micro-batch anyway (a flush sends at once, linger or not).
-    linger_ms: int = Field(default=2, ge=0)
+    # Under load librdkafka still batches what queues while a request is in flight.
+    linger_ms: int = Field(default=0, ge=0)
     batch_num_messages: int = Field(default=10_000, ge=1)
     # Bytes per partition batch: 10,000 records of ~250 bytes fit one request.
     batch_max_bytes: int = Field(default=1_000_000, ge=1)
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "gzip"
+    # zlib's level for gzip (librdkafka's compression.level; zlib's own default is 6).
+    # Readers see the same gzip records whatever the level; 1 costs the scorer about 5 us
+    # less CPU per prediction for records about 1.5x larger (docs/benchmarks.md).
+    gzip_level: int = Field(default=1, ge=0, le=9)
     delivery_timeout_ms: int = Field(default=30_000, ge=1000)
     queue_max_messages: int = Field(default=100_000, ge=1)
     # The at-least-once scorer's producer only ("errors": librdkafka's
