@@ -8,7 +8,8 @@ each contender reads all of it with a consumer group of its own into output topi
 - the Python copy ceiling, ``bench/ceiling.py``'s loop: no decoding, no model;
 - the native copy loop, ``bench/native_copy`` (Rust, the rdkafka crate): the same loop with
   the same client settings and no Python, built on demand with cargo: the I/O ceiling of a
-  native consume-score-produce loop;
+  native consume-score-produce loop; run twice, stop-and-wait (the Python copy loop's order)
+  and with two batches in flight (each still committed after its own acknowledgements);
 - the native ceiling: Debian's kcat, ``kcat -C`` piped into ``kcat -P`` (keys and values;
   ``kcat -P`` cannot carry per-message headers, and neither commits offsets), once with
   kcat's default codec (none) and once writing gzip, the codec churnstream's outputs use.
@@ -57,13 +58,17 @@ FIRST_APPEND_S = 0.0005
 
 LABELS = {
     "kcat": "native ceiling: `kcat -C` piped into `kcat -P` (keys and values)",
-    "kcat_gzip": "the same, writing gzip as the contract asks (`kcat -P -z gzip`)",
+    "kcat_gzip": "the same, writing gzip as the contract asks, at churnstream's level "
+    "(`kcat -P -z gzip -X compression.level=` its `producer.gzip_level`)",
     "churnstream": "churnstream `consume --mode batch`, 1 worker",
     "batched": "plain batched peer (`bench/peer_batched.py`)",
     "python_copy": "Python copy ceiling (`bench/ceiling.py`'s loop, no scoring)",
     "native_copy": "native copy loop, Rust rdkafka (`bench/native_copy`): the scorer's I/O "
     "without scoring",
+    "native_copy_pipelined": "the same, two batches in flight (`--depth 2`)",
 }
+#: The native copy loop's runs: row name and its extra arguments.
+NATIVE_COPY_RUNS = (("native_copy", []), ("native_copy_pipelined", ["--depth", "2"]))
 NATIVE_COPY = env.REPO / "bench" / "native_copy"
 NATIVE_COPY_BIN = NATIVE_COPY / "target" / "release" / "native-copy"
 #: Where rustup puts cargo, for shells whose PATH does not have it.
@@ -160,27 +165,27 @@ def measure(
     copy.check = _same(_digests(output), with_headers, "keys, values and headers")
     out.append(copy)
 
-    topic, group = _output_topic(bootstrap, partitions), _group()
-    command = [
-        str(binary or NATIVE_COPY_BIN), "--broker", bootstrap, "--input-topic", raw,
-        "--output-topic", topic, "--group", group, "--idle-stop-s", str(IDLE_STOP_S),
-    ]  # fmt: skip
-    if binary is None:
-        native_copy = Contender("native_copy", _shown([command]), events, missing=missing)
-    else:
-        native_copy, output = _contender(
-            "native_copy", [command], bootstrap, topic, events, IDLE_STOP_S
-        )
-        native_copy.committed = env.committed_complete(bootstrap, raw, group)
-        native_copy.check = _same(_digests(output), with_headers, "keys, values and headers")
-    out.append(native_copy)
+    for name, extra in NATIVE_COPY_RUNS:
+        topic, group = _output_topic(bootstrap, partitions), _group()
+        command = [
+            str(binary or NATIVE_COPY_BIN), "--broker", bootstrap, "--input-topic", raw,
+            "--output-topic", topic, "--group", group, "--idle-stop-s", str(IDLE_STOP_S), *extra,
+        ]  # fmt: skip
+        if binary is None:
+            native_copy = Contender(name, _shown([command]), events, missing=missing)
+        else:
+            native_copy, output = _contender(name, [command], bootstrap, topic, events, IDLE_STOP_S)
+            native_copy.committed = env.committed_complete(bootstrap, raw, group)
+            native_copy.check = _same(_digests(output), with_headers, "keys, values and headers")
+        out.append(native_copy)
 
     kcat = shutil.which("kcat")
     # One line per message, key TAB value: the events are single-line JSON (orjson escapes
     # control characters) and the keys are customer IDs, so the framing survives the pipe;
     # the check below compares every key and value with the input's. The second run writes
     # gzip, the codec the contract asks of churnstream's outputs (kcat's default is none).
-    for name, codec in (("kcat", []), ("kcat_gzip", ["-z", "gzip"])):
+    gzip = ["-z", "gzip", "-X", f"compression.level={env.effective_settings().producer.gzip_level}"]
+    for name, codec in (("kcat", []), ("kcat_gzip", gzip)):
         topic = _output_topic(bootstrap, partitions)
         commands = [
             [kcat or "kcat", "-C", "-b", bootstrap, "-t", raw, "-o", "beginning", "-e", "-q",

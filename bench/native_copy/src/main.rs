@@ -11,7 +11,7 @@
 //! those), so the two loops differ in the language around librdkafka and in its version (the
 //! crate bundles 2.12.1; confluent-kafka 2.16.1 ships 2.16.0).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -23,16 +23,17 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-/// The scorer's micro-batch bound (`consumer.max_batch_records`).
-const MAX_BATCH_RECORDS: usize = 5_000;
+/// The scorer's micro-batch bound (`consumer.max_batch_records`), the default of `--batch-records`.
+const MAX_BATCH_RECORDS: usize = 2_000;
+/// Batches in flight at most with `--depth`: one delivery counter each.
+const MAX_DEPTH: usize = 8;
 /// How long one batch waits for its records, as the Python loop's `consume(n, 0.1)`.
 const BATCH_WAIT: Duration = Duration::from_millis(100);
 /// After a full send queue, poll this long for deliveries before trying again.
 const QUEUE_FULL_POLL: Duration = Duration::from_millis(100);
-/// With `--pipeline`, how long one poll waits for the previous batch's delivery reports.
+/// How long one poll waits for the delivery reports of the batch being settled.
 const ACK_POLL: Duration = Duration::from_millis(1);
 
 /// churnstream's producer properties (`KafkaSettings.producer_config`, defaults).
@@ -41,10 +42,11 @@ const PRODUCER_PROPERTIES: &[(&str, &str)] = &[
     ("security.protocol", "PLAINTEXT"),
     ("enable.idempotence", "true"),
     ("acks", "all"),
-    ("linger.ms", "2"),
+    ("linger.ms", "0"),
     ("batch.num.messages", "10000"),
     ("batch.size", "1000000"),
     ("compression.type", "gzip"),
+    ("compression.level", "1"),
     ("message.timeout.ms", "30000"),
     ("queue.buffering.max.messages", "100000"),
 ];
@@ -64,8 +66,9 @@ const CONSUMER_PROPERTIES: &[(&str, &str)] = &[
     ("isolation.level", "read_committed"),
     ("fetch.min.bytes", "1"),
     ("fetch.wait.max.ms", "100"),
-    ("max.partition.fetch.bytes", "262144"),
-    ("queued.max.messages.kbytes", "16384"),
+    ("max.partition.fetch.bytes", "65536"),
+    ("queued.max.messages.kbytes", "2048"),
+    ("fetch.queue.backoff.ms", "10"),
 ];
 
 /// Copy a topic with the scorer's loop (consume, produce, flush, commit), natively.
@@ -90,6 +93,14 @@ struct Args {
     /// scorer's pipelining lever). The bench's row runs without it: the Python loop's order.
     #[arg(long)]
     pipeline: bool,
+    /// Keep up to this many produced batches in flight before settling the oldest (1: the
+    /// stop-and-wait order; `--pipeline` is 2). Offsets are still committed in order, each
+    /// after its own batch's acknowledgements.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=MAX_DEPTH as i64))]
+    depth: Option<u8>,
+    /// Records per batch at most.
+    #[arg(long, default_value_t = MAX_BATCH_RECORDS)]
+    batch_records: usize,
 }
 
 fn property(text: &str) -> Result<(String, String), String> {
@@ -100,11 +111,11 @@ fn property(text: &str) -> Result<(String, String), String> {
 }
 
 /// Counts the producer's delivery reports per batch; librdkafka calls it from `poll` and
-/// `flush`. At most two batches are in flight (one with `--pipeline`'s overlap), so a batch's
-/// count lives in slot `seq % 2`, reset when the batch starts.
+/// `flush`. At most `MAX_DEPTH` batches are in flight, so a batch's count lives in slot
+/// `seq % MAX_DEPTH`, reset when the batch starts.
 #[derive(Default)]
 struct Deliveries {
-    reported: [AtomicU64; 2],
+    reported: [AtomicU64; MAX_DEPTH],
     failed: AtomicU64,
     first_error: Mutex<Option<KafkaError>>,
 }
@@ -121,7 +132,7 @@ impl ProducerContext for Deliveries {
             let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
             first.get_or_insert_with(|| err.clone());
         }
-        self.reported[seq % 2].fetch_add(1, Ordering::Relaxed);
+        self.reported[seq % MAX_DEPTH].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -177,14 +188,19 @@ fn copy(args: &Args) -> Result<u64, String> {
     let idle_stop = Duration::from_secs_f64(args.idle_stop_s.max(0.0));
     let mut copied: u64 = 0;
     let mut phases = Phases::default();
-    let mut pending: Option<Produced> = None;
+    let depth = match (args.depth, args.pipeline) {
+        (Some(depth), _) => usize::from(depth),
+        (None, true) => 2,
+        (None, false) => 1,
+    };
+    let mut pending: VecDeque<Produced> = VecDeque::with_capacity(depth);
     let mut idle_since = Instant::now();
     while idle_since.elapsed() < idle_stop {
         let started = Instant::now();
-        let batch = consume(&consumer, MAX_BATCH_RECORDS, BATCH_WAIT);
+        let batch = consume(&consumer, args.batch_records, BATCH_WAIT);
         if batch.is_empty() {
-            if let Some(done) = pending.take() {
-                copied += settle(args, &consumer, &producer, done, true, &mut phases)?;
+            while let Some(done) = pending.pop_front() {
+                copied += settle(args, &consumer, &producer, done, &mut phases)?;
             }
             continue;
         }
@@ -192,7 +208,7 @@ fn copy(args: &Args) -> Result<u64, String> {
         phases.batches += 1;
         phases.consume += idle_since - started;
         let seq = phases.batches as usize;
-        producer.context().reported[seq % 2].store(0, Ordering::Relaxed);
+        producer.context().reported[seq % MAX_DEPTH].store(0, Ordering::Relaxed);
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
         for msg in &batch {
             send(&producer, &args.output_topic, msg, seq)?;
@@ -205,44 +221,43 @@ fn copy(args: &Args) -> Result<u64, String> {
             records: batch.len() as u64,
             next,
         };
-        if args.pipeline {
-            // Settle the previous batch now that this one's copies are queued behind it.
-            if let Some(done) = pending.replace(produced) {
-                copied += settle(args, &consumer, &producer, done, false, &mut phases)?;
+        if depth == 1 {
+            copied += settle(args, &consumer, &producer, produced, &mut phases)?;
+            continue;
+        }
+        pending.push_back(produced);
+        if pending.len() == depth {
+            // Settle the oldest batch now that newer copies are queued behind it.
+            if let Some(done) = pending.pop_front() {
+                copied += settle(args, &consumer, &producer, done, &mut phases)?;
             }
-        } else {
-            copied += settle(args, &consumer, &producer, produced, true, &mut phases)?;
         }
     }
-    if let Some(done) = pending.take() {
-        copied += settle(args, &consumer, &producer, done, true, &mut phases)?;
+    while let Some(done) = pending.pop_front() {
+        copied += settle(args, &consumer, &producer, done, &mut phases)?;
     }
     eprintln!("native-copy: {copied} records; {}", phases.summary());
     Ok(copied)
 }
 
-/// Wait until every copy of `batch` is acknowledged (`flush`, or with `flush` false poll
-/// until its own reports are in, leaving the next batch's copies in flight), check that none
-/// failed, then commit its offsets synchronously; the number of records it settled.
+/// Wait until every copy of `batch` is acknowledged (polling until its own reports are in,
+/// which leaves newer batches' copies in flight), check that none failed, then commit its
+/// offsets synchronously; the number of records it settled.
+///
+/// Not `flush()`: the crate's flush (rdkafka 0.39) polls in steps of up to 100 ms between
+/// looks at librdkafka's queue, which cost a stop-and-wait loop about 100 ms per batch here.
 fn settle(
     args: &Args,
     consumer: &BaseConsumer,
     producer: &BaseProducer<Deliveries>,
     batch: Produced,
-    flush: bool,
     phases: &mut Phases,
 ) -> Result<u64, String> {
     let started = Instant::now();
     let context = producer.context();
-    let reported = &context.reported[batch.seq % 2];
-    if flush {
-        producer
-            .flush(Timeout::Never)
-            .map_err(|e| format!("flush failed: {e}"))?;
-    } else {
-        while reported.load(Ordering::Relaxed) < batch.records {
-            producer.poll(ACK_POLL);
-        }
+    let reported = &context.reported[batch.seq % MAX_DEPTH];
+    while reported.load(Ordering::Relaxed) < batch.records {
+        producer.poll(ACK_POLL);
     }
     let acknowledged = Instant::now();
     phases.acks += acknowledged - started;
