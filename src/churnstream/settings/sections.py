@@ -43,7 +43,7 @@ class ProducerSettings(_Frozen):
     batch_max_bytes: int = Field(default=1_000_000, ge=1)
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "gzip"
     # zlib's level for gzip (librdkafka's compression.level; zlib's own default is 6).
-    # Readers see the same gzip records whatever the level; 1 costs the scorer about 5 us
+    # Readers see the same gzip records whatever the level; 1 costs the scorer 3.5-5 us
     # less CPU per prediction for records about 1.5x larger (docs/benchmarks.md).
     gzip_level: int = Field(default=1, ge=0, le=9)
     delivery_timeout_ms: int = Field(default=30_000, ge=1000)
