@@ -5,7 +5,10 @@ predictions on Kafka, the REST API's answers, ``churnstream predict --json``. Th
 ``Prediction`` contract (:class:`churnstream.schemas.Prediction`), byte for byte what
 ``orjson.dumps(dump_body(Prediction(...)))`` writes (the tests hold it to that); it is
 written from a %-template instead, because building and dumping one pydantic model per row
-costs more than the rest of scoring.
+costs more than the rest of scoring. With the native engine (:mod:`churnstream.scoring.engine`)
+the bodies are written in Rust from the same pieces, floats by the crate orjson uses; the
+template stays the Python engine's writer, the fallback for strings JSON must escape, and the
+oracle of the differential tests.
 """
 
 from __future__ import annotations
