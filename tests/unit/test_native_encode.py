@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from churnstream.data import load_dataset
 from churnstream.events import encode_event, frame_to_events
+from churnstream.model import compiled_native
 from churnstream.model.lean import LeanScorer
 from churnstream.scoring import encode, engine
 from churnstream.scoring.batch import score_batch
@@ -67,8 +68,10 @@ NEAR_POWERS = [
 
 @pytest.fixture(autouse=True)
 def _restore_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever a test selects, the engine in use before it comes back afterwards."""
     monkeypatch.setattr(engine, "_active", engine._active)
     monkeypatch.setattr(engine, "_active_name", engine._active_name)
+    monkeypatch.setattr(compiled_native, "_enabled", compiled_native._enabled)
 
 
 @pytest.fixture
