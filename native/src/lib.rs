@@ -1,5 +1,5 @@
-//! churnstream's native hot path: the fast check of a batch of customer events, and the
-//! compiled model's trees (`trees.rs`).
+//! churnstream's native hot path: the fast check of a batch of customer events, the
+//! compiled model's trees (`trees.rs`) and the prediction bodies (`bodies.rs`).
 //!
 //! The contract is the one of `churnstream.scoring.validate.check_batch`: a row this check
 //! accepts is a valid event and gives exactly the values the Python check gives; every other
@@ -14,6 +14,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDateTime, PyList, PyString, PyTuple};
 
+mod bodies;
 mod parse;
 mod trees;
 use parse::{ascii, customer_id, timestamp, Parser};
@@ -380,6 +381,7 @@ impl Checker {
 fn churnstream_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Checker>()?;
     m.add_class::<trees::Trees>()?;
+    m.add_function(wrap_pyfunction!(bodies::prediction_bodies, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

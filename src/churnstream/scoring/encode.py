@@ -5,7 +5,10 @@ predictions on Kafka, the REST API's answers, ``churnstream predict --json``. Th
 ``Prediction`` contract (:class:`churnstream.schemas.Prediction`), byte for byte what
 ``orjson.dumps(dump_body(Prediction(...)))`` writes (the tests hold it to that); it is
 written from a %-template instead, because building and dumping one pydantic model per row
-costs more than the rest of scoring.
+costs more than the rest of scoring. With the native engine (:mod:`churnstream.scoring.engine`)
+the bodies are written in Rust from the same pieces, floats by the crate orjson uses; the
+template stays the Python engine's writer, the fallback for strings JSON must escape, and the
+oracle of the differential tests.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from churnstream.headers import (
     Headers,
 )
 from churnstream.model.contributions import REASON_FEATURES, TopReasons
+from churnstream.scoring import engine
 from churnstream.scoring.bands import BAND_VALUES, band_indices
 from churnstream.scoring.infer import SMALL_BATCH_ROWS
 from churnstream.scoring.messages import OutMessage
@@ -83,20 +87,23 @@ def encode_predictions(
         raise ValueError("a prediction's probability must be finite and within [0, 1]")
     if reasons is not None and (len(reasons) != n or champion is not None):
         raise ValueError(f"{n} predictions but {len(reasons)} reasons, or reasons on a shadow")
-    template = prediction_template(processed_ts, model_version, inference_ms)
-    texts = number_texts(values.tolist())
-    labels = [POSITIVE_LABEL if yes else NEGATIVE_LABEL for yes in np.asarray(labels_yes).tolist()]
-    fields_of_rows = zip(json_texts(customer_ids), texts, labels, json_texts(event_ts), strict=True)
     reason_json = reason_texts(reasons) if reasons is not None else None
-    if reason_json is not None and sources is None:
-        # An answer, not a Kafka record: the reasons are a last field of the body.
-        field = template[:-1] + ',"reasons":%s}'
-        bodies = [
-            (field % (*fields, text)).encode()
-            for fields, text in zip(fields_of_rows, reason_json, strict=True)
-        ]
-    else:
-        bodies = [(template % fields).encode() for fields in fields_of_rows]
+    tail = _body_tail(processed_ts, model_version, inference_ms)
+    bodies = None
+    write = engine.native_bodies() if reason_json is None or sources is not None else None
+    if write is not None:
+        bodies = write(
+            [*_FIELD_PIECES[:-1], _FIELD_PIECES[-1] + tail],
+            customer_ids if type(customer_ids) is list else list(customer_ids),
+            event_ts if type(event_ts) is list else list(event_ts),
+            np.ascontiguousarray(values, dtype="<f8").tobytes(),
+            np.asarray(labels_yes, dtype=bool).tobytes(),
+            (POSITIVE_LABEL, NEGATIVE_LABEL),
+        )
+    if bodies is None:  # the Python engine, or a string to escape: the Python writer
+        bodies = _python_bodies(
+            customer_ids, event_ts, values, labels_yes, _template(tail), reason_json, sources
+        )
     keys = [customer_id.encode() for customer_id in customer_ids]
     make = tuple.__new__  # a third faster than OutMessage(...) for thousands of rows
     if sources is None:
@@ -138,6 +145,29 @@ def encode_predictions(
             keys, bodies, sources, champion.probabilities, strict=True
         )
     ]
+
+
+def _python_bodies(
+    customer_ids: Sequence[str],
+    event_ts: Sequence[str],
+    values: np.ndarray,
+    labels_yes: np.ndarray,
+    template: str,
+    reason_json: list[str] | None,
+    sources: Sequence[bytes] | None,
+) -> list[bytes]:
+    """The bodies from the %-template: the Python engine's writer, and the native one's oracle."""
+    texts = number_texts(values.tolist())
+    labels = [POSITIVE_LABEL if yes else NEGATIVE_LABEL for yes in np.asarray(labels_yes).tolist()]
+    fields_of_rows = zip(json_texts(customer_ids), texts, labels, json_texts(event_ts), strict=True)
+    if reason_json is not None and sources is None:
+        # An answer, not a Kafka record: the reasons are a last field of the body.
+        field = template[:-1] + ',"reasons":%s}'
+        return [
+            (field % (*fields, text)).encode()
+            for fields, text in zip(fields_of_rows, reason_json, strict=True)
+        ]
+    return [(template % fields).encode() for fields in fields_of_rows]
 
 
 def reason_texts(reasons: TopReasons) -> list[str]:
@@ -191,18 +221,33 @@ def prediction_template(processed_ts: str, model_version: str, inference_ms: flo
     quotes (see :func:`json_texts`). Field order and number formatting are those of
     ``orjson.dumps(dump_body(Prediction))``.
     """
-    tail = (
-        orjson.dumps(
-            {
-                "processed_ts": processed_ts,
-                "model_version": model_version,
-                "inference_latency_ms": inference_ms,
-            }
-        )
-        .decode()[1:]
-        .replace("%", "%%")
-    )
-    return '{"customerID":"%s","churn_probability":%s,"prediction":"%s","event_ts":"%s",' + tail
+    return _template(_body_tail(processed_ts, model_version, inference_ms))
+
+
+# A body's text around its four per-row fields (customerID, probability, label, event_ts);
+# the last piece is followed by the batch-wide fields (see _body_tail).
+_FIELD_PIECES = (
+    '{"customerID":"',
+    '","churn_probability":',
+    ',"prediction":"',
+    '","event_ts":"',
+    '",',
+)
+
+
+def _body_tail(processed_ts: str, model_version: str, inference_ms: float) -> str:
+    """The body's batch-wide fields and closing brace, as orjson writes them."""
+    return orjson.dumps(
+        {
+            "processed_ts": processed_ts,
+            "model_version": model_version,
+            "inference_latency_ms": inference_ms,
+        }
+    ).decode()[1:]
+
+
+def _template(tail: str) -> str:
+    return "%s".join(_FIELD_PIECES) + tail.replace("%", "%%")
 
 
 def number_texts(values: list[float]) -> list[str]:

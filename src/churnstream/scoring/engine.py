@@ -2,7 +2,7 @@
 
 The same choice picks how the compiled model's trees are evaluated
 (:mod:`churnstream.model.compiled_native`): natively with the native check, with numpy with
-the Python one.
+the Python one; and who writes the prediction bodies (:func:`native_bodies`).
 
 ``make setup`` builds the extension from ``native/``; where that build fails, churnstream
 runs on the Python check (:func:`churnstream.scoring.validate.check_batch`), which stays the
@@ -154,3 +154,16 @@ def check_batch(
 ) -> tuple[FastRows, list[int]]:
     """The selected fast check (see :func:`churnstream.scoring.validate.check_batch`)."""
     return _active(values, keys)
+
+
+def native_bodies() -> Callable[..., list[bytes] | None] | None:
+    """The native writer of prediction bodies when the native engine is in use, else None.
+
+    :func:`churnstream.scoring.encode.encode_predictions` calls it; the Python writer stays
+    the fallback and the oracle, as the Python check does for the native one.
+    """
+    if _active_name != NATIVE or _native is None:
+        return None
+    # An extension built before the writer existed has none: Python writes the bodies.
+    writer: Callable[..., list[bytes] | None] | None = getattr(_native, "prediction_bodies", None)
+    return writer
