@@ -9,10 +9,17 @@ match on them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 
 logger = logging.getLogger(__name__)
 
+#: Headers as churnstream writes them (and as a dead letter carries its input's).
 Headers = list[tuple[str, bytes]]
+#: A consumed message's headers as the Kafka client hands them over, unconverted: None when
+#: there are none, and a None value for a header without one. This is confluent-kafka's own
+#: ``HeadersType``, restated so that the scoring core need not import the client; the poll
+#: loop passes it on as it is, since only a dead letter reads it (see :func:`header_pairs`).
+ConsumedHeaders = Mapping[str, str | bytes | None] | Sequence[tuple[str, str | bytes | None]] | None
 
 # -- on predictions and dead letters ---------------------------------------------------------
 #: The input a prediction or dead letter came from, ``topic:partition:offset`` (see
@@ -58,3 +65,12 @@ CHAMPION_PROBABILITY_HEADER = "churnstream.champion_probability"
 def source_key(topic: str, partition: int, offset: int) -> str:
     """The value of :data:`SOURCE_HEADER`: ``topic:partition:offset``."""
     return f"{topic}:{partition}:{offset}"
+
+
+def header_pairs(headers: ConsumedHeaders) -> Headers:
+    """A consumed message's headers as :data:`Headers`, in order: a missing value is ``b""``
+    (Kafka has no header without a value on the way out), text is UTF-8."""
+    if not headers:
+        return []
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    return [(k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in pairs]

@@ -37,7 +37,7 @@ from confluent_kafka import (
 )
 
 from churnstream.exceptions import BrokerError, BrokerUnavailableError, ChurnstreamError
-from churnstream.headers import Headers
+from churnstream.headers import Headers, header_pairs
 from churnstream.kafka import admin
 from churnstream.kafka.clients import reader_consumer
 from churnstream.settings import KafkaSettings
@@ -216,18 +216,17 @@ RecordFields = tuple[str, int, int, bytes | None, bytes | None, Headers]
 def record_fields(msg: Message) -> RecordFields:
     """A consumed record's values, in the field order of the types built from them.
 
-    Header values are bytes, a missing one ``b""``: what the scorer's
-    :class:`~churnstream.scoring.messages.RawMessage` and a dead letter both carry.
+    Header values are bytes, a missing one ``b""`` (:func:`~churnstream.headers.header_pairs`),
+    as a dead letter carries them. The scorer's poll loop does not come here: it hands the
+    client's headers over unconverted (:func:`churnstream.streaming.batches.raw_message`).
     """
-    raw = msg.headers() or []
-    pairs = raw.items() if isinstance(raw, dict) else raw
     return (
         msg.topic() or "",
         msg.partition() or 0,
         msg.offset() or 0,
         msg.key(),
         msg.value(),
-        [(k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in pairs],
+        header_pairs(msg.headers()),
     )
 
 

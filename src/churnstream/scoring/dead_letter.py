@@ -22,6 +22,7 @@ from churnstream.headers import (
     RETRY_COUNT_HEADER,
     SOURCE_HEADER,
     Headers,
+    header_pairs,
     source_key,
 )
 from churnstream.logging import ERROR_CODE, OFFSET, PARTITION, TOPIC
@@ -82,6 +83,7 @@ def dead_letter(
     consumer_group: str | None,
     failed_ts: str,
 ) -> OutMessage:
+    carried = header_pairs(message.headers)
     body = DeadLetter(
         original_message=original_message(message.value),
         error_type=error_type,
@@ -90,7 +92,7 @@ def dead_letter(
         source_topic=message.topic,
         failed_ts=failed_ts,
         consumer_group=consumer_group,
-        retry_count=retry_count(message.headers),
+        retry_count=retry_count(carried),
     )
     headers: Headers = [
         (SOURCE_HEADER, source_key(message.topic, message.partition, message.offset).encode()),
@@ -98,7 +100,7 @@ def dead_letter(
     ]
     if message.key is not None:
         headers.append((ORIGINAL_KEY_HEADER, message.key))
-    headers.extend((ORIGINAL_HEADER_PREFIX + name, value) for name, value in message.headers)
+    headers.extend((ORIGINAL_HEADER_PREFIX + name, value) for name, value in carried)
     return OutMessage(key=message.key, value=orjson.dumps(dump_body(body)), headers=headers)
 
 

@@ -11,12 +11,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from churnstream.headers import Headers
+from churnstream.headers import ConsumedHeaders, Headers
 from churnstream.model.contributions import TopReasons
 
 logger = logging.getLogger(__name__)
-
-_NO_HEADERS: Headers = []  # shared default; never mutated
 
 #: The analytics columns of :attr:`BatchResult.scored`, in this order.
 SCORED_COLUMNS = (
@@ -52,7 +50,9 @@ class RawMessage(NamedTuple):
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: Headers = _NO_HEADERS
+    #: As the client handed them over: converted only if a dead letter needs them (the
+    #: valid events that make up most of the traffic never read them).
+    headers: ConsumedHeaders = None
 
 
 class OutMessage(NamedTuple):
