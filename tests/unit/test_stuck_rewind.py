@@ -24,7 +24,8 @@ from typer.testing import CliRunner
 from churnstream.cli import app
 from churnstream.kafka import clients
 from churnstream.streaming import loop, publish, recovery
-from tests.unit.test_recovery import FATAL, FakeRaw
+from churnstream.streaming.recovery import ProgressClock, Recovery
+from tests.unit.test_recovery import FATAL, FakeConsumer, FakeRaw, FlakyPublisher, Hooks, tp
 from tests.unit.test_schemas import EVENT
 
 BOUND_S = 0.2
@@ -199,3 +200,24 @@ def test_a_seek_that_never_returns_ends_the_producer_recovery_with_one_line(
     assert consumer.seeks == [(0, 7)]
     assert consumer.closed
     assert RECOVERY_TIMEOUT_S <= took_s < HANG_S, took_s
+
+
+def test_a_stop_ends_the_wait_for_a_recoverys_stuck_seek_quietly() -> None:
+    # SIGTERM while the recovery's rewind waits for a seek: no error, no second attempt.
+    class StuckSeek(FakeConsumer):
+        def seek(self, tp: Any) -> None:
+            super().seek(tp)
+            release.wait(HANG_S)
+
+    release, stop = threading.Event(), threading.Event()
+    consumer = StuckSeek([tp(0, 3), tp(1, 4)])
+    publisher = FlakyPublisher([])
+    recovery = Recovery(ProgressClock(60.0), Hooks(), topic="in", auto_offset_reset="earliest")
+    threading.Timer(0.3, stop.set).start()
+    started = time.monotonic()
+    try:
+        assert not recovery.run(consumer, publisher, "fatal", stop)  # type: ignore[arg-type]
+    finally:
+        release.set()
+    assert time.monotonic() - started < 2.0
+    assert publisher.calls == 1 and consumer.seeks == [(0, 3)]
