@@ -608,6 +608,8 @@ def test_rewind_without_a_commit_uses_start_offsets_then_auto_offset_reset() -> 
     positions = rewind_to_committed(
         consumer,  # type: ignore[arg-type]
         auto_offset_reset="latest",
+        clock=ProgressClock(60.0),
+        stop=threading.Event(),
         start_offsets={0: 42},
     )
     assert positions == {0: 42, 1: OFFSET_END, 2: 7}

@@ -1,9 +1,11 @@
 """A rewind whose seek never returns ends the scorer with one line, within its bound.
 
 Against a frozen (SIGSTOPped) broker the scorer's synchronous commit gets no answer, and
-the rewind's ``consumer.seek()`` that follows was seen to wait forever. librdkafka cannot be
-made to hang on demand, so the consumer here is a fake whose commit and seek block; the rest
-is the real ``churnstream consume`` command. No network.
+the rewind's ``consumer.seek()`` that follows was seen to wait forever. The same seek ends
+the recovery of a broken producer (the rewind to the committed offsets). librdkafka cannot
+be made to hang on demand, so the consumer here is a fake whose commit and seek block (and
+the producer a fake that can fail fatally); the rest is the real ``churnstream consume``
+command. No network.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from typer.testing import CliRunner
 
 from churnstream.cli import app
 from churnstream.kafka import clients
-from churnstream.streaming import loop, publish
-from tests.unit.test_recovery import FakeRaw
+from churnstream.streaming import loop, publish, recovery
+from churnstream.streaming.recovery import ProgressClock, Recovery
+from tests.unit.test_recovery import FATAL, FakeConsumer, FakeRaw, FlakyPublisher, Hooks, tp
 from tests.unit.test_schemas import EVENT
 
 BOUND_S = 0.2
@@ -84,6 +87,12 @@ class SilentBrokerConsumer:
             time.sleep(min(timeout, 0.05))
         return taken
 
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition("in", 0), TopicPartition("in", 1)]
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition, 7) for tp in partitions]
+
     def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
         sent = {tp.partition: tp.offset for tp in offsets}
         self.commits_sent.append(sent)
@@ -98,21 +107,34 @@ class SilentBrokerConsumer:
         self.closed = True
 
 
-def use_fake_clients(monkeypatch: pytest.MonkeyPatch, consumer: Any) -> None:
-    """The scorer's clients, for an in-process ``consume``: ``consumer`` and a fake producer,
-    with no broker to wait for."""
+def use_fake_clients(
+    monkeypatch: pytest.MonkeyPatch,
+    consumer: Any,
+    producers: list[FakeRaw] | None = None,
+    scripts: list[dict[str, list[Any]]] | None = None,
+) -> None:
+    """The scorer's clients, for an in-process ``consume``: ``consumer`` and fake producers,
+    with no broker to wait for. Each producer made is appended to ``producers`` and takes the
+    next of ``scripts`` (the rest get none)."""
+    made = producers if producers is not None else []
+    todo = scripts or []
+
+    def producer(conf: dict[str, Any]) -> FakeRaw:
+        made.append(FakeRaw(conf, todo.pop(0) if todo else {}))
+        return made[-1]
+
     monkeypatch.setattr(clients, "Consumer", lambda conf: consumer)
-    monkeypatch.setattr(clients, "Producer", lambda conf: FakeRaw(conf))
+    monkeypatch.setattr(clients, "Producer", producer)
     monkeypatch.setattr(loop, "wait_for_broker", lambda *args, **kwargs: None)
 
 
-def test_a_seek_that_never_returns_ends_the_scorer_with_one_line(
-    model_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    consumer = SilentBrokerConsumer()
-    use_fake_clients(monkeypatch, consumer)
+def run_stuck(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch, consumer: SilentBrokerConsumer
+) -> tuple[str, int, float]:
+    """``churnstream consume`` with small bounds until it ends; its output, exit code and
+    wall time. The consumer's stuck calls are released afterwards."""
     monkeypatch.setattr(publish, "COMMIT_BOUND_S", BOUND_S)
-    monkeypatch.setattr(loop, "SEEK_SLOW_S", BOUND_S)
+    monkeypatch.setattr(recovery, "SEEK_SLOW_S", BOUND_S)
     monkeypatch.setenv("CHURNSTREAM_CONSUMER__RECOVERY_TIMEOUT_S", str(RECOVERY_TIMEOUT_S))
     argv = [
         "--log-format", "json", "consume", "--mode", "streaming", "--broker", "127.0.0.1:9",
@@ -124,9 +146,16 @@ def test_a_seek_that_never_returns_ends_the_scorer_with_one_line(
         result = CliRunner().invoke(app, argv)
     finally:
         consumer.release.set()
-    took_s = time.monotonic() - started
-    output = result.output
-    assert result.exit_code == 1, output
+    return result.output, result.exit_code, time.monotonic() - started
+
+
+def test_a_seek_that_never_returns_ends_the_scorer_with_one_line(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consumer = SilentBrokerConsumer()
+    use_fake_clients(monkeypatch, consumer)
+    output, exit_code, took_s = run_stuck(model_dir, monkeypatch, consumer)
+    assert exit_code == 1, output
     assert "Traceback" not in output
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, output
@@ -142,3 +171,53 @@ def test_a_seek_that_never_returns_ends_the_scorer_with_one_line(
     assert consumer.seeks == [(0, 7)]  # no second seek on a consumer already stuck
     assert consumer.closed
     assert RECOVERY_TIMEOUT_S <= took_s < HANG_S, took_s  # the budget, not the stuck calls
+
+
+def test_a_seek_that_never_returns_ends_the_producer_recovery_with_one_line(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first producer fails fatally on the batch's flush; its replacement is fine, and the
+    # rewind to the committed offsets (7, 7) that follows meets the silent broker.
+    consumer = SilentBrokerConsumer()
+    producers: list[FakeRaw] = []
+    use_fake_clients(monkeypatch, consumer, producers, scripts=[{"flush": [FATAL]}])
+    output, exit_code, took_s = run_stuck(model_dir, monkeypatch, consumer)
+    assert exit_code == 1, output
+    assert "Traceback" not in output
+    assert output.count("producer unusable") == 1, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output
+    assert re.fullmatch(
+        r"error: nothing published for [23]s \(consumer.recovery_timeout_s is 2s\); last error: "
+        r"seek to in\[0\]@7 did not return within [12]s \(the broker does not answer; "
+        r"consumer.recovery_timeout_s is 2s\); offsets were not committed, so a restart scores "
+        r"them again",
+        errors[0],
+    ), errors
+    assert output.count("seek to in[0]@7 has not returned in 0.2s") == 1, output
+    assert len(producers) == 2  # replaced once; no second attempt on the stuck consumer
+    assert consumer.commits_sent == []  # nothing of the unacknowledged batch
+    assert consumer.seeks == [(0, 7)]
+    assert consumer.closed
+    assert RECOVERY_TIMEOUT_S <= took_s < HANG_S, took_s
+
+
+def test_a_stop_ends_the_wait_for_a_recoverys_stuck_seek_quietly() -> None:
+    # SIGTERM while the recovery's rewind waits for a seek: no error, no second attempt.
+    class StuckSeek(FakeConsumer):
+        def seek(self, tp: Any) -> None:
+            super().seek(tp)
+            release.wait(HANG_S)
+
+    release, stop = threading.Event(), threading.Event()
+    consumer = StuckSeek([tp(0, 3), tp(1, 4)])
+    publisher = FlakyPublisher([])
+    recovery = Recovery(ProgressClock(60.0), Hooks(), topic="in", auto_offset_reset="earliest")
+    threading.Timer(0.3, stop.set).start()
+    started = time.monotonic()
+    try:
+        assert not recovery.run(consumer, publisher, "fatal", stop)  # type: ignore[arg-type]
+    finally:
+        release.set()
+    assert time.monotonic() - started < 2.0
+    assert publisher.calls == 1 and consumer.seeks == [(0, 3)]

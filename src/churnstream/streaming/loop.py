@@ -5,7 +5,8 @@ or one transaction per batch with ``exactly_once=True``), account for it. A batc
 not published whole is rewound and scored again; a producer that became unusable is replaced
 and the consumer rewound to the committed offsets (:mod:`~churnstream.streaming.recovery`).
 The scorer gives up after ``consumer.recovery_timeout_s`` without publishing anything, or
-when a rewind's seek has not returned within that budget (:data:`SEEK_SLOW_S`).
+when a rewind's seek has not returned within that budget
+(:func:`~churnstream.streaming.recovery.seek_within_budget`).
 With ``consumer.pipeline`` (at-least-once only) batch N+1 is scored while batch N
 is acknowledged (:mod:`~churnstream.streaming.pipelined`).
 Between batches the loop may swap in a new model (:mod:`~churnstream.streaming.models`) and
@@ -20,7 +21,6 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from functools import partial
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
@@ -48,7 +48,7 @@ from churnstream.streaming.observers import Observers, ScorerObserver
 from churnstream.streaming.options import ScoreOptions, ScoreSummary
 from churnstream.streaming.pipelined import Pipeline, Scored
 from churnstream.streaming.publish import Publisher, open_publisher
-from churnstream.streaming.recovery import Failure, ProgressClock, Recovery
+from churnstream.streaming.recovery import Failure, ProgressClock, Recovery, seek_within_budget
 from churnstream.streaming.window import Window
 from churnstream.windows.drift import drift_reference
 
@@ -66,14 +66,6 @@ QUIET_PROGRESS_S = 5.0
 #: 5 s here (its LeaveGroup request timing out). Nothing is lost by giving up: close commits
 #: nothing (offsets are committed per batch), so what was not committed is redelivered.
 CONSUMER_CLOSE_BOUND_S = 15.0
-#: librdkafka waits for the rewind's ``consumer.seek()`` without a limit. After a commit that
-#: never returned, a seek was seen to wait until the broker answered again: forever against a
-#: silent (SIGSTOPped) broker, where neither a log line nor the recovery timeout could come.
-#: It is now waited for as long as the recovery budget lasts (consumer.recovery_timeout_s, so
-#: a restarted broker finds the scorer still running), with one WARNING after this long; past
-#: the budget the scorer ends with one line, the batch uncommitted for the group's next scorer.
-SEEK_SLOW_S = 5.0
-SEEK_SLOW = "seek to %s has not returned in %gs (the broker does not answer); waiting up to %.0fs"
 
 
 class ScorerLoop:
@@ -302,40 +294,33 @@ class ScorerLoop:
         )
         if stopping:
             return
-        seeks = BoundedCalls("seek")
+
+        def revoked(tp: TopicPartition, exc: KafkaException) -> None:
+            # Typically the partition was revoked meanwhile: its new owner reads it again.
+            logger.warning(
+                "seek %s[%d]: %s",
+                tp.topic,
+                tp.partition,
+                exc,
+                extra={TOPIC: tp.topic, PARTITION: tp.partition, OFFSET: tp.offset},
+            )
+
         try:
-            for tp in first_offsets(batch):
-                where = f"{tp.topic}[{tp.partition}]@{tp.offset}"
-                bound_s = max(SEEK_SLOW_S, self.progress.remaining_s())
-                slow = partial(logger.warning, SEEK_SLOW, where, SEEK_SLOW_S, bound_s)
-                try:
-                    seeks.call(
-                        partial(consumer.seek, tp),
-                        bound_s=bound_s,
-                        what="seek",
-                        stop=self._stop,
-                        slow=(SEEK_SLOW_S, slow),
-                    )
-                except KafkaException as exc:  # partition revoked meanwhile: its new owner rereads
-                    logger.warning(
-                        "seek %s[%d]: %s",
-                        tp.topic,
-                        tp.partition,
-                        exc,
-                        extra={TOPIC: tp.topic, PARTITION: tp.partition, OFFSET: tp.offset},
-                    )
-        except ClientStuckError:
+            seek_within_budget(
+                consumer,
+                first_offsets(batch),
+                clock=self.progress,
+                stop=self._stop,
+                on_error=revoked,
+            )
+        except ClientStuckError as exc:
             if self._stop.is_set():
-                logger.warning("stopping: the seek to %s had not returned; left uncommitted", where)
+                logger.warning("%s; left uncommitted", exc)
                 return
             raise ClientStuckError(
-                f"rewinding a batch of {len(batch)}: seek to {where} did not return within "
-                f"{bound_s:.0f}s (the broker does not answer; consumer.recovery_timeout_s is "
-                f"{self.progress.timeout_s:g}s); stopping: the batch is left uncommitted for the "
-                "group's next scorer"
+                f"rewinding a batch of {len(batch)}: {exc}; stopping: the batch is left "
+                "uncommitted for the group's next scorer"
             ) from None
-        finally:
-            seeks.close()
 
     def _published(self, scored: Scored) -> None:
         self._account(scored.batch, scored.result, scored.shadow)

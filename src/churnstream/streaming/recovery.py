@@ -13,7 +13,9 @@ OUT_OF_ORDER_SEQUENCE_NUMBER after a broker crash).
 :class:`Recovery` does that in attempts with the project's retry policy while the broker is
 away, polling the consumer between attempts so that the group does not evict it, and gives
 up only when :class:`ProgressClock` says nothing was published for
-``consumer.recovery_timeout_s``.
+``consumer.recovery_timeout_s``. Its rewind's seeks are bounded by what is left of that budget
+(:func:`seek_within_budget`, shared with the loop's rewind of a failed batch): a seek that
+never returns ends the scorer with one line instead of hanging it.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import KW_ONLY, dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import KW_ONLY, dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from confluent_kafka import (
@@ -35,7 +38,8 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from churnstream.exceptions import DeliveryError
+from churnstream.exceptions import ClientStuckError, DeliveryError
+from churnstream.kafka.bounded import BoundedCalls
 from churnstream.kafka.producer import is_fatal
 from churnstream.logging import ATTEMPT, DELAY_S, OFFSETS, TOPIC
 from churnstream.retry import RetryNote, retrying
@@ -54,6 +58,14 @@ COMMITTED_TIMEOUT_S = 10.0
 IDLE_POLL_S = 0.5
 #: Messages taken per poll while waiting; they are dropped, the rewind reads them again.
 IDLE_POLL_MESSAGES = 1000
+#: librdkafka waits for a rewind's ``consumer.seek()`` without a limit. After a commit that
+#: never returned, a seek was seen to wait until the broker answered again: forever against a
+#: silent (SIGSTOPped) broker, where neither a log line nor the recovery timeout could come.
+#: It is now waited for as long as the recovery budget lasts (consumer.recovery_timeout_s, so
+#: a restarted broker finds the scorer still running), with one WARNING after this long; past
+#: the budget the scorer ends with one line, the batch uncommitted for the group's next scorer.
+SEEK_SLOW_S = 5.0
+SEEK_SLOW = "seek to %s has not returned in %gs (the broker does not answer); waiting up to %.0fs"
 
 
 class Verdict(enum.Enum):
@@ -152,10 +164,59 @@ def describe(exc: BaseException) -> str:
     return str(exc)
 
 
+def seek_within_budget(
+    consumer: Consumer,
+    positions: Iterable[TopicPartition],
+    *,
+    clock: ProgressClock,
+    stop: threading.Event,
+    on_error: Callable[[TopicPartition, KafkaException], None] | None = None,
+) -> None:
+    """Seek to each of ``positions``, each seek waited for as long as ``clock``'s budget lasts
+    (at least SEEK_SLOW_S), with one WARNING if it takes SEEK_SLOW_S.
+
+    A seek that fails is handed to ``on_error`` if given, else raised.
+
+    Raises:
+        ClientStuckError: a seek did not return in time, or ``stop`` was set while waiting
+            for it (one line either way); the consumer must not be used again.
+        KafkaException: a seek failed and there is no ``on_error``.
+    """
+    seeks = BoundedCalls("seek")
+    try:
+        for tp in positions:
+            where = f"{tp.topic}[{tp.partition}]@{tp.offset}"
+            bound_s = max(SEEK_SLOW_S, clock.remaining_s())
+            slow = partial(logger.warning, SEEK_SLOW, where, SEEK_SLOW_S, bound_s)
+            try:
+                seeks.call(
+                    partial(consumer.seek, tp),
+                    bound_s=bound_s,
+                    what="seek",
+                    stop=stop,
+                    slow=(SEEK_SLOW_S, slow),
+                )
+            except KafkaException as exc:
+                if on_error is None:
+                    raise
+                on_error(tp, exc)
+    except ClientStuckError:
+        if stop.is_set():
+            raise ClientStuckError(f"stopping: the seek to {where} had not returned") from None
+        raise ClientStuckError(
+            f"seek to {where} did not return within {bound_s:.0f}s (the broker does not "
+            f"answer; consumer.recovery_timeout_s is {clock.timeout_s:g}s)"
+        ) from None
+    finally:
+        seeks.close()
+
+
 def rewind_to_committed(
     consumer: Consumer,
     *,
     auto_offset_reset: str,
+    clock: ProgressClock,
+    stop: threading.Event,
     start_offsets: Mapping[int, int] | None = None,
     timeout_s: float = COMMITTED_TIMEOUT_S,
 ) -> dict[int, int]:
@@ -165,11 +226,16 @@ def rewind_to_committed(
     A partition without one goes where a fresh assignment would: its ``start_offsets``
     entry, else the ``auto_offset_reset`` end. With ``isolation.level=read_committed``
     librdkafka asks for stable offsets, so a transaction still being settled is waited for.
+    The seeks are bounded by what is left of ``clock``'s budget (:func:`seek_within_budget`).
+
+    Raises:
+        ClientStuckError: a seek did not return in time (or ``stop`` was set meanwhile).
+        KafkaException: the committed offsets could not be read, or a seek failed.
     """
     assignment = consumer.assignment()
     if not assignment:
         return {}
-    positions: dict[int, int] = {}
+    targets: list[TopicPartition] = []
     for tp in consumer.committed(assignment, timeout=timeout_s):
         if tp.error is not None:
             raise KafkaException(tp.error)
@@ -179,9 +245,9 @@ def rewind_to_committed(
                 offset = start_offsets[tp.partition]
             else:
                 offset = OFFSET_BEGINNING if auto_offset_reset == "earliest" else OFFSET_END
-        consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
-        positions[tp.partition] = offset
-    return positions
+        targets.append(TopicPartition(tp.topic, tp.partition, offset))
+    seek_within_budget(consumer, targets, clock=clock, stop=stop)
+    return {tp.partition: tp.offset for tp in targets}
 
 
 @dataclass
@@ -194,6 +260,8 @@ class Recovery:
     topic: str
     auto_offset_reset: str
     start_offsets: Mapping[int, int] | None = None
+    #: A rewind's seek did not return in this run: the consumer is not to be used again.
+    _seek_stuck: bool = field(default=False, init=False, repr=False)
 
     def run(
         self, consumer: Consumer, publisher: Reopenable, cause: str, stop: threading.Event
@@ -201,9 +269,11 @@ class Recovery:
         """Recover; True once done, False if ``stop`` was set first.
 
         Raises:
-            DeliveryError: still not recovered when the progress clock ran out.
+            DeliveryError: still not recovered when the progress clock ran out, or a rewind's
+                seek did not return within what was left of it.
         """
         started = time.monotonic()
+        self._seek_stuck = False
         self.clock.failed(cause)
         logger.error(
             "producer unusable (%s); replacing it and rewinding to the committed offsets", cause
@@ -223,13 +293,13 @@ class Recovery:
             deadline_s=max(0.0, self.clock.remaining_s()),
             first_delay_s=FIRST_BACKOFF_S,
             max_delay_s=MAX_BACKOFF_S,
-            retry_on=(KafkaException, DeliveryError),
+            retry_on=self._retryable,
             stop=stop,
             on_retry=note,
             sleep=lambda delay_s: self._idle(consumer, delay_s, stop),
         )
         try:
-            done, positions = policy.call(self._attempt, consumer, publisher)
+            done, positions = policy.call(self._attempt, consumer, publisher, stop)
         except (KafkaException, DeliveryError) as exc:
             if stop.is_set():
                 logger.info("stopping while recovering the producer (%s)", exc)
@@ -249,11 +319,26 @@ class Recovery:
         self.hooks.on_producer_recovered(cause)
         return True
 
-    def _attempt(self, consumer: Consumer, publisher: Reopenable) -> tuple[str, dict[int, int]]:
+    def _retryable(self, exc: BaseException) -> bool:
+        # Unlike a stuck producer, a consumer stuck in a seek cannot be replaced in place (it
+        # holds the group membership): no attempt may follow on it, the scorer ends.
+        return isinstance(exc, KafkaException | DeliveryError) and not self._seek_stuck
+
+    def _attempt(
+        self, consumer: Consumer, publisher: Reopenable, stop: threading.Event
+    ) -> tuple[str, dict[int, int]]:
         done = publisher.reopen()
-        positions = rewind_to_committed(
-            consumer, auto_offset_reset=self.auto_offset_reset, start_offsets=self.start_offsets
-        )
+        try:
+            positions = rewind_to_committed(
+                consumer,
+                auto_offset_reset=self.auto_offset_reset,
+                clock=self.clock,
+                stop=stop,
+                start_offsets=self.start_offsets,
+            )
+        except ClientStuckError:
+            self._seek_stuck = True
+            raise
         return done, positions
 
     def _idle(self, consumer: Consumer, delay_s: float, stop: threading.Event) -> None:
