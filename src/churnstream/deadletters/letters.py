@@ -15,7 +15,7 @@ from typing import Any, get_args
 
 import orjson
 
-from churnstream.headers import ERROR_CODE_HEADER, SOURCE_HEADER
+from churnstream.headers import ERROR_CODE_HEADER, SOURCE_HEADER, Headers
 from churnstream.schemas import ErrorType, parse_ts
 
 logger = logging.getLogger(__name__)
@@ -30,8 +30,6 @@ KNOWN_ERROR_TYPES = frozenset(get_args(ErrorType))
 
 NO_CODE = "(none)"
 UNREADABLE = "(unreadable)"
-
-Headers = list[tuple[str, bytes]]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from churnstream.deadletters.letters import (
     NO_CODE,
     OBJECT_CODES,
     WRAPPED_CODES,
-    Headers,
     ParsedLetter,
 )
 from churnstream.headers import (
@@ -22,6 +21,7 @@ from churnstream.headers import (
     ORIGINAL_KEY_HEADER,
     REPLAY_OF_HEADER,
     RETRY_COUNT_HEADER,
+    Headers,
 )
 
 logger = logging.getLogger(__name__)

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from churnstream.deadletters.letters import Headers, ParsedLetter, dedupe
+from churnstream.deadletters.letters import ParsedLetter, dedupe
 from churnstream.deadletters.markers import MarkerIndex
 from churnstream.deadletters.originals import NotReplayableError, reconstruct, replay_headers
+from churnstream.headers import Headers
 
 logger = logging.getLogger(__name__)
 
