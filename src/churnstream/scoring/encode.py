@@ -214,16 +214,6 @@ def _shadow_headers(source: bytes, served_by: tuple[str, bytes], probability: fl
     ]
 
 
-def prediction_template(processed_ts: str, model_version: str, inference_ms: float) -> str:
-    """The %-template of a prediction body; the batch-wide fields are filled in already.
-
-    Its four slots are customerID, probability, label and event_ts, as JSON text without the
-    quotes (see :func:`json_texts`). Field order and number formatting are those of
-    ``orjson.dumps(dump_body(Prediction))``.
-    """
-    return _template(_body_tail(processed_ts, model_version, inference_ms))
-
-
 # A body's text around its four per-row fields (customerID, probability, label, event_ts);
 # the last piece is followed by the batch-wide fields (see _body_tail).
 _FIELD_PIECES = (
@@ -247,6 +237,12 @@ def _body_tail(processed_ts: str, model_version: str, inference_ms: float) -> st
 
 
 def _template(tail: str) -> str:
+    """The %-template of a prediction body, its batch-wide ``tail`` filled in already.
+
+    Its four slots are customerID, probability, label and event_ts, as JSON text without the
+    quotes (see :func:`json_texts`). Field order and number formatting are those of
+    ``orjson.dumps(dump_body(Prediction))``.
+    """
     return "%s".join(_FIELD_PIECES) + tail.replace("%", "%%")
 
 
