@@ -34,10 +34,14 @@ class ProducerSettings(_Frozen):
 
     events_per_sec: float = Field(default=10.0, gt=0)
     batch_size: int = Field(default=500, ge=1)
-    # None: the event producer's linger is part of every event's end-to-end latency, and
-    # the scorer flushes each micro-batch anyway (a flush sends at once, linger or not).
+    # None: the event producer's linger is part of every event's end-to-end latency.
     # Under load librdkafka still batches what queues while a request is in flight.
     linger_ms: int = Field(default=0, ge=0)
+    # The scorer's own producer (predictions, shadow predictions, dead letters). It flushes
+    # each micro-batch, which sends at once whatever the linger, so a linger costs its
+    # latency nothing; while a pipelined batch is in flight it groups the batch into fewer,
+    # larger requests (docs/benchmarks.md, "Settings chosen").
+    scorer_linger_ms: int = Field(default=5, ge=0)
     batch_num_messages: int = Field(default=10_000, ge=1)
     # Bytes per partition batch: 10,000 records of ~250 bytes fit one request.
     batch_max_bytes: int = Field(default=1_000_000, ge=1)
@@ -55,6 +59,10 @@ class ProducerSettings(_Frozen):
     # callback per acknowledged message (the ablation in docs/benchmarks.md measures it).
     delivery_reports: Literal["all", "errors"] = "errors"
     checkpoint_file: Path = Path(".churnstream/producer_checkpoint.json")
+
+    def for_scorer(self) -> ProducerSettings:
+        """These settings as the scorer's producer takes them: with its own linger."""
+        return self.model_copy(update={"linger_ms": self.scorer_linger_ms})
 
 
 class ConsumerSettings(_Frozen):

@@ -338,9 +338,9 @@ def open_publisher(settings: Settings, options: ScoreOptions) -> Publisher:
     Raises:
         BrokerUnavailableError: transactions could not be initialised.
     """
-    kafka = settings.kafka
+    kafka, producer_settings = settings.kafka, settings.producer.for_scorer()
     if not options.exactly_once:
-        config = kafka.producer_config(settings.producer)
+        config = kafka.producer_config(producer_settings)
         if settings.producer.delivery_reports == "errors":
             # Success is then inferred: flush() returned with nothing outstanding and no
             # failed delivery was reported during it (see Publisher.publish).
@@ -349,7 +349,7 @@ def open_publisher(settings: Settings, options: ScoreOptions) -> Publisher:
     txn_id = options.transactional_id or default_transactional_id(
         options.group_id, options.input_topic
     )
-    producer = SafeProducer(kafka.transactional_producer_config(settings.producer, txn_id))
+    producer = SafeProducer(kafka.transactional_producer_config(producer_settings, txn_id))
     publisher = TransactionalPublisher(producer, options, txn_id)
     try:
         # Fences any earlier instance with this id and aborts its open transaction.
