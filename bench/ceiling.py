@@ -60,7 +60,8 @@ def copy(
     ``idle_stop_s``; (messages copied, perf_counter at the first and the last batch)."""
     settings = Settings()
     consumer_conf = settings.kafka.consumer_config(settings.consumer, group)
-    producer_conf = settings.kafka.producer_config(settings.producer)
+    # The scorer's producer, whose loop this is: its own linger (producer.scorer_linger_ms).
+    producer_conf = settings.kafka.producer_config(settings.producer.for_scorer())
     for conf in (consumer_conf, producer_conf):
         conf["bootstrap.servers"] = bootstrap
         conf.pop("logger", None)

@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from churnstream.settings import Settings
 from churnstream.settings.sections import ProducerSettings
-from churnstream.streaming.options import ScoreOptions
 from churnstream.streaming.publish import open_publisher
-
-OPTIONS = ScoreOptions(
-    mode="batch",
-    input_topic="in",
-    output_topic="out",
-    deadletter_topic="dlq",
-    group_id="g",
-    model_path=Path("models"),
-    idle_timeout_ms=1000,
-)
+from tests.unit.test_recovery import OPTIONS
 
 
 def test_the_event_producer_sends_at_once_and_the_scorer_lingers() -> None:

@@ -36,13 +36,14 @@ const QUEUE_FULL_POLL: Duration = Duration::from_millis(100);
 /// How long one poll waits for the delivery reports of the batch being settled.
 const ACK_POLL: Duration = Duration::from_millis(1);
 
-/// churnstream's producer properties (`KafkaSettings.producer_config`, defaults).
+/// churnstream's scorer producer properties (`KafkaSettings.producer_config` of
+/// `ProducerSettings.for_scorer()`, defaults: the scorer's own linger).
 const PRODUCER_PROPERTIES: &[(&str, &str)] = &[
     ("client.id", "churnstream"),
     ("security.protocol", "PLAINTEXT"),
     ("enable.idempotence", "true"),
     ("acks", "all"),
-    ("linger.ms", "0"),
+    ("linger.ms", "5"),
     ("batch.num.messages", "10000"),
     ("batch.size", "1000000"),
     ("compression.type", "gzip"),
