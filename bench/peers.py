@@ -4,6 +4,9 @@ One input topic is filled once (the throughput bench's events); then, one after 
 each contender reads all of it with a consumer group of its own into output topics of its own:
 
 - churnstream: `churnstream consume --mode batch --workers 1`, the throughput bench's command;
+  and the same on the native Kafka client (``consumer.client=native``) when the run's own
+  client is confluent-kafka's (``python -m bench --client native`` runs every churnstream
+  row on the native client instead);
 - the plain batched peer, ``bench/peer_batched.py``: what an afternoon's work gives;
 - the Python copy ceiling, ``bench/ceiling.py``'s loop: no decoding, no model;
 - the native copy loop, ``bench/native_copy`` (Rust, the rdkafka crate): the same loop with
@@ -30,6 +33,7 @@ events, start-up (imports, model load, group join) and the final idle wait inclu
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shlex
@@ -61,12 +65,15 @@ LABELS = {
     "kcat_gzip": "the same, writing gzip as the contract asks, at churnstream's level "
     "(`kcat -P -z gzip -X compression.level=` its `producer.gzip_level`)",
     "churnstream": "churnstream `consume --mode batch`, 1 worker",
+    "churnstream_native": "the same on the native Kafka client (`consumer.client=native`)",
     "batched": "plain batched peer (`bench/peer_batched.py`)",
     "python_copy": "Python copy ceiling (`bench/ceiling.py`'s loop, no scoring)",
     "native_copy": "native copy loop, Rust rdkafka (`bench/native_copy`): the scorer's I/O "
     "without scoring",
     "native_copy_pipelined": "the same, two batches in flight (`--depth 2`)",
 }
+#: The setting that puts the scorer on the native Kafka client (churnstream.kafka.native).
+CLIENT_ENV = "CHURNSTREAM_CONSUMER__CLIENT"
 #: The native copy loop's runs: row name and its extra arguments.
 NATIVE_COPY_RUNS = (("native_copy", []), ("native_copy_pipelined", ["--depth", "2"]))
 NATIVE_COPY = env.REPO / "bench" / "native_copy"
@@ -142,6 +149,29 @@ def measure(
     reference = _probabilities(output)
     scorer.check = f"{scorer.output_records:,} predictions, {letters:,} dead letters"
     out.append(scorer)
+
+    if os.environ.get(CLIENT_ENV) != "native":  # else the row above is on it
+        predictions, deadletter = (_output_topic(bootstrap, partitions) for _ in range(2))
+        group = _group()
+        command = [
+            "env", f"{CLIENT_ENV}=native",  # exec'd: the measured pid is the scorer's
+            *throughput.scorer_command(
+                bootstrap, (raw, predictions, deadletter), group, models_dir, 1, []
+            ),
+        ]  # fmt: skip
+        if importlib.util.find_spec("churnstream_native_io") is None:
+            on_native = Contender("churnstream_native", _shown([command]), events)
+            on_native.missing = "the native Kafka client is not built (native_io/)"
+        else:
+            on_native, output = _contender(
+                "churnstream_native", [command], bootstrap, predictions, events, IDLE_STOP_S
+            )
+            letters = len(env.read_all(bootstrap, deadletter))
+            on_native.committed = env.committed_complete(bootstrap, raw, group)
+            on_native.check = f"{letters:,} dead letters; " + _agreement(
+                _probabilities(output), reference
+            )
+        out.append(on_native)
 
     topic, group = _output_topic(bootstrap, partitions), _group()
     command = [

@@ -121,6 +121,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--no-spark", action="store_true", help="skip the Spark batch bench (quick runs)"
     )
     parser.add_argument("--only", default=",".join(ALL), help=f"comma list of {', '.join(ALL)}")
+    parser.add_argument(
+        "--client",
+        choices=("confluent", "native"),
+        help="the scorer's Kafka client for every churnstream row (consumer.client; default: "
+        "the settings'); the peers bench adds a native-client row when it is confluent",
+    )
     parser.add_argument("--bootstrap", help="use this cluster instead of an embedded broker")
     parser.add_argument("--models-dir", type=Path, default=env.REPO / "models")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
@@ -164,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             write_docs(table)
         return 0
     command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if args.client is not None:  # inherited by every scorer process the benches start
+        os.environ[peers.CLIENT_ENV] = args.client
     machine = env.Machine.now()
     logger.info("load average before: %s on %d cpus", machine.load_before, machine.cpus)
     scorer = env.model(args.models_dir)
@@ -334,7 +342,8 @@ def render(results: dict[str, Any]) -> str:
         f"Run `{results['command']}` at {results['started']} (commit {machine['git_commit']}, "
         f"{machine['cpus']} cpus, load average before {_load(machine['load_before'])}, "
         f"after {_load(results['load_after'])}; model {results['model']['version']}, "
-        f"compiled: {results['model']['compiled']}).",
+        f"compiled: {results['model']['compiled']}; the scorer's Kafka client: "
+        f"{results.get('settings', {}).get('consumer', {}).get('client', 'confluent')}).",
     ]
     measured = ("throughput", "scaling", "latency", "single_record", "baseline", "ceiling")
     if any(results.get(name) for name in measured):

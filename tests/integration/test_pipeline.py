@@ -303,13 +303,19 @@ def test_batch_consume_returns_with_its_report_and_never_imports_the_heavy_libra
 
 
 @pytest.mark.parametrize(
-    ("exactly_once", "pipeline"),
-    [(False, False), (False, True), (True, False)],
-    ids=["at-least-once", "at-least-once-pipelined", "exactly-once"],
+    ("exactly_once", "pipeline", "client"),
+    [
+        (False, False, "confluent"),
+        (False, True, "confluent"),
+        (True, False, "confluent"),
+        (False, True, "native"),
+    ],
+    ids=["at-least-once", "at-least-once-pipelined", "exactly-once", "native-client-pipelined"],
 )
 def test_sigterm_during_streaming_loses_nothing(
     exactly_once: bool,
     pipeline: bool,
+    client: str,
     monkeypatch: pytest.MonkeyPatch,
     kafka_bootstrap: str,
     topic_factory: TopicFactory,
@@ -319,6 +325,9 @@ def test_sigterm_during_streaming_loses_nothing(
 ) -> None:
     if pipeline:  # the scorer and the restart below both score pipelined
         monkeypatch.setenv("CHURNSTREAM_CONSUMER__PIPELINE", "true")
+    if client == "native":  # both on the native Kafka client (churnstream.kafka.native)
+        pytest.importorskip("churnstream_native_io")
+        monkeypatch.setenv("CHURNSTREAM_CONSUMER__CLIENT", "native")
     raw, preds, dlq = topics(topic_factory)
     group = f"g-{uuid.uuid4().hex[:8]}"
     settings = load_settings(**{"kafka.bootstrap_servers": kafka_bootstrap})

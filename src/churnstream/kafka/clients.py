@@ -30,6 +30,7 @@ from confluent_kafka.admin import AdminClient
 from churnstream.exceptions import BrokerError
 from churnstream.kafka.clientcheck import config_hint, refusal
 from churnstream.kafka.errors import ClientErrorWatch, error_reason, scrub
+from churnstream.kafka.native import NativeConsumer, NativeProducer
 from churnstream.settings import KafkaSettings, Settings
 from churnstream.settings.passthrough import ClientKind
 
@@ -89,12 +90,20 @@ def probe_admin_client(bootstrap: str) -> AdminClient:
 
 
 def consumer(
-    settings: Settings, group_id: str, *, overrides: Mapping[str, Any] | None = None
+    settings: Settings,
+    group_id: str,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    native: bool = False,
 ) -> Consumer:
-    """A consumer group member configured from ``consumer_config()``, plus ``overrides``."""
+    """A consumer group member configured from ``consumer_config()``, plus ``overrides``;
+    on the native client with ``native`` (:mod:`churnstream.kafka.native`)."""
     conf = settings.kafka.consumer_config(settings.consumer, group_id)
     conf.update(overrides or {})
-    return _build("consumer", "consumer", lambda: Consumer(conf), conf, settings.kafka)
+    make: Callable[[], Consumer] = (
+        (lambda: NativeConsumer(conf)) if native else (lambda: Consumer(conf))
+    )
+    return _build("consumer", "consumer", make, conf, settings.kafka)
 
 
 def reader_consumer(
@@ -156,10 +165,14 @@ def consumer_from_config(conf: dict[str, Any]) -> Consumer:
     return _build("consumer", "consumer", lambda: Consumer(conf), conf, None)
 
 
-def producer_from_config(conf: dict[str, Any]) -> Producer:
+def producer_from_config(conf: dict[str, Any], *, native: bool = False) -> Producer:
     """A Producer from a configuration the settings rendered, for
-    :class:`churnstream.kafka.producer.SafeProducer` (see :func:`producer`)."""
-    return _build("producer", "producer", lambda: Producer(conf), conf, None)
+    :class:`churnstream.kafka.producer.SafeProducer` (see :func:`producer`); on the native
+    client with ``native`` (:mod:`churnstream.kafka.native`)."""
+    make: Callable[[], Producer] = (
+        (lambda: NativeProducer(conf)) if native else (lambda: Producer(conf))
+    )
+    return _build("producer", "producer", make, conf, None)
 
 
 def _build(

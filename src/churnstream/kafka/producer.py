@@ -24,6 +24,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from churnstream.exceptions import ProducerFatalError
 from churnstream.kafka.clients import producer_from_config
+from churnstream.kafka.native import NativeProducer
 from churnstream.logging import ERROR_CODE, PARTITION, TOPIC
 
 logger = logging.getLogger(__name__)
@@ -111,15 +112,24 @@ class DeliveryStats:
 class SafeProducer:
     """confluent-kafka Producer plus back-pressure handling and delivery accounting."""
 
-    def __init__(self, config: dict[str, Any], *, on_delivery: Callable[..., None] | None = None):
+    def __init__(
+        self,
+        config: dict[str, Any],
+        *,
+        on_delivery: Callable[..., None] | None = None,
+        native: bool = False,
+    ):
         """``config`` as the settings render it: ``KafkaSettings.producer_config()`` or
-        ``transactional_producer_config()``."""
+        ``transactional_producer_config()``. ``native``: on the native client
+        (:class:`churnstream.kafka.native.NativeProducer`), which calls ``on_delivery`` and
+        the stats' callback for failed deliveries only."""
         self.stats = DeliveryStats()
+        self.native = native
         self._extra_callback = on_delivery
         # The delivery callback is set once for the producer rather than per message:
         # produce_all then passes nothing but the message.
         self._config = {**config, "on_delivery": self._callback}
-        self._producer = producer_from_config(self._config)
+        self._producer = producer_from_config(self._config, native=native)
         #: librdkafka reports failed deliveries only (``delivery.report.only.error``):
         #: ``stats.delivered`` and ``stats.high_offsets`` stay empty, and a clean flush is
         #: what says a message was acknowledged.
@@ -187,6 +197,9 @@ class SafeProducer:
         raw = self._producer
         produce = raw.produce
         try:
+            if isinstance(raw, NativeProducer):
+                raw.produce_all(topic, messages)  # one call: the loop runs in Rust
+                messages = ()
             for key, value, headers in messages:
                 try:
                     # The stubs' list type is invariant; a list of (str, bytes) is what
@@ -281,7 +294,7 @@ class SafeProducer:
         self.report_failures()
         old = self._producer
         # The new one does not connect before it is used, by which time the old one is gone.
-        self._producer = producer_from_config(self._config)
+        self._producer = producer_from_config(self._config, native=self.native)
         self.fatal_error = None
         if not purge:
             return

@@ -104,6 +104,10 @@ class ConsumerSettings(_Frozen):
     # 1.3-1.5x, and not streaming mode, where each batch would wait for the flush of the one
     # before it (docs/benchmarks.md, "Pipelining").
     pipeline: Literal["auto"] | bool = "auto"
+    # The scorer's Kafka client, its consumer and producer: confluent-kafka, or the native
+    # client built from native_io/ (churnstream.kafka.native: librdkafka driven from Rust,
+    # a batch per call; at-least-once and plaintext only).
+    client: Literal["confluent", "native"] = "confluent"
 
     @field_validator("pipeline", mode="before")
     @classmethod

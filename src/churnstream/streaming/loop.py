@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from churnstream.exceptions import ClientStuckError, ConfigError
-from churnstream.kafka import clients
+from churnstream.kafka import clients, native
 from churnstream.kafka.bounded import BoundedCalls
 from churnstream.kafka.connect import wait_for_broker
 from churnstream.logging import (
@@ -42,7 +42,7 @@ from churnstream.scoring.batch import score_batch
 from churnstream.scoring.messages import BatchResult, RawMessage
 from churnstream.scoring.shadow import ShadowRecord, shadow_records
 from churnstream.settings import Settings
-from churnstream.streaming.batches import first_offsets, next_batch, usable
+from churnstream.streaming.batches import first_offsets, take_batch
 from churnstream.streaming.models import ModelWatcher, ShadowTap
 from churnstream.streaming.observers import Observers, ScorerObserver
 from churnstream.streaming.options import ScoreOptions, ScoreSummary
@@ -105,6 +105,13 @@ class ScorerLoop:
         )
         if self.shadow is not None and not options.shadow_topic:
             raise ConfigError("a shadow model needs a shadow topic")
+        if settings.consumer.client == "native":
+            why = native.unsupported(
+                exactly_once=options.exactly_once,
+                security_protocol=settings.kafka.security_protocol,
+            )
+            if why is not None:
+                raise ConfigError(why)
         if options.reasons and not self.scorer.explains:
             logger.warning(
                 "model %s cannot give reasons (it is not compiled); predictions carry none",
@@ -119,7 +126,9 @@ class ScorerLoop:
         wait_for_broker(
             self.settings.kafka, timeout_s=opts.connect_timeout_s, stop=stop, what="scorer"
         )
-        consumer = clients.consumer(self.settings, opts.group_id)
+        consumer = clients.consumer(
+            self.settings, opts.group_id, native=self.settings.consumer.client == "native"
+        )
         publisher = open_publisher(self.settings, opts)
         recovery = Recovery(
             self.progress,
@@ -150,8 +159,7 @@ class ScorerLoop:
                 # With a batch in flight, take only what is already fetched: waiting for
                 # more would delay that batch's acknowledgement.
                 wait_ms = 0 if pipe is not None and pipe.pending else opts.max_batch_wait_ms
-                messages = next_batch(consumer, want, wait_ms / 1000)
-                batch = usable(messages)
+                batch = take_batch(consumer, want, wait_ms / 1000)
                 self.hooks.on_poll(consumer)
                 now = time.monotonic()
                 if opts.mode == "streaming" and now - last_report >= opts.summary_interval_s:

@@ -43,7 +43,7 @@ from churnstream.kafka.bounded import BoundedCalls
 from churnstream.kafka.producer import is_fatal
 from churnstream.logging import ATTEMPT, DELAY_S, OFFSETS, TOPIC
 from churnstream.retry import RetryNote, retrying
-from churnstream.streaming.batches import usable
+from churnstream.streaming.batches import take_batch
 
 if TYPE_CHECKING:
     from churnstream.streaming.observers import ScorerObserver
@@ -351,6 +351,6 @@ class Recovery:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            polled = consumer.consume(IDLE_POLL_MESSAGES, timeout=min(left, IDLE_POLL_S))
-            usable(polled)  # dropped, but a fatal consumer error still ends the scorer
+            # Dropped, but a fatal consumer error still ends the scorer.
+            take_batch(consumer, IDLE_POLL_MESSAGES, min(left, IDLE_POLL_S))
             self.hooks.on_poll(consumer)
