@@ -1,12 +1,14 @@
 """`churnstream consume` with one plumbing lever set, for the ablation (``bench/ablation.py``).
 
     python -m bench.ablate_scorer [--delivery-reports all|errors] [--produce classic|lean]
-        [--compression CODEC] [--pipeline] [--drop-header NAME ...] [--select-headers]
+        [--compression CODEC] [--pipeline] [--client confluent|native]
+        [--drop-header NAME ...] [--select-headers]
         [--timings FILE] -- <consume arguments>
 
 Only the bench runs it. The levers that are product options are set as a user would (the
 ``CHURNSTREAM_PRODUCER__DELIVERY_REPORTS`` and ``..._COMPRESSION`` environment variables,
-gzip unless given, and ``CHURNSTREAM_CONSUMER__PIPELINE`` for ``--pipeline``); the others
+gzip unless given, ``CHURNSTREAM_CONSUMER__PIPELINE`` for ``--pipeline`` and
+``CHURNSTREAM_CONSUMER__CLIENT`` for ``--client``); the others
 replace
 ``Publisher._produce`` in this process before the command runs:
 
@@ -47,6 +49,7 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         "--compression", choices=("none", "gzip", "snappy", "lz4", "zstd"), default="gzip"
     )
     parser.add_argument("--pipeline", action="store_true")
+    parser.add_argument("--client", choices=("confluent", "native"), default="confluent")
     parser.add_argument("--drop-header", action="append", default=[], choices=PREDICTION_HEADERS)
     parser.add_argument("--select-headers", action="store_true")
     parser.add_argument("--timings", type=Path)
@@ -63,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ["CHURNSTREAM_PRODUCER__DELIVERY_REPORTS"] = args.delivery_reports
     os.environ["CHURNSTREAM_PRODUCER__COMPRESSION"] = args.compression
     os.environ["CHURNSTREAM_CONSUMER__PIPELINE"] = "true" if args.pipeline else "false"
+    os.environ["CHURNSTREAM_CONSUMER__CLIENT"] = args.client
     from churnstream.cli import app
     from churnstream.kafka.producer import SafeProducer
     from churnstream.streaming.publish import Publisher

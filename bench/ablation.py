@@ -24,11 +24,16 @@ The levers:
 - **pipelining** (``consumer.pipeline: true``): batch N+1 is scored while batch N is
   acknowledged and committed. Each run also records the time its loop spent waiting in
   ``flush()`` and in the synchronous commit, the most that pipelining can hide (see the
-  notes under the table).
+  notes under the table);
+- **the native Kafka client** (``consumer.client: native``, on top of pipelining): the
+  scorer's consumer and producer are librdkafka driven from Rust (``native_io/``): a batch
+  comes in as one list built in Rust and goes out in one call, with no Python object or
+  callback per delivery.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import statistics
@@ -95,6 +100,13 @@ CONFIGS = (
         versus="both",
     ),
     Config(
+        "native_client",
+        "both + pipelined + `consumer.client: native`: the scorer's consumer and producer on "
+        "the native Kafka client (a batch per call into Rust)",
+        (*BEST, "--pipeline", "--client", "native"),
+        versus="pipelined",
+    ),
+    Config(
         "lz4",
         "both + `producer.compression: lz4` (opt-in, see Compression; the input stays gzip)",
         (*BEST, "--compression", "lz4"),
@@ -158,6 +170,8 @@ def measure(
     fill_s = env.fill(bootstrap, raw, events, rows)
     logger.info("ablation: filled %s with %d events in %.1fs", raw, events, fill_s)
     configs = [c for c in CONFIGS if c.name in only]
+    if importlib.util.find_spec("churnstream_native_io") is None:
+        configs = [c for c in configs if "native" not in c.args]  # not built here
     # Pipelining changes the loop, not the publish path: it has no row of its own there.
     alone = publish_path(
         bootstrap, rows, scorer, [c for c in configs if "--pipeline" not in c.args], partitions
