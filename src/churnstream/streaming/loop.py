@@ -79,6 +79,13 @@ class ScorerLoop:
         scorer: LeanScorer | None = None,
         observers: Sequence[ScorerObserver] = (),
     ) -> None:
+        if settings.consumer.client == "native":
+            why = native.unsupported(
+                exactly_once=options.exactly_once,
+                security_protocol=settings.kafka.security_protocol,
+            )
+            if why is not None:
+                raise ConfigError(why)
         self.settings = settings
         self.options = options
         self.scorer = scorer or LeanScorer.load(options.model_path)
@@ -105,13 +112,6 @@ class ScorerLoop:
         )
         if self.shadow is not None and not options.shadow_topic:
             raise ConfigError("a shadow model needs a shadow topic")
-        if settings.consumer.client == "native":
-            why = native.unsupported(
-                exactly_once=options.exactly_once,
-                security_protocol=settings.kafka.security_protocol,
-            )
-            if why is not None:
-                raise ConfigError(why)
         if options.reasons and not self.scorer.explains:
             logger.warning(
                 "model %s cannot give reasons (it is not compiled); predictions carry none",
