@@ -319,11 +319,22 @@ impl Consumer {
             unsafe {
                 let protocol = text_of(rdsys::rd_kafka_rebalance_protocol(client));
                 let cooperative = protocol == "COOPERATIVE";
-                match (assign, cooperative) {
-                    (true, true) => drop(rdsys::rd_kafka_incremental_assign(client, tpl)),
-                    (true, false) => drop(rdsys::rd_kafka_assign(client, tpl)),
-                    (false, true) => drop(rdsys::rd_kafka_incremental_unassign(client, tpl)),
-                    (false, false) => drop(rdsys::rd_kafka_assign(client, std::ptr::null())),
+                // As the crate's default handling, a failure is left to librdkafka (it logs
+                // it, and the group rebalances again).
+                let error = match (assign, cooperative) {
+                    (true, true) => rdsys::rd_kafka_incremental_assign(client, tpl),
+                    (false, true) => rdsys::rd_kafka_incremental_unassign(client, tpl),
+                    (true, false) => {
+                        rdsys::rd_kafka_assign(client, tpl);
+                        std::ptr::null_mut()
+                    }
+                    (false, false) => {
+                        rdsys::rd_kafka_assign(client, std::ptr::null());
+                        std::ptr::null_mut()
+                    }
+                };
+                if !error.is_null() {
+                    rdsys::rd_kafka_error_destroy(error);
                 }
             }
         });

@@ -17,7 +17,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::errors::{config_err, report_callback_error, text_of, ErrorInfo, ERR_FATAL};
-use crate::events::{seconds, Event, Queue};
+use crate::events::{seconds, timeout_ms, Event, Queue};
 
 /// After a full local queue, serve deliveries this long before trying the same message again.
 const QUEUE_FULL_POLL: Duration = Duration::from_millis(100);
@@ -143,22 +143,31 @@ impl Producer {
     /// Serve events until every queued record is delivered or failed, or `timeout_s` passed;
     /// the number of records still in the out-queue (0: all delivered or failed).
     ///
-    /// Not rd_kafka_flush alone: the crate asks for delivery reports as events, and in that
-    /// mode librdkafka's flush cannot serve them, only wait; so this serves the queue itself,
+    /// librdkafka's flush runs on a helper thread meanwhile: while it runs, the broker threads
+    /// send at once what linger.ms would hold back. It cannot serve the delivery reports (the
+    /// crate asks for them as events, and in that mode flush only waits), so this thread does,
     /// returning as soon as the out-queue is empty.
     fn flush(&self, py: Python<'_>, timeout_s: f64) -> i32 {
-        let deadline = Instant::now() + seconds(timeout_s);
-        loop {
-            let left = self.out_queue();
-            if left == 0 {
-                return 0;
-            }
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            self.serve(py, remaining.min(FLUSH_STEP));
-            if remaining.is_zero() {
-                return self.out_queue();
-            }
+        if self.out_queue() == 0 {
+            self.serve(py, Duration::ZERO);
+            return self.out_queue();
         }
+        let timeout = seconds(timeout_s);
+        let deadline = Instant::now() + timeout;
+        let client = ClientPtr(self.producer.client().native_ptr());
+        let wait_ms = timeout_ms(timeout);
+        std::thread::scope(|scope| {
+            // SAFETY: the producer outlives the scope; librdkafka's flush is thread-safe.
+            scope.spawn(move || unsafe { rdsys::rd_kafka_flush(client.get(), wait_ms) });
+            loop {
+                let left = self.out_queue();
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if left == 0 || remaining.is_zero() {
+                    return left;
+                }
+                self.serve(py, remaining.min(FLUSH_STEP));
+            }
+        })
     }
 
     /// Drop queued (`in_queue`) and in-flight (`in_flight`) records; each one's failure

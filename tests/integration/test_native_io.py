@@ -4,6 +4,7 @@ rewind, ``produce_all`` delivers in order, and failures reach their callbacks.""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import uuid
@@ -22,6 +23,8 @@ OFFSET_INVALID = -1001
 WAIT_S = 5.0
 #: take()'s wait on an empty topic in test_take_bounds: short, but long enough to measure.
 EMPTY_WAIT_S = 0.3
+#: How long take() waits on a drained partition while another thread commits.
+TAKE_WAIT_S = 0.8
 #: Over the broker's default max.message.bytes (1 MiB) and under the producer's limit we set.
 TOO_LARGE_BYTES = 1_200_000
 
@@ -97,6 +100,25 @@ def take_all(consumer: Any, expect: int) -> list[Record]:
     return out
 
 
+def commit_while_taking(consumer: Any, offsets: list[tuple[str, int, int]]) -> None:
+    """Commit on a worker thread while this one waits in take() on a drained partition: the
+    commit must finish before take() returns, so take() waited without the GIL."""
+    committed_at: list[float] = []
+
+    def commit() -> None:
+        consumer.commit(offsets)
+        committed_at.append(time.monotonic())
+
+    worker = threading.Thread(target=commit)
+    started = time.monotonic()
+    worker.start()
+    assert consumer.take(10, TAKE_WAIT_S, Record) == ([], [])
+    returned = time.monotonic()
+    worker.join(10)
+    assert committed_at and committed_at[0] < returned
+    assert returned - started >= TAKE_WAIT_S * 0.9
+
+
 def test_take_reads_what_confluent_wrote_with_every_codec(
     kafka_bootstrap: str, topic_factory: Callable[..., str], consumers: Callable[..., Any]
 ) -> None:
@@ -146,17 +168,28 @@ def test_subscribe_assign_commit_committed_seek(
     confluent_produce(kafka_bootstrap, topic)
     consumer = consumers(**{"group.id": (name := group())})
     assigned: list[list[tuple[str, int]]] = []
-    consumer.subscribe([topic], on_assign=assigned.append)
 
-    records = take_all(consumer, len(SENT))
+    def on_assign(partitions: list[tuple[str, int]]) -> None:
+        assigned.append(partitions)
+        raise RuntimeError("reported, not raised")
+
+    consumer.subscribe([topic], on_assign=on_assign)
+
+    unraisable: list[Any] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "unraisablehook", unraisable.append)
+        records = take_all(consumer, len(SENT))
     assert [r.offset for r in records] == list(range(len(SENT)))
     assert assigned == [[(topic, 0)]]
+    # on_assign's exception was reported, and taking went on.
+    assert [str(u.exc_value) for u in unraisable] == ["reported, not raised"]
     assert consumer.assignment() == [(topic, 0)]
     assert consumer.position([(topic, 0)]) == [(topic, 0, len(SENT))]
     assert consumer.committed([(topic, 0)], WAIT_S) == [(topic, 0, OFFSET_INVALID)]
     assert consumer.get_watermark_offsets(topic, 0, WAIT_S, False) == (0, len(SENT))
 
-    consumer.commit([(topic, 0, 2)])
+    consumer.commit([(topic, 0, 1)])
+    commit_while_taking(consumer, [(topic, 0, 2)])
     assert consumer.committed([(topic, 0)], WAIT_S) == [(topic, 0, 2)]
     consumer.seek(topic, 0, 1, WAIT_S)
     assert [r.offset for r in take_all(consumer, len(SENT) - 1)] == [1, 2, 3]
@@ -172,29 +205,6 @@ def test_subscribe_assign_commit_committed_seek(
     assert take_all(again, 1)[0].offset == 2
     again.assign([(topic, 0, 3)])
     assert take_all(again, 1)[0].offset == 3
-
-
-def test_commit_runs_while_another_thread_waits_in_take(
-    kafka_bootstrap: str, topic_factory: Callable[..., str], consumers: Callable[..., Any]
-) -> None:
-    topic = topic_factory(partitions=1)
-    consumer = consumers()
-    consumer.assign([(topic, 0, 0)])
-    committed_at: list[float] = []
-
-    def commit() -> None:
-        consumer.commit([(topic, 0, 0)])
-        committed_at.append(time.monotonic())
-
-    worker = threading.Thread(target=commit)
-    started = time.monotonic()
-    worker.start()
-    consumer.take(10, 1.5, Record)
-    returned = time.monotonic()
-    worker.join(10)
-    # The commit did not wait for take() to give back the GIL.
-    assert committed_at and committed_at[0] < returned - 0.3
-    assert returned - started >= 1.4
 
 
 def test_produce_all_delivers_in_order(
@@ -217,7 +227,8 @@ def test_produce_all_delivers_in_order(
         msgs: list[Any] = []
         deadline = time.monotonic() + 30
         while len(msgs) < len(SENT) + 2 and time.monotonic() < deadline:
-            msgs.extend(m for m in reader.consume(10, 1.0) if not m.error())
+            wanted = len(SENT) + 2 - len(msgs)
+            msgs.extend(m for m in reader.consume(wanted, 1.0) if not m.error())
     finally:
         reader.close()
     got = [(m.offset(), m.key(), m.value(), m.headers()) for m in msgs]
@@ -225,6 +236,20 @@ def test_produce_all_delivers_in_order(
     # An empty headers list is sent as no headers.
     expected += [(4, b"k4", b"plain tuple", None), (5, b"k5", b"single", [("one", b"1")])]
     assert got == expected
+
+
+def test_flush_sends_at_once_what_linger_would_hold(
+    kafka_bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    topic = topic_factory(partitions=1)
+    producer = nio.Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": "3000"})
+    producer.produce(topic, b"warm-up")  # metadata and connection, then the measured one
+    assert producer.flush(30) == 0
+    producer.produce(topic, b"measured")
+    started = time.monotonic()
+    assert producer.flush(30) == 0
+    assert time.monotonic() - started < 1.0
+    assert producer.delivered == 2
 
 
 def test_a_failed_delivery_reaches_on_failure(
