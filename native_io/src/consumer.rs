@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::ffi::CString;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,11 +29,17 @@ struct Inner {
     // Dropped before the consumer: a queue reference must not outlive its client.
     queue: Queue,
     consumer: BaseConsumer,
+    /// Set by close(): a take() waiting on another thread returns what it has.
+    closed: AtomicBool,
 }
 
 impl Inner {
     fn client(&self) -> *mut rdsys::rd_kafka_t {
         self.consumer.client().native_ptr()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
     }
 }
 
@@ -63,7 +70,11 @@ impl Consumer {
         let queue = Queue::of(consumer.client().native_ptr(), grouped)
             .ok_or_else(|| closed_err("the consumer has no queue"))?;
         Ok(Consumer {
-            inner: Mutex::new(Some(Arc::new(Inner { queue, consumer }))),
+            inner: Mutex::new(Some(Arc::new(Inner {
+                queue,
+                consumer,
+                closed: AtomicBool::new(false),
+            }))),
             error_cb,
             on_assign: Mutex::new(None),
         })
@@ -107,7 +118,7 @@ impl Consumer {
                 inner.queue.poll(Duration::ZERO)
             };
             let Some(event) = next else {
-                if batch.count > 0 || Instant::now() >= deadline {
+                if batch.count > 0 || Instant::now() >= deadline || inner.is_closed() {
                     break;
                 }
                 continue;
@@ -242,6 +253,8 @@ impl Consumer {
     fn close(&self, py: Python<'_>) {
         let taken = lock(&self.inner).take();
         if let Some(inner) = taken {
+            inner.closed.store(true, Ordering::Relaxed);
+            inner.queue.wake();
             // The last reference closes the consumer (the crate's drop leaves the group and
             // serves the queue until it is closed); a take() still running drops it last.
             py.detach(move || drop(inner));

@@ -37,6 +37,14 @@ impl Queue {
     }
 }
 
+impl Queue {
+    /// Wake a poll waiting on this queue (it returns no event).
+    pub fn wake(&self) {
+        // SAFETY: the queue is alive while self is.
+        unsafe { rdsys::rd_kafka_queue_yield(self.0) }
+    }
+}
+
 impl Drop for Queue {
     fn drop(&mut self) {
         // SAFETY: this handle's own reference, released once.

@@ -161,6 +161,22 @@ def test_take_respects_max_records_and_waits_on_an_empty_topic(
     assert consumer.take(0, WAIT_S, Record) == ([], [])
 
 
+def test_close_on_another_thread_ends_a_waiting_take(
+    topic_factory: Callable[..., str], consumers: Callable[..., Any]
+) -> None:
+    topic = topic_factory(partitions=1)
+    consumer = consumers()
+    consumer.assign([(topic, 0, 0)])
+    closer = threading.Timer(0.2, consumer.close)
+    started = time.monotonic()
+    closer.start()
+    assert consumer.take(10, 30.0, Record) == ([], [])
+    assert time.monotonic() - started < 10
+    closer.join(10)
+    with pytest.raises(nio.KafkaError):
+        consumer.take(10, 0.1, Record)
+
+
 def test_subscribe_assign_commit_committed_seek(
     kafka_bootstrap: str, topic_factory: Callable[..., str], consumers: Callable[..., Any]
 ) -> None:
