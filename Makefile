@@ -43,7 +43,7 @@ $(NATIVE_STAMP): $(STAMP) native/Cargo.toml native/Cargo.lock native/pyproject.t
 # The scorer's optional native Kafka client (Rust, PyO3, rdkafka with librdkafka built from the
 # crate's bundled sources; native_io/), built like the scoring core above. Where it cannot build,
 # setup still succeeds and the scorer uses confluent-kafka.
-$(NATIVE_IO_STAMP): $(STAMP) native_io/Cargo.toml native_io/Cargo.lock native_io/pyproject.toml native_io/churnstream_native_io.pyi $(wildcard native_io/src/*.rs)
+$(NATIVE_IO_STAMP): $(STAMP) native_io/Cargo.toml native_io/Cargo.lock native_io/pyproject.toml $(wildcard native_io/src/*.rs)
 	@if command -v cargo >/dev/null 2>&1 \
 	  && $(BIN)/maturin build --quiet --release --locked -m native_io/Cargo.toml \
 	       -i $(BIN)/python -o native_io/target/wheels \
