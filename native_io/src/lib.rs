@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 mod consumer;
 mod errors;
 mod events;
+mod outgoing;
 mod producer;
 mod records;
 

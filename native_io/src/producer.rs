@@ -6,30 +6,23 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyBufferError, PyTypeError};
+use pyo3::exceptions::PyBufferError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::PyList;
 use rdkafka::bindings as rdsys;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError as RdError;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::errors::{config_err, report_callback_error, text_of, ErrorInfo, ERR_FATAL};
 use crate::events::{seconds, timeout_ms, Event, Queue};
+use crate::outgoing::{optional_bytes, owned_headers, triple, Fields};
 
 /// After a full local queue, serve deliveries this long before trying the same message again.
 const QUEUE_FULL_POLL: Duration = Duration::from_millis(100);
 /// The longest single wait of flush between looks at the out-queue.
 const FLUSH_STEP: Duration = Duration::from_millis(100);
-
-/// One record's fields, borrowed from the Python objects that hold them.
-struct Fields<'a> {
-    key: Option<&'a [u8]>,
-    value: Option<&'a [u8]>,
-    headers: Option<OwnedHeaders>,
-}
 
 #[pyclass(frozen, module = "churnstream_native_io")]
 pub struct Producer {
@@ -153,21 +146,28 @@ impl Producer {
             return self.out_queue();
         }
         let timeout = seconds(timeout_s);
-        let deadline = Instant::now() + timeout;
         let client = ClientPtr(self.producer.client().native_ptr());
         let wait_ms = timeout_ms(timeout);
-        std::thread::scope(|scope| {
-            // SAFETY: the producer outlives the scope; librdkafka's flush is thread-safe.
-            scope.spawn(move || unsafe { rdsys::rd_kafka_flush(client.get(), wait_ms) });
-            loop {
-                let left = self.out_queue();
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                if left == 0 || remaining.is_zero() {
-                    return left;
+        // All of it without the GIL: a thread that wants the GIL back while another one runs
+        // Python waits for the switch interval (5 ms) each time; callbacks come after.
+        let (left, callbacks) = py.detach(move || {
+            let deadline = Instant::now() + timeout;
+            let mut callbacks = Callbacks::default();
+            std::thread::scope(|scope| {
+                // SAFETY: the producer outlives the scope; librdkafka's flush is thread-safe.
+                scope.spawn(move || unsafe { rdsys::rd_kafka_flush(client.get(), wait_ms) });
+                loop {
+                    let left = self.out_queue();
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    if left == 0 || remaining.is_zero() {
+                        return (left, callbacks);
+                    }
+                    self.drain(remaining.min(FLUSH_STEP), &mut callbacks);
                 }
-                self.serve(py, remaining.min(FLUSH_STEP));
-            }
-        })
+            })
+        });
+        self.call_back(py, callbacks);
+        left
     }
 
     /// Drop queued (`in_queue`) and in-flight (`in_flight`) records; each one's failure
@@ -263,37 +263,44 @@ impl Producer {
         }
     }
 
-    /// Serve the main queue: wait up to `timeout` (GIL released) for the first event, then
-    /// everything already there. Callback exceptions are reported, never raised: every
-    /// report must be counted, and produce_all must not stop half-way.
+    /// Serve the main queue: wait up to `timeout` for the first event, then take everything
+    /// already there, all without the GIL; then make the callbacks. Their exceptions are
+    /// reported, never raised: every report must be counted, and produce_all must not stop
+    /// half-way.
     fn serve(&self, py: Python<'_>, timeout: Duration) -> usize {
-        let mut next = if timeout.is_zero() {
-            self.queue.poll(Duration::ZERO)
+        let mut callbacks = Callbacks::default();
+        let served = if timeout.is_zero() {
+            self.drain(timeout, &mut callbacks)
         } else {
-            py.detach(|| self.queue.poll(timeout))
+            py.detach(|| self.drain(timeout, &mut callbacks))
         };
+        self.call_back(py, callbacks);
+        served
+    }
+
+    /// Handle the events there are (waiting up to `timeout` for the first): count the
+    /// deliveries, keep what the callbacks need; the number of reports and errors handled.
+    fn drain(&self, timeout: Duration, callbacks: &mut Callbacks) -> usize {
+        let mut next = self.queue.poll(timeout);
         let mut served = 0;
         while let Some(event) = next {
-            served += self.handle(py, &event);
+            served += self.handle(&event, callbacks);
             drop(event);
             next = self.queue.poll(Duration::ZERO);
         }
         served
     }
 
-    fn handle(&self, py: Python<'_>, event: &Event) -> usize {
+    fn handle(&self, event: &Event, callbacks: &mut Callbacks) -> usize {
         match event.kind() {
-            rdsys::RD_KAFKA_EVENT_DR => self.deliveries(py, event),
+            rdsys::RD_KAFKA_EVENT_DR => self.deliveries(event, callbacks),
             rdsys::RD_KAFKA_EVENT_ERROR => {
-                let info = ErrorInfo::from_code(
-                    event.error_code(),
-                    Some(event.error_text()),
-                    event.error_is_fatal(),
-                );
-                if let Some(callback) = &self.error_cb {
-                    if let Err(err) = callback.call1(py, info.callback_args()) {
-                        report_callback_error(py, err, callback);
-                    }
+                if self.error_cb.is_some() {
+                    callbacks.errors.push(ErrorInfo::from_code(
+                        event.error_code(),
+                        Some(event.error_text()),
+                        event.error_is_fatal(),
+                    ));
                 }
                 1
             }
@@ -302,7 +309,7 @@ impl Producer {
         }
     }
 
-    fn deliveries(&self, py: Python<'_>, event: &Event) -> usize {
+    fn deliveries(&self, event: &Event, callbacks: &mut Callbacks) -> usize {
         // SAFETY: a live DR event; the array is filled with at most `count` messages that
         // live as long as the event.
         let messages = unsafe {
@@ -321,9 +328,9 @@ impl Producer {
                 continue;
             }
             failed += 1;
-            let Some(callback) = &self.on_failure else {
+            if self.on_failure.is_none() {
                 continue;
-            };
+            }
             // SAFETY: the message and its topic handle live as long as the event.
             let (text, topic) = unsafe {
                 (
@@ -331,81 +338,59 @@ impl Producer {
                     text_of(rdsys::rd_kafka_topic_name(m.rkt)),
                 )
             };
-            let info = ErrorInfo::from_code(code, Some(text), code == ERR_FATAL);
-            let offset = (m.offset >= 0).then_some(m.offset);
-            let args = (
-                info.code,
-                info.name,
-                info.text,
-                info.fatal,
+            callbacks.failures.push(Failure {
+                error: ErrorInfo::from_code(code, Some(text), code == ERR_FATAL),
                 topic,
-                m.partition,
-                offset,
-            );
-            if let Err(err) = callback.call1(py, args) {
-                report_callback_error(py, err, callback);
-            }
+                partition: m.partition,
+                offset: (m.offset >= 0).then_some(m.offset),
+            });
         }
         self.failed.fetch_add(failed, Ordering::Relaxed);
         self.delivered
             .fetch_add(messages.len() as u64 - failed, Ordering::Relaxed);
         messages.len()
     }
-}
 
-/// (key, value, headers) of any tuple-like item of three.
-fn triple<'py>(
-    item: &Bound<'py, PyAny>,
-) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    if let Ok(tuple) = item.cast::<PyTuple>() {
-        if tuple.len() == 3 {
-            return Ok((tuple.get_item(0)?, tuple.get_item(1)?, tuple.get_item(2)?));
-        }
-    } else if item.len().ok() == Some(3) {
-        return Ok((item.get_item(0)?, item.get_item(1)?, item.get_item(2)?));
-    }
-    Err(PyTypeError::new_err(
-        "each message must be a (key, value, headers) triple",
-    ))
-}
-
-/// The bytes of `obj` borrowed (None for None).
-fn optional_bytes<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<Option<&'a [u8]>> {
-    if obj.is_none() {
-        return Ok(None);
-    }
-    match obj.cast::<PyBytes>() {
-        Ok(bytes) => Ok(Some(bytes.as_bytes())),
-        Err(_) => Err(PyTypeError::new_err(format!(
-            "{what} must be bytes or None"
-        ))),
-    }
-}
-
-/// A list of (name, bytes or None) as librdkafka headers; an empty list is no headers.
-fn owned_headers(headers: &Bound<'_, PyAny>) -> PyResult<Option<OwnedHeaders>> {
-    let n = headers.len()?;
-    if n == 0 {
-        return Ok(None);
-    }
-    let mut owned = OwnedHeaders::new_with_capacity(n);
-    for item in headers.try_iter()? {
-        let item = item?;
-        let (name, value) = match item.cast::<PyTuple>() {
-            Ok(pair) if pair.len() == 2 => (pair.get_item(0)?, pair.get_item(1)?),
-            _ => {
-                return Err(PyTypeError::new_err(
-                    "a header must be a (name, value) pair",
-                ))
+    /// on_failure for each failed delivery, then error_cb for each client error, in order.
+    fn call_back(&self, py: Python<'_>, callbacks: Callbacks) {
+        if let Some(callback) = &self.on_failure {
+            for f in callbacks.failures {
+                let e = f.error;
+                let args = (
+                    e.code,
+                    e.name,
+                    e.text,
+                    e.fatal,
+                    f.topic,
+                    f.partition,
+                    f.offset,
+                );
+                if let Err(err) = callback.call1(py, args) {
+                    report_callback_error(py, err, callback);
+                }
             }
-        };
-        let name = name
-            .cast::<PyString>()
-            .map_err(|_| PyTypeError::new_err("a header name must be str"))?;
-        owned = owned.insert(Header {
-            key: name.to_str()?,
-            value: optional_bytes(&value, "a header value")?,
-        });
+        }
+        if let Some(callback) = &self.error_cb {
+            for info in callbacks.errors {
+                if let Err(err) = callback.call1(py, info.callback_args()) {
+                    report_callback_error(py, err, callback);
+                }
+            }
+        }
     }
-    Ok(Some(owned))
+}
+
+/// A failed delivery, kept for on_failure until the GIL is held again.
+struct Failure {
+    error: ErrorInfo,
+    topic: String,
+    partition: i32,
+    offset: Option<i64>,
+}
+
+/// What the callbacks are to be told once the events are handled.
+#[derive(Default)]
+struct Callbacks {
+    failures: Vec<Failure>,
+    errors: Vec<ErrorInfo>,
 }
