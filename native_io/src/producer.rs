@@ -154,8 +154,15 @@ impl Producer {
             let deadline = Instant::now() + timeout;
             let mut callbacks = Callbacks::default();
             std::thread::scope(|scope| {
-                // SAFETY: the producer outlives the scope; librdkafka's flush is thread-safe.
-                scope.spawn(move || unsafe { rdsys::rd_kafka_flush(client.get(), wait_ms) });
+                let queue = &self.queue;
+                scope.spawn(move || {
+                    // SAFETY: the producer outlives the scope; librdkafka's flush is
+                    // thread-safe.
+                    unsafe { rdsys::rd_kafka_flush(client.get(), wait_ms) };
+                    // Its return may bring no event (with delivery.report.only.error, a
+                    // success has none): wake the wait below to look at the out-queue.
+                    queue.wake();
+                });
                 loop {
                     let left = self.out_queue();
                     let remaining = deadline.saturating_duration_since(Instant::now());

@@ -25,6 +25,8 @@ WAIT_S = 5.0
 EMPTY_WAIT_S = 0.3
 #: How long take() waits on a drained partition while another thread commits.
 TAKE_WAIT_S = 0.8
+#: Produce-and-flush rounds in test_flush_returns_at_once_without_success_reports.
+FLUSH_ROUNDS = 5
 #: Over the broker's default max.message.bytes (1 MiB) and under the producer's limit we set.
 TOO_LARGE_BYTES = 1_200_000
 
@@ -266,6 +268,24 @@ def test_flush_sends_at_once_what_linger_would_hold(
     assert producer.flush(30) == 0
     assert time.monotonic() - started < 1.0
     assert producer.delivered == 2
+
+
+def test_flush_returns_at_once_without_success_reports(
+    kafka_bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    """With delivery.report.only.error a success brings no event to wait for: flush must
+    still return as soon as the out-queue is empty, not at its next look (100 ms on)."""
+    topic = topic_factory(partitions=1)
+    config = {"bootstrap.servers": kafka_bootstrap, "delivery.report.only.error": "true"}
+    producer = nio.Producer(config)
+    producer.produce(topic, b"warm-up")
+    assert producer.flush(30) == 0
+    started = time.monotonic()
+    for i in range(FLUSH_ROUNDS):
+        producer.produce_all(topic, [(None, b"%d" % i, None)])
+        assert producer.flush(30) == 0
+    assert time.monotonic() - started < FLUSH_ROUNDS * 0.08
+    assert producer.failed == 0
 
 
 def test_a_failed_delivery_reaches_on_failure(
