@@ -11,6 +11,7 @@ AIRFLOW_PYTEST_ARGS ?=
 LEGACY_VENV := .venv-legacy
 LEGACY_STAMP := $(LEGACY_VENV)/.installed
 NATIVE_STAMP := $(VENV)/.native
+NATIVE_IO_STAMP := $(VENV)/.native-io
 
 .DEFAULT_GOAL := help
 
@@ -39,6 +40,20 @@ $(NATIVE_STAMP): $(STAMP) native/Cargo.toml native/Cargo.lock native/pyproject.t
 	  echo "note: the native scoring core did not build; churnstream uses its Python path" >&2; \
 	fi
 
+# The scorer's optional native Kafka client (Rust, PyO3, rdkafka with librdkafka built from the
+# crate's bundled sources; native_io/), built like the scoring core above. Where it cannot build,
+# setup still succeeds and the scorer uses confluent-kafka.
+$(NATIVE_IO_STAMP): $(STAMP) native_io/Cargo.toml native_io/Cargo.lock native_io/pyproject.toml $(wildcard native_io/src/*.rs)
+	@if command -v cargo >/dev/null 2>&1 \
+	  && $(BIN)/maturin build --quiet --release --locked -m native_io/Cargo.toml \
+	       -i $(BIN)/python -o native_io/target/wheels \
+	  && $(BIN)/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
+	       native_io/target/wheels/churnstream_native_io-*.whl; then \
+	  touch $(NATIVE_IO_STAMP); \
+	else \
+	  echo "note: the native Kafka client did not build; the scorer uses confluent-kafka" >&2; \
+	fi
+
 # The replaced system's clients (kafka-python, no compression libraries) from their own
 # requirements; tests/integration/test_interop.py runs them against churnstream's topics.
 $(LEGACY_STAMP): tests/legacy_client/requirements.txt
@@ -47,7 +62,7 @@ $(LEGACY_STAMP): tests/legacy_client/requirements.txt
 	  -r tests/legacy_client/requirements.txt
 	touch $(LEGACY_STAMP)
 
-setup: $(STAMP) $(NATIVE_STAMP) $(LEGACY_STAMP) ## Create .venv (churnstream, dev and spark extras) and .venv-legacy, fetch the Kafka jars, Chromium
+setup: $(STAMP) $(NATIVE_STAMP) $(NATIVE_IO_STAMP) $(LEGACY_STAMP) ## Create .venv (churnstream, dev and spark extras) and .venv-legacy, fetch the Kafka jars, Chromium
 	$(BIN)/churnstream broker fetch
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
