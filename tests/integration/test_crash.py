@@ -98,13 +98,19 @@ def filled_topics(kafka_bootstrap: str, topic_factory: TopicFactory) -> tuple[st
 
 
 @pytest.mark.parametrize(
-    ("exactly_once", "pipeline"),
-    [(False, False), (False, True), (True, False)],
-    ids=["at-least-once", "at-least-once-pipelined", "exactly-once"],
+    ("exactly_once", "pipeline", "client"),
+    [
+        (False, False, "confluent"),
+        (False, True, "confluent"),
+        (True, False, "confluent"),
+        (False, True, "native"),
+    ],
+    ids=["at-least-once", "at-least-once-pipelined", "exactly-once", "native-client-pipelined"],
 )
 def test_scorer_survives_sigkill_loop(
     exactly_once: bool,
     pipeline: bool,
+    client: str,
     monkeypatch: pytest.MonkeyPatch,
     kafka_bootstrap: str,
     filled_topics: tuple[str, str, str],
@@ -114,6 +120,9 @@ def test_scorer_survives_sigkill_loop(
 ) -> None:
     if pipeline:  # every scorer started below inherits it
         monkeypatch.setenv("CHURNSTREAM_CONSUMER__PIPELINE", "true")
+    if client == "native":  # and this (churnstream.kafka.native)
+        pytest.importorskip("churnstream_native_io")
+        monkeypatch.setenv("CHURNSTREAM_CONSUMER__CLIENT", "native")
     raw, preds, dlq = filled_topics
     group = f"crash-{uuid.uuid4().hex[:8]}"
     extra = ["--exactly-once"] if exactly_once else []
