@@ -22,6 +22,17 @@ from tests.integration.kafka_io import CommittedOffsets, Record, read_topic, sen
 from tests.integration.streams import customer_events, unique_id
 
 HOST = "127.0.0.1"
+#: The scorer's guarantees a loss test runs under, as (exactly_once, pipeline, client):
+#: ``pytest.mark.parametrize(("exactly_once", "pipeline", "client"), **GUARANTEES)``.
+GUARANTEES = {
+    "argvalues": [
+        (False, False, "confluent"),
+        (False, True, "confluent"),
+        (True, False, "confluent"),
+        (False, True, "native"),
+    ],
+    "ids": ["at-least-once", "at-least-once-pipelined", "exactly-once", "native-client-pipelined"],
+}
 #: Input added whenever the scorers get within LOW_WATER of its end.
 TOP_UP = 20_000
 LOW_WATER = 10_000

@@ -21,6 +21,7 @@ from churnstream.headers import ROW_INDEX_HEADER
 from churnstream.streaming.checkpoint import load_checkpoint
 from tests.integration.kafka_io import CommittedOffsets, read_topic, send_raw
 from tests.integration.scorers import (
+    GUARANTEES,
     KillLoop,
     assert_no_dead_letters,
     cli,
@@ -97,16 +98,7 @@ def filled_topics(kafka_bootstrap: str, topic_factory: TopicFactory) -> tuple[st
     return raw, preds, dlq
 
 
-@pytest.mark.parametrize(
-    ("exactly_once", "pipeline", "client"),
-    [
-        (False, False, "confluent"),
-        (False, True, "confluent"),
-        (True, False, "confluent"),
-        (False, True, "native"),
-    ],
-    ids=["at-least-once", "at-least-once-pipelined", "exactly-once", "native-client-pipelined"],
-)
+@pytest.mark.parametrize(("exactly_once", "pipeline", "client"), **GUARANTEES)
 def test_scorer_survives_sigkill_loop(
     exactly_once: bool,
     pipeline: bool,

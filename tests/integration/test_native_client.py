@@ -21,6 +21,7 @@ from churnstream.cli import app
 from churnstream.headers import SOURCE_HEADER
 from tests.integration.cli_runs import consume_args, invoke
 from tests.integration.kafka_io import CommittedOffsets, Record, read_topic, send_raw
+from tests.integration.test_pipeline import BAD_MESSAGES
 from tests.unit.test_schemas import EVENT
 
 pytest.importorskip("churnstream_native_io")
@@ -52,17 +53,7 @@ def events() -> list[tuple[bytes | None, bytes | None]]:
         )
         for i in range(600)
     ]
-    bad: list[tuple[bytes | None, bytes | None]] = [
-        (b"x", b"not json at all"),
-        (None, b"\xff\xfe\xfa"),
-        (None, b"[1,2,3]"),
-        (b"7590-VHVEG", orjson.dumps({**EVENT, "Contract": "Weekly"})),
-        (b"7590-VHVEG", orjson.dumps({**EVENT, "tenure": "ten"})),
-        (b"0000-XXXXX", orjson.dumps(EVENT)),
-        (None, b""),
-        (None, None),
-    ]
-    return good[:300] + bad + good[300:]
+    return [*good[:300], *BAD_MESSAGES, (None, None), *good[300:]]
 
 
 def score(

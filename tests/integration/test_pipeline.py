@@ -31,6 +31,7 @@ from churnstream.streaming.checkpoint import load_checkpoint
 from churnstream.streaming.events_producer import ProduceOptions, run_producer
 from tests.integration.cli_runs import consume_args, invoke, produce_batch_args
 from tests.integration.kafka_io import read_topic, send_raw
+from tests.integration.scorers import GUARANTEES
 from tests.unit.test_schemas import EVENT, contract
 
 pytestmark = pytest.mark.integration
@@ -199,21 +200,25 @@ def test_batch_checkpoint_resume(
     assert len(read_topic(kafka_bootstrap, raw, idle_s=1.0)) == 7043
 
 
+#: One message of each kind the scorer must dead-letter, with its reason code in order:
+#: not_json, not_utf8, not_object, schema (twice), key_mismatch, empty_body.
+BAD_MESSAGES: list[tuple[bytes | None, bytes | None]] = [
+    (b"x", b"not json at all"),
+    (None, b"\xff\xfe\xfa"),
+    (None, b"[1,2,3]"),
+    (b"7590-VHVEG", orjson.dumps({**EVENT, "Contract": "Weekly"})),
+    (b"7590-VHVEG", orjson.dumps({**EVENT, "tenure": "ten"})),
+    (b"0000-XXXXX", orjson.dumps(EVENT)),
+    (None, b""),
+]
+
+
 def test_mixed_batch_scores_good_and_dead_letters_bad(
     kafka_bootstrap: str, topic_factory: TopicFactory, model_dir: Path, tmp_path: Path
 ) -> None:
     raw, preds, dlq = topics(topic_factory)
     good = [(b"7590-VHVEG", orjson.dumps({**EVENT, "tenure": t})) for t in range(20)]
-    bad: list[tuple[bytes | None, bytes | None]] = [
-        (b"x", b"not json at all"),
-        (None, b"\xff\xfe\xfa"),
-        (None, b"[1,2,3]"),
-        (b"7590-VHVEG", orjson.dumps({**EVENT, "Contract": "Weekly"})),
-        (b"7590-VHVEG", orjson.dumps({**EVENT, "tenure": "ten"})),
-        (b"0000-XXXXX", orjson.dumps(EVENT)),
-        (None, b""),
-    ]
-    send_raw(kafka_bootstrap, raw, good[:10] + bad + good[10:])
+    send_raw(kafka_bootstrap, raw, good[:10] + BAD_MESSAGES + good[10:])
     out = invoke(consume_args(kafka_bootstrap, raw, preds, dlq, model_dir, tmp_path / "reports"))
     assert "consumed 27, scored 20, dead-lettered 7" in out
 
@@ -302,16 +307,7 @@ def test_batch_consume_returns_with_its_report_and_never_imports_the_heavy_libra
     assert all((tmp_path / "reports" / link).stat().st_size > 0 for link in links)
 
 
-@pytest.mark.parametrize(
-    ("exactly_once", "pipeline", "client"),
-    [
-        (False, False, "confluent"),
-        (False, True, "confluent"),
-        (True, False, "confluent"),
-        (False, True, "native"),
-    ],
-    ids=["at-least-once", "at-least-once-pipelined", "exactly-once", "native-client-pipelined"],
-)
+@pytest.mark.parametrize(("exactly_once", "pipeline", "client"), **GUARANTEES)
 def test_sigterm_during_streaming_loses_nothing(
     exactly_once: bool,
     pipeline: bool,
