@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml constraints.txt
 $(NATIVE_STAMP): $(STAMP) native/Cargo.toml native/Cargo.lock native/pyproject.toml $(wildcard native/src/*.rs)
 	@if command -v cargo >/dev/null 2>&1 \
 	  && $(BIN)/maturin build --quiet --release --locked -m native/Cargo.toml \
-	       -i $(BIN)/python -o native/target/wheels \
+	       -i $(BIN)/python -o native/target/wheels >/dev/null \
 	  && $(BIN)/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
 	       native/target/wheels/churnstream_native-*.whl; then \
 	  touch $(NATIVE_STAMP); \
@@ -46,7 +46,7 @@ $(NATIVE_STAMP): $(STAMP) native/Cargo.toml native/Cargo.lock native/pyproject.t
 $(NATIVE_IO_STAMP): $(STAMP) native_io/Cargo.toml native_io/Cargo.lock native_io/pyproject.toml $(wildcard native_io/src/*.rs)
 	@if command -v cargo >/dev/null 2>&1 \
 	  && $(BIN)/maturin build --quiet --release --locked -m native_io/Cargo.toml \
-	       -i $(BIN)/python -o native_io/target/wheels \
+	       -i $(BIN)/python -o native_io/target/wheels >/dev/null \
 	  && $(BIN)/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
 	       native_io/target/wheels/churnstream_native_io-*.whl; then \
 	  touch $(NATIVE_IO_STAMP); \
