@@ -30,13 +30,16 @@ $(STAMP): pyproject.toml constraints.txt
 # crates.io (Cargo.lock pins them). Where it cannot build, setup still succeeds and churnstream
 # runs its Python path, saying so in one log line.
 $(NATIVE_STAMP): $(STAMP) native/Cargo.toml native/Cargo.lock native/pyproject.toml $(wildcard native/src/*.rs)
+	@mkdir -p native/target && rm -f native/target/build.log
 	@if command -v cargo >/dev/null 2>&1 \
+	  && echo "building the native scoring core (Rust; up to 1 min the first time)" \
 	  && $(BIN)/maturin build --quiet --release --locked -m native/Cargo.toml \
-	       -i $(BIN)/python -o native/target/wheels >/dev/null \
+	       -i $(BIN)/python -o native/target/wheels >native/target/build.log 2>&1 \
 	  && $(BIN)/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
 	       native/target/wheels/churnstream_native-*.whl; then \
 	  touch $(NATIVE_STAMP); \
 	else \
+	  tail -n 15 native/target/build.log >&2 2>/dev/null; \
 	  echo "note: the native scoring core did not build; churnstream uses its Python path" >&2; \
 	fi
 
@@ -44,13 +47,16 @@ $(NATIVE_STAMP): $(STAMP) native/Cargo.toml native/Cargo.lock native/pyproject.t
 # crate's bundled sources; native_io/), built like the scoring core above. Where it cannot build,
 # setup still succeeds and the scorer uses confluent-kafka.
 $(NATIVE_IO_STAMP): $(STAMP) native_io/Cargo.toml native_io/Cargo.lock native_io/pyproject.toml $(wildcard native_io/src/*.rs)
+	@mkdir -p native_io/target && rm -f native_io/target/build.log
 	@if command -v cargo >/dev/null 2>&1 \
+	  && echo "building the native Kafka client (Rust; up to 2 min the first time)" \
 	  && $(BIN)/maturin build --quiet --release --locked -m native_io/Cargo.toml \
-	       -i $(BIN)/python -o native_io/target/wheels >/dev/null \
+	       -i $(BIN)/python -o native_io/target/wheels >native_io/target/build.log 2>&1 \
 	  && $(BIN)/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
 	       native_io/target/wheels/churnstream_native_io-*.whl; then \
 	  touch $(NATIVE_IO_STAMP); \
 	else \
+	  tail -n 15 native_io/target/build.log >&2 2>/dev/null; \
 	  echo "note: the native Kafka client did not build; the scorer uses confluent-kafka" >&2; \
 	fi
 
