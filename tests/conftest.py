@@ -42,14 +42,27 @@ def dataset_path() -> Path:
     return DATASET
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--scorer-client",
+        choices=("confluent", "native"),
+        default=None,
+        help="run every scorer the tests start on this Kafka client (consumer.client); "
+        "the native one refuses exactly-once, so those tests fail then",
+    )
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never pick up a developer's CHURNSTREAM_* variables."""
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Tests never pick up a developer's CHURNSTREAM_* variables (but --scorer-client's)."""
     import os
 
     for name in list(os.environ):
         if name.startswith("CHURNSTREAM_"):
             monkeypatch.delenv(name, raising=False)
+    client = request.config.getoption("--scorer-client")
+    if client is not None:
+        monkeypatch.setenv("CHURNSTREAM_CONSUMER__CLIENT", client)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from churnstream.cli import app
 from churnstream.headers import SOURCE_HEADER
+from churnstream.kafka.native import NativeConsumer
 from tests.integration.cli_runs import consume_args, invoke
 from tests.integration.kafka_io import CommittedOffsets, Record, read_topic, send_raw
 from tests.integration.test_pipeline import BAD_MESSAGES
@@ -67,7 +68,18 @@ def score(
     preds, dlq = topic_factory(partitions=3), topic_factory(partitions=1)
     group = f"g-{client}-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv(CLIENT_ENV, client)
+    taken: list[int] = []
+    take = NativeConsumer.take
+
+    def counted(self: NativeConsumer, *args: Any) -> Any:
+        batch = take(self, *args)
+        taken.append(len(batch))
+        return batch
+
+    monkeypatch.setattr(NativeConsumer, "take", counted)
     out = invoke(consume_args(bootstrap, raw, preds, dlq, model_dir, None, group))
+    # The run was on the client asked for: else this comparison could not fail.
+    assert (sum(taken) == 610) if client == "native" else not taken
     committed = CommittedOffsets(bootstrap, group, raw)
     try:
         offsets = committed()
