@@ -45,9 +45,11 @@ except ImportError as exc:  # not built on this machine: the confluent-kafka cli
 
 #: librdkafka's "no offset" (confluent-kafka's OFFSET_INVALID).
 OFFSET_INVALID = -1001
-#: How long a seek may take before the extension gives up on it (the recovery bounds the
-#: call itself with its own budget).
-SEEK_TIMEOUT_S = 10.0
+#: A seek waits for its answer as long as it takes, as confluent-kafka's does: the recovery
+#: bounds the call with its own budget and, past it, ends the scorer with the batch left
+#: uncommitted (``seek_within_budget``). A seek that gave up by itself would be taken for a
+#: revoked partition and the batch skipped. (librdkafka's limit is in int milliseconds.)
+SEEK_TIMEOUT_S = 1e6
 #: Configuration entries that are Python objects for confluent-kafka, not librdkafka
 #: properties: the extension takes the ones it needs as arguments.
 _PYTHON_ENTRIES = frozenset({"logger", "error_cb", "stats_cb", "throttle_cb", "on_delivery"})
