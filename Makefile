@@ -26,39 +26,34 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,spark]'
 	touch $(STAMP)
 
-# The scoring core's native fast check (Rust, PyO3; native/), built by maturin with cargo from
-# crates.io (Cargo.lock pins them). Where it cannot build, setup still succeeds and churnstream
-# runs its Python path, saying so in one log line.
-$(NATIVE_STAMP): $(STAMP) native/Cargo.toml native/Cargo.lock native/pyproject.toml $(wildcard native/src/*.rs)
-	@mkdir -p native/target && rm -f native/target/build.log
+# A Rust extension (PyO3) built by maturin with cargo from crates.io (Cargo.lock pins them)
+# and installed into .venv: $(1) its crate directory, $(2) its module, $(3) what it is,
+# $(4) minutes a cold build takes, $(5) what runs without it. maturin's lines go to
+# $(1)/target/build.log, shown only when the build fails; where it cannot build, setup still
+# succeeds and says so in one line.
+define native_wheel
+	@mkdir -p $(1)/target && rm -f $(1)/target/build.log
 	@if command -v cargo >/dev/null 2>&1 \
-	  && echo "building the native scoring core (Rust; up to 1 min the first time)" \
-	  && $(BIN)/maturin build --quiet --release --locked -m native/Cargo.toml \
-	       -i $(BIN)/python -o native/target/wheels >native/target/build.log 2>&1 \
+	  && echo "building $(3) (Rust; up to $(4) min the first time)" \
+	  && $(BIN)/maturin build --quiet --release --locked -m $(1)/Cargo.toml \
+	       -i $(BIN)/python -o $(1)/target/wheels >$(1)/target/build.log 2>&1 \
 	  && $(BIN)/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
-	       native/target/wheels/churnstream_native-*.whl; then \
-	  touch $(NATIVE_STAMP); \
+	       $(1)/target/wheels/$(2)-*.whl; then \
+	  touch $@; \
 	else \
-	  tail -n 15 native/target/build.log >&2 2>/dev/null; \
-	  echo "note: the native scoring core did not build; churnstream uses its Python path" >&2; \
+	  tail -n 15 $(1)/target/build.log >&2 2>/dev/null; \
+	  echo "note: $(3) did not build; $(5)" >&2; \
 	fi
+endef
 
-# The scorer's optional native Kafka client (Rust, PyO3, rdkafka with librdkafka built from the
-# crate's bundled sources; native_io/), built like the scoring core above. Where it cannot build,
-# setup still succeeds and the scorer uses confluent-kafka.
+# The scoring core's native fast check (native/).
+$(NATIVE_STAMP): $(STAMP) native/Cargo.toml native/Cargo.lock native/pyproject.toml $(wildcard native/src/*.rs)
+	$(call native_wheel,native,churnstream_native,the native scoring core,1,churnstream uses its Python path)
+
+# The scorer's optional native Kafka client (native_io/: rdkafka, with librdkafka built from
+# the crate's bundled sources).
 $(NATIVE_IO_STAMP): $(STAMP) native_io/Cargo.toml native_io/Cargo.lock native_io/pyproject.toml $(wildcard native_io/src/*.rs)
-	@mkdir -p native_io/target && rm -f native_io/target/build.log
-	@if command -v cargo >/dev/null 2>&1 \
-	  && echo "building the native Kafka client (Rust; up to 2 min the first time)" \
-	  && $(BIN)/maturin build --quiet --release --locked -m native_io/Cargo.toml \
-	       -i $(BIN)/python -o native_io/target/wheels >native_io/target/build.log 2>&1 \
-	  && $(BIN)/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
-	       native_io/target/wheels/churnstream_native_io-*.whl; then \
-	  touch $(NATIVE_IO_STAMP); \
-	else \
-	  tail -n 15 native_io/target/build.log >&2 2>/dev/null; \
-	  echo "note: the native Kafka client did not build; the scorer uses confluent-kafka" >&2; \
-	fi
+	$(call native_wheel,native_io,churnstream_native_io,the native Kafka client,2,the scorer uses confluent-kafka)
 
 # The replaced system's clients (kafka-python, no compression libraries) from their own
 # requirements; tests/integration/test_interop.py runs them against churnstream's topics.

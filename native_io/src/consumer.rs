@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 use rdkafka::bindings as rdsys;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::errors::{
-    config_err, kafka_err, report_callback_error, text_of, ErrorInfo, ERR_PARTITION_EOF, ERR_STATE,
+    create_client, kafka_err, report_callback_error, text_of, ErrorInfo, ERR_PARTITION_EOF,
+    ERR_STATE,
 };
 use crate::events::{seconds, Event, Queue};
 use crate::records::Batch;
@@ -59,13 +59,7 @@ impl Consumer {
         config: HashMap<String, String>,
         error_cb: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
-        let mut client_config = ClientConfig::new();
-        for (key, value) in &config {
-            client_config.set(key, value);
-        }
-        let consumer: BaseConsumer = py
-            .detach(|| client_config.create())
-            .map_err(|e| config_err(&e))?;
+        let consumer: BaseConsumer = create_client(py, &config)?;
         let grouped = config.contains_key("group.id");
         let queue = Queue::of(consumer.client().native_ptr(), grouped)
             .ok_or_else(|| closed_err("the consumer has no queue"))?;

@@ -1,12 +1,14 @@
 //! librdkafka's errors as Python sees them: `KafkaError(code, name, text, fatal, retriable)`,
 //! `ValueError` for a refused configuration, `BufferError` for a full local queue.
 
+use std::collections::HashMap;
 use std::ffi::{c_char, CStr};
 
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use rdkafka::bindings as rdsys;
+use rdkafka::config::{ClientConfig, FromClientConfig};
 use rdkafka::error::KafkaError as RdError;
 
 create_exception!(
@@ -121,8 +123,22 @@ pub fn kafka_err(err: &RdError) -> PyErr {
     ErrorInfo::from_rdkafka(err).into_py()
 }
 
+/// A client of either kind from these properties, created without the GIL; a property
+/// librdkafka refuses is a ValueError with its message.
+pub fn create_client<C: FromClientConfig + Send>(
+    py: Python<'_>,
+    config: &HashMap<String, String>,
+) -> PyResult<C> {
+    let mut client_config = ClientConfig::new();
+    for (key, value) in config {
+        client_config.set(key, value);
+    }
+    py.detach(|| client_config.create())
+        .map_err(|e| config_err(&e))
+}
+
 /// The error of a refused client configuration: librdkafka's message, on one line.
-pub fn config_err(err: &RdError) -> PyErr {
+fn config_err(err: &RdError) -> PyErr {
     let message = match err {
         RdError::ClientConfig(_, description, _, _) => description.clone(),
         RdError::ClientCreation(message) => message.clone(),

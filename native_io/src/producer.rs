@@ -10,12 +10,11 @@ use pyo3::exceptions::PyBufferError;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 use rdkafka::bindings as rdsys;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError as RdError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::errors::{config_err, report_callback_error, text_of, ErrorInfo, ERR_FATAL};
+use crate::errors::{create_client, report_callback_error, text_of, ErrorInfo, ERR_FATAL};
 use crate::events::{seconds, timeout_ms, Event, Queue};
 use crate::outgoing::{optional_bytes, owned_headers, triple, Fields};
 
@@ -45,13 +44,7 @@ impl Producer {
         on_failure: Option<Py<PyAny>>,
         error_cb: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
-        let mut client_config = ClientConfig::new();
-        for (key, value) in &config {
-            client_config.set(key, value);
-        }
-        let producer: BaseProducer = py
-            .detach(|| client_config.create())
-            .map_err(|e| config_err(&e))?;
+        let producer: BaseProducer = create_client(py, &config)?;
         let queue = Queue::of(producer.client().native_ptr(), false)
             .ok_or_else(|| ErrorInfo::from_code(crate::errors::ERR_FAIL, None, false).into_py())?;
         Ok(Producer {
