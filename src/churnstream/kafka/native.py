@@ -43,8 +43,6 @@ except ImportError as exc:  # not built on this machine: the confluent-kafka cli
     _io = None
     NATIVE_IO_ERROR = str(exc)
 
-#: librdkafka's "no offset" (confluent-kafka's OFFSET_INVALID).
-OFFSET_INVALID = -1001
 #: A seek waits for its answer as long as it takes, as confluent-kafka's does: the recovery
 #: bounds the call with its own budget and, past it, ends the scorer with the batch left
 #: uncommitted (``seek_within_budget``). A seek that gave up by itself would be taken for a

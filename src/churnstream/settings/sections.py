@@ -109,6 +109,11 @@ class ConsumerSettings(_Frozen):
     # a batch per call; at-least-once and plaintext only).
     client: Literal["confluent", "native"] = "confluent"
 
+    @property
+    def native_client(self) -> bool:
+        """Whether the scorer runs on the native Kafka client."""
+        return self.client == "native"
+
     @field_validator("pipeline", mode="before")
     @classmethod
     def _auto_or_bool(cls, value: object) -> object:

@@ -79,7 +79,7 @@ class ScorerLoop:
         scorer: LeanScorer | None = None,
         observers: Sequence[ScorerObserver] = (),
     ) -> None:
-        if settings.consumer.client == "native":
+        if settings.consumer.native_client:
             why = native.unsupported(
                 exactly_once=options.exactly_once,
                 security_protocol=settings.kafka.security_protocol,
@@ -127,7 +127,7 @@ class ScorerLoop:
             self.settings.kafka, timeout_s=opts.connect_timeout_s, stop=stop, what="scorer"
         )
         consumer = clients.consumer(
-            self.settings, opts.group_id, native=self.settings.consumer.client == "native"
+            self.settings, opts.group_id, native=self.settings.consumer.native_client
         )
         publisher = open_publisher(self.settings, opts)
         recovery = Recovery(

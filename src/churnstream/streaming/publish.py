@@ -345,7 +345,7 @@ def open_publisher(settings: Settings, options: ScoreOptions) -> Publisher:
             # Success is then inferred: flush() returned with nothing outstanding and no
             # failed delivery was reported during it (see Publisher.publish).
             config["delivery.report.only.error"] = True
-        return Publisher(SafeProducer(config, native=settings.consumer.client == "native"), options)
+        return Publisher(SafeProducer(config, native=settings.consumer.native_client), options)
     txn_id = options.transactional_id or default_transactional_id(
         options.group_id, options.input_topic
     )
